@@ -1,0 +1,359 @@
+// Attention prefill (spec section 1): a FlashAttention-2 style forward pass on tensor cores.
+//
+// One block owns BM query rows of one (sequence, query head); each warp owns WM = 16 * MT of
+// those rows. The block walks the key tiles that its rows can see (causal / window limits skip
+// the rest), BN keys at a time:
+//   K/V tile t+1 is copied (cp.async) into the other smem stage while tile t is computed;
+//   [fused RoPE: rotate tile t's K rows in smem]
+//   S = Q K^T        mma.sync m16n8k16, Q and K through ldmatrix, f32 accumulators
+//   scores           x = log2(e) * (scale * S | softcap * tanh(scale * S / softcap)) - alibi
+//                    masked entries (-inf) only in tiles that cross a mask boundary
+//   online softmax   running max / sum per row in registers, O rescaled by exp2(m_old - m_new)
+//   O += P V         P packed from the S accumulators, V through ldmatrix.trans
+// Epilogue: O / l staged through the block's Q rows in smem, written with 16-byte stores;
+// lse = ln 2 * (m + log2 l), -inf for rows that see no key (o = 0 there).
+//
+// Shared memory rows are padded by 8 elements (16 bytes), which makes every ldmatrix phase
+// and the 16-byte cp.async writes bank-conflict free without a swizzle.
+#include "params.h"
+#include "common/tile.cuh"
+#include "common/rope.cuh"
+
+namespace {
+
+using ak::cp_async_commit;
+using ak::cp_async_wait;
+
+// Tile shape per (D, Dv).
+template <int D_, int DV_, int MT_, int NWARPS_, int BN_>
+struct Cfg {
+    static constexpr int D = D_, DV = DV_, MT = MT_, NWARPS = NWARPS_, BN = BN_;
+    static constexpr int NT = NWARPS * 32;
+    static constexpr int WM = 16 * MT;     // query rows per warp
+    static constexpr int BM = WM * NWARPS; // query rows per block
+    static constexpr int PAD = 8;
+    static constexpr int QS = (D > DV ? D : DV) + PAD;  // Q rows, reused for the O staging
+    static constexpr int KS = D + PAD;
+    static constexpr int VS = DV + PAD;
+    static constexpr int SMEM_BYTES = 2 * (BM * QS + 2 * BN * KS + 2 * BN * VS);
+    static_assert(D % 16 == 0 && DV % 16 == 0 && BN % 16 == 0, "tile shape");
+    static_assert(SMEM_BYTES <= 227 * 1024, "fits the sm_90 opt-in shared memory per block");
+};
+
+// The configurations the Rust side launches (keep in sync with src/attention/cuda.rs).
+using Cfg64 = Cfg<64, 64, 2, 4, 64>;        // 128 x 64 tiles, 4 warps x 32 rows
+using Cfg128 = Cfg<128, 128, 2, 4, 32>;     // 128 x 32, 4 warps x 32 rows
+using Cfg256 = Cfg<256, 256, 1, 8, 64>;     // 128 x 64, 8 warps x 16 rows
+using Cfg64v128 = Cfg<64, 128, 2, 4, 32>;   // Dv = 2D, 128 x 32
+using Cfg128v256 = Cfg<128, 256, 1, 8, 64>; // Dv = 2D
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// tanh(x) = 1 - 2 / (e^{2x} + 1): branch-free, saturates correctly at +-inf, absolute error a
+// few f32 ulps of 1 (the softcap multiplies it, so relative accuracy near 0 is not needed).
+__device__ __forceinline__ float tanh_fast(float x) {
+    return 1.f - __fdividef(2.f, exp2f(x * (2.f * 1.4426950408889634f)) + 1.f);
+}
+
+// (cos, sin) of a possibly negative position: cos(-x) = cos x, sin(-x) = -sin x.
+__device__ __forceinline__ float2 rope_cs(const AkRopeTable& tab, long long pos, int i) {
+    const long long a = pos < 0 ? -pos : pos;
+    float2 cs = ak_rope_cos_sin(tab, a > 0x7fffffffLL ? 0x7fffffff : (int)a, i);
+    if (pos < 0) cs.y = -cs.y;
+    return cs;
+}
+
+// Rotate rows [0, rows_valid) of a smem tile in place (RoPE). Warp w takes rows w, w+NWARPS, ..;
+// lanes take the pairs of a row. Row r is at position ids[r] if ids is given, else first + r.
+template <typename T, int NWARPS, int STRIDE>
+__device__ __forceinline__ void rope_tile(T* s, int rows_valid, const AkRopeTable& tab, const int* ids,
+                                          long long first, int warp, int lane) {
+    const int half = tab.rotary_dim >> 1;
+    for (int r = warp; r < rows_valid; r += NWARPS) {
+        const long long pos = ids ? (long long)ids[r] : first + r;
+        T* row = s + r * STRIDE;
+        for (int i = lane; i < half; i += 32) {
+            const int2 pr = ak_rope_pair(tab, i);
+            const float2 y = ak_rope_rotate(to_float(row[pr.x]), to_float(row[pr.y]), rope_cs(tab, pos, i),
+                                            tab.attention_factor);
+            row[pr.x] = from_float<T>(y.x);
+            row[pr.y] = from_float<T>(y.y);
+        }
+    }
+}
+
+template <typename T, class C>
+__device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
+    constexpr int D = C::D, DV = C::DV, MT = C::MT, BM = C::BM, BN = C::BN, NT = C::NT;
+    constexpr int NTILES_S = BN / 8;  // n-tiles of S per m-tile
+    constexpr int NTILES_O = DV / 8;  // n-tiles of O per m-tile
+
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* sQ = reinterpret_cast<T*>(smem_raw);
+    T* sK = sQ + BM * C::QS;          // 2 stages of BN x KS
+    T* sV = sK + 2 * BN * C::KS;      // 2 stages of BN x VS
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, tq = lane & 3;  // fragment row group and column pair
+    const int h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (p.heads_q / p.heads_kv);
+
+    // This sequence's rows.
+    int sq = p.seqlen_q, sk = p.seqlen_k;
+    long long q_first = 0, k_first = 0;  // packed row of the sequence's first token (varlen)
+    if (p.cu_seqlens_q) {
+        q_first = p.cu_seqlens_q[b];
+        sq = p.cu_seqlens_q[b + 1] - (int)q_first;
+    }
+    if (p.cu_seqlens_k) {
+        k_first = p.cu_seqlens_k[b];
+        sk = p.cu_seqlens_k[b + 1] - (int)k_first;
+    }
+    // Causal blocks near the bottom see the most keys: schedule them first.
+    const int m_block = p.causal ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x;
+    const int m0 = m_block * BM;
+    if (m0 >= sq) return;
+    const int m_last = min(m0 + BM, sq) - 1;
+
+    const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + (q_first + m0) * p.q_row_stride +
+                 h * p.q_head_stride;
+    const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + k_first * p.k_row_stride + hk * p.k_head_stride;
+    const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + k_first * p.v_row_stride + hk * p.v_head_stride;
+
+    // Keys this block can see: [j_begin, j_end). P(i) = i + shift.
+    // int arithmetic is safe: the host keeps Sq + Sk < 2^30 and clamps windows to <= Sq + Sk.
+    const int shift = sk - sq;
+    const bool has_right = p.causal || p.window_right >= 0;
+    const int right_off = p.causal ? (p.window_right >= 0 ? min(0, p.window_right) : 0) : p.window_right;
+    int j_begin = 0, j_end = sk;
+    if (p.window_left >= 0) j_begin = max(0, m0 + shift - p.window_left);
+    if (has_right) j_end = min(sk, m_last + shift + right_off + 1);
+    const int t_begin = j_begin / BN;
+    const int t_end = j_end > j_begin ? (j_end + BN - 1) / BN : t_begin;
+
+    // Prologue: Q and the first K/V tile in one group.
+    ak::load_tile_async<BM, D, C::QS, NT>(sQ, q, p.q_row_stride, sq - m0, tid);
+    if (t_begin < t_end) {
+        const int n0 = t_begin * BN;
+        ak::load_tile_async<BN, D, C::KS, NT>(sK, k + n0 * p.k_row_stride, p.k_row_stride, sk - n0, tid);
+        ak::load_tile_async<BN, DV, C::VS, NT>(sV, v + n0 * p.v_row_stride, p.v_row_stride, sk - n0, tid);
+    }
+    cp_async_commit();
+
+    const bool rope = p.rope.lo != nullptr;
+    if (rope && t_begin < t_end) {
+        cp_async_wait<0>();
+        __syncthreads();
+        const int* ids = p.position_ids_q ? p.position_ids_q + b * p.pos_q_batch_stride + q_first + m0 : nullptr;
+        rope_tile<T, C::NWARPS, C::QS>(sQ, m_last - m0 + 1, p.rope, ids, m0 + shift, warp, lane);
+        // The barrier after the first K tile lands orders these writes before any ldmatrix.
+    }
+
+    const float scale_log2 = p.scale * kLog2e;
+    const bool softcap = p.softcap > 0.f;
+    const float softcap_inv_scale = softcap ? p.scale / p.softcap : 0.f;
+    const float softcap_log2 = p.softcap * kLog2e;
+    const float alibi_log2 = p.alibi_slopes ? p.alibi_slopes[h] * kLog2e : 0.f;
+    const bool alibi = p.alibi_slopes != nullptr;
+
+    const int row_w = warp * C::WM;  // first block row of this warp
+    float acc_o[MT][NTILES_O][4];
+    ak::SoftmaxRow stat[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < NTILES_O; ++nt) acc_o[mt][nt][0] = acc_o[mt][nt][1] = acc_o[mt][nt][2] = acc_o[mt][nt][3] = 0.f;
+        stat[mt][0] = stat[mt][1] = ak::SoftmaxRow{-INFINITY, 0.f};
+    }
+
+    for (int t = t_begin; t < t_end; ++t) {
+        const int stage = (t - t_begin) & 1;
+        const int n0 = t * BN;
+        if (t + 1 < t_end) {  // prefetch the next tile into the other stage
+            const int n1 = n0 + BN;
+            ak::load_tile_async<BN, D, C::KS, NT>(sK + (stage ^ 1) * BN * C::KS, k + n1 * p.k_row_stride,
+                                                  p.k_row_stride, sk - n1, tid);
+            ak::load_tile_async<BN, DV, C::VS, NT>(sV + (stage ^ 1) * BN * C::VS, v + n1 * p.v_row_stride,
+                                                   p.v_row_stride, sk - n1, tid);
+        }
+        cp_async_commit();   // possibly empty: keeps "wait for all but the newest" uniform
+        cp_async_wait<1>();  // tile t has landed (this thread's copies) ...
+        __syncthreads();     // ... and everyone's
+        const T* k_s = sK + stage * BN * C::KS;
+        const T* v_s = sV + stage * BN * C::VS;
+        if (rope) {
+            const int* ids = p.position_ids_k ? p.position_ids_k + b * p.pos_k_batch_stride + k_first + n0 : nullptr;
+            rope_tile<T, C::NWARPS, C::KS>(sK + stage * BN * C::KS, min(BN, sk - n0), p.rope, ids, n0, warp, lane);
+            __syncthreads();
+        }
+
+        // ---- S = Q K^T
+        float acc_s[MT][NTILES_S][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < NTILES_S; ++nt) acc_s[mt][nt][0] = acc_s[mt][nt][1] = acc_s[mt][nt][2] = acc_s[mt][nt][3] = 0.f;
+#pragma unroll
+        for (int kt = 0; kt < D / 16; ++kt) {
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+                ak::ldmatrix_x4(a[mt], sQ + (row_w + mt * 16 + ak::a_row(lane)) * C::QS + kt * 16 + ak::a_col(lane));
+#pragma unroll
+            for (int np = 0; np < BN / 16; ++np) {
+                uint32_t bk[4];
+                ak::ldmatrix_x4(bk, k_s + (np * 16 + ak::bt_row(lane)) * C::KS + kt * 16 + ak::bt_col(lane));
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    ak::Mma<T>::run(acc_s[mt][2 * np], a[mt], bk[0], bk[1]);
+                    ak::Mma<T>::run(acc_s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+                }
+            }
+        }
+
+        // ---- scores in base-2 units, masks, online softmax; P leaves as packed A fragments
+        uint32_t p_frag[MT][BN / 16][4];
+        // Masks are needed only in tiles crossing Sk or a causal / window boundary of this block.
+        const bool need_mask = n0 + BN > sk || (has_right && n0 + BN - 1 > m0 + shift + right_off) ||
+                               (p.window_left >= 0 && n0 < m_last + shift - p.window_left);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int rh = 0; rh < 2; ++rh) {
+                const int i = m0 + row_w + mt * 16 + g + rh * 8;  // query row in the sequence
+                const int pi = i + shift;                        // P(i)
+                // Column of element (nt, c) is n0 + 2 tq + 8 nt + c; dist0 = P(i) - (n0 + 2 tq).
+                const float dist0 = (float)(pi - n0 - 2 * tq);
+                int lo = 0, hi = sk - 1;  // allowed columns [lo, hi] of this row
+                if (need_mask) {
+                    if (has_right) hi = max(-1, min(hi, pi + right_off));
+                    if (p.window_left >= 0) lo = min(sk, max(0, pi - p.window_left));
+                    lo -= n0 + 2 * tq;  // relative to this lane's first column
+                    hi -= n0 + 2 * tq;
+                }
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < NTILES_S; ++nt) {
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        float x = acc_s[mt][nt][rh * 2 + c];
+                        x = softcap ? softcap_log2 * tanh_fast(x * softcap_inv_scale) : x * scale_log2;
+                        if (alibi) x -= alibi_log2 * fabsf(dist0 - (float)(nt * 8 + c));
+                        if (need_mask && (nt * 8 + c < lo || nt * 8 + c > hi)) x = -INFINITY;
+                        acc_s[mt][nt][rh * 2 + c] = x;
+                        mx = fmaxf(mx, x);
+                    }
+                }
+                mx = ak::quad_max(mx);
+                const float m_new = fmaxf(stat[mt][rh].m, mx);
+                const float m_use = ak::safe_max(m_new);
+                const float alpha = exp2f(stat[mt][rh].m - m_use);  // 0 while the old max is -inf
+                stat[mt][rh].m = m_new;
+                float sum = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < NTILES_S; ++nt) {
+                    const float e0 = exp2f(acc_s[mt][nt][rh * 2] - m_use);
+                    const float e1 = exp2f(acc_s[mt][nt][rh * 2 + 1] - m_use);
+                    sum += e0 + e1;
+                    // P as the A operand of P V: n-tile nt is half (nt % 2) of k-step nt / 2.
+                    p_frag[mt][nt / 2][rh + 2 * (nt % 2)] = ak::Mma<T>::pack(e0, e1);
+                }
+                stat[mt][rh].l = stat[mt][rh].l * alpha + sum;
+#pragma unroll
+                for (int nt = 0; nt < NTILES_O; ++nt) {
+                    acc_o[mt][nt][rh * 2] *= alpha;
+                    acc_o[mt][nt][rh * 2 + 1] *= alpha;
+                }
+            }
+        }
+
+        // ---- O += P V
+#pragma unroll
+        for (int kt = 0; kt < BN / 16; ++kt) {
+#pragma unroll
+            for (int np = 0; np < DV / 16; ++np) {
+                uint32_t bv[4];
+                ak::ldmatrix_x4_trans(bv, v_s + (kt * 16 + ak::bk_row(lane)) * C::VS + np * 16 + ak::bk_col(lane));
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    ak::Mma<T>::run(acc_o[mt][2 * np], p_frag[mt][kt], bv[0], bv[1]);
+                    ak::Mma<T>::run(acc_o[mt][2 * np + 1], p_frag[mt][kt], bv[2], bv[3]);
+                }
+            }
+        }
+        __syncthreads();  // stage `stage` is refilled by the next iteration's prefetch
+    }
+
+    // ---- epilogue: normalise, stage O in this warp's Q rows, store 16 bytes at a time
+    cp_async_wait<0>();  // no copy may still target sQ (matters when no tile was visited)
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int rh = 0; rh < 2; ++rh) {
+            const float l = ak::quad_sum(stat[mt][rh].l);
+            const float inv = l > 0.f ? 1.f / l : 0.f;  // fully masked row: o = 0
+            const int r = row_w + mt * 16 + g + rh * 8;  // block row
+            T* srow = sQ + r * C::QS + 2 * tq;
+#pragma unroll
+            for (int nt = 0; nt < NTILES_O; ++nt) {
+                *reinterpret_cast<uint32_t*>(srow + nt * 8) =
+                    ak::Mma<T>::pack(acc_o[mt][nt][rh * 2] * inv, acc_o[mt][nt][rh * 2 + 1] * inv);
+            }
+            if (p.lse && tq == 0 && m0 + r < sq) {
+                const float lse = l > 0.f ? (stat[mt][rh].m + log2f(l)) * kLn2 : -INFINITY;
+                p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + q_first + m0 + r] = lse;
+            }
+        }
+    }
+    __syncwarp();
+    T* o = static_cast<T*>(p.o) + b * p.o_batch_stride + (q_first + m0) * p.o_row_stride + h * p.o_head_stride;
+    constexpr int CHUNKS = DV / 8;
+#pragma unroll
+    for (int c = lane; c < C::WM * CHUNKS; c += 32) {
+        const int r = row_w + c / CHUNKS, col = (c % CHUNKS) * 8;
+        if (m0 + r < sq)
+            *reinterpret_cast<uint4*>(o + r * p.o_row_stride + col) =
+                *reinterpret_cast<const uint4*>(sQ + r * C::QS + col);
+    }
+}
+
+}  // namespace
+
+// Entry points: ak_attn_fwd_<dtype>_d<D>[_dv<Dv>]. Grid (ceil(max Sq / BM), Hq, batch), block
+// NT threads, Cfg::SMEM_BYTES of dynamic shared memory. __launch_bounds__ repeat NT literally
+// (build.rs reads these declarations); the static_asserts keep them equal to the configs.
+static_assert(Cfg64::NT == 128 && Cfg128::NT == 128 && Cfg64v128::NT == 128, "launch bounds");
+static_assert(Cfg256::NT == 256 && Cfg128v256::NT == 256, "launch bounds");
+
+extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_f16_d64(const AkAttnParams p) {
+    attention_forward<__half, Cfg64>(p);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_bf16_d64(const AkAttnParams p) {
+    attention_forward<__nv_bfloat16, Cfg64>(p);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_f16_d128(const AkAttnParams p) {
+    attention_forward<__half, Cfg128>(p);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_bf16_d128(const AkAttnParams p) {
+    attention_forward<__nv_bfloat16, Cfg128>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_f16_d256(const AkAttnParams p) {
+    attention_forward<__half, Cfg256>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_bf16_d256(const AkAttnParams p) {
+    attention_forward<__nv_bfloat16, Cfg256>(p);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_f16_d64_dv128(const AkAttnParams p) {
+    attention_forward<__half, Cfg64v128>(p);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_bf16_d64_dv128(const AkAttnParams p) {
+    attention_forward<__nv_bfloat16, Cfg64v128>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_f16_d128_dv256(const AkAttnParams p) {
+    attention_forward<__half, Cfg128v256>(p);
+}
+extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_bf16_d128_dv256(const AkAttnParams p) {
+    attention_forward<__nv_bfloat16, Cfg128v256>(p);
+}

@@ -1,0 +1,1 @@
+//! CUDA prefill path for attention. Being written by the attention kernel owner.

@@ -1,0 +1,467 @@
+//! CUDA paths: split-KV decode (kernels/attention/decode.cu), cache append
+//! (kernels/attention/append.cu) and merge_states.
+//!
+//! Decode launches one CTA per (split, kv head, row tile, sequence); with more than one split
+//! each CTA writes a normalised partial output and its LSE to an f32 workspace and a combine
+//! kernel merges the splits in split order, so results are bit-identical run to run.
+
+use super::{
+    check_cache, plan, plan_append, plan_merge, CacheLayout, DecodeOptions, DecodePlan, KvCacheMut, KvCacheRef,
+    SplitPolicy,
+};
+use crate::attention::{AttentionConfig, AttentionOutput};
+use crate::error::{Error, Result};
+use crate::rope::cuda::{no_rope, rope_table};
+use crate::rope::RopeConfig;
+use crate::runtime::params::{AkAppendKvParams, AkDecodeCombineParams, AkDecodeParams, AkMergeStatesParams};
+use crate::runtime::{DeviceTensor, Gpu};
+use crate::tensor::{expect_shape, DType, Tensor, TensorInfo};
+
+const DECODE_MODULE: &str = "attention_decode";
+const APPEND_MODULE: &str = "attention_append";
+/// Threads per decode CTA, pipeline constants: mirror `decode::` in decode.cu.
+const THREADS: usize = 128;
+const VEC: usize = 8;
+const KPS: usize = 2;
+const STAGES: usize = 4;
+
+/// Query rows per CTA for `n_rows` rows per kv head (GQA group size times Sq_new).
+pub fn rows_per_cta(n_rows: usize) -> usize {
+    match n_rows {
+        0 | 1 => 1,
+        2 => 2,
+        3 | 4 => 4,
+        _ => 8,
+    }
+}
+
+/// Keys one decode CTA consumes per pipeline stage for head dim `d`.
+pub fn keys_per_stage(d: usize) -> usize {
+    THREADS / (d / VEC) * KPS
+}
+
+/// Dynamic shared memory of a decode CTA (mirrors `decode::smem_bytes` in decode.cu).
+pub fn decode_smem_bytes(dtype: DType, rows: usize) -> usize {
+    let u4 = VEC * dtype.size() / 16;
+    let ring = STAGES * KPS * 2 * u4 * THREADS * 16;
+    let merge = (rows * THREADS * VEC + 2 * rows * THREADS) * 4;
+    ring.max(merge)
+}
+
+/// The split count of [`SplitPolicy::Auto`]: enough CTAs to fill the GPU about four deep
+/// (`4 * sms`), but no split shorter than 256 keys, and at most 128 splits. A function of the
+/// shapes and the device only, so repeated calls split identically.
+pub fn auto_splits(sms: usize, batch: usize, heads_kv: usize, row_tiles: usize, max_len: usize) -> usize {
+    let ctas = (batch * heads_kv * row_tiles).max(1);
+    let target = 4 * sms.max(1);
+    if ctas >= target {
+        return 1;
+    }
+    let by_occupancy = target.div_ceil(ctas);
+    let by_length = (max_len / 256).max(1);
+    by_occupancy.min(by_length).clamp(1, 128)
+}
+
+fn decode_kernel_name(dtype: DType, d: usize, rows: usize) -> Option<&'static str> {
+    const F16: [[&str; 4]; 3] = [
+        ["ak_decode_f16_d64_r1", "ak_decode_f16_d64_r2", "ak_decode_f16_d64_r4", "ak_decode_f16_d64_r8"],
+        ["ak_decode_f16_d128_r1", "ak_decode_f16_d128_r2", "ak_decode_f16_d128_r4", "ak_decode_f16_d128_r8"],
+        ["ak_decode_f16_d256_r1", "ak_decode_f16_d256_r2", "ak_decode_f16_d256_r4", "ak_decode_f16_d256_r8"],
+    ];
+    const BF16: [[&str; 4]; 3] = [
+        ["ak_decode_bf16_d64_r1", "ak_decode_bf16_d64_r2", "ak_decode_bf16_d64_r4", "ak_decode_bf16_d64_r8"],
+        ["ak_decode_bf16_d128_r1", "ak_decode_bf16_d128_r2", "ak_decode_bf16_d128_r4", "ak_decode_bf16_d128_r8"],
+        ["ak_decode_bf16_d256_r1", "ak_decode_bf16_d256_r2", "ak_decode_bf16_d256_r4", "ak_decode_bf16_d256_r8"],
+    ];
+    let di = match d {
+        64 => 0,
+        128 => 1,
+        256 => 2,
+        _ => return None,
+    };
+    let ri = match rows {
+        1 => 0,
+        2 => 1,
+        4 => 2,
+        8 => 3,
+        _ => return None,
+    };
+    match dtype {
+        DType::F16 => Some(F16[di][ri]),
+        DType::BF16 => Some(BF16[di][ri]),
+        _ => None,
+    }
+}
+
+fn by_dtype(dtype: DType, f32_name: &'static str, f16_name: &'static str, bf16_name: &'static str) -> &'static str {
+    match dtype {
+        DType::F16 => f16_name,
+        DType::BF16 => bf16_name,
+        _ => f32_name,
+    }
+}
+
+fn fits_i32(arg: &str, what: &str, n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| Error::unsupported(arg, format!("{what} = {n} exceeds the kernels' 32-bit range")))
+}
+
+/// Element strides `(block, row, head)` of a cache tensor `[blocks, rows, H, width]`.
+fn cache_strides(t: &DeviceTensor) -> (i64, i64, i64) {
+    let s = t.shape();
+    ((s[1] * s[2] * s[3]) as i64, (s[2] * s[3]) as i64, s[3] as i64)
+}
+
+fn log2_block(layout: &CacheLayout) -> Result<i32> {
+    match *layout {
+        CacheLayout::Contiguous { .. } => Ok(0),
+        CacheLayout::Paged { block_size, .. } => {
+            if !block_size.is_power_of_two() {
+                return Err(Error::unsupported("k_cache", format!("paged block_size {block_size}: the GPU path needs a power of two")));
+            }
+            Ok(block_size.trailing_zeros() as i32)
+        }
+    }
+}
+
+/// The cache's index data on the device (`cache_seqlens`, `block_table`), with the host copy it
+/// was made from. Upload once per step and reuse it across layers with
+/// [`decode_cuda_with_index`]; it is checked against the cache's host data on every call.
+pub struct DeviceKvIndex {
+    seqlens: DeviceTensor,
+    block_table: Option<DeviceTensor>,
+    host_seqlens: Vec<i32>,
+    host_table: Option<Vec<i32>>,
+}
+
+impl DeviceKvIndex {
+    /// Validate the cache (shapes, lengths, block ids) and upload its index data.
+    pub fn new(gpu: &Gpu, cache: &KvCacheRef<'_, DeviceTensor>) -> Result<DeviceKvIndex> {
+        check_cache(cache, 0)?;
+        Self::upload(gpu, cache)
+    }
+
+    fn upload(gpu: &Gpu, cache: &KvCacheRef<'_, DeviceTensor>) -> Result<DeviceKvIndex> {
+        let sl = cache.cache_seqlens();
+        let seqlens = gpu.upload(&Tensor::from_i32(&[sl.len()], sl)?)?;
+        let (block_table, host_table) = match cache.block_table() {
+            None => (None, None),
+            Some((t, _)) => (Some(gpu.upload(&Tensor::from_i32(&[t.len()], t)?)?), Some(t.to_vec())),
+        };
+        Ok(DeviceKvIndex { seqlens, block_table, host_seqlens: sl.to_vec(), host_table })
+    }
+
+    fn matches(&self, cache: &KvCacheRef<'_, DeviceTensor>) -> bool {
+        self.host_seqlens == cache.cache_seqlens() && self.host_table.as_deref() == cache.block_table().map(|(t, _)| t)
+    }
+}
+
+/// GPU-only restrictions of decode, checked after [`plan`].
+fn check_gpu_decode(p: &DecodePlan) -> Result<()> {
+    if !matches!(p.dtype, DType::F16 | DType::BF16) {
+        return Err(Error::unsupported("q", format!("GPU decode takes f16 or bf16, got {} (use decode_cpu)", p.dtype)));
+    }
+    if p.head_dim != p.head_dim_v || !matches!(p.head_dim, 64 | 128 | 256) {
+        return Err(Error::unsupported(
+            "q",
+            format!("GPU decode needs D == Dv in {{64, 128, 256}}, got D = {}, Dv = {}", p.head_dim, p.head_dim_v),
+        ));
+    }
+    if let Some(r) = &p.rope {
+        if r.rotary_dim % 16 != 0 {
+            return Err(Error::unsupported("rope", format!("GPU decode needs rotary_dim % 16 == 0, got {}", r.rotary_dim)));
+        }
+    }
+    if p.window_left > i32::MAX as i64 || p.window_right > i32::MAX as i64 {
+        return Err(Error::unsupported("window_left", "windows beyond 2^31 - 1 keys"));
+    }
+    fits_i32("q", "B * Sq_new * Hq", p.batch * p.seqlen_q * p.heads_q)?;
+    Ok(())
+}
+
+/// Decode on the GPU: validates (host index data included), uploads the index data, and runs
+/// split-KV decode. Outputs `o [B, Sq_new, Hq, Dv]` (q's dtype), `lse [B, Hq, Sq_new]` f32.
+pub fn decode_cuda(
+    gpu: &Gpu,
+    cfg: &AttentionConfig,
+    q: &DeviceTensor,
+    cache: &KvCacheRef<'_, DeviceTensor>,
+    alibi_slopes: Option<&DeviceTensor>,
+    opts: &DecodeOptions,
+) -> Result<AttentionOutput<DeviceTensor>> {
+    let p = plan(cfg, q, cache, alibi_slopes, opts)?;
+    check_gpu_decode(&p)?;
+    let index = DeviceKvIndex::upload(gpu, cache)?;
+    let mut o = gpu.alloc(p.dtype, &p.o_shape())?;
+    let mut lse = gpu.alloc(DType::F32, &p.lse_shape())?;
+    launch_decode(gpu, &p, q, cache, &index, alibi_slopes, opts, &mut o, &mut lse)?;
+    Ok(AttentionOutput { o, lse })
+}
+
+/// Decode into caller-provided outputs (`o [B, Sq_new, Hq, Dv]` in q's dtype, `lse [B, Hq, Sq_new]`
+/// f32) with index data uploaded beforehand ([`DeviceKvIndex::new`] from the same cache).
+#[allow(clippy::too_many_arguments)]
+pub fn decode_cuda_with_index(
+    gpu: &Gpu,
+    cfg: &AttentionConfig,
+    q: &DeviceTensor,
+    cache: &KvCacheRef<'_, DeviceTensor>,
+    index: &DeviceKvIndex,
+    alibi_slopes: Option<&DeviceTensor>,
+    opts: &DecodeOptions,
+    o: &mut DeviceTensor,
+    lse: &mut DeviceTensor,
+) -> Result<()> {
+    let p = plan(cfg, q, cache, alibi_slopes, opts)?;
+    check_gpu_decode(&p)?;
+    if !index.matches(cache) {
+        return Err(Error::invalid("index", "DeviceKvIndex was made from other cache_seqlens / block_table than this cache's"));
+    }
+    launch_decode(gpu, &p, q, cache, index, alibi_slopes, opts, o, lse)
+}
+
+/// The split count a decode with this plan uses on `gpu`.
+pub fn num_splits(gpu: &Gpu, p: &DecodePlan, split: SplitPolicy) -> usize {
+    let rows = p.heads_q / p.heads_kv * p.seqlen_q;
+    let row_tiles = rows.div_ceil(rows_per_cta(rows)).max(1);
+    match split {
+        SplitPolicy::Fixed(n) => n,
+        SplitPolicy::Auto => {
+            auto_splits(gpu.info().multiprocessors.max(1) as usize, p.batch, p.heads_kv, row_tiles, p.max_seqlen())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_decode(
+    gpu: &Gpu,
+    p: &DecodePlan,
+    q: &DeviceTensor,
+    cache: &KvCacheRef<'_, DeviceTensor>,
+    index: &DeviceKvIndex,
+    alibi_slopes: Option<&DeviceTensor>,
+    opts: &DecodeOptions,
+    o: &mut DeviceTensor,
+    lse: &mut DeviceTensor,
+) -> Result<()> {
+    expect_shape("o", o, &p.o_shape())?;
+    if o.dtype() != p.dtype {
+        return Err(Error::DType { arg: "o".into(), expected: format!("{} (the dtype of `q`)", p.dtype), got: o.dtype() });
+    }
+    expect_shape("lse", lse, &p.lse_shape())?;
+    if lse.dtype() != DType::F32 {
+        return Err(Error::DType { arg: "lse".into(), expected: "f32".into(), got: lse.dtype() });
+    }
+    if p.batch == 0 || p.seqlen_q == 0 {
+        return Ok(());
+    }
+    let n_rows = p.heads_q / p.heads_kv * p.seqlen_q;
+    let rows = rows_per_cta(n_rows);
+    let row_tiles = n_rows.div_ceil(rows);
+    let splits = num_splits(gpu, p, opts.split);
+    let grid_y = p.heads_kv * row_tiles;
+    if grid_y > 65535 || p.batch > 65535 {
+        return Err(Error::unsupported("q", format!("Hkv * row tiles = {grid_y} and B = {} must be <= 65535", p.batch)));
+    }
+    let kernel = decode_kernel_name(p.dtype, p.head_dim, rows)
+        .ok_or_else(|| Error::unsupported("q", format!("no decode kernel for {} D = {}", p.dtype, p.head_dim)))?;
+
+    // RoPE table (cached per device), kept alive until the launch is queued.
+    let table = match &p.rope {
+        Some(r) => Some(rope_table(gpu, r, p.max_position)?),
+        None => None,
+    };
+    let (kb, kr, kh) = cache_strides(cache.k());
+    let (vb, vr, vh) = cache_strides(cache.v());
+    let (max_blocks, log2) = match (&p.layout, cache.block_table()) {
+        (CacheLayout::Paged { max_blocks, .. }, Some(_)) => (*max_blocks, log2_block(&p.layout)?),
+        _ => (0, 0),
+    };
+    // Splits > 1: f32 workspace for the partial results, merged by the combine kernel.
+    let mut work = if splits > 1 {
+        let o_part = gpu.alloc(DType::F32, &[splits, p.batch, p.seqlen_q, p.heads_q, p.head_dim_v])?;
+        let lse_part = gpu.alloc(DType::F32, &[splits, p.batch, p.heads_q, p.seqlen_q])?;
+        Some((o_part, lse_part))
+    } else {
+        None
+    };
+    let mut params = AkDecodeParams {
+        q: q.kernel_ptr(),
+        k_cache: cache.k().kernel_ptr(),
+        v_cache: cache.v().kernel_ptr(),
+        block_table: index.block_table.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
+        cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
+        alibi_slopes: alibi_slopes.map_or(std::ptr::null(), |a| a.kernel_ptr() as *const f32),
+        o: std::ptr::null_mut(),
+        lse: std::ptr::null_mut(),
+        o_partial: std::ptr::null_mut(),
+        lse_partial: std::ptr::null_mut(),
+        rope: table.as_ref().map_or_else(no_rope, |t| t.params()),
+        rope_keys: p.rope_keys as i32,
+        k_block_stride: kb,
+        k_row_stride: kr,
+        k_head_stride: kh,
+        v_block_stride: vb,
+        v_row_stride: vr,
+        v_head_stride: vh,
+        batch: fits_i32("q", "B", p.batch)?,
+        seqlen_q: fits_i32("q", "Sq_new", p.seqlen_q)?,
+        heads_q: fits_i32("q", "Hq", p.heads_q)?,
+        heads_kv: fits_i32("k_cache", "Hkv", p.heads_kv)?,
+        head_dim: p.head_dim as i32,
+        row_tiles: row_tiles as i32,
+        max_blocks: fits_i32("block_table", "max_blocks", max_blocks)?,
+        block_size_log2: log2,
+        num_splits: splits as i32,
+        scale: p.scale,
+        softcap: p.softcap,
+        causal: p.causal as i32,
+        window_left: p.window_left as i32,
+        window_right: p.window_right as i32,
+        dtype: p.dtype.kernel_code(),
+    };
+    match &mut work {
+        Some((op, lp)) => {
+            params.o_partial = op.kernel_ptr_mut() as *mut f32;
+            params.lse_partial = lp.kernel_ptr_mut() as *mut f32;
+        }
+        None => {
+            params.o = o.kernel_ptr_mut();
+            params.lse = lse.kernel_ptr_mut() as *mut f32;
+        }
+    }
+    let smem = decode_smem_bytes(p.dtype, rows) as u32;
+    gpu.launch(DECODE_MODULE, kernel, (splits as u32, grid_y as u32, p.batch as u32), (THREADS as u32, 1, 1), smem, &params)?;
+
+    if let Some((op, lp)) = &work {
+        let cp = AkDecodeCombineParams {
+            o_partial: op.kernel_ptr() as *const f32,
+            lse_partial: lp.kernel_ptr() as *const f32,
+            o: o.kernel_ptr_mut(),
+            lse: lse.kernel_ptr_mut() as *mut f32,
+            num_splits: splits as i32,
+            batch: p.batch as i32,
+            seqlen_q: p.seqlen_q as i32,
+            heads_q: p.heads_q as i32,
+            head_dim_v: p.head_dim_v as i32,
+            dtype: p.dtype.kernel_code(),
+        };
+        let name = by_dtype(p.dtype, "ak_decode_combine_f32", "ak_decode_combine_f16", "ak_decode_combine_bf16");
+        let total_rows = (p.batch * p.seqlen_q * p.heads_q) as u32;
+        gpu.launch(DECODE_MODULE, name, (total_rows, 1, 1), (128, 1, 1), 0, &cp)?;
+    }
+    Ok(())
+}
+
+/// Append on the GPU (see [`super::append_kv_cpu`]): writes rows `cache_seqlens[b] + t`,
+/// rotating K when `rope` is given; returns the new lengths. Validated before any write.
+pub fn append_kv_cuda(
+    gpu: &Gpu,
+    cache: &mut KvCacheMut<'_, DeviceTensor>,
+    k_new: &DeviceTensor,
+    v_new: &DeviceTensor,
+    rope: Option<&RopeConfig>,
+) -> Result<Vec<i32>> {
+    let p = plan_append(&cache.as_ref(), k_new, v_new, rope)?;
+    let new_lens: Vec<i32> = p.old_seqlens.iter().map(|&s| (s + p.seqlen_new) as i32).collect();
+    if p.batch == 0 || p.seqlen_new == 0 {
+        return Ok(new_lens);
+    }
+    let log2 = log2_block(&p.layout)?;
+    let rows = p.batch * p.seqlen_new * p.heads_kv;
+    fits_i32("k_new", "B * Sq_new * Hkv", rows)?;
+    let index = DeviceKvIndex::upload(gpu, &cache.as_ref())?;
+    let table = match &p.rope {
+        Some(r) => Some(rope_table(gpu, r, p.max_position)?),
+        None => None,
+    };
+    let max_blocks = match p.layout {
+        CacheLayout::Paged { max_blocks, .. } => max_blocks,
+        CacheLayout::Contiguous { .. } => 0,
+    };
+    let (kc, vc) = cache.kv_mut();
+    let (kb, kr, kh) = cache_strides(kc);
+    let (vb, vr, vh) = cache_strides(vc);
+    let params = AkAppendKvParams {
+        k_new: k_new.kernel_ptr(),
+        v_new: v_new.kernel_ptr(),
+        k_cache: kc.kernel_ptr_mut(),
+        v_cache: vc.kernel_ptr_mut(),
+        block_table: index.block_table.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
+        cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
+        rope: table.as_ref().map_or_else(no_rope, |t| t.params()),
+        k_block_stride: kb,
+        k_row_stride: kr,
+        k_head_stride: kh,
+        v_block_stride: vb,
+        v_row_stride: vr,
+        v_head_stride: vh,
+        batch: p.batch as i32,
+        seqlen_new: p.seqlen_new as i32,
+        heads_kv: p.heads_kv as i32,
+        head_dim: fits_i32("k_new", "D", p.head_dim)?,
+        head_dim_v: fits_i32("v_new", "Dv", p.head_dim_v)?,
+        max_blocks: fits_i32("block_table", "max_blocks", max_blocks)?,
+        block_size_log2: log2,
+        dtype: p.dtype.kernel_code(),
+    };
+    let name = by_dtype(p.dtype, "ak_append_kv_f32", "ak_append_kv_f16", "ak_append_kv_bf16");
+    gpu.launch(APPEND_MODULE, name, (rows as u32, 1, 1), (128, 1, 1), 0, &params)?;
+    Ok(new_lens)
+}
+
+/// `merge_states` on the GPU: returns `(o, lse)` (see docs/merge_states.md).
+pub fn merge_states_cuda(
+    gpu: &Gpu,
+    o_a: &DeviceTensor,
+    lse_a: &DeviceTensor,
+    o_b: &DeviceTensor,
+    lse_b: &DeviceTensor,
+) -> Result<(DeviceTensor, DeviceTensor)> {
+    plan_merge(o_a, lse_a, o_b, lse_b)?;
+    let mut o = gpu.alloc(o_a.dtype(), o_a.shape())?;
+    let mut lse = gpu.alloc(DType::F32, lse_a.shape())?;
+    merge_states_cuda_into(gpu, o_a, lse_a, o_b, lse_b, &mut o, &mut lse)?;
+    Ok((o, lse))
+}
+
+/// `merge_states` into caller-provided outputs (shapes and dtypes of `o_a` and `lse_a`).
+/// The outputs may not alias the inputs.
+pub fn merge_states_cuda_into(
+    gpu: &Gpu,
+    o_a: &DeviceTensor,
+    lse_a: &DeviceTensor,
+    o_b: &DeviceTensor,
+    lse_b: &DeviceTensor,
+    o: &mut DeviceTensor,
+    lse: &mut DeviceTensor,
+) -> Result<()> {
+    let (b, s, h, dv, _) = plan_merge(o_a, lse_a, o_b, lse_b)?;
+    expect_shape("o", o, o_a.shape())?;
+    if o.dtype() != o_a.dtype() {
+        return Err(Error::DType { arg: "o".into(), expected: format!("{} (the dtype of `o_a`)", o_a.dtype()), got: o.dtype() });
+    }
+    expect_shape("lse", lse, lse_a.shape())?;
+    if lse.dtype() != DType::F32 {
+        return Err(Error::DType { arg: "lse".into(), expected: "f32".into(), got: lse.dtype() });
+    }
+    let rows = b * s * h;
+    if rows == 0 || dv == 0 {
+        return Ok(());
+    }
+    let params = AkMergeStatesParams {
+        o_a: o_a.kernel_ptr(),
+        lse_a: lse_a.kernel_ptr() as *const f32,
+        o_b: o_b.kernel_ptr(),
+        lse_b: lse_b.kernel_ptr() as *const f32,
+        o: o.kernel_ptr_mut(),
+        lse: lse.kernel_ptr_mut() as *mut f32,
+        batch: fits_i32("o_a", "B", b)?,
+        seqlen: fits_i32("o_a", "S", s)?,
+        heads: fits_i32("o_a", "H", h)?,
+        head_dim_v: fits_i32("o_a", "Dv", dv)?,
+        dtype: o_a.dtype().kernel_code(),
+    };
+    let blocks = fits_i32("o_a", "B * S * H / 4", rows.div_ceil(4))? as u32;
+    let name = by_dtype(o_a.dtype(), "ak_merge_states_f32", "ak_merge_states_f16", "ak_merge_states_bf16");
+    gpu.launch(DECODE_MODULE, name, (blocks, 1, 1), (32, 4, 1), 0, &params)
+}

@@ -1,0 +1,1 @@
+//! CUDA path for differential attention. Being written by its kernel owner.

@@ -1,0 +1,222 @@
+//! Chunked tensor-core prefill of `linear_attention` (spec section 4), kernel
+//! `kernels/linear/chunked.cu`.
+//!
+//! The sequence is cut into chunks of [`CHUNK`] tokens. Inside a chunk the output is an
+//! attention-like product (scores `q_t . (exp(Gq_t - G_j) k_j)` times `v_j`) plus the
+//! contribution of the state entering the chunk; the state is then carried to the next chunk
+//! with one matrix product. `G` is the cumulative log decay inside the chunk, in f32; only
+//! differences of `G` taken forward in time are exponentiated (factors <= 1 for `g <= 0`), with
+//! a reference point per 16-token sub-chunk for the tensor-core products and the diagonal
+//! 16x16 sub-blocks evaluated per element in f32. Both forms (inclusive, and RWKV bonus `u`)
+//! and every decay shape run through the same kernel (scalar decays are broadcast over keys).
+//!
+//! Supported here: q/k/v in f16 or bf16, `K` and `V` in {64, 128}, at most 65535 sequences and
+//! heads. Anything else is a typed error before any launch; the recurrent kernels cover it.
+//!
+//! Numerical scope (documented choices): per-step log decays below -88 are clamped to -88
+//! (`exp(-88)` is under `FLT_MIN`, so this only matters for `g = -inf`, which becomes a decay
+//! of about 1e-38 instead of exactly 0); growth (`g > 0`) is supported as long as the
+//! cumulative growth inside one chunk stays below `exp(88)`. With f16 inputs the state is
+//! rescaled by a power of two before it enters the f16 product, so large states do not
+//! overflow; the scores `scale * q . k` must fit in f16 (|.| < 65504).
+
+use super::{plan_linear, LinearArgs, LinearAttentionConfig, LinearPlan, RecurrentOutput};
+use super::DecayShape;
+use crate::error::{Error, Result};
+use crate::runtime::params::AkChunkedParams;
+use crate::runtime::{opt_ptr, DeviceTensor, Gpu};
+use crate::tensor::{expect_dtype, expect_same_dtype, expect_shape, DType, Tensor, TensorInfo};
+
+/// Tokens per chunk.
+pub const CHUNK: usize = 64;
+/// Value columns per thread block.
+const BLOCK_V: usize = 64;
+/// Threads per block (4 warps).
+const THREADS: u32 = 128;
+const MODULE: &str = "linear_chunked";
+
+/// Dynamic shared memory of the kernel for key dimension `k` (mirrors `Layout` in the kernel).
+pub fn shared_bytes(k: usize) -> usize {
+    let pad = 8;
+    let c = CHUNK;
+    let qk = c * (k + pad) * 2;
+    let v = c * (BLOCK_V + pad) * 2;
+    let a = c * (c + pad) * 2;
+    let g = c * (k + 1) * 4;
+    2 * qk + v + a + g + 5 * k * 4 + 25 * k * 4 + k * 4
+}
+
+/// Whether the chunked kernel supports this (already validated) plan; `Err` names the argument.
+pub fn check_supported(plan: &LinearPlan) -> Result<()> {
+    if !matches!(plan.dtype, DType::F16 | DType::BF16) {
+        return Err(Error::DType {
+            arg: "q".into(),
+            expected: "f16 or bf16 (chunked tensor-core kernel)".into(),
+            got: plan.dtype,
+        });
+    }
+    if !matches!(plan.key_dim, 64 | 128) {
+        return Err(Error::unsupported("q", format!("chunked kernel needs K in {{64, 128}}, got K = {}", plan.key_dim)));
+    }
+    if !matches!(plan.value_dim, 64 | 128) {
+        return Err(Error::unsupported("v", format!("chunked kernel needs V in {{64, 128}}, got V = {}", plan.value_dim)));
+    }
+    if plan.heads > 65535 {
+        return Err(Error::unsupported("q", format!("chunked kernel supports at most 65535 heads, got {}", plan.heads)));
+    }
+    if plan.n_seqs > 65535 {
+        let arg = if plan.varlen { "cu_seqlens" } else { "q" };
+        return Err(Error::unsupported(arg, format!("chunked kernel supports at most 65535 sequences, got {}", plan.n_seqs)));
+    }
+    if plan.t > i32::MAX as usize || plan.rows() > i32::MAX as usize {
+        return Err(Error::unsupported("q", format!("{} token rows exceed the int32 range of the kernel", plan.rows())));
+    }
+    Ok(())
+}
+
+fn kernel_name(dtype: DType, k: usize) -> &'static str {
+    match (dtype, k) {
+        (DType::F16, 64) => "ak_linear_chunked_f16_k64",
+        (DType::F16, _) => "ak_linear_chunked_f16_k128",
+        (DType::BF16, 64) => "ak_linear_chunked_bf16_k64",
+        _ => "ak_linear_chunked_bf16_k128",
+    }
+}
+
+/// `(row stride, head stride, key stride)` of `g` in elements, for the broadcast shapes.
+fn decay_strides(decay: DecayShape, heads: usize, k: usize) -> (i64, i64, i32) {
+    match decay {
+        DecayShape::None => (0, 0, 0),
+        DecayShape::PerTokenKey => ((heads * k) as i64, k as i64, 1),
+        DecayShape::PerToken => (heads as i64, 1, 0),
+        DecayShape::PerHeadKey => (0, k as i64, 1),
+        DecayShape::PerHead => (0, 1, 0),
+    }
+}
+
+/// `linear_attention` on the GPU with the chunked tensor-core kernel.
+///
+/// Validates with [`plan_linear`] and [`check_supported`] (f16/bf16, `K`, `V` in {64, 128})
+/// before launching anything. Returns `o` (q's dtype, `[B, T, H, V]`) and the f32
+/// `final_state` (`[N, H, K, V]`).
+pub fn linear_attention_chunked_cuda(
+    gpu: &Gpu,
+    cfg: &LinearAttentionConfig,
+    args: &LinearArgs<'_, DeviceTensor>,
+) -> Result<RecurrentOutput<DeviceTensor>> {
+    let plan = plan_linear(cfg, args)?;
+    check_supported(&plan)?;
+    let mut o = gpu.alloc(plan.dtype, &plan.o_shape())?;
+    let mut final_state = gpu.alloc(DType::F32, &plan.state_shape())?;
+    launch(gpu, &plan, args, &mut o, &mut final_state)?;
+    Ok(RecurrentOutput { o, final_state })
+}
+
+/// As [`linear_attention_chunked_cuda`], writing into caller-owned outputs: `o` (q's dtype,
+/// `[B, T, H, V]`) and `final_state` (f32, `[N, H, K, V]`). Every element of both is written.
+pub fn linear_attention_chunked_cuda_into(
+    gpu: &Gpu,
+    cfg: &LinearAttentionConfig,
+    args: &LinearArgs<'_, DeviceTensor>,
+    o: &mut DeviceTensor,
+    final_state: &mut DeviceTensor,
+) -> Result<()> {
+    let plan = plan_linear(cfg, args)?;
+    check_supported(&plan)?;
+    expect_same_dtype("o", o, "q", plan.dtype)?;
+    expect_shape("o", o, &plan.o_shape())?;
+    expect_dtype("final_state", final_state, &[DType::F32])?;
+    expect_shape("final_state", final_state, &plan.state_shape())?;
+    launch(gpu, &plan, args, o, final_state)
+}
+
+fn launch(
+    gpu: &Gpu,
+    plan: &LinearPlan,
+    args: &LinearArgs<'_, DeviceTensor>,
+    o: &mut DeviceTensor,
+    final_state: &mut DeviceTensor,
+) -> Result<()> {
+    let smem = shared_bytes(plan.key_dim);
+    let optin = gpu.info().max_shared_per_block_optin;
+    if smem as i64 > optin as i64 {
+        return Err(Error::unsupported(
+            "q",
+            format!("chunked kernel needs {smem} bytes of shared memory for K = {}, this GPU allows {optin}", plan.key_dim),
+        ));
+    }
+    let cu_dev = match args.cu_seqlens {
+        Some(cu) => Some(gpu.upload(&Tensor::from_i32(&[cu.len()], cu)?)?),
+        None => None,
+    };
+    let (g_row_stride, g_head_stride, g_key_stride) = decay_strides(plan.decay, plan.heads, plan.key_dim);
+    let params = AkChunkedParams {
+        q: args.q.kernel_ptr(),
+        k: args.k.kernel_ptr(),
+        v: args.v.kernel_ptr(),
+        g: opt_ptr(args.g),
+        u: opt_ptr(args.u),
+        initial_state: opt_ptr(args.initial_state) as *const f32,
+        o: o.kernel_ptr_mut(),
+        final_state: final_state.kernel_ptr_mut() as *mut f32,
+        cu_seqlens: opt_ptr(cu_dev.as_ref()) as *const i32,
+        g_row_stride,
+        g_head_stride,
+        g_key_stride,
+        n_seqs: plan.n_seqs as i32,
+        seqlen: plan.t as i32,
+        heads: plan.heads as i32,
+        key_dim: plan.key_dim as i32,
+        value_dim: plan.value_dim as i32,
+        dtype: plan.dtype.kernel_code(),
+        g_dtype: args.g.map_or(DType::F32, |g| g.dtype()).kernel_code(),
+        u_dtype: args.u.map_or(DType::F32, |u| u.dtype()).kernel_code(),
+        scale: plan.scale,
+    };
+    let grid = ((plan.value_dim / BLOCK_V) as u32, plan.heads as u32, plan.n_seqs as u32);
+    gpu.launch(MODULE, kernel_name(plan.dtype, plan.key_dim), grid, (THREADS, 1, 1), smem as u32, &params)?;
+    // The device copy of cu_seqlens is freed stream-ordered (after the kernel) when dropped.
+    drop(cu_dev);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_memory_fits_two_blocks_per_h100_sm_at_k128() {
+        assert_eq!(shared_bytes(128), 102_144);
+        assert!(shared_bytes(64) < shared_bytes(128));
+    }
+
+    fn plan(dtype: DType, k: usize, v: usize) -> LinearPlan {
+        LinearPlan {
+            n_seqs: 2,
+            varlen: false,
+            t: 100,
+            heads: 4,
+            key_dim: k,
+            value_dim: v,
+            seqs: vec![(0, 100), (100, 100)],
+            decay: DecayShape::None,
+            has_bonus: false,
+            scale: 1.0,
+            dtype,
+        }
+    }
+
+    #[test]
+    fn unsupported_shapes_and_dtypes_are_typed_errors() {
+        assert!(check_supported(&plan(DType::F16, 128, 64)).is_ok());
+        assert!(check_supported(&plan(DType::BF16, 64, 128)).is_ok());
+        match check_supported(&plan(DType::F32, 64, 64)) {
+            Err(Error::DType { arg, .. }) => assert_eq!(arg, "q"),
+            other => panic!("expected a dtype error, got {other:?}"),
+        }
+        let e = check_supported(&plan(DType::F16, 96, 64)).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }) && e.argument() == Some("q"));
+        let e = check_supported(&plan(DType::F16, 64, 32)).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }) && e.argument() == Some("v"));
+    }
+}

@@ -1,0 +1,237 @@
+//! CPU reference of the linear-attention recurrences (spec section 4).
+//!
+//! One rayon task per (sequence, head) runs the recurrence token by token with an f32 state
+//! `S [K, V]` held row-major, so each token is two passes over K rows of V contiguous floats
+//! (the compiler vectorises the inner loops). Inputs of every dtype are widened to f32 once;
+//! `o` is rounded once to v's dtype.
+
+use super::{plan_delta_rule, plan_linear, plan_rwkv4, DecayShape, LinearPlan, RecurrentOutput};
+use super::{DeltaRuleArgs, DeltaRuleConfig, LinearArgs, LinearAttentionConfig, Rwkv4Args, Rwkv4Config};
+use crate::error::Result;
+use crate::tensor::{DType, Tensor};
+use rayon::prelude::*;
+
+/// Widened inputs of one `linear_attention` / `delta_rule` call.
+struct Inputs {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    g: Option<Vec<f32>>,
+    /// linear_attention bonus `[H, K]`.
+    u: Option<Vec<f32>>,
+    /// delta_rule rank-one factors `[B, T, H, K]`.
+    ab: Option<(Vec<f32>, Vec<f32>)>,
+    s0: Option<Vec<f32>>,
+}
+
+/// `linear_attention` on the CPU: `o [B, T, H, V]` in v's dtype, `final_state [N, H, K, V]` f32.
+pub fn linear_attention_cpu(
+    cfg: &LinearAttentionConfig,
+    args: &LinearArgs<'_, Tensor>,
+) -> Result<RecurrentOutput<Tensor>> {
+    let plan = plan_linear(cfg, args)?;
+    let inputs = Inputs {
+        q: args.q.to_f32_vec(),
+        k: args.k.to_f32_vec(),
+        v: args.v.to_f32_vec(),
+        g: args.g.map(Tensor::to_f32_vec),
+        u: args.u.map(Tensor::to_f32_vec),
+        ab: None,
+        s0: args.initial_state.map(Tensor::to_f32_vec),
+    };
+    run(&plan, &inputs)
+}
+
+/// `delta_rule` on the CPU: `o [B, T, H, V]` in v's dtype, `final_state [N, H, K, V]` f32.
+pub fn delta_rule_cpu(cfg: &DeltaRuleConfig, args: &DeltaRuleArgs<'_, Tensor>) -> Result<RecurrentOutput<Tensor>> {
+    let plan = plan_delta_rule(cfg, args)?;
+    let inputs = Inputs {
+        q: args.q.to_f32_vec(),
+        k: args.k.to_f32_vec(),
+        v: args.v.to_f32_vec(),
+        g: args.g.map(Tensor::to_f32_vec),
+        u: None,
+        ab: Some((args.a.to_f32_vec(), args.b.to_f32_vec())),
+        s0: args.initial_state.map(Tensor::to_f32_vec),
+    };
+    run(&plan, &inputs)
+}
+
+fn run(plan: &LinearPlan, x: &Inputs) -> Result<RecurrentOutput<Tensor>> {
+    let (h, kd, vd) = (plan.heads, plan.key_dim, plan.value_dim);
+    let tasks: Vec<(usize, usize)> = (0..plan.n_seqs).flat_map(|n| (0..h).map(move |hh| (n, hh))).collect();
+    let results: Vec<(Vec<f32>, Vec<f32>)> = tasks.par_iter().map(|&(n, hh)| run_head(plan, x, n, hh)).collect();
+
+    let mut o = vec![0.0f32; plan.rows() * h * vd];
+    let mut state = vec![0.0f32; plan.n_seqs * h * kd * vd];
+    for (&(n, hh), (o_seq, s)) in tasks.iter().zip(results) {
+        let (row0, len) = plan.seqs[n];
+        for t in 0..len {
+            let dst = ((row0 + t) * h + hh) * vd;
+            o[dst..dst + vd].copy_from_slice(&o_seq[t * vd..(t + 1) * vd]);
+        }
+        let dst = (n * h + hh) * kd * vd;
+        state[dst..dst + kd * vd].copy_from_slice(&s);
+    }
+    Ok(RecurrentOutput {
+        o: Tensor::from_f32(plan.dtype, &plan.o_shape(), &o)?,
+        final_state: Tensor::from_f32(DType::F32, &plan.state_shape(), &state)?,
+    })
+}
+
+/// One (sequence, head): returns `o` rows `[len, V]` and the final state `[K, V]`.
+fn run_head(plan: &LinearPlan, x: &Inputs, n: usize, hh: usize) -> (Vec<f32>, Vec<f32>) {
+    let (h, kd, vd) = (plan.heads, plan.key_dim, plan.value_dim);
+    let (row0, len) = plan.seqs[n];
+    let mut s = match &x.s0 {
+        Some(s0) => s0[(n * h + hh) * kd * vd..][..kd * vd].to_vec(),
+        None => vec![0.0f32; kd * vd],
+    };
+    let mut o = vec![0.0f32; len * vd];
+    let mut decay = vec![1.0f32; kd];
+    let mut qs = vec![0.0f32; kd];
+    let mut w = vec![0.0f32; vd];
+    let static_decay = matches!(plan.decay, DecayShape::PerHeadKey | DecayShape::PerHead);
+    if static_decay {
+        fill_decay(plan, x, row0, hh, &mut decay);
+    }
+    let bonus = x.u.as_ref().map(|u| &u[hh * kd..(hh + 1) * kd]);
+
+    for t in 0..len {
+        let r = row0 + t;
+        let qk = (r * h + hh) * kd;
+        let (q, k) = (&x.q[qk..qk + kd], &x.k[qk..qk + kd]);
+        let v = &x.v[(r * h + hh) * vd..][..vd];
+        if !static_decay {
+            fill_decay(plan, x, r, hh, &mut decay);
+        }
+        for i in 0..kd {
+            qs[i] = plan.scale * q[i];
+        }
+        let out = &mut o[t * vd..(t + 1) * vd];
+
+        if let Some((a_all, b_all)) = &x.ab {
+            // Delta rule: S = diag(d) S + b (a^T S) + k^T v;  o = scale q S.
+            let (a, b) = (&a_all[qk..qk + kd], &b_all[qk..qk + kd]);
+            w.iter_mut().for_each(|x| *x = 0.0);
+            for i in 0..kd {
+                let row = &s[i * vd..(i + 1) * vd];
+                for j in 0..vd {
+                    w[j] += a[i] * row[j];
+                }
+            }
+            for i in 0..kd {
+                let row = &mut s[i * vd..(i + 1) * vd];
+                let (di, bi, ki, qi) = (decay[i], b[i], k[i], qs[i]);
+                for j in 0..vd {
+                    row[j] = di * row[j] + bi * w[j] + ki * v[j];
+                    out[j] += qi * row[j];
+                }
+            }
+        } else if let Some(u) = bonus {
+            // RWKV bonus: o = scale q (S_{t-1} + diag(u) k^T v), then S = diag(d) S + k^T v.
+            let mut quk = 0.0f32;
+            for i in 0..kd {
+                quk += qs[i] * u[i] * k[i];
+            }
+            for i in 0..kd {
+                let row = &mut s[i * vd..(i + 1) * vd];
+                let (di, ki, qi) = (decay[i], k[i], qs[i]);
+                for j in 0..vd {
+                    out[j] += qi * row[j];
+                    row[j] = di * row[j] + ki * v[j];
+                }
+            }
+            for j in 0..vd {
+                out[j] += quk * v[j];
+            }
+        } else {
+            // Inclusive form: S = diag(d) S + k^T v, then o = scale q S.
+            for i in 0..kd {
+                let row = &mut s[i * vd..(i + 1) * vd];
+                let (di, ki, qi) = (decay[i], k[i], qs[i]);
+                for j in 0..vd {
+                    row[j] = di * row[j] + ki * v[j];
+                    out[j] += qi * row[j];
+                }
+            }
+        }
+    }
+    (o, s)
+}
+
+/// `decay[i] = exp(g)` for token row `r`, head `hh` (1 without `g`).
+fn fill_decay(plan: &LinearPlan, x: &Inputs, r: usize, hh: usize, decay: &mut [f32]) {
+    if let (Some(g), Some((off, stride))) = (&x.g, plan.decay.offset(r, hh, plan.heads, plan.key_dim)) {
+        for (i, d) in decay.iter_mut().enumerate() {
+            *d = g[off + i * stride].exp();
+        }
+    }
+}
+
+/// Channels per rwkv4 task (enough work per task, enough tasks for the cores).
+const RWKV4_CHANNEL_BLOCK: usize = 64;
+
+/// `rwkv4` on the CPU: `o` is `y [B, T, C]` in v's dtype, `final_state [B, 3, C]` f32
+/// (`aa`, `bb`, `pp`).
+pub fn rwkv4_cpu(cfg: &Rwkv4Config, args: &Rwkv4Args<'_, Tensor>) -> Result<RecurrentOutput<Tensor>> {
+    let plan = plan_rwkv4(cfg, args)?;
+    let (bn, tn, c) = (plan.batch, plan.t, plan.channels);
+    let (k, v) = (args.k.to_f32_vec(), args.v.to_f32_vec());
+    let (w, u) = (args.w.to_f32_vec(), args.u.to_f32_vec());
+    let s0 = args.initial_state.map(Tensor::to_f32_vec);
+
+    let blocks = c.div_ceil(RWKV4_CHANNEL_BLOCK);
+    let tasks: Vec<(usize, usize)> = (0..bn).flat_map(|b| (0..blocks).map(move |cb| (b, cb))).collect();
+    let results: Vec<(Vec<f32>, [Vec<f32>; 3])> = tasks
+        .par_iter()
+        .map(|&(b, cb)| {
+            let c0 = cb * RWKV4_CHANNEL_BLOCK;
+            let nc = RWKV4_CHANNEL_BLOCK.min(c - c0);
+            let (mut aa, mut bb, mut pp) = match &s0 {
+                Some(s) => {
+                    let at = |row: usize| s[(b * 3 + row) * c + c0..][..nc].to_vec();
+                    (at(0), at(1), at(2))
+                }
+                None => (vec![0.0f32; nc], vec![0.0f32; nc], vec![-1e38f32; nc]),
+            };
+            let mut y = vec![0.0f32; tn * nc];
+            for t in 0..tn {
+                let base = (b * tn + t) * c + c0;
+                for i in 0..nc {
+                    let (kt, vt) = (k[base + i], v[base + i]);
+                    let ww = u[c0 + i] + kt;
+                    let p = pp[i].max(ww);
+                    let (e1, e2) = ((pp[i] - p).exp(), (ww - p).exp());
+                    y[t * nc + i] = (e1 * aa[i] + e2 * vt) / (e1 * bb[i] + e2);
+                    let ww = w[c0 + i] + pp[i];
+                    let p = ww.max(kt);
+                    let (e1, e2) = ((ww - p).exp(), (kt - p).exp());
+                    aa[i] = e1 * aa[i] + e2 * vt;
+                    bb[i] = e1 * bb[i] + e2;
+                    pp[i] = p;
+                }
+            }
+            (y, [aa, bb, pp])
+        })
+        .collect();
+
+    let mut y = vec![0.0f32; bn * tn * c];
+    let mut state = vec![0.0f32; bn * 3 * c];
+    for (&(b, cb), (yb, st)) in tasks.iter().zip(results) {
+        let c0 = cb * RWKV4_CHANNEL_BLOCK;
+        let nc = st[0].len();
+        for t in 0..tn {
+            let dst = (b * tn + t) * c + c0;
+            y[dst..dst + nc].copy_from_slice(&yb[t * nc..(t + 1) * nc]);
+        }
+        for (row, vals) in st.iter().enumerate() {
+            let dst = (b * 3 + row) * c + c0;
+            state[dst..dst + nc].copy_from_slice(vals);
+        }
+    }
+    Ok(RecurrentOutput {
+        o: Tensor::from_f32(plan.dtype, &[bn, tn, c], &y)?,
+        final_state: Tensor::from_f32(DType::F32, &[bn, 3, c], &state)?,
+    })
+}

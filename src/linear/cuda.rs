@@ -1,0 +1,536 @@
+//! CUDA paths of the linear-attention recurrences: the recurrent kernels of
+//! `kernels/linear/recurrent.cu` (`linear_attention`, `delta_rule`) and `kernels/linear/rwkv4.cu`,
+//! plus the serving API: a pool of state slots updated in place.
+//!
+//! Two recurrent kernels compute the same function (spec section 4), f32 state and math:
+//! - **prefill** ([`LinearMode::Recurrent`]): one block per (sequence, head, 32 value columns), a
+//!   thread keeps a column of the state `[K, V]` in registers and tokens are staged in shared
+//!   memory a chunk at a time. Any `T`.
+//! - **decode** ([`LinearMode::Decode`]): one block per (sequence, head, 64 value columns) of 256
+//!   threads moving the state in 16-byte vectors; a global round trip per token, so it is the
+//!   fast path for `T = 1` (a serving step over many sequences). Needs `V % 4 == 0`.
+//!
+//! Device limits: `K <= 256` and `V <= 256` (any value; K is zero-padded to 64, 128 or 256).
+//!
+//! State slots: an engine keeps a [`StatePool`] `[num_slots, H, K, V]` and passes one slot index
+//! per sequence ([`linear_attention_cuda_slots`], [`delta_rule_cuda_slots`]); each sequence's
+//! state is read from its slot and the final state written back to it, in place.
+
+use super::{plan_delta_rule, plan_linear, plan_rwkv4, DecayShape, LinearPlan, RecurrentOutput};
+use super::{DeltaRuleArgs, DeltaRuleConfig, LinearArgs, LinearAttentionConfig, Rwkv4Args, Rwkv4Config};
+use crate::case::Tensors;
+use crate::error::{Error, Result};
+use crate::runtime::params::{AkLinearParams, AkRwkv4Params};
+use crate::runtime::{opt_ptr, DeviceTensor, Gpu};
+use crate::tensor::{expect_dtype, expect_rank, DType, Tensor, TensorInfo};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which kernel computes `linear_attention` (and `delta_rule` through [`delta_rule_cuda_mode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LinearMode {
+    /// Decode kernel when every sequence has at most [`DECODE_MAX_LEN`] tokens (and `V % 4 == 0`);
+    /// otherwise the recurrent prefill kernel. (The chunked kernel is not yet wired into Auto.)
+    #[default]
+    Auto,
+    /// The recurrent prefill kernel (state in registers, chunks of tokens staged).
+    Recurrent,
+    /// The decode kernel (split state, 16-byte state traffic); any `T`, meant for `T = 1`.
+    Decode,
+    /// The chunked tensor-core kernel (`crate::linear::chunked`); not available in this build.
+    Chunked,
+}
+
+/// Auto picks the decode kernel when no sequence is longer than this (a guess until measured:
+/// the decode kernel pays a global-memory round trip per token, the prefill one per chunk).
+pub const DECODE_MAX_LEN: usize = 2;
+/// Largest key dim (`K`) the kernels take.
+pub const MAX_KEY_DIM: usize = 256;
+/// Largest value dim (`V`) the kernels take.
+pub const MAX_VALUE_DIM: usize = 256;
+
+const MODULE: &str = "linear_recurrent";
+const RWKV4_MODULE: &str = "linear_rwkv4";
+const PREFILL_COLS: usize = 32; // kPrefillCols
+const DECODE_COLS: usize = 64; // kDecodeCols
+const DECODE_THREADS: u32 = 256;
+/// Target size of the prefill kernel's staged chunk (floats), see `prefill_geometry`.
+const PREFILL_CHUNK_FLOATS: usize = 8192;
+const PREFILL_MAX_CHUNK: usize = 64;
+
+static POISON_OUTPUTS: AtomicBool = AtomicBool::new(false);
+
+/// Test aid: when on, outputs are allocated filled with NaN (0xFF bytes) before the kernels
+/// run, so any element a kernel fails to write shows up. Off by default (plain allocation).
+pub fn set_poison_outputs(on: bool) {
+    POISON_OUTPUTS.store(on, Ordering::Relaxed);
+}
+
+fn alloc_out(gpu: &Gpu, dtype: DType, shape: &[usize]) -> Result<DeviceTensor> {
+    if POISON_OUTPUTS.load(Ordering::Relaxed) {
+        gpu.alloc_poisoned(dtype, shape)
+    } else {
+        gpu.alloc(dtype, shape)
+    }
+}
+
+/// A pool of recurrent states for serving, `[num_slots, H, K, V]` f32. Sequences name their slot
+/// by index; the slot calls read and update their slots in place.
+pub struct StatePool {
+    /// `[num_slots, H, K, V]`, f32.
+    pub state: DeviceTensor,
+}
+
+impl StatePool {
+    /// A pool of `num_slots` zero states.
+    pub fn new(gpu: &Gpu, num_slots: usize, heads: usize, key_dim: usize, value_dim: usize) -> Result<StatePool> {
+        Ok(StatePool { state: gpu.zeros(DType::F32, &[num_slots, heads, key_dim, value_dim])? })
+    }
+
+    /// Wrap an existing `[num_slots, H, K, V]` f32 tensor.
+    pub fn from_tensor(state: DeviceTensor) -> Result<StatePool> {
+        expect_dtype("pool.state", &state, &[DType::F32])?;
+        expect_rank("pool.state", &state, 4, "[num_slots, H, K, V]")?;
+        Ok(StatePool { state })
+    }
+
+    /// Number of slots.
+    pub fn num_slots(&self) -> usize {
+        self.state.shape().first().copied().unwrap_or(0)
+    }
+}
+
+// ------------------------------------------------------------------------------ validation
+
+/// Which of the two recurrent kernels runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    Prefill,
+    Decode,
+}
+
+fn fits_i32(arg: &str, what: &str, x: usize) -> Result<()> {
+    if x > i32::MAX as usize {
+        return Err(Error::unsupported(arg, format!("{what} = {x} exceeds the kernels' 32-bit sizes")));
+    }
+    Ok(())
+}
+
+/// Device limits beyond the plan: head dims, 32-bit sizes, grid size.
+fn check_device(plan: &LinearPlan, kernel: Kernel) -> Result<()> {
+    if plan.key_dim > MAX_KEY_DIM {
+        return Err(Error::unsupported("q", format!("key dim K = {} on the GPU (at most {MAX_KEY_DIM})", plan.key_dim)));
+    }
+    if plan.value_dim > MAX_VALUE_DIM {
+        return Err(Error::unsupported(
+            "v",
+            format!("value dim V = {} on the GPU (at most {MAX_VALUE_DIM})", plan.value_dim),
+        ));
+    }
+    if kernel == Kernel::Decode && plan.value_dim % 4 != 0 {
+        return Err(Error::unsupported(
+            "v",
+            format!("value dim V = {} on the decode kernel (needs V % 4 == 0)", plan.value_dim),
+        ));
+    }
+    fits_i32("q", "sequences", plan.n_seqs)?;
+    fits_i32("q", "T", plan.t)?;
+    fits_i32("q", "rows", plan.rows())?;
+    let cols = match kernel {
+        Kernel::Prefill => PREFILL_COLS,
+        Kernel::Decode => DECODE_COLS,
+    };
+    let blocks = plan.n_seqs as u128 * plan.heads as u128 * plan.value_dim.div_ceil(cols) as u128;
+    if blocks > i32::MAX as u128 {
+        return Err(Error::unsupported("q", format!("{blocks} blocks (sequences x heads x value slices) exceed the grid")));
+    }
+    Ok(())
+}
+
+fn max_len(plan: &LinearPlan) -> usize {
+    plan.seqs.iter().map(|s| s.1).max().unwrap_or(0)
+}
+
+fn pick_kernel(plan: &LinearPlan, mode: LinearMode) -> Result<Kernel> {
+    Ok(match mode {
+        LinearMode::Recurrent => Kernel::Prefill,
+        LinearMode::Decode => Kernel::Decode,
+        LinearMode::Auto => {
+            if max_len(plan) <= DECODE_MAX_LEN && plan.value_dim % 4 == 0 {
+                Kernel::Decode
+            } else {
+                Kernel::Prefill
+            }
+        }
+        LinearMode::Chunked => {
+            return Err(Error::unsupported("mode", "the chunked kernel is not available in this build"));
+        }
+    })
+}
+
+/// Validate a slot-id list: one per sequence, each in `[0, num_slots)`, all distinct.
+fn check_slots(plan: &LinearPlan, pool: &StatePool, slot_ids: &[i32]) -> Result<()> {
+    expect_dtype("pool.state", &pool.state, &[DType::F32])?;
+    let want = [pool.num_slots(), plan.heads, plan.key_dim, plan.value_dim];
+    if pool.state.shape() != want {
+        return Err(Error::shape(
+            "pool.state",
+            format!("[num_slots, {}, {}, {}] ([num_slots, H, K, V])", plan.heads, plan.key_dim, plan.value_dim),
+            pool.state.shape(),
+        ));
+    }
+    if slot_ids.len() != plan.n_seqs {
+        return Err(Error::invalid(
+            "slot_ids",
+            format!("needs one slot per sequence: {} sequences, {} slot ids", plan.n_seqs, slot_ids.len()),
+        ));
+    }
+    let n = pool.num_slots();
+    let mut seen = vec![false; n];
+    for (i, &s) in slot_ids.iter().enumerate() {
+        if s < 0 || s as usize >= n {
+            return Err(Error::invalid("slot_ids", format!("entry {i} = {s} is outside [0, {n})")));
+        }
+        if std::mem::replace(&mut seen[s as usize], true) {
+            return Err(Error::invalid("slot_ids", format!("slot {s} appears twice (entry {i})")));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------- launch
+
+fn decay_code(d: DecayShape) -> i32 {
+    use crate::runtime::params as p;
+    (match d {
+        DecayShape::None => p::AkLinearDecay_AK_LINEAR_DECAY_NONE,
+        DecayShape::PerTokenKey => p::AkLinearDecay_AK_LINEAR_DECAY_PER_TOKEN_KEY,
+        DecayShape::PerToken => p::AkLinearDecay_AK_LINEAR_DECAY_PER_TOKEN,
+        DecayShape::PerHeadKey => p::AkLinearDecay_AK_LINEAR_DECAY_PER_HEAD_KEY,
+        DecayShape::PerHead => p::AkLinearDecay_AK_LINEAR_DECAY_PER_HEAD,
+    }) as i32
+}
+
+/// Registers per column (KPT), threads per column (KSPLIT) and the entry-point suffix for K.
+fn k_bin(key_dim: usize) -> (usize, usize, &'static str) {
+    if key_dim <= 64 {
+        (64, 1, "k64")
+    } else if key_dim <= 128 {
+        (128, 1, "k128")
+    } else {
+        (64, 4, "k256")
+    }
+}
+
+/// Chunk length and dynamic shared memory (bytes) of the prefill kernel; the same formula as
+/// `PrefillLayout` in recurrent.cu: `chunk * (rows * ROW + 32 + 2) + KPAD` floats.
+fn prefill_geometry(plan: &LinearPlan, delta: bool) -> (usize, usize) {
+    let (kpt, ksplit, _) = k_bin(plan.key_dim);
+    let part = if ksplit == 1 { kpt } else { kpt + 4 };
+    let row = ksplit * part;
+    let vec_decay = matches!(plan.decay, DecayShape::PerTokenKey | DecayShape::PerHeadKey);
+    let rows = 2 + vec_decay as usize + 2 * delta as usize;
+    let per_token = rows * row + PREFILL_COLS + 2;
+    let chunk = (PREFILL_CHUNK_FLOATS / per_token).clamp(1, PREFILL_MAX_CHUNK);
+    (chunk, 4 * (chunk * per_token + kpt * ksplit))
+}
+
+/// The device tensors of one `linear_attention` / `delta_rule` launch.
+struct Inputs<'a> {
+    q: &'a DeviceTensor,
+    k: &'a DeviceTensor,
+    v: &'a DeviceTensor,
+    a: Option<&'a DeviceTensor>,
+    b: Option<&'a DeviceTensor>,
+    g: Option<&'a DeviceTensor>,
+    u: Option<&'a DeviceTensor>,
+    cu_seqlens: Option<&'a [i32]>,
+}
+
+/// Where the states come from and go: plain tensors, or one pool in place with slot ids.
+enum States<'a> {
+    Plain { initial: Option<&'a DeviceTensor>, out: &'a mut DeviceTensor },
+    Pool { pool: &'a mut DeviceTensor, slot_ids: &'a [i32] },
+}
+
+/// Launch one recurrent kernel. Everything is validated by the callers.
+fn launch(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, states: States<'_>, kernel: Kernel, o: &mut DeviceTensor) -> Result<()> {
+    let delta = x.a.is_some();
+    check_device(plan, kernel)?;
+    if plan.n_seqs == 0 {
+        return Ok(());
+    }
+    let cu = match x.cu_seqlens {
+        Some(cu) => Some(gpu.upload(&Tensor::from_i32(&[cu.len()], cu)?)?),
+        None => None,
+    };
+    let (state_in, state_out, slots) = match states {
+        States::Plain { initial, out } => (opt_ptr(initial) as *const f32, out.kernel_ptr_mut() as *mut f32, None),
+        States::Pool { pool, slot_ids } => {
+            let ids = gpu.upload(&Tensor::from_i32(&[slot_ids.len()], slot_ids)?)?;
+            let ptr = pool.kernel_ptr_mut() as *mut f32;
+            (ptr as *const f32, ptr, Some(ids))
+        }
+    };
+    let (chunk, smem) = prefill_geometry(plan, delta);
+    let params = AkLinearParams {
+        q: x.q.kernel_ptr(),
+        k: x.k.kernel_ptr(),
+        v: x.v.kernel_ptr(),
+        a: opt_ptr(x.a),
+        b: opt_ptr(x.b),
+        g: opt_ptr(x.g),
+        u: if delta { std::ptr::null() } else { opt_ptr(x.u) },
+        o: o.kernel_ptr_mut(),
+        state_in,
+        state_out,
+        cu_seqlens: cu.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
+        slot_ids: slots.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
+        scale: plan.scale,
+        n_seqs: plan.n_seqs as i32,
+        seq_len: if plan.varlen { 0 } else { plan.t as i32 },
+        heads: plan.heads as i32,
+        key_dim: plan.key_dim as i32,
+        value_dim: plan.value_dim as i32,
+        decay_kind: decay_code(plan.decay),
+        dtype: plan.dtype.kernel_code(),
+        g_dtype: x.g.map_or(DType::F32, |g| g.dtype()).kernel_code(),
+        u_dtype: x.u.map_or(DType::F32, |u| u.dtype()).kernel_code(),
+        chunk: chunk as i32,
+    };
+    let (_, ksplit, kname) = k_bin(plan.key_dim);
+    let op = if delta { "delta" } else { "linear" };
+    let name = kernel_name(op, kernel, kname);
+    let (cols, threads, smem) = match kernel {
+        Kernel::Prefill => (PREFILL_COLS, (32 * ksplit) as u32, smem as u32),
+        Kernel::Decode => (DECODE_COLS, DECODE_THREADS, 0),
+    };
+    let blocks = plan.n_seqs * plan.heads * plan.value_dim.div_ceil(cols);
+    // The uploaded cu_seqlens / slot ids are freed stream-ordered after the launch.
+    gpu.launch(MODULE, name, (blocks as u32, 1, 1), (threads, 1, 1), smem, &params)
+}
+
+fn kernel_name(op: &str, kernel: Kernel, kname: &str) -> &'static str {
+    match (op, kernel, kname) {
+        ("linear", Kernel::Prefill, "k64") => "ak_linear_prefill_k64",
+        ("linear", Kernel::Prefill, "k128") => "ak_linear_prefill_k128",
+        ("linear", Kernel::Prefill, _) => "ak_linear_prefill_k256",
+        ("linear", Kernel::Decode, "k64") => "ak_linear_decode_k64",
+        ("linear", Kernel::Decode, "k128") => "ak_linear_decode_k128",
+        ("linear", Kernel::Decode, _) => "ak_linear_decode_k256",
+        (_, Kernel::Prefill, "k64") => "ak_delta_prefill_k64",
+        (_, Kernel::Prefill, "k128") => "ak_delta_prefill_k128",
+        (_, Kernel::Prefill, _) => "ak_delta_prefill_k256",
+        (_, Kernel::Decode, "k64") => "ak_delta_decode_k64",
+        (_, Kernel::Decode, "k128") => "ak_delta_decode_k128",
+        (_, Kernel::Decode, _) => "ak_delta_decode_k256",
+    }
+}
+
+fn run_plain(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, initial: Option<&DeviceTensor>, kernel: Kernel) -> Result<RecurrentOutput<DeviceTensor>> {
+    check_device(plan, kernel)?;
+    let mut o = alloc_out(gpu, plan.dtype, &plan.o_shape())?;
+    let mut final_state = alloc_out(gpu, DType::F32, &plan.state_shape())?;
+    launch(gpu, plan, x, States::Plain { initial, out: &mut final_state }, kernel, &mut o)?;
+    Ok(RecurrentOutput { o, final_state })
+}
+
+fn run_slots(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, pool: &mut StatePool, slot_ids: &[i32]) -> Result<DeviceTensor> {
+    check_slots(plan, pool, slot_ids)?;
+    let kernel = pick_kernel(plan, LinearMode::Auto)?;
+    check_device(plan, kernel)?;
+    let mut o = alloc_out(gpu, plan.dtype, &plan.o_shape())?;
+    launch(gpu, plan, x, States::Pool { pool: &mut pool.state, slot_ids }, kernel, &mut o)?;
+    Ok(o)
+}
+
+// -------------------------------------------------------------------------------- public API
+
+/// `linear_attention` on the GPU (spec section 4): `o [B, T, H, V]` in v's dtype and the f32
+/// final state `[N, H, K, V]`. `mode` picks the kernel ([`LinearMode::Auto`] for most uses).
+pub fn linear_attention_cuda(
+    gpu: &Gpu,
+    cfg: &LinearAttentionConfig,
+    args: &LinearArgs<'_, DeviceTensor>,
+    mode: LinearMode,
+) -> Result<RecurrentOutput<DeviceTensor>> {
+    let plan = plan_linear(cfg, args)?;
+    let kernel = pick_kernel(&plan, mode)?;
+    let x = Inputs { q: args.q, k: args.k, v: args.v, a: None, b: None, g: args.g, u: args.u, cu_seqlens: args.cu_seqlens };
+    run_plain(gpu, &plan, &x, args.initial_state, kernel)
+}
+
+/// `delta_rule` on the GPU (spec section 4), kernel chosen as by [`LinearMode::Auto`].
+pub fn delta_rule_cuda(gpu: &Gpu, cfg: &DeltaRuleConfig, args: &DeltaRuleArgs<'_, DeviceTensor>) -> Result<RecurrentOutput<DeviceTensor>> {
+    delta_rule_cuda_mode(gpu, cfg, args, LinearMode::Auto)
+}
+
+/// `delta_rule` on the GPU with an explicit kernel choice ([`LinearMode::Chunked`] is not
+/// available for the delta rule).
+pub fn delta_rule_cuda_mode(
+    gpu: &Gpu,
+    cfg: &DeltaRuleConfig,
+    args: &DeltaRuleArgs<'_, DeviceTensor>,
+    mode: LinearMode,
+) -> Result<RecurrentOutput<DeviceTensor>> {
+    let plan = plan_delta_rule(cfg, args)?;
+    let kernel = pick_kernel(&plan, mode)?;
+    let x = Inputs { q: args.q, k: args.k, v: args.v, a: Some(args.a), b: Some(args.b), g: args.g, u: None, cu_seqlens: args.cu_seqlens };
+    run_plain(gpu, &plan, &x, args.initial_state, kernel)
+}
+
+fn reject_initial_state(given: bool) -> Result<()> {
+    if given {
+        return Err(Error::invalid("initial_state", "the slot calls read the states from the pool; pass no initial_state"));
+    }
+    Ok(())
+}
+
+/// `linear_attention` for serving: sequence `n` starts from `pool.state[slot_ids[n]]` and its
+/// final state is written back there, in place. Returns `o`. `args.initial_state` must be
+/// `None`; `slot_ids` holds one distinct slot per sequence (`B`, or `N` with varlen). With every
+/// sequence at most [`DECODE_MAX_LEN`] tokens long (e.g. `q [N, 1, H, K]`) this is the decode path.
+pub fn linear_attention_cuda_slots(
+    gpu: &Gpu,
+    cfg: &LinearAttentionConfig,
+    args: &LinearArgs<'_, DeviceTensor>,
+    pool: &mut StatePool,
+    slot_ids: &[i32],
+) -> Result<DeviceTensor> {
+    reject_initial_state(args.initial_state.is_some())?;
+    let plan = plan_linear(cfg, args)?;
+    let x = Inputs { q: args.q, k: args.k, v: args.v, a: None, b: None, g: args.g, u: args.u, cu_seqlens: args.cu_seqlens };
+    run_slots(gpu, &plan, &x, pool, slot_ids)
+}
+
+/// `delta_rule` for serving, as [`linear_attention_cuda_slots`].
+pub fn delta_rule_cuda_slots(
+    gpu: &Gpu,
+    cfg: &DeltaRuleConfig,
+    args: &DeltaRuleArgs<'_, DeviceTensor>,
+    pool: &mut StatePool,
+    slot_ids: &[i32],
+) -> Result<DeviceTensor> {
+    reject_initial_state(args.initial_state.is_some())?;
+    let plan = plan_delta_rule(cfg, args)?;
+    let x = Inputs { q: args.q, k: args.k, v: args.v, a: Some(args.a), b: Some(args.b), g: args.g, u: None, cu_seqlens: args.cu_seqlens };
+    run_slots(gpu, &plan, &x, pool, slot_ids)
+}
+
+/// `rwkv4` on the GPU (spec section 4): `y [B, T, C]` in v's dtype (returned as `o`) and the
+/// final state `(aa, bb, pp)` as `[B, 3, C]` f32.
+pub fn rwkv4_cuda(gpu: &Gpu, cfg: &Rwkv4Config, args: &Rwkv4Args<'_, DeviceTensor>) -> Result<RecurrentOutput<DeviceTensor>> {
+    let plan = plan_rwkv4(cfg, args)?;
+    fits_i32("k", "B", plan.batch)?;
+    fits_i32("k", "T", plan.t)?;
+    fits_i32("k", "C", plan.channels)?;
+    let threads = 128usize;
+    let blocks = (plan.batch * plan.channels).div_ceil(threads);
+    fits_i32("k", "blocks", blocks)?;
+    let mut y = alloc_out(gpu, plan.dtype, &[plan.batch, plan.t, plan.channels])?;
+    let mut final_state = alloc_out(gpu, DType::F32, &[plan.batch, 3, plan.channels])?;
+    let params = AkRwkv4Params {
+        k: args.k.kernel_ptr(),
+        v: args.v.kernel_ptr(),
+        w: args.w.kernel_ptr() as *const f32,
+        u: args.u.kernel_ptr() as *const f32,
+        y: y.kernel_ptr_mut(),
+        state_in: opt_ptr(args.initial_state) as *const f32,
+        state_out: final_state.kernel_ptr_mut() as *mut f32,
+        batch: plan.batch as i32,
+        seq_len: plan.t as i32,
+        channels: plan.channels as i32,
+        dtype: plan.dtype.kernel_code(),
+    };
+    let name = match plan.dtype {
+        DType::F32 => "ak_rwkv4_f32",
+        DType::F16 => "ak_rwkv4_f16",
+        DType::BF16 => "ak_rwkv4_bf16",
+        DType::I32 => return Err(Error::DType { arg: "k".into(), expected: "f32, f16 or bf16".into(), got: DType::I32 }),
+    };
+    gpu.launch(RWKV4_MODULE, name, (blocks as u32, 1, 1), (threads as u32, 1, 1), 0, &params)?;
+    Ok(RecurrentOutput { o: y, final_state })
+}
+
+// -------------------------------------------------------------------------------- case files
+
+fn upload_opt(gpu: &Gpu, t: Option<&Tensor>) -> Result<Option<DeviceTensor>> {
+    t.map(|t| gpu.upload(t)).transpose()
+}
+
+fn download_outputs(gpu: &Gpu, o_name: &str, out: RecurrentOutput<DeviceTensor>) -> Result<Tensors> {
+    let mut m = Tensors::new();
+    m.insert(o_name.to_string(), gpu.download(&out.o)?);
+    m.insert("final_state".to_string(), gpu.download(&out.final_state)?);
+    Ok(m)
+}
+
+/// The `--device cuda` arm of the family's `run_case`: uploads the case's tensors, runs the op
+/// here and downloads `o` (rwkv4: `y`) and `final_state`. Inputs are validated on the host
+/// first with the same plan functions, so bad cases fail before any upload.
+pub(crate) fn run_case(op: &str, config: &serde_json::Value, inputs: &Tensors, gpu: &Gpu) -> Result<Tensors> {
+    use crate::case::{allow_only, input, parse_config};
+    let cu = match inputs.get("cu_seqlens") {
+        None => None,
+        Some(t) => {
+            expect_rank("cu_seqlens", t, 1, "[N+1]")?;
+            Some(crate::tensor::i32_data("cu_seqlens", t)?)
+        }
+    };
+    match op {
+        "linear_attention" => {
+            let cfg: LinearAttentionConfig = parse_config(config)?;
+            allow_only(inputs, op, &["q", "k", "v", "g", "u", "initial_state", "cu_seqlens"])?;
+            let host = LinearArgs {
+                q: input(inputs, "q")?,
+                k: input(inputs, "k")?,
+                v: input(inputs, "v")?,
+                g: inputs.get("g"),
+                u: inputs.get("u"),
+                initial_state: inputs.get("initial_state"),
+                cu_seqlens: cu,
+            };
+            plan_linear(&cfg, &host)?;
+            let (q, k, v) = (gpu.upload(host.q)?, gpu.upload(host.k)?, gpu.upload(host.v)?);
+            let (g, u, s0) = (upload_opt(gpu, host.g)?, upload_opt(gpu, host.u)?, upload_opt(gpu, host.initial_state)?);
+            let args = LinearArgs { q: &q, k: &k, v: &v, g: g.as_ref(), u: u.as_ref(), initial_state: s0.as_ref(), cu_seqlens: cu };
+            download_outputs(gpu, "o", linear_attention_cuda(gpu, &cfg, &args, LinearMode::Auto)?)
+        }
+        "delta_rule" => {
+            let cfg: DeltaRuleConfig = parse_config(config)?;
+            allow_only(inputs, op, &["q", "k", "v", "a", "b", "g", "initial_state", "cu_seqlens"])?;
+            let host = DeltaRuleArgs {
+                q: input(inputs, "q")?,
+                k: input(inputs, "k")?,
+                v: input(inputs, "v")?,
+                a: input(inputs, "a")?,
+                b: input(inputs, "b")?,
+                g: inputs.get("g"),
+                initial_state: inputs.get("initial_state"),
+                cu_seqlens: cu,
+            };
+            plan_delta_rule(&cfg, &host)?;
+            let (q, k, v) = (gpu.upload(host.q)?, gpu.upload(host.k)?, gpu.upload(host.v)?);
+            let (a, b) = (gpu.upload(host.a)?, gpu.upload(host.b)?);
+            let (g, s0) = (upload_opt(gpu, host.g)?, upload_opt(gpu, host.initial_state)?);
+            let args = DeltaRuleArgs { q: &q, k: &k, v: &v, a: &a, b: &b, g: g.as_ref(), initial_state: s0.as_ref(), cu_seqlens: cu };
+            download_outputs(gpu, "o", delta_rule_cuda(gpu, &cfg, &args)?)
+        }
+        "rwkv4" => {
+            let cfg: Rwkv4Config = parse_config(config)?;
+            allow_only(inputs, op, &["k", "v", "w", "u", "initial_state"])?;
+            let host = Rwkv4Args {
+                k: input(inputs, "k")?,
+                v: input(inputs, "v")?,
+                w: input(inputs, "w")?,
+                u: input(inputs, "u")?,
+                initial_state: inputs.get("initial_state"),
+            };
+            plan_rwkv4(&cfg, &host)?;
+            let (k, v, w, u) = (gpu.upload(host.k)?, gpu.upload(host.v)?, gpu.upload(host.w)?, gpu.upload(host.u)?);
+            let s0 = upload_opt(gpu, host.initial_state)?;
+            let args = Rwkv4Args { k: &k, v: &v, w: &w, u: &u, initial_state: s0.as_ref() };
+            download_outputs(gpu, "y", rwkv4_cuda(gpu, &cfg, &args)?)
+        }
+        other => Err(Error::config("op", format!("`{other}` is not a linear-attention op"))),
+    }
+}

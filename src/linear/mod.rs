@@ -1,0 +1,675 @@
+//! Linear-attention recurrences (spec section 4): `linear_attention` (diagonal decay: plain
+//! linear attention, RetNet, GLA, Mamba-2 scalar decay, RWKV-5/6 with the bonus `u`),
+//! `delta_rule` (diagonal plus rank one: RWKV-7, DeltaNet, gated DeltaNet) and `rwkv4`.
+//!
+//! This module holds what every backend shares: the op configs (the case-file JSON), the
+//! argument structs, and the validation that turns arguments into a plan ([`plan_linear`],
+//! [`plan_delta_rule`], [`plan_rwkv4`]). The CPU reference lives in [`cpu`], the float64 test
+//! oracles in [`oracle`], the CUDA paths in [`cuda`] (recurrent) and [`chunked`] (chunked
+//! tensor-core prefill).
+//!
+//! Choices where the spec is silent (documented here, listed in the docs):
+//! - Varlen keeps the rank-4 layout with `B = 1` (as flash-linear-attention does):
+//!   `q, k [1, total, H, K]`, `v [1, total, H, V]`, per-token `g` `[1, total, H(, K)]`,
+//!   state `[N, H, K, V]`. An empty sequence (`cu[n] == cu[n+1]`) returns its initial state.
+//! - `g` (log decay) and `u` (bonus) may be f32 or the dtype of `q`; `a`, `b` have q's dtype;
+//!   `initial_state` is always f32. `g` values are not inspected: `g = -inf` is an exact zero
+//!   decay (`exp(-inf) = 0`), `g = 0` no decay; positive `g` (growth) is computed as given.
+//! - `scale` must be finite (any finite value, 0 and negatives included); the default is
+//!   `1/sqrt(K)`. `K`, `V` and `H` must be at least 1; `B`, `T` (and every sequence) may be 0.
+//! - `u` is only accepted by `linear_attention` (bonus mode); `delta_rule` has no bonus.
+//! - `rwkv4` has no varlen and no scale; its outputs are named `y` (the RWKV name, `[B, T, C]`
+//!   in v's dtype) and `final_state` (`[B, 3, C]` f32, rows `aa`, `bb`, `pp`). `w` is the
+//!   per-step log decay as the kernel uses it (RWKV-4 passes `w = -exp(time_decay)`).
+//! - All math is f32 with f32 state for every input dtype; `o` is rounded once to v's dtype.
+
+pub mod chunked;
+pub mod cpu;
+pub mod cuda;
+pub mod oracle;
+
+pub use cpu::{delta_rule_cpu, linear_attention_cpu, rwkv4_cpu};
+
+use crate::case::{allow_only, input, parse_config, Device, Tensors};
+use crate::check::{CheckCase, Rng, Work};
+use crate::error::{Error, Result};
+use crate::tensor::{check_cu_seqlens, checked_numel, expect_dtype, expect_rank, expect_same_dtype, expect_shape};
+use crate::tensor::{DType, Tensor, TensorInfo};
+use serde::{Deserialize, Serialize};
+
+const FLOATS: &[DType] = &[DType::F32, DType::F16, DType::BF16];
+
+/// Config of `linear_attention` (case-file JSON keys).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearAttentionConfig {
+    /// Output scale; `None` means `1/sqrt(K)` (RWKV passes 1.0).
+    #[serde(default)]
+    pub scale: Option<f64>,
+}
+
+/// Config of `delta_rule` (case-file JSON keys).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaRuleConfig {
+    /// Output scale; `None` means `1/sqrt(K)` (RWKV-7 passes 1.0).
+    #[serde(default)]
+    pub scale: Option<f64>,
+}
+
+/// Config of `rwkv4` (no options).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rwkv4Config {}
+
+/// How the log decay `g` is laid out (broadcast over the missing dimensions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecayShape {
+    /// No `g`: no decay.
+    None,
+    /// `[B, T, H, K]` (GLA, RWKV-6).
+    PerTokenKey,
+    /// `[B, T, H]` (Mamba-2 style scalar decay per token).
+    PerToken,
+    /// `[H, K]` (RWKV-5 style fixed decay per channel).
+    PerHeadKey,
+    /// `[H]` (RetNet).
+    PerHead,
+}
+
+impl DecayShape {
+    /// Element offset in `g` of the decay for global token row `row` (row index into the
+    /// flattened `B*T` token dimension) and head `head`, and the stride along K (1 or 0).
+    /// `None` when there is no `g`.
+    pub fn offset(self, row: usize, head: usize, heads: usize, key_dim: usize) -> Option<(usize, usize)> {
+        match self {
+            DecayShape::None => None,
+            DecayShape::PerTokenKey => Some(((row * heads + head) * key_dim, 1)),
+            DecayShape::PerToken => Some((row * heads + head, 0)),
+            DecayShape::PerHeadKey => Some((head * key_dim, 1)),
+            DecayShape::PerHead => Some((head, 0)),
+        }
+    }
+}
+
+/// Arguments of `linear_attention`, generic over host ([`Tensor`]) and device tensors.
+pub struct LinearArgs<'a, T> {
+    /// `[B, T, H, K]`, f32/f16/bf16.
+    pub q: &'a T,
+    /// `[B, T, H, K]`, q's dtype.
+    pub k: &'a T,
+    /// `[B, T, H, V]`, q's dtype.
+    pub v: &'a T,
+    /// Log decay, one of `[B, T, H, K]`, `[B, T, H]`, `[H, K]`, `[H]`; f32 or q's dtype.
+    pub g: Option<&'a T>,
+    /// RWKV bonus `[H, K]`, f32 or q's dtype; switches to the exclusive (bonus) form.
+    pub u: Option<&'a T>,
+    /// `[B, H, K, V]` (varlen `[N, H, K, V]`), f32; absent means zeros.
+    pub initial_state: Option<&'a T>,
+    /// Varlen offsets `[N+1]` (then `B = 1`).
+    pub cu_seqlens: Option<&'a [i32]>,
+}
+
+impl<'a, T> Clone for LinearArgs<'a, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<'a, T> Copy for LinearArgs<'a, T> {}
+
+impl<'a, T> LinearArgs<'a, T> {
+    /// Plain (no decay, no bonus, zero initial state, no varlen) arguments.
+    pub fn new(q: &'a T, k: &'a T, v: &'a T) -> Self {
+        LinearArgs { q, k, v, g: None, u: None, initial_state: None, cu_seqlens: None }
+    }
+    pub fn with_g(mut self, g: &'a T) -> Self {
+        self.g = Some(g);
+        self
+    }
+    pub fn with_u(mut self, u: &'a T) -> Self {
+        self.u = Some(u);
+        self
+    }
+    pub fn with_initial_state(mut self, s: &'a T) -> Self {
+        self.initial_state = Some(s);
+        self
+    }
+    pub fn with_cu_seqlens(mut self, cu: &'a [i32]) -> Self {
+        self.cu_seqlens = Some(cu);
+        self
+    }
+}
+
+/// Arguments of `delta_rule`.
+pub struct DeltaRuleArgs<'a, T> {
+    /// `[B, T, H, K]`, f32/f16/bf16.
+    pub q: &'a T,
+    /// `[B, T, H, K]`, q's dtype.
+    pub k: &'a T,
+    /// `[B, T, H, V]`, q's dtype.
+    pub v: &'a T,
+    /// `[B, T, H, K]`, q's dtype (the rank-one update is `b_t a_t^T`).
+    pub a: &'a T,
+    /// `[B, T, H, K]`, q's dtype.
+    pub b: &'a T,
+    /// Log decay, as for [`LinearArgs::g`].
+    pub g: Option<&'a T>,
+    /// `[B, H, K, V]` (varlen `[N, H, K, V]`), f32.
+    pub initial_state: Option<&'a T>,
+    /// Varlen offsets `[N+1]` (then `B = 1`).
+    pub cu_seqlens: Option<&'a [i32]>,
+}
+
+impl<'a, T> Clone for DeltaRuleArgs<'a, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<'a, T> Copy for DeltaRuleArgs<'a, T> {}
+
+impl<'a, T> DeltaRuleArgs<'a, T> {
+    /// Arguments without decay, initial state or varlen.
+    pub fn new(q: &'a T, k: &'a T, v: &'a T, a: &'a T, b: &'a T) -> Self {
+        DeltaRuleArgs { q, k, v, a, b, g: None, initial_state: None, cu_seqlens: None }
+    }
+    pub fn with_g(mut self, g: &'a T) -> Self {
+        self.g = Some(g);
+        self
+    }
+    pub fn with_initial_state(mut self, s: &'a T) -> Self {
+        self.initial_state = Some(s);
+        self
+    }
+    pub fn with_cu_seqlens(mut self, cu: &'a [i32]) -> Self {
+        self.cu_seqlens = Some(cu);
+        self
+    }
+}
+
+/// Arguments of `rwkv4`.
+pub struct Rwkv4Args<'a, T> {
+    /// `[B, T, C]`, f32/f16/bf16.
+    pub k: &'a T,
+    /// `[B, T, C]`, k's dtype.
+    pub v: &'a T,
+    /// Per-step log decay `[C]`, f32.
+    pub w: &'a T,
+    /// Bonus `[C]`, f32.
+    pub u: &'a T,
+    /// `(aa, bb, pp)` as `[B, 3, C]` f32; absent means `(0, 0, -1e38)`.
+    pub initial_state: Option<&'a T>,
+}
+
+impl<'a, T> Clone for Rwkv4Args<'a, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<'a, T> Copy for Rwkv4Args<'a, T> {}
+
+impl<'a, T> Rwkv4Args<'a, T> {
+    pub fn new(k: &'a T, v: &'a T, w: &'a T, u: &'a T) -> Self {
+        Rwkv4Args { k, v, w, u, initial_state: None }
+    }
+    pub fn with_initial_state(mut self, s: &'a T) -> Self {
+        self.initial_state = Some(s);
+        self
+    }
+}
+
+/// A validated `linear_attention` / `delta_rule` call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearPlan {
+    /// Sequences (= state rows): `B`, or `N` with varlen.
+    pub n_seqs: usize,
+    pub varlen: bool,
+    /// Token rows per batch row: `T` (varlen: `total`, with one batch row).
+    pub t: usize,
+    pub heads: usize,
+    pub key_dim: usize,
+    pub value_dim: usize,
+    /// Per sequence: (first row in the flattened `B*T` token dimension, length).
+    pub seqs: Vec<(usize, usize)>,
+    pub decay: DecayShape,
+    /// `u` given (linear_attention bonus form).
+    pub has_bonus: bool,
+    /// The resolved scale.
+    pub scale: f32,
+    /// dtype of q, k, v (and a, b); `o` has this dtype.
+    pub dtype: DType,
+}
+
+impl LinearPlan {
+    /// Batch rows of q: `B` (varlen: 1).
+    pub fn batch_rows(&self) -> usize {
+        if self.varlen {
+            1
+        } else {
+            self.n_seqs
+        }
+    }
+    /// Total token rows `B*T`.
+    pub fn rows(&self) -> usize {
+        self.batch_rows() * self.t
+    }
+    /// Shape of `o`: `[B, T, H, V]`.
+    pub fn o_shape(&self) -> [usize; 4] {
+        [self.batch_rows(), self.t, self.heads, self.value_dim]
+    }
+    /// Shape of the states: `[N, H, K, V]`.
+    pub fn state_shape(&self) -> [usize; 4] {
+        [self.n_seqs, self.heads, self.key_dim, self.value_dim]
+    }
+}
+
+/// A validated `rwkv4` call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rwkv4Plan {
+    pub batch: usize,
+    pub t: usize,
+    pub channels: usize,
+    /// dtype of k and v; `y` has this dtype.
+    pub dtype: DType,
+}
+
+/// Outputs of a recurrence: `o` (rwkv4: `y`) and the f32 final state.
+#[derive(Clone, Debug)]
+pub struct RecurrentOutput<T> {
+    pub o: T,
+    pub final_state: T,
+}
+
+fn resolve_scale(scale: Option<f64>, key_dim: usize) -> Result<f32> {
+    let s = match scale {
+        Some(s) => s,
+        None => 1.0 / (key_dim as f64).sqrt(),
+    };
+    if !s.is_finite() || !(s as f32).is_finite() {
+        return Err(Error::invalid("scale", format!("must be finite (and fit in f32), got {s}")));
+    }
+    Ok(s as f32)
+}
+
+/// Validates q, k, v, g, initial_state, cu_seqlens (shared by both ops). `u` handled by caller.
+fn plan_common<T: TensorInfo>(
+    scale: Option<f64>,
+    q: &T,
+    k: &T,
+    v: &T,
+    g: Option<&T>,
+    initial_state: Option<&T>,
+    cu_seqlens: Option<&[i32]>,
+) -> Result<LinearPlan> {
+    expect_dtype("q", q, FLOATS)?;
+    expect_rank("q", q, 4, "[B, T, H, K]")?;
+    let dtype = q.dtype();
+    let (b, t, h, kd) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    if h == 0 || kd == 0 {
+        return Err(Error::shape("q", "[B, T, H, K] with H >= 1 and K >= 1", q.shape()));
+    }
+    checked_numel("q", q.shape())?;
+    expect_same_dtype("k", k, "q", dtype)?;
+    expect_shape("k", k, q.shape())?;
+    expect_same_dtype("v", v, "q", dtype)?;
+    expect_rank("v", v, 4, "[B, T, H, V]")?;
+    let vd = v.shape()[3];
+    if v.shape()[..3] != q.shape()[..3] || vd == 0 {
+        return Err(Error::shape("v", format!("[{b}, {t}, {h}, V] (B, T, H of q; V >= 1)"), v.shape()));
+    }
+    checked_numel("v", v.shape())?;
+
+    let (n_seqs, seqs) = match cu_seqlens {
+        Some(cu) => {
+            if b != 1 {
+                return Err(Error::shape("q", "[1, total, H, K] (B = 1 when cu_seqlens is given)", q.shape()));
+            }
+            let offs = check_cu_seqlens("cu_seqlens", cu, t)?;
+            let seqs: Vec<(usize, usize)> = offs.windows(2).map(|w| (w[0], w[1] - w[0])).collect();
+            (seqs.len(), seqs)
+        }
+        None => (b, (0..b).map(|i| (i * t, t)).collect()),
+    };
+
+    let decay = match g {
+        None => DecayShape::None,
+        Some(g) => {
+            let allowed: &[DType] = if dtype == DType::F32 { &[DType::F32] } else { &[DType::F32, dtype] };
+            expect_dtype("g", g, allowed)?;
+            let s = g.shape();
+            if s == [b, t, h, kd] {
+                DecayShape::PerTokenKey
+            } else if s == [b, t, h] {
+                DecayShape::PerToken
+            } else if s == [h, kd] {
+                DecayShape::PerHeadKey
+            } else if s == [h] {
+                DecayShape::PerHead
+            } else {
+                return Err(Error::shape(
+                    "g",
+                    format!("one of [{b}, {t}, {h}, {kd}] ([B, T, H, K]), [{b}, {t}, {h}], [{h}, {kd}], [{h}]"),
+                    s,
+                ));
+            }
+        }
+    };
+
+    if let Some(s0) = initial_state {
+        expect_dtype("initial_state", s0, &[DType::F32])?;
+        expect_shape("initial_state", s0, &[n_seqs, h, kd, vd])?;
+    }
+    checked_numel("initial_state", &[n_seqs, h, kd, vd])?;
+
+    Ok(LinearPlan {
+        n_seqs,
+        varlen: cu_seqlens.is_some(),
+        t,
+        heads: h,
+        key_dim: kd,
+        value_dim: vd,
+        seqs,
+        decay,
+        has_bonus: false,
+        scale: resolve_scale(scale, kd)?,
+        dtype,
+    })
+}
+
+/// Validate a `linear_attention` call (spec section 4).
+pub fn plan_linear<T: TensorInfo>(cfg: &LinearAttentionConfig, args: &LinearArgs<'_, T>) -> Result<LinearPlan> {
+    let mut plan = plan_common(cfg.scale, args.q, args.k, args.v, args.g, args.initial_state, args.cu_seqlens)?;
+    if let Some(u) = args.u {
+        let allowed: &[DType] = if plan.dtype == DType::F32 { &[DType::F32] } else { &[DType::F32, plan.dtype] };
+        expect_dtype("u", u, allowed)?;
+        expect_shape("u", u, &[plan.heads, plan.key_dim])?;
+        plan.has_bonus = true;
+    }
+    Ok(plan)
+}
+
+/// Validate a `delta_rule` call (spec section 4).
+pub fn plan_delta_rule<T: TensorInfo>(cfg: &DeltaRuleConfig, args: &DeltaRuleArgs<'_, T>) -> Result<LinearPlan> {
+    let plan = plan_common(cfg.scale, args.q, args.k, args.v, args.g, args.initial_state, args.cu_seqlens)?;
+    for (name, t) in [("a", args.a), ("b", args.b)] {
+        expect_same_dtype(name, t, "q", plan.dtype)?;
+        expect_shape(name, t, args.q.shape())?;
+    }
+    Ok(plan)
+}
+
+/// Validate an `rwkv4` call (spec section 4).
+pub fn plan_rwkv4<T: TensorInfo>(_cfg: &Rwkv4Config, args: &Rwkv4Args<'_, T>) -> Result<Rwkv4Plan> {
+    expect_dtype("k", args.k, FLOATS)?;
+    expect_rank("k", args.k, 3, "[B, T, C]")?;
+    let dtype = args.k.dtype();
+    let (b, t, c) = (args.k.shape()[0], args.k.shape()[1], args.k.shape()[2]);
+    if c == 0 {
+        return Err(Error::shape("k", "[B, T, C] with C >= 1", args.k.shape()));
+    }
+    checked_numel("k", args.k.shape())?;
+    expect_same_dtype("v", args.v, "k", dtype)?;
+    expect_shape("v", args.v, args.k.shape())?;
+    for (name, x) in [("w", args.w), ("u", args.u)] {
+        expect_dtype(name, x, &[DType::F32])?;
+        expect_shape(name, x, &[c])?;
+    }
+    if let Some(s0) = args.initial_state {
+        expect_dtype("initial_state", s0, &[DType::F32])?;
+        expect_shape("initial_state", s0, &[b, 3, c])?;
+    }
+    checked_numel("initial_state", &[b, 3, c])?;
+    Ok(Rwkv4Plan { batch: b, t, channels: c, dtype })
+}
+
+// ------------------------------------------------------------------------------ case files
+
+fn cu_from<'a>(inputs: &'a Tensors) -> Result<Option<&'a [i32]>> {
+    match inputs.get("cu_seqlens") {
+        None => Ok(None),
+        Some(t) => {
+            expect_rank("cu_seqlens", t, 1, "[N+1]")?;
+            Ok(Some(crate::tensor::i32_data("cu_seqlens", t)?))
+        }
+    }
+}
+
+fn outputs(o_name: &str, out: RecurrentOutput<Tensor>) -> Tensors {
+    let mut m = Tensors::new();
+    m.insert(o_name.to_string(), out.o);
+    m.insert("final_state".to_string(), out.final_state);
+    m
+}
+
+/// `linear_attention` arguments from case tensors `q k v g u initial_state cu_seqlens`.
+pub(crate) fn linear_args(inputs: &Tensors) -> Result<LinearArgs<'_, Tensor>> {
+    allow_only(inputs, "linear_attention", &["q", "k", "v", "g", "u", "initial_state", "cu_seqlens"])?;
+    Ok(LinearArgs {
+        q: input(inputs, "q")?,
+        k: input(inputs, "k")?,
+        v: input(inputs, "v")?,
+        g: inputs.get("g"),
+        u: inputs.get("u"),
+        initial_state: inputs.get("initial_state"),
+        cu_seqlens: cu_from(inputs)?,
+    })
+}
+
+/// `delta_rule` arguments from case tensors `q k v a b g initial_state cu_seqlens`.
+pub(crate) fn delta_rule_args(inputs: &Tensors) -> Result<DeltaRuleArgs<'_, Tensor>> {
+    allow_only(inputs, "delta_rule", &["q", "k", "v", "a", "b", "g", "initial_state", "cu_seqlens"])?;
+    Ok(DeltaRuleArgs {
+        q: input(inputs, "q")?,
+        k: input(inputs, "k")?,
+        v: input(inputs, "v")?,
+        a: input(inputs, "a")?,
+        b: input(inputs, "b")?,
+        g: inputs.get("g"),
+        initial_state: inputs.get("initial_state"),
+        cu_seqlens: cu_from(inputs)?,
+    })
+}
+
+/// `rwkv4` arguments from case tensors `k v w u initial_state`.
+pub(crate) fn rwkv4_args(inputs: &Tensors) -> Result<Rwkv4Args<'_, Tensor>> {
+    allow_only(inputs, "rwkv4", &["k", "v", "w", "u", "initial_state"])?;
+    Ok(Rwkv4Args {
+        k: input(inputs, "k")?,
+        v: input(inputs, "v")?,
+        w: input(inputs, "w")?,
+        u: input(inputs, "u")?,
+        initial_state: inputs.get("initial_state"),
+    })
+}
+
+/// Run a `linear_attention` case (spec section 5): outputs `o`, `final_state`.
+pub(crate) fn run_linear_case(config: &serde_json::Value, inputs: &Tensors, device: &Device) -> Result<Tensors> {
+    let cfg: LinearAttentionConfig = parse_config(config)?;
+    let args = linear_args(inputs)?;
+    match device {
+        Device::Cpu => Ok(outputs("o", linear_attention_cpu(&cfg, &args)?)),
+        Device::Cuda(_) => Err(cuda_missing("linear_attention")),
+    }
+}
+
+/// Run a `delta_rule` case: outputs `o`, `final_state`.
+pub(crate) fn run_delta_rule_case(config: &serde_json::Value, inputs: &Tensors, device: &Device) -> Result<Tensors> {
+    let cfg: DeltaRuleConfig = parse_config(config)?;
+    let args = delta_rule_args(inputs)?;
+    match device {
+        Device::Cpu => Ok(outputs("o", delta_rule_cpu(&cfg, &args)?)),
+        Device::Cuda(_) => Err(cuda_missing("delta_rule")),
+    }
+}
+
+/// Run an `rwkv4` case: outputs `y` (the RWKV name for the output) and `final_state`
+/// (`[B, 3, C]`).
+pub(crate) fn run_rwkv4_case(config: &serde_json::Value, inputs: &Tensors, device: &Device) -> Result<Tensors> {
+    let cfg: Rwkv4Config = parse_config(config)?;
+    let args = rwkv4_args(inputs)?;
+    match device {
+        Device::Cpu => Ok(outputs("y", rwkv4_cpu(&cfg, &args)?)),
+        Device::Cuda(_) => Err(cuda_missing("rwkv4")),
+    }
+}
+
+fn cuda_missing(op: &str) -> Error {
+    Error::unsupported("device", format!("`{op}` has no CUDA path in this build; use --device cpu"))
+}
+
+// ----------------------------------------------------------------------------------- check
+
+fn tensor(dtype: DType, shape: &[usize], values: &[f32]) -> Tensor {
+    Tensor::from_f32(dtype, shape, values).expect("check case: shape matches the values")
+}
+
+/// Unit-norm rows of length `kd` (DeltaNet / RWKV-7 normalise their keys).
+fn normalized(x: &[f32], kd: usize) -> Vec<f32> {
+    x.chunks(kd)
+        .flat_map(|row| {
+            let n = row.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-6);
+            row.iter().map(move |a| a / n)
+        })
+        .collect()
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `attn-kernels check` rows for the three recurrences: model-like shapes and parameterisations
+/// (GLA, RWKV-6, Mamba-2-style varlen, RWKV-7, gated DeltaNet, RWKV-4).
+pub(crate) fn check_cases() -> Vec<CheckCase> {
+    let mut rng = Rng::from_time();
+    let mut cases = Vec::new();
+    let lin_flops = |rows: usize, h: usize, kd: usize, vd: usize| Work::Flops((4 * rows * h * kd * vd) as f64);
+
+    // GLA: per-key decay logsigmoid(x)/16, initial state, default scale.
+    {
+        let (b, t, h, kd, vd, dt) = (2, 2048, 8, 64, 64, DType::BF16);
+        let n = b * t * h * kd;
+        let g: Vec<f32> = rng.normal_vec(n).iter().map(|&x| -(1.0 + (-x).exp()).ln() / 16.0).collect();
+        let case = crate::case::Case::new(serde_json::json!({"op": "linear_attention"}))
+            .with("q", tensor(dt, &[b, t, h, kd], &rng.normal_vec(n)))
+            .with("k", tensor(dt, &[b, t, h, kd], &rng.normal_vec(n)))
+            .with("v", tensor(dt, &[b, t, h, vd], &rng.normal_vec(b * t * h * vd)))
+            .with("g", tensor(DType::F32, &[b, t, h, kd], &g))
+            .with("initial_state", tensor(DType::F32, &[b, h, kd, vd], &rng.normal_vec(b * h * kd * vd)));
+        cases.push(CheckCase {
+            op: "linear_attention",
+            shape: format!("GLA q[{b},{t},{h},{kd}] v{vd}"),
+            dtype: dt,
+            case,
+            work: lin_flops(b * t, h, kd, vd),
+            tol_factor: 1.0,
+            oracle: oracle::linear_attention_case,
+        });
+    }
+    // RWKV-6: decay exp(-exp(x)) per key, bonus u, scale 1.
+    {
+        let (b, t, h, kd, vd, dt) = (2, 2048, 8, 64, 64, DType::BF16);
+        let n = b * t * h * kd;
+        let g: Vec<f32> = rng.uniform_vec(n, -6.0, 0.0).iter().map(|&x| -x.exp()).collect();
+        let k: Vec<f32> = rng.normal_vec(n).iter().map(|x| 0.2 * x).collect();
+        let case = crate::case::Case::new(serde_json::json!({"op": "linear_attention", "scale": 1.0}))
+            .with("q", tensor(dt, &[b, t, h, kd], &rng.normal_vec(n)))
+            .with("k", tensor(dt, &[b, t, h, kd], &k))
+            .with("v", tensor(dt, &[b, t, h, vd], &rng.normal_vec(b * t * h * vd)))
+            .with("g", tensor(dt, &[b, t, h, kd], &g))
+            .with("u", tensor(DType::F32, &[h, kd], &rng.normal_vec(h * kd)));
+        cases.push(CheckCase {
+            op: "linear_attention",
+            shape: format!("RWKV-6 q[{b},{t},{h},{kd}] v{vd}"),
+            dtype: dt,
+            case,
+            work: lin_flops(b * t, h, kd, vd),
+            tol_factor: 1.0,
+            oracle: oracle::linear_attention_case,
+        });
+    }
+    // Mamba-2-style scalar decay per token and head, varlen with an empty sequence.
+    {
+        let (total, h, kd, vd, dt) = (4096, 8, 64, 64, DType::F16);
+        let cu = [0i32, 1000, 1000, 3001, 4096];
+        let n = total * h * kd;
+        let g: Vec<f32> = rng.uniform_vec(total * h, -0.2, 0.0);
+        let case = crate::case::Case::new(serde_json::json!({"op": "linear_attention"}))
+            .with("q", tensor(dt, &[1, total, h, kd], &rng.normal_vec(n)))
+            .with("k", tensor(dt, &[1, total, h, kd], &rng.normal_vec(n)))
+            .with("v", tensor(dt, &[1, total, h, vd], &rng.normal_vec(total * h * vd)))
+            .with("g", tensor(DType::F32, &[1, total, h], &g))
+            .with("cu_seqlens", Tensor::from_i32(&[cu.len()], &cu).expect("check case: cu_seqlens"));
+        cases.push(CheckCase {
+            op: "linear_attention",
+            shape: format!("varlen N={} q[1,{total},{h},{kd}] v{vd}", cu.len() - 1),
+            dtype: dt,
+            case,
+            work: lin_flops(total, h, kd, vd),
+            tol_factor: 1.0,
+            oracle: oracle::linear_attention_case,
+        });
+    }
+    // RWKV-7: a = -kk, b = kk * alpha, decay exp(-0.6065 sigmoid(x)), scale 1.
+    // DeltaNet (gated): a = -k, b = beta k, v fed as beta v, scalar decay per token.
+    for rwkv7 in [true, false] {
+        let (b, t, h, kd, vd) = (1, 1024, 4, 64, 64);
+        let dt = if rwkv7 { DType::BF16 } else { DType::F32 };
+        let n = b * t * h * kd;
+        let kk = normalized(&rng.normal_vec(n), kd);
+        let mut v = rng.normal_vec(b * t * h * vd);
+        let (a, bb, g, g_shape): (Vec<f32>, Vec<f32>, Vec<f32>, Vec<usize>) = if rwkv7 {
+            let alpha = rng.uniform_vec(n, 0.0, 1.0);
+            let g = rng.normal_vec(n).iter().map(|&x| -0.606531 * sigmoid(x)).collect();
+            (kk.iter().map(|x| -x).collect(), kk.iter().zip(&alpha).map(|(x, al)| x * al).collect(), g, vec![b, t, h, kd])
+        } else {
+            let beta = rng.uniform_vec(b * t * h, 0.0, 1.0);
+            for (i, x) in v.iter_mut().enumerate() {
+                *x *= beta[i / vd];
+            }
+            let g = rng.uniform_vec(b * t * h, -0.1, 0.0);
+            (kk.iter().map(|x| -x).collect(), kk.iter().enumerate().map(|(i, x)| x * beta[i / kd]).collect(), g, vec![b, t, h])
+        };
+        let config = if rwkv7 {
+            serde_json::json!({"op": "delta_rule", "scale": 1.0})
+        } else {
+            serde_json::json!({"op": "delta_rule"})
+        };
+        let case = crate::case::Case::new(config)
+            .with("q", tensor(dt, &[b, t, h, kd], &rng.normal_vec(n)))
+            .with("k", tensor(dt, &[b, t, h, kd], &kk))
+            .with("v", tensor(dt, &[b, t, h, vd], &v))
+            .with("a", tensor(dt, &[b, t, h, kd], &a))
+            .with("b", tensor(dt, &[b, t, h, kd], &bb))
+            .with("g", tensor(DType::F32, &g_shape, &g))
+            .with("initial_state", tensor(DType::F32, &[b, h, kd, vd], &rng.normal_vec(b * h * kd * vd)));
+        cases.push(CheckCase {
+            op: "delta_rule",
+            shape: format!("{} q[{b},{t},{h},{kd}] v{vd}", if rwkv7 { "RWKV-7" } else { "GDN" }),
+            dtype: dt,
+            case,
+            work: Work::Flops((6 * b * t * h * kd * vd) as f64),
+            tol_factor: 1.0,
+            oracle: oracle::delta_rule_case,
+        });
+    }
+    // RWKV-4: w = -exp(time_decay), large-ish k.
+    {
+        let (b, t, c, dt) = (2, 1024, 1024, DType::BF16);
+        let w: Vec<f32> = rng.uniform_vec(c, -3.0, 1.0).iter().map(|&x| -x.exp()).collect();
+        let k: Vec<f32> = rng.normal_vec(b * t * c).iter().map(|x| 3.0 * x).collect();
+        let case = crate::case::Case::new(serde_json::json!({"op": "rwkv4"}))
+            .with("k", tensor(dt, &[b, t, c], &k))
+            .with("v", tensor(dt, &[b, t, c], &rng.normal_vec(b * t * c)))
+            .with("w", tensor(DType::F32, &[c], &w))
+            .with("u", tensor(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
+        cases.push(CheckCase {
+            op: "rwkv4",
+            shape: format!("k[{b},{t},{c}]"),
+            dtype: dt,
+            case,
+            work: Work::Bytes((3 * b * t * c * dt.size()) as f64),
+            tol_factor: 1.0,
+            oracle: oracle::rwkv4_case,
+        });
+    }
+    cases
+}

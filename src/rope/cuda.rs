@@ -1,0 +1,129 @@
+//! CUDA path of RoPE: the device copy of the exact-angle tables (shared with fused attention)
+//! and the standalone kernel launch.
+
+use super::{plan_rope, ResolvedRope, RopeArgs, RopeOpConfig};
+use crate::error::{Error, Result};
+use crate::runtime::params::{AkRopeParams, AkRopeTable};
+use crate::runtime::{DeviceTensor, Gpu};
+use crate::tensor::{DType, Tensor, TensorInfo};
+use std::sync::Arc;
+
+/// The two-level cos/sin table of one resolved RoPE on one device (see `AkRopeTable`).
+pub struct DeviceRopeTable {
+    lo: DeviceTensor,
+    hi: DeviceTensor,
+    n_hi: usize,
+    resolved: ResolvedRope,
+}
+
+impl DeviceRopeTable {
+    /// Build on the host in f64 and upload. Covers positions `0..=max_pos`, and at least `0..2^20`.
+    pub fn new(gpu: &Gpu, resolved: &ResolvedRope, max_pos: usize) -> Result<DeviceRopeTable> {
+        let (lo, hi, n_hi) = resolved.host_tables(max_pos);
+        let half = resolved.rotary_dim / 2;
+        let lo = gpu.upload(&Tensor::from_f32(DType::F32, &[lo.len() / (2 * half), half, 2], &lo)?)?;
+        let hi = gpu.upload(&Tensor::from_f32(DType::F32, &[n_hi, half, 2], &hi)?)?;
+        Ok(DeviceRopeTable { lo, hi, n_hi, resolved: resolved.clone() })
+    }
+
+    /// Largest position the table covers.
+    pub fn max_position(&self) -> usize {
+        self.n_hi * crate::runtime::params::AK_ROPE_LO_SIZE as usize - 1
+    }
+
+    /// The struct kernels take.
+    pub fn params(&self) -> AkRopeTable {
+        AkRopeTable {
+            lo: self.lo.kernel_ptr() as *const f32,
+            hi: self.hi.kernel_ptr() as *const f32,
+            n_hi: self.n_hi as i32,
+            rotary_dim: self.resolved.rotary_dim as i32,
+            interleaved: self.resolved.interleaved as i32,
+            attention_factor: self.resolved.attention_factor as f32,
+        }
+    }
+}
+
+/// The "no RoPE" table (`lo == NULL`).
+pub fn no_rope() -> AkRopeTable {
+    AkRopeTable::default()
+}
+
+/// The table for `resolved` covering `max_pos`, built once per device and cached.
+pub fn rope_table(gpu: &Gpu, resolved: &ResolvedRope, max_pos: usize) -> Result<Arc<DeviceRopeTable>> {
+    let lo_rows = crate::runtime::params::AK_ROPE_LO_SIZE as usize;
+    let n_hi = (max_pos / lo_rows + 1).max(lo_rows);
+    let mut key = format!("rope:{}:{}:{:x}:{n_hi}", resolved.rotary_dim, resolved.interleaved, resolved.attention_factor.to_bits());
+    for f in &resolved.inv_freq {
+        key.push_str(&format!(":{:x}", f.to_bits()));
+    }
+    gpu.cached(&key, || DeviceRopeTable::new(gpu, resolved, max_pos))
+}
+
+fn launch(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>, y: *mut std::ffi::c_void) -> Result<()> {
+    let plan = plan_rope(cfg, args)?;
+    if plan.resolved.rotary_dim > 2048 {
+        return Err(Error::unsupported("rope.rotary_dim", format!("{} > 2048 on the GPU kernel", plan.resolved.rotary_dim)));
+    }
+    let table = rope_table(gpu, &plan.resolved, plan.max_position)?;
+    // Positions are resolved and validated on the host; upload them unless the plain
+    // `offset + row % seqlen` rule reproduces them.
+    let ids = if args.position_ids.is_some() || args.cu_seqlens.is_some() {
+        let ids: Vec<i32> = plan.positions.iter().map(|&p| p as i32).collect();
+        Some(gpu.upload(&Tensor::from_i32(&[ids.len()], &ids)?)?)
+    } else {
+        None
+    };
+    let row_stride = (plan.heads * plan.head_dim) as i64;
+    let params = AkRopeParams {
+        x: args.x.kernel_ptr(),
+        y,
+        position_ids: ids.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
+        table: table.params(),
+        x_row_stride: row_stride,
+        x_head_stride: plan.head_dim as i64,
+        y_row_stride: row_stride,
+        y_head_stride: plan.head_dim as i64,
+        rows: plan.rows as i32,
+        seqlen: plan.seqlen.max(1) as i32,
+        heads: plan.heads as i32,
+        head_dim: plan.head_dim as i32,
+        position_offset: cfg.position_offset as i32,
+        dtype: plan.dtype.kernel_code(),
+    };
+    let kernel = match plan.dtype {
+        DType::F32 => "ak_rope_f32",
+        DType::F16 => "ak_rope_f16",
+        DType::BF16 => "ak_rope_bf16",
+        DType::I32 => return Err(Error::DType { arg: "x".into(), expected: "f32, f16 or bf16".into(), got: DType::I32 }),
+    };
+    // One block of 128 threads per row; threads stride over (head, pair).
+    // `ids` is freed stream-ordered after the launch (cudarc frees on the same stream).
+    gpu.launch("rope_rope", kernel, (plan.rows as u32, 1, 1), (128, 1, 1), 0, &params)
+}
+
+/// Rotate `x` into a new device tensor.
+pub fn rope_cuda(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>) -> Result<DeviceTensor> {
+    let mut y = gpu.alloc(args.x.dtype(), args.x.shape())?;
+    launch(gpu, cfg, args, y.kernel_ptr_mut())?;
+    Ok(y)
+}
+
+/// Rotate `x` into `y` (same shape and dtype).
+pub fn rope_cuda_into(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>, y: &mut DeviceTensor) -> Result<()> {
+    crate::tensor::expect_shape("y", y, args.x.shape())?;
+    crate::tensor::expect_same_dtype("y", y, "x", args.x.dtype())?;
+    launch(gpu, cfg, args, y.kernel_ptr_mut())
+}
+
+/// Rotate `x` in place.
+pub fn rope_cuda_inplace(
+    gpu: &Gpu,
+    cfg: &RopeOpConfig,
+    x: &mut DeviceTensor,
+    position_ids: Option<&[i32]>,
+    cu_seqlens: Option<&[i32]>,
+) -> Result<()> {
+    let y = x.kernel_ptr_mut();
+    launch(gpu, cfg, &RopeArgs { x, position_ids, cu_seqlens }, y)
+}

@@ -1,0 +1,411 @@
+//! The CUDA runtime layer: the only place in the crate with `unsafe`.
+//!
+//! Layers, bottom up (after cudarc's own raw / result / safe split):
+//! - [`params`]: the bindgen view of `kernels/params.h`.
+//! - embedded modules: the fatbins build.rs compiled, loaded lazily per [`Gpu`].
+//! - [`Gpu`]: a context plus one stream, a module/function cache shared by every clone, launch
+//!   and timing helpers. Cloning is cheap; [`Gpu::fork`] gives a handle on a new stream that
+//!   shares the caches (one per host thread for concurrent launches).
+//! - [`DeviceTensor`]: an owned device buffer with dtype and shape, implementing
+//!   [`TensorInfo`] so the same validation serves host and device calls.
+//!
+//! cudarc panics on its first driver call when libcuda is absent; [`Gpu::new`] checks for the
+//! driver library first and returns [`Error::NoDriver`] instead.
+
+pub mod params;
+
+use crate::error::{Error, Result};
+use crate::tensor::{checked_numel, DType, Tensor, TensorInfo};
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use std::any::Any;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
+
+pub use params::KernelParams;
+
+/// One compiled kernel module embedded in the library (a `kernels/**/*.cu` file).
+#[derive(Debug)]
+pub struct EmbeddedModule {
+    /// Module name: the source path under kernels/ with `/` replaced by `_`, without `.cu`.
+    pub name: &'static str,
+    pub source: &'static str,
+    /// The `extern "C" __global__` functions it exports.
+    pub kernels: &'static [&'static str],
+    /// Fatbin image (SASS per `CUDA_ARCHS` entry, PTX for the compute_ ones). Empty if not compiled.
+    pub fatbin: &'static [u8],
+    /// ptxas's resource report (registers, shared memory, spills) from the build.
+    pub ptxas_report: &'static str,
+}
+
+mod manifest {
+    use super::EmbeddedModule;
+    include!(concat!(env!("OUT_DIR"), "/kernels_manifest.rs"));
+}
+pub use manifest::{CUDA_ARCHS, MODULES, NOT_COMPILED_REASON, NVCC_VERSION};
+
+/// Whether this build carries compiled kernels.
+pub fn kernels_compiled() -> bool {
+    NOT_COMPILED_REASON.is_none()
+}
+
+fn require_kernels() -> Result<()> {
+    match NOT_COMPILED_REASON {
+        None => Ok(()),
+        Some(why) => Err(Error::KernelsNotCompiled(why.to_string())),
+    }
+}
+
+/// Whether a CUDA driver library (libcuda) can be loaded on this machine.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the driver library by its known names; no driver call is made.
+    unsafe { sys::is_culib_present() }
+}
+
+fn cuda_err(context: &str, e: impl std::fmt::Debug) -> Error {
+    Error::Cuda { context: context.to_string(), msg: format!("{e:?}") }
+}
+
+/// Number of CUDA devices, or why there are none.
+pub fn device_count() -> Result<usize> {
+    if !driver_present() {
+        return Err(Error::NoDriver("libcuda could not be loaded".into()));
+    }
+    cudarc::driver::result::init().map_err(|e| Error::NoDevice(format!("cuInit failed: {e:?}")))?;
+    let n = CudaContext::device_count().map_err(|e| cuda_err("cuDeviceGetCount", e))?;
+    Ok(n.max(0) as usize)
+}
+
+/// What the runtime read off the device.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub multiprocessors: i32,
+    pub l2_bytes: i32,
+    pub max_shared_per_block_optin: i32,
+    pub total_memory: usize,
+    /// Driver API version, e.g. 13000 for CUDA 13.0.
+    pub driver_version: i32,
+}
+
+struct Shared {
+    ctx: Arc<CudaContext>,
+    info: DeviceInfo,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<(&'static str, &'static str), (CudaFunction, u32)>>,
+    caches: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+}
+
+/// A GPU handle: context, one stream, and caches shared by every clone and fork.
+#[derive(Clone)]
+pub struct Gpu {
+    shared: Arc<Shared>,
+    stream: Arc<CudaStream>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu").field("info", &self.shared.info).finish()
+    }
+}
+
+impl Gpu {
+    /// Open device `ordinal`. Errors (never panics) when there is no driver or no such device.
+    pub fn new(ordinal: usize) -> Result<Gpu> {
+        let count = device_count()?;
+        if ordinal >= count {
+            return Err(Error::NoDevice(format!("device ordinal {ordinal} requested, {count} device(s) present")));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("cuDevicePrimaryCtxRetain", e))?;
+        // SAFETY: every operation of this crate enqueues its reads and writes on the stream of
+        // the Gpu handle it is given, so cudarc's per-buffer event tracking is not needed; users
+        // that share buffers across streams synchronise them, as with any CUDA library.
+        unsafe { ctx.disable_event_tracking() };
+        let attr = |a| ctx.attribute(a).map_err(|e| cuda_err("cuDeviceGetAttribute", e));
+        let mut driver_version = 0i32;
+        // SAFETY: cuDriverGetVersion writes one int through a valid pointer.
+        unsafe { sys::cuDriverGetVersion(&mut driver_version) };
+        let info = DeviceInfo {
+            ordinal,
+            name: ctx.name().map_err(|e| cuda_err("cuDeviceGetName", e))?,
+            compute_capability: ctx.compute_capability().map_err(|e| cuda_err("cuDeviceGetAttribute", e))?,
+            multiprocessors: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+            l2_bytes: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?,
+            max_shared_per_block_optin: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
+            total_memory: ctx.total_mem().map_err(|e| cuda_err("cuDeviceTotalMem", e))?,
+            driver_version,
+        };
+        let stream = ctx.new_stream().map_err(|e| cuda_err("cuStreamCreate", e))?;
+        Ok(Gpu {
+            shared: Arc::new(Shared {
+                ctx,
+                info,
+                modules: Mutex::new(HashMap::new()),
+                functions: Mutex::new(HashMap::new()),
+                caches: Mutex::new(HashMap::new()),
+            }),
+            stream,
+        })
+    }
+
+    /// Device 0 if there is one.
+    pub fn first() -> Result<Gpu> {
+        Gpu::new(0)
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.shared.info
+    }
+
+    /// A handle on a new stream of the same device, sharing module and table caches.
+    pub fn fork(&self) -> Result<Gpu> {
+        let stream = self.shared.ctx.new_stream().map_err(|e| cuda_err("cuStreamCreate", e))?;
+        Ok(Gpu { shared: self.shared.clone(), stream })
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Block until all work queued on this handle's stream is done.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| cuda_err("cuStreamSynchronize", e))
+    }
+
+    /// A value computed once per device and key (RoPE tables, workspace), shared by all handles.
+    pub fn cached<T: Any + Send + Sync>(&self, key: &str, make: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        if let Some(v) = self.shared.caches.lock().unwrap().get(key) {
+            if let Ok(v) = v.clone().downcast::<T>() {
+                return Ok(v);
+            }
+        }
+        let v = Arc::new(make()?);
+        self.shared.caches.lock().unwrap().insert(key.to_string(), v.clone());
+        Ok(v)
+    }
+
+    fn module(&self, name: &'static str) -> Result<Arc<CudaModule>> {
+        require_kernels()?;
+        if let Some(m) = self.shared.modules.lock().unwrap().get(name) {
+            return Ok(m.clone());
+        }
+        let embedded = MODULES
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| Error::KernelsNotCompiled(format!("no kernel module named `{name}` in this build")))?;
+        // Copy into an owned (malloc-aligned) buffer: include_bytes! gives no alignment guarantee.
+        let image = cudarc::nvrtc::Ptx::from_binary(embedded.fatbin.to_vec());
+        let module = self.shared.ctx.load_module(image).map_err(|e| cuda_err(&format!("cuModuleLoadData({name})"), e))?;
+        self.shared.modules.lock().unwrap().insert(name, module.clone());
+        Ok(module)
+    }
+
+    fn function(&self, module: &'static str, kernel: &'static str, shared_bytes: u32) -> Result<CudaFunction> {
+        let key = (module, kernel);
+        let mut cached = self.shared.functions.lock().unwrap().get(&key).cloned();
+        if cached.is_none() {
+            let f = self
+                .module(module)?
+                .load_function(kernel)
+                .map_err(|e| cuda_err(&format!("cuModuleGetFunction({module}::{kernel})"), e))?;
+            cached = Some((f, 48 * 1024));
+        }
+        let (f, mut limit) = cached.unwrap();
+        if shared_bytes > limit {
+            if shared_bytes as i32 > self.shared.info.max_shared_per_block_optin {
+                return Err(Error::unsupported(
+                    "shared memory",
+                    format!(
+                        "{kernel} needs {shared_bytes} bytes of shared memory per block, this GPU allows {}",
+                        self.shared.info.max_shared_per_block_optin
+                    ),
+                ));
+            }
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                shared_bytes as i32,
+            )
+            .map_err(|e| cuda_err("cuFuncSetAttribute", e))?;
+            limit = shared_bytes;
+        }
+        self.shared.functions.lock().unwrap().insert(key, (f.clone(), limit));
+        Ok(f)
+    }
+
+    /// Launch `module::kernel` with one parameter struct. A grid with a zero dimension launches
+    /// nothing. Callers validate every argument first: this is the last step of an op.
+    pub fn launch<P: KernelParams + cudarc::driver::DeviceRepr>(
+        &self,
+        module: &'static str,
+        kernel: &'static str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shared_bytes: u32,
+        params: &P,
+    ) -> Result<()> {
+        let f = self.function(module, kernel, shared_bytes)?;
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        if grid.1 > 65535 || grid.2 > 65535 {
+            return Err(Error::unsupported("grid", format!("{kernel}: grid {grid:?} exceeds 65535 in y or z")));
+        }
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: shared_bytes };
+        let mut builder = self.stream.launch_builder(&f);
+        builder.arg(params);
+        // SAFETY: `params` is a #[repr(C)] struct from kernels/params.h (KernelParams), the
+        // kernel's only argument; its device pointers were taken from live DeviceTensors that
+        // the op validated for shape and size against the same struct's dimensions.
+        unsafe { builder.launch(cfg) }.map_err(|e| cuda_err(&format!("launch {module}::{kernel}"), e))?;
+        Ok(())
+    }
+
+    /// Time `work` with CUDA events: `warmup` untimed runs, then `iters` timed ones (ms each).
+    pub fn time_ms(&self, warmup: usize, iters: usize, mut work: impl FnMut() -> Result<()>) -> Result<Vec<f32>> {
+        for _ in 0..warmup {
+            work()?;
+        }
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut times = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let start = self.stream.record_event(flags).map_err(|e| cuda_err("cuEventRecord", e))?;
+            work()?;
+            let end = self.stream.record_event(flags).map_err(|e| cuda_err("cuEventRecord", e))?;
+            end.synchronize().map_err(|e| cuda_err("cuEventSynchronize", e))?;
+            times.push(start.elapsed_ms(&end).map_err(|e| cuda_err("cuEventElapsedTime", e))?);
+        }
+        Ok(times)
+    }
+
+    // ----------------------------------------------------------------------------- memory
+
+    /// Allocate an uninitialised device tensor.
+    pub fn alloc(&self, dtype: DType, shape: &[usize]) -> Result<DeviceTensor> {
+        let bytes = byte_size("shape", dtype, shape)?;
+        // SAFETY: the buffer is only handed to kernels that write it, or to `poison`/copies;
+        // reading uninitialised device memory is not undefined behaviour on the host side.
+        let buf = unsafe { self.stream.alloc::<u8>(bytes.max(1)) }.map_err(|e| cuda_err("cuMemAllocAsync", e))?;
+        Ok(DeviceTensor { dtype, shape: shape.to_vec(), buf })
+    }
+
+    /// Allocate and fill every byte with 0xFF (NaN in f32, f16 and bf16; -1 in i32), so that
+    /// elements a kernel fails to write show up in tests.
+    pub fn alloc_poisoned(&self, dtype: DType, shape: &[usize]) -> Result<DeviceTensor> {
+        let mut t = self.alloc(dtype, shape)?;
+        self.poison(&mut t)?;
+        Ok(t)
+    }
+
+    /// Fill every byte of `t` with 0xFF.
+    pub fn poison(&self, t: &mut DeviceTensor) -> Result<()> {
+        let n = t.buf.len();
+        // SAFETY: writes exactly the buffer's own `n` bytes, on this handle's stream.
+        unsafe { cudarc::driver::result::memset_d8_async(t.device_ptr(), 0xFF, n, self.stream.cu_stream()) }
+            .map_err(|e| cuda_err("cuMemsetD8Async", e))
+    }
+
+    /// Allocate and zero.
+    pub fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<DeviceTensor> {
+        let t = self.alloc(dtype, shape)?;
+        let n = t.buf.len();
+        // SAFETY: as in `poison`.
+        unsafe { cudarc::driver::result::memset_d8_async(t.device_ptr(), 0, n, self.stream.cu_stream()) }
+            .map_err(|e| cuda_err("cuMemsetD8Async", e))?;
+        Ok(t)
+    }
+
+    /// Copy a host tensor to the device.
+    pub fn upload(&self, t: &Tensor) -> Result<DeviceTensor> {
+        let bytes = t.to_le_bytes();
+        let buf = if bytes.is_empty() {
+            // SAFETY: a 1-byte placeholder allocation; never read (the tensor has no elements).
+            unsafe { self.stream.alloc::<u8>(1) }
+        } else {
+            self.stream.clone_htod(&bytes)
+        }
+        .map_err(|e| cuda_err("cuMemcpyHtoDAsync", e))?;
+        Ok(DeviceTensor { dtype: t.dtype(), shape: t.shape().to_vec(), buf })
+    }
+
+    /// Copy a device tensor back to the host (synchronises the stream).
+    pub fn download(&self, t: &DeviceTensor) -> Result<Tensor> {
+        let mut bytes = self.stream.clone_dtoh(&t.buf).map_err(|e| cuda_err("cuMemcpyDtoH", e))?;
+        bytes.truncate(t.byte_len());
+        Tensor::from_le_bytes("device tensor", t.dtype, &t.shape, &bytes)
+    }
+
+    /// Device-to-device copy of `src` into `dst` (same byte size), for bandwidth probes.
+    pub fn copy(&self, src: &DeviceTensor, dst: &mut DeviceTensor) -> Result<()> {
+        if src.byte_len() != dst.byte_len() {
+            return Err(Error::invalid("dst", format!("{} bytes, source has {}", dst.byte_len(), src.byte_len())));
+        }
+        self.stream.memcpy_dtod(&src.buf, &mut dst.buf).map_err(|e| cuda_err("cuMemcpyDtoDAsync", e))
+    }
+}
+
+fn byte_size(arg: &str, dtype: DType, shape: &[usize]) -> Result<usize> {
+    checked_numel(arg, shape)?
+        .checked_mul(dtype.size())
+        .ok_or_else(|| Error::invalid(arg, format!("byte size of {dtype} {shape:?} overflows")))
+}
+
+/// An owned, contiguous device tensor.
+pub struct DeviceTensor {
+    dtype: DType,
+    shape: Vec<usize>,
+    buf: CudaSlice<u8>,
+}
+
+impl std::fmt::Debug for DeviceTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceTensor({} {:?})", self.dtype, self.shape)
+    }
+}
+
+impl TensorInfo for DeviceTensor {
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+impl DeviceTensor {
+    pub fn byte_len(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+
+    fn device_ptr(&self) -> sys::CUdeviceptr {
+        let (ptr, _sync) = self.buf.device_ptr(self.buf.stream());
+        ptr
+    }
+
+    /// Device address for a kernel parameter struct (read-only use).
+    pub fn kernel_ptr(&self) -> *const c_void {
+        self.device_ptr() as usize as *const c_void
+    }
+
+    /// Device address for a kernel parameter struct (the kernel writes through it).
+    pub fn kernel_ptr_mut(&mut self) -> *mut c_void {
+        self.device_ptr() as usize as *mut c_void
+    }
+
+    /// Same buffer, new shape with the same element count.
+    pub fn reshape(mut self, shape: &[usize]) -> Result<DeviceTensor> {
+        if checked_numel("shape", shape)? != self.numel() {
+            return Err(Error::shape("shape", format!("{} elements", self.numel()), shape));
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+}
+
+/// Optional pointer helpers for parameter structs.
+pub fn opt_ptr(t: Option<&DeviceTensor>) -> *const c_void {
+    t.map_or(std::ptr::null(), |t| t.kernel_ptr())
+}
