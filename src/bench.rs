@@ -36,3 +36,20 @@ pub fn bench_gpu() -> Option<Gpu> {
         }
     }
 }
+
+/// The GPU for a GPU test, or `None` after printing why the test is skipped. The message goes
+/// straight to the process's stderr (not through libtest's capture), so a skipped GPU test is
+/// visible in every test log rather than silently reported as passing.
+pub fn gpu_for_test(test: &str) -> Option<Gpu> {
+    use std::io::Write;
+    let reason = if !crate::runtime::kernels_compiled() {
+        "kernels were not compiled into this build".to_string()
+    } else {
+        match Gpu::first() {
+            Ok(g) => return Some(g),
+            Err(e) => e.to_string(),
+        }
+    };
+    let _ = writeln!(std::io::stderr(), "skipped GPU test {test}: {reason}");
+    None
+}

@@ -4,7 +4,7 @@
 //! the CLI reads and writes cases as safetensors files with the config in the metadata.
 
 use crate::error::{Error, Result};
-use crate::runtime::Gpu;
+use crate::runtime::{DeviceTensor, Gpu};
 use crate::tensor::{DType, Tensor, TensorInfo};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -98,8 +98,44 @@ pub fn run(case: &Case, device: &Device) -> Result<Tensors> {
         "rwkv4" => crate::linear::run_rwkv4_case(&case.config, &case.inputs, device),
         "merge_states" => crate::decode::run_case(&case.config, &case.inputs, device),
         "decode_attention" => crate::decode::run_decode_case(&case.config, &case.inputs, device),
-        other => Err(Error::config("op", format!("unknown op `{other}` (known: {})", OPS.join(", ")))),
+        other => Err(unknown_op(other)),
     }
+}
+
+fn unknown_op(op: &str) -> Error {
+    Error::config("op", format!("unknown op `{op}` (known: {})", OPS.join(", ")))
+}
+
+/// Named device tensors.
+pub type DeviceTensors = BTreeMap<String, DeviceTensor>;
+
+/// Upload every input of a case.
+pub fn upload_inputs(gpu: &Gpu, inputs: &Tensors) -> Result<DeviceTensors> {
+    inputs.iter().map(|(k, t)| Ok((k.clone(), gpu.upload(t)?))).collect()
+}
+
+/// Download every output.
+pub fn download_all(gpu: &Gpu, outputs: &DeviceTensors) -> Result<Tensors> {
+    outputs.iter().map(|(k, t)| Ok((k.clone(), gpu.download(t)?))).collect()
+}
+
+/// Run a case whose inputs are already on the GPU (`resident`, from [`upload_inputs`]); the
+/// outputs stay there. Index tensors (cu_seqlens, position ids, block tables) are read from the
+/// host copies in `case.inputs` so they can be validated. This is what `bench` times.
+pub fn run_resident(case: &Case, gpu: &Gpu, resident: &DeviceTensors) -> Result<DeviceTensors> {
+    let op = case.op()?;
+    match op {
+        "rope" => crate::rope::run_resident(&case.config, &case.inputs, resident, gpu),
+        other if OPS.contains(&other) => {
+            Err(Error::unsupported("device", format!("op `{other}` has no resident CUDA path in this build")))
+        }
+        other => Err(unknown_op(other)),
+    }
+}
+
+/// A device input by name.
+pub fn resident_input<'a>(resident: &'a DeviceTensors, name: &str) -> Result<&'a DeviceTensor> {
+    resident.get(name).ok_or_else(|| Error::Case(format!("missing input tensor `{name}`")))
 }
 
 // ------------------------------------------------------------------------- safetensors I/O

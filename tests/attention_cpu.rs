@@ -130,12 +130,17 @@ fn each_option_alone_f32() {
     ];
     for (name, cfg, alibi) in cases {
         for (sq, sk) in [(37, 37), (19, 45), (45, 19), (1, 70), (70, 1)] {
-            let mut inp = Inputs::dense(&mut rng, DType::F32, 2, sq, sk, 4, 4, 24, 24);
+            let mut inp = Inputs::dense(&mut rng, DType::F32, 2, sq, sk, 4, 4, 24, 21);
             if alibi {
                 inp = inp.with_alibi(4);
             }
             compare(&format!("{name} sq={sq} sk={sk}"), seed, &cfg, &inp);
         }
+    }
+    // Head dims that are not multiples of any tile width.
+    for (d, dv) in [(13, 5), (1, 1), (7, 130)] {
+        let inp = Inputs::dense(&mut rng, DType::F32, 1, 70, 66, 2, 1, d, dv).with_alibi(2);
+        compare(&format!("d={d} dv={dv}"), seed, &AttentionConfig { causal: true, ..Default::default() }, &inp);
     }
 }
 
@@ -228,7 +233,7 @@ fn gqa_equals_repeated_kv_heads() {
 fn varlen_equals_per_sequence_loop() {
     let mut rng = Rng::from_time();
     let seed = rng.seed;
-    let (hq, hkv, d, dv) = (4, 2, 16, 24);
+    let (hq, hkv, d, dv) = (4, 2, 16, 19);
     // (q_len, k_len): includes an empty sequence, one with no keys, Sq > Sk and Sq < Sk.
     let lens = [(13usize, 13usize), (0, 5), (7, 0), (20, 9), (5, 70), (1, 1), (66, 66)];
     let total_q: usize = lens.iter().map(|l| l.0).sum();

@@ -9,6 +9,7 @@
 
 use attn_kernels::check::Rng;
 use attn_kernels::linear::chunked::{linear_attention_chunked_cuda, linear_attention_chunked_cuda_into};
+use attn_kernels::linear::cuda::{linear_attention_cuda, LinearMode};
 use attn_kernels::linear::{linear_attention_cpu, oracle, DecayShape, LinearArgs, LinearAttentionConfig};
 use attn_kernels::tensor::rel_error;
 use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor, TensorInfo};
@@ -59,6 +60,8 @@ enum Strength {
     Strong,
     /// g in (-0.002, 0): long memory (64k tokens).
     Weak,
+    /// g in (-0.2, 0): GLA-like; every 16-token sub-block takes the tensor-core diagonal path.
+    Mild,
 }
 
 fn decay(rng: &mut Rng, dtype: DType, d: DecayShape, b: usize, tt: usize, h: usize, k: usize, s: Strength) -> Option<Tensor> {
@@ -73,6 +76,7 @@ fn decay(rng: &mut Rng, dtype: DType, d: DecayShape, b: usize, tt: usize, h: usi
                     _ => rng.uniform(-20.0, 0.0),
                 },
                 Strength::Weak => rng.uniform(-0.002, 0.0),
+                Strength::Mild => rng.uniform(-0.2, 0.0),
             })
             .collect();
         t(dtype, &shape, &g)
@@ -194,9 +198,10 @@ fn chunked_every_decay_bonus_dtype_and_head_dim_vs_oracle() {
                 i += 1;
                 // 150 tokens: two full chunks and a partial one.
                 let g_dtype = if di % 2 == 0 { DType::F32 } else { dtype };
-                let x = make(&mut rng, dtype, (2, 150, 3, k, v), d, Strength::Typical, g_dtype, bonus, i % 3 != 0, None);
+                let strength = if i % 2 == 0 { Strength::Mild } else { Strength::Typical };
+                let x = make(&mut rng, dtype, (2, 150, 3, k, v), d, strength, g_dtype, bonus, i % 3 != 0, None);
                 let cfg = LinearAttentionConfig { scale: if bonus { Some(1.0) } else { None } };
-                let what = format!("{dtype} {d:?} bonus={bonus} K={k} V={v}");
+                let what = format!("{dtype} {d:?} {strength:?} bonus={bonus} K={k} V={v}");
                 check_case(&gpu, &what, seed, &x, &cfg);
             }
         }
@@ -210,7 +215,8 @@ fn chunked_lengths_around_the_chunk_size() {
     let seed = rng.seed;
     for tt in [1usize, 15, 16, 17, 63, 64, 65, 127, 128, 129, 200] {
         for bonus in [false, true] {
-            let x = make(&mut rng, DType::F16, (1, tt, 2, 64, 64), DecayShape::PerTokenKey, Strength::Typical, DType::F32, bonus, true, None);
+            let strength = if bonus { Strength::Mild } else { Strength::Typical };
+            let x = make(&mut rng, DType::F16, (1, tt, 2, 64, 64), DecayShape::PerTokenKey, strength, DType::F32, bonus, true, None);
             check_case(&gpu, &format!("T={tt} bonus={bonus}"), seed, &x, &LinearAttentionConfig::default());
         }
     }
@@ -308,6 +314,34 @@ fn chunked_matches_cpu_reference_at_realistic_shape() {
 }
 
 #[test]
+fn chunked_matches_recurrent_kernel() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    let seed = rng.seed;
+    let cfg = LinearAttentionConfig::default();
+    for (dtype, d, strength, bonus, cu) in [
+        (DType::BF16, DecayShape::PerTokenKey, Strength::Typical, false, None),
+        (DType::F16, DecayShape::PerTokenKey, Strength::Strong, true, None),
+        (DType::F16, DecayShape::PerToken, Strength::Typical, false, Some(vec![0, 100, 100, 1000, 2000])),
+        (DType::BF16, DecayShape::PerHeadKey, Strength::Strong, true, Some(vec![0, 1, 65, 2000])),
+    ] {
+        let b = if cu.is_some() { 1 } else { 2 };
+        let x = make(&mut rng, dtype, (b, 2000, 4, 128, 128), d, strength, DType::F32, bonus, true, cu);
+        let dev = upload(&gpu, &x);
+        let args = device_args(&dev, x.cu.as_deref());
+        let chunked = linear_attention_chunked_cuda(&gpu, &cfg, &args).unwrap();
+        let recurrent = linear_attention_cuda(&gpu, &cfg, &args, LinearMode::Recurrent).unwrap();
+        let bound = 2.0 * dtype.rel_tolerance();
+        for (name, a, r) in [("o", &chunked.o, &recurrent.o), ("final_state", &chunked.final_state, &recurrent.final_state)] {
+            let a = gpu.download(a).unwrap().to_f64_vec();
+            let r = gpu.download(r).unwrap().to_f64_vec();
+            let e = rel_error(&a, &r);
+            assert!(e <= bound, "{dtype} {d:?} {strength:?} bonus={bonus}: {name} chunked vs recurrent {e:.3e} (seed {seed})");
+        }
+    }
+}
+
+#[test]
 fn chunked_rejects_unsupported_input_with_typed_errors() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::from_time();
@@ -350,4 +384,214 @@ fn chunked_rejects_unsupported_input_with_typed_errors() {
     let mut fs = gpu.alloc(DType::F32, &[1, 2, 64, 63]).unwrap();
     let e = linear_attention_chunked_cuda_into(&gpu, &cfg, &args, &mut o, &mut fs).unwrap_err();
     assert!(e.argument() == Some("final_state"), "final_state shape: {e:?}");
+}
+
+// ---------------------------------------------------------------- CPU emulation (no GPU needed)
+
+/// Rounds to the kernel's 16-bit operand type.
+fn rnd(dtype: DType, x: f32) -> f32 {
+    match dtype {
+        DType::F16 => half::f16::from_f32(x).to_f32(),
+        DType::BF16 => half::bf16::from_f32(x).to_f32(),
+        _ => x,
+    }
+}
+
+/// The chunked kernel's algorithm on the CPU, step by step as `kernels/linear/chunked.cu`
+/// computes it (same sub-chunk reference points, masks and factors, same roundings to the
+/// 16-bit operand type), without the tensor-core fragment layouts. Checks the decomposition
+/// against the float64 oracle where no GPU is at hand.
+fn emulate(x: &Inputs, cfg: &LinearAttentionConfig) -> (Vec<f64>, Vec<f64>) {
+    const C: usize = 64;
+    let dtype = x.q.dtype();
+    let (b, tt, h, kd) = (x.q.shape()[0], x.q.shape()[1], x.q.shape()[2], x.q.shape()[3]);
+    let vd = x.v.shape()[3];
+    let scale = cfg.scale.map_or(1.0 / (kd as f32).sqrt(), |s| s as f32);
+    let (q, k, v) = (x.q.to_f32_vec(), x.k.to_f32_vec(), x.v.to_f32_vec());
+    let g = x.g.as_ref().map(Tensor::to_f32_vec);
+    let u = x.u.as_ref().map(Tensor::to_f32_vec);
+    let s0 = x.s0.as_ref().map(Tensor::to_f32_vec);
+    let decay = match x.g.as_ref().map(|g| g.shape().len()) {
+        None => DecayShape::None,
+        Some(4) => DecayShape::PerTokenKey,
+        Some(3) => DecayShape::PerToken,
+        Some(2) => DecayShape::PerHeadKey,
+        Some(_) => DecayShape::PerHead,
+    };
+    let seqs: Vec<(usize, usize)> = match &x.cu {
+        Some(cu) => cu.windows(2).map(|w| (w[0] as usize, (w[1] - w[0]) as usize)).collect(),
+        None => (0..b).map(|i| (i * tt, tt)).collect(),
+    };
+    let mut o = vec![0f64; b * tt * h * vd];
+    let mut fs = vec![0f64; seqs.len() * h * kd * vd];
+    for (n, &(bos, len)) in seqs.iter().enumerate() {
+        for hh in 0..h {
+            let sb = (n * h + hh) * kd * vd;
+            let mut st: Vec<f32> = (0..kd * vd).map(|i| s0.as_ref().map_or(0.0, |s| s[sb + i])).collect();
+            let mut c0 = 0;
+            while c0 < len {
+                let valid = C.min(len - c0);
+                let row = |t: usize| bos + c0 + t;
+                let ld = |src: &[f32], t: usize, i: usize, w: usize| if t < valid { src[(row(t) * h + hh) * w + i] } else { 0.0 };
+                let mut gc = vec![0f32; C * kd];
+                let mut e = vec![0f32; 5 * kd];
+                for key in 0..kd {
+                    let mut run = 0f32;
+                    for t in 0..C {
+                        let gv = match (&g, decay.offset(if t < valid { row(t) } else { 0 }, hh, h, kd)) {
+                            (Some(g), Some((off, ks))) if t < valid => g[off + key * ks].max(-88.0),
+                            _ => 0.0,
+                        };
+                        run += gv;
+                        gc[t * kd + key] = run;
+                        if t % 16 == 15 {
+                            e[(t / 16 + 1) * kd + key] = run;
+                        }
+                    }
+                }
+                let cf = |a: usize, bb: usize, key: usize| (e[a * kd + key] - e[bb * kd + key]).exp();
+                let gq = |t: usize, key: usize| {
+                    if u.is_some() {
+                        if t > 0 { gc[(t - 1) * kd + key] } else { 0.0 }
+                    } else {
+                        gc[t * kd + key]
+                    }
+                };
+                // sub-blocks whose diagonal block runs on tensor cores
+                let limit = if dtype == DType::F16 { 4.0 } else { 30.0 };
+                let fast: Vec<bool> = (0..4)
+                    .map(|a| {
+                        let dev = (0..kd)
+                            .flat_map(|key| (16 * a..16 * a + 16).map(move |t| (key, t)))
+                            .map(|(key, t)| (gc[t * kd + key] - e[a * kd + key]).abs())
+                            .fold(0f32, f32::max);
+                        dev <= limit
+                    })
+                    .collect();
+                // diagonal sub-blocks in f32
+                let mut att = vec![0f32; C * C];
+                for a in 0..4 {
+                    for r in 0..16 {
+                        for j in 0..=r {
+                            if fast[a] && !(u.is_some() && j == r) {
+                                continue;
+                            }
+                            let (tr, tj) = (16 * a + r, 16 * a + j);
+                            let mut acc = 0f32;
+                            for key in 0..kd {
+                                let (qv, kv) = (ld(&q, tr, key, kd), ld(&k, tj, key, kd));
+                                acc += match &u {
+                                    Some(u) if j == r => qv * u[hh * kd + key] * kv,
+                                    _ => qv * kv * (gq(tr, key) - gc[tj * kd + key]).exp(),
+                                };
+                            }
+                            att[tr * C + tj] = rnd(dtype, acc * scale);
+                        }
+                    }
+                }
+                // rescaled operands
+                let mut qa = vec![0f32; C * kd];
+                let mut ke = vec![0f32; C * kd];
+                for t in 0..C {
+                    let a = t / 16;
+                    for key in 0..kd {
+                        qa[t * kd + key] = rnd(dtype, ld(&q, t, key, kd) * (gq(t, key) - e[a * kd + key]).exp());
+                        ke[t * kd + key] = rnd(dtype, ld(&k, t, key, kd) * (e[(a + 1) * kd + key] - gc[t * kd + key]).exp());
+                    }
+                }
+                // off-diagonal sub-blocks, and the diagonal ones of fast sub-blocks
+                for a in 0..4 {
+                    for bb in 0..=a {
+                        if bb == a && !fast[a] {
+                            continue;
+                        }
+                        for r in 0..16 {
+                            for j in 0..16 {
+                                if bb == a && (j > r || (u.is_some() && j == r)) {
+                                    continue;
+                                }
+                                let (tr, tj) = (16 * a + r, 16 * bb + j);
+                                let mut acc = 0f32;
+                                for key in 0..kd {
+                                    acc += qa[tr * kd + key] * rnd(dtype, ke[tj * kd + key] * cf(a, bb + 1, key));
+                                }
+                                att[tr * C + tj] = rnd(dtype, acc * scale);
+                            }
+                        }
+                    }
+                }
+                // outputs: state part (f16 state rescaled by a power of two) plus A V
+                let mx = st.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let (inv, back) = if dtype == DType::F16 && mx > 16384.0 {
+                    let ex = mx.log2().floor() as i32 - 13;
+                    (2f32.powi(-ex), scale * 2f32.powi(ex))
+                } else {
+                    (1.0, scale)
+                };
+                for t in 0..valid {
+                    let a = t / 16;
+                    for col in 0..vd {
+                        let mut inter = 0f32;
+                        for key in 0..kd {
+                            inter += rnd(dtype, qa[t * kd + key] * cf(a, 0, key)) * rnd(dtype, st[key * vd + col] * inv);
+                        }
+                        let mut acc = inter * back;
+                        for j in 0..16 * (a + 1) {
+                            acc += att[t * C + j] * ld(&v, j, col, vd);
+                        }
+                        o[(row(t) * h + hh) * vd + col] = rnd(dtype, acc) as f64;
+                    }
+                }
+                // state update
+                for key in 0..kd {
+                    let d = cf(4, 0, key);
+                    for col in 0..vd {
+                        let mut acc = st[key * vd + col] * d;
+                        for j in 0..C {
+                            acc += ld(&v, j, col, vd) * rnd(dtype, ke[j * kd + key] * cf(4, j / 16 + 1, key));
+                        }
+                        st[key * vd + col] = acc;
+                    }
+                }
+                c0 += C;
+            }
+            for i in 0..kd * vd {
+                fs[sb + i] = st[i] as f64;
+            }
+        }
+    }
+    (o, fs)
+}
+
+fn check_emulation(what: &str, seed: u64, x: &Inputs, cfg: &LinearAttentionConfig) {
+    let reference = oracle::linear_attention(cfg, &x.args()).unwrap();
+    let (o, fs) = emulate(x, cfg);
+    let bound = x.q.dtype().rel_tolerance();
+    for (name, out, r) in [("o", &o, &reference.o), ("final_state", &fs, &reference.final_state)] {
+        let e = rel_error(out, r);
+        eprintln!("{what}: {name} rel error {e:.3e}");
+        assert!(e <= bound, "{what}: emulated {name} rel error {e:.3e} > {bound:.1e} (seed {seed})");
+    }
+}
+
+#[test]
+fn chunk_algorithm_emulated_on_cpu_matches_oracle() {
+    let mut rng = Rng::from_time();
+    let seed = rng.seed;
+    for dtype in [DType::F16, DType::BF16] {
+        for d in DECAYS {
+            for bonus in [false, true] {
+                for strength in [Strength::Typical, Strength::Strong, Strength::Mild] {
+                    let x = make(&mut rng, dtype, (1, 150, 1, 64, 16), d, strength, DType::F32, bonus, true, None);
+                    check_emulation(&format!("{dtype} {d:?} {strength:?} bonus={bonus}"), seed, &x, &LinearAttentionConfig::default());
+                }
+            }
+        }
+    }
+    let cu = vec![0, 0, 70, 70, 135];
+    let x = make(&mut rng, DType::F16, (1, 135, 2, 64, 16), DecayShape::PerTokenKey, Strength::Typical, DType::F32, true, true, Some(cu));
+    check_emulation("varlen", seed, &x, &LinearAttentionConfig::default());
+    let mut x = make(&mut rng, DType::F16, (1, 100, 1, 64, 16), DecayShape::PerHead, Strength::Weak, DType::F32, false, true, None);
+    x.s0 = Some(normal(&mut rng, DType::F32, &[1, 1, 64, 16], 1e5));
+    check_emulation("f16 large state", seed, &x, &LinearAttentionConfig { scale: Some(1e-3) });
 }

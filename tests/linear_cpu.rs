@@ -48,6 +48,7 @@ fn decay(rng: &mut Rng, dtype: DType, d: DecayShape, b: usize, tt: usize, h: usi
 fn check(what: &str, seed: u64, out: &Tensor, reference: &[f64], bound: f64) {
     assert_eq!(out.numel(), reference.len(), "{what}: length (seed {seed})");
     let e = rel_error(&out.to_f64_vec(), reference);
+    eprintln!("{what}: rel error {e:.2e} (bound {bound:.1e})");
     assert!(e <= bound, "{what}: rel error {e:.3e} > {bound:.1e} (seed {seed})");
 }
 
@@ -199,10 +200,10 @@ fn delta_inputs(rng: &mut Rng, rwkv7: bool, dtype: DType, shape: [usize; 4], v: 
     let n = b * tt * h * k;
     let kk = unit_rows(&rng.normal_vec(n), k);
     let mut vv = rng.normal_vec(b * tt * h * v);
-    let (a, bb, kin) = if rwkv7 {
+    let (a, bb, kin): (Vec<f32>, Vec<f32>, Vec<f32>) = if rwkv7 {
         let alpha = rng.uniform_vec(n, 0.0, 1.0);
         let k_raw = rng.normal_vec(n);
-        (kk.iter().map(|x| -x).collect::<Vec<_>>(), kk.iter().zip(&alpha).map(|(x, a)| x * a).collect(), k_raw)
+        (kk.iter().map(|x| -x).collect(), kk.iter().zip(&alpha).map(|(x, a)| x * a).collect(), k_raw)
     } else {
         let beta = rng.uniform_vec(b * tt * h, 0.0, 1.0);
         for (i, x) in vv.iter_mut().enumerate() {
@@ -296,16 +297,19 @@ fn split_with_state_passing_equals_one_call() {
             let u = normal(&mut rng, DType::F32, &[h, k], 1.0);
             let s0 = normal(&mut rng, DType::F32, &[1, h, k, v], 1.0);
             let cfg = LinearAttentionConfig::default();
-            let with = |a: LinearArgs<'_, Tensor>| if bonus { a.with_u(&u) } else { a };
-            let full = linear_attention_cpu(&cfg, &with(LinearArgs::new(&q, &kk, &vv).with_g(&g).with_initial_state(&s0))).unwrap();
+            fn with<'a>(a: LinearArgs<'a, Tensor>, u: Option<&'a Tensor>) -> LinearArgs<'a, Tensor> {
+                LinearArgs { u, ..a }
+            }
+            let ub = if bonus { Some(&u) } else { None };
+            let full = linear_attention_cpu(&cfg, &with(LinearArgs::new(&q, &kk, &vv).with_g(&g).with_initial_state(&s0), ub)).unwrap();
             let parts: Vec<[Tensor; 4]> = [(0, cut), (cut, tt)]
                 .iter()
                 .map(|&(lo, hi)| [slice_rows(&q, lo, hi), slice_rows(&kk, lo, hi), slice_rows(&vv, lo, hi), slice_rows(&g, lo, hi)])
                 .collect();
             let [q1, k1, v1, g1] = &parts[0];
             let [q2, k2, v2, g2] = &parts[1];
-            let first = linear_attention_cpu(&cfg, &with(LinearArgs::new(q1, k1, v1).with_g(g1).with_initial_state(&s0))).unwrap();
-            let second = linear_attention_cpu(&cfg, &with(LinearArgs::new(q2, k2, v2).with_g(g2).with_initial_state(&first.final_state))).unwrap();
+            let first = linear_attention_cpu(&cfg, &with(LinearArgs::new(q1, k1, v1).with_g(g1).with_initial_state(&s0), ub)).unwrap();
+            let second = linear_attention_cpu(&cfg, &with(LinearArgs::new(q2, k2, v2).with_g(g2).with_initial_state(&first.final_state), ub)).unwrap();
             let mut o = first.o.to_f32_vec();
             o.extend(second.o.to_f32_vec());
             assert_eq!(o, full.o.to_f32_vec(), "linear {dtype} bonus={bonus}: split o (seed {seed})");
@@ -348,9 +352,11 @@ fn split_with_state_passing_equals_one_call() {
     let (k1, v1, k2, v2) = (batch_rows(&k4, 0, cut), batch_rows(&v4, 0, cut), batch_rows(&k4, cut, tt), batch_rows(&v4, cut, tt));
     let first = rwkv4_cpu(&cfg, &Rwkv4Args::new(&k1, &v1, &w, &u)).unwrap();
     let second = rwkv4_cpu(&cfg, &Rwkv4Args::new(&k2, &v2, &w, &u).with_initial_state(&first.final_state)).unwrap();
+    // rwkv4 folds its internal log-scale residual into the returned state, so the split agrees
+    // to f32 rounding rather than bit for bit.
     assert_eq!(batch_rows(&full.o, 0, cut), first.o, "rwkv4 split y, first part (seed {seed})");
-    assert_eq!(batch_rows(&full.o, cut, tt), second.o, "rwkv4 split y, second part (seed {seed})");
-    assert_eq!(second.final_state, full.final_state, "rwkv4 split final_state (seed {seed})");
+    check("rwkv4 split y", seed, &second.o, &batch_rows(&full.o, cut, tt).to_f64_vec(), 1e-6);
+    check("rwkv4 split final_state", seed, &second.final_state, &full.final_state.to_f64_vec(), 1e-6);
 }
 
 #[test]
@@ -730,4 +736,33 @@ fn empty_batch_and_zero_length_are_fine() {
     let w = z(DType::F32, &[3]);
     let out = rwkv4_cpu(&Rwkv4Config::default(), &Rwkv4Args::new(&k, &k, &w, &w)).unwrap();
     assert_eq!(out.final_state.shape(), &[0, 3, 3]);
+}
+
+#[test]
+#[ignore]
+fn scratch_rwkv4_precision() {
+    let mut rng = Rng::from_time();
+    let (tt, c) = (65_536, 16);
+    let k4 = normal(&mut rng, DType::F32, &[1, tt, c], 3.0);
+    let v4 = normal(&mut rng, DType::F32, &[1, tt, c], 1.0);
+    let wv: Vec<f32> = rng.uniform_vec(c, -9.0, 1.0).iter().map(|x| -x.exp()).collect();
+    let w = t(DType::F32, &[c], &wv);
+    let u4 = normal(&mut rng, DType::F32, &[c], 1.0);
+    let args = Rwkv4Args::new(&k4, &v4, &w, &u4);
+    let out = rwkv4_cpu(&Rwkv4Config::default(), &args).unwrap();
+    let r = oracle::rwkv4(&Rwkv4Config::default(), &args).unwrap();
+    let y = out.o.to_f64_vec();
+    let (mut num, mut den) = (0.0, 0.0);
+    for ch in 0..c {
+        let (mut n, mut d) = (0.0, 0.0);
+        for s in 0..tt {
+            let i = s * c + ch;
+            n += (y[i] - r.o[i]).powi(2);
+            d += r.o[i].powi(2);
+        }
+        num += n;
+        den += d;
+        eprintln!("ch {ch:2} w {:>12.4e} rel {:.3e} norm {:.3e}", wv[ch], (n / d).sqrt(), d.sqrt());
+    }
+    eprintln!("total {:.3e}", (num / den).sqrt());
 }

@@ -6,22 +6,10 @@ use attn_kernels::check::Rng;
 use attn_kernels::rope::cuda::{rope_cuda, rope_cuda_inplace, rope_cuda_into};
 use attn_kernels::rope::{rope_cpu, RopeArgs, RopeConfig, RopeOpConfig};
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
-use attn_kernels::{Error, Gpu};
+use attn_kernels::bench::gpu_for_test;
+use attn_kernels::Error;
 use serde_json::json;
 
-fn gpu() -> Option<Gpu> {
-    match Gpu::first() {
-        Ok(g) if attn_kernels::runtime::kernels_compiled() => Some(g),
-        Ok(_) => {
-            eprintln!("skipped: kernels were not compiled into this build");
-            None
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
-}
 
 fn scalings() -> Vec<serde_json::Value> {
     let short: Vec<f64> = (0..32).map(|i| 1.0 + 0.1 * i as f64).collect();
@@ -38,7 +26,7 @@ fn scalings() -> Vec<serde_json::Value> {
 
 #[test]
 fn rope_gpu_matches_cpu() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu_for_test(module_path!()) else { return };
     let mut rng = Rng::from_time();
     let (b, s, h, d) = (3usize, 77usize, 5usize, 128usize);
     for scaling in scalings() {
@@ -66,7 +54,7 @@ fn rope_gpu_matches_cpu() {
 
 #[test]
 fn rope_gpu_position_ids_varlen_inplace() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu_for_test(module_path!()) else { return };
     let mut rng = Rng::from_time();
     let (total, h, d) = (300usize, 4usize, 96usize);
     let x = Tensor::from_f32(DType::BF16, &[total, h, d], &rng.normal_vec(total * h * d)).unwrap();
@@ -87,7 +75,7 @@ fn rope_gpu_position_ids_varlen_inplace() {
 
 #[test]
 fn rope_gpu_bad_inputs() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu_for_test(module_path!()) else { return };
     let x = gpu.upload(&Tensor::from_f32(DType::F16, &[2, 8, 2, 64], &[0.25; 2048]).unwrap()).unwrap();
     let op = RopeOpConfig { rope: RopeConfig::new(64, 1e4), position_offset: 0 };
     let mut wrong = gpu.alloc(DType::F16, &[2, 8, 2, 32]).unwrap();

@@ -71,36 +71,92 @@ __device__ __forceinline__ void words_to_float(const uint32_t* w, float* x, __nv
 
 // ------------------------------------------------------------------------------- RoPE
 
-// RoPE on the lane's chunk (elements d0 .. d0+7 of a head vector at position `pos`), given the
-// partner chunk (NeoX: the other half's chunk; GPT-J: unused, pairs sit inside the chunk).
-// Needs rotary_dim % 16 == 0 (checked on the host) so a chunk never straddles a boundary.
-__device__ __forceinline__ void rope_chunk(const AkRopeTable& t, int pos, int d0, float* x, const float* partner) {
-    const int rd = t.rotary_dim;
-    if (d0 >= rd) return;  // pass-through dims
-    const int half = rd >> 1;
-    float y[VEC];
+// First frequency of the lane's chunk d0 .. d0+7 and how many it spans: NeoX 8 (element e uses
+// frequency f0 + e), GPT-J 4 (pair (d0 + 2i, d0 + 2i + 1) uses f0 + i). Needs rotary_dim % 16 == 0
+// (checked on the host) so a chunk never straddles the half or the rotary boundary.
+__device__ __forceinline__ int rope_first_freq(const AkRopeTable& t, int d0) {
+    const int half = t.rotary_dim >> 1;
+    return t.interleaved ? d0 >> 1 : (d0 < half ? d0 : d0 - half);
+}
+
+// Rotate the lane's chunk x (d0 < rotary_dim) given the partner chunk (NeoX: the other half's
+// chunk; GPT-J: unused) and the chunk's (cos, sin) per frequency, cs[0 .. 8 or 4).
+__device__ __forceinline__ void rope_chunk(const AkRopeTable& t, int d0, float* x, const float* partner, const float2* cs) {
+    const float a = t.attention_factor;
     if (t.interleaved) {
 #pragma unroll
         for (int e = 0; e < VEC; e += 2) {
-            const float2 cs = ak_rope_cos_sin(t, pos, (d0 + e) >> 1);
-            const float2 r = ak_rope_rotate(x[e], x[e + 1], cs, t.attention_factor);
-            y[e] = r.x;
-            y[e + 1] = r.y;
+            const float2 r = ak_rope_rotate(x[e], x[e + 1], cs[e >> 1], a);
+            x[e] = r.x;
+            x[e + 1] = r.y;
         }
-    } else {
-        const bool first = d0 < half;  // this chunk holds x1 of its pairs, the partner x2
-        const int f0 = first ? d0 : d0 - half;
+    } else if (d0 < (t.rotary_dim >> 1)) {  // x holds the x1 of its pairs, partner the x2
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) {
-            const float2 cs = ak_rope_cos_sin(t, pos, f0 + e);
-            const float2 r = first ? ak_rope_rotate(x[e], partner[e], cs, t.attention_factor)
-                                   : ak_rope_rotate(partner[e], x[e], cs, t.attention_factor);
-            y[e] = first ? r.x : r.y;
+        for (int e = 0; e < VEC; ++e) x[e] = ak_rope_rotate(x[e], partner[e], cs[e], a).x;
+    } else {
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) x[e] = ak_rope_rotate(partner[e], x[e], cs[e], a).y;
+    }
+}
+
+// (cos, sin) of the lane's frequencies at a query position (once per CTA: table lookups).
+__device__ __forceinline__ void rope_cs_direct(const AkRopeTable& t, int pos, int d0, float2* cs) {
+    const int f0 = rope_first_freq(t, d0);
+    const int nf = t.interleaved ? VEC / 2 : VEC;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i)
+        if (i < nf) cs[i] = ak_rope_cos_sin(t, pos, f0 + i);
+}
+
+// (cos, sin) of the lane's frequencies at key positions, walked in increasing order: the `lo`
+// entries come as 16-byte loads (the lane's frequencies are contiguous), the `hi` entries are
+// reloaded only when the position crosses into another block of AK_ROPE_LO_SIZE positions.
+struct KeyRope {
+    int f0;         // first frequency of the lane's chunk
+    int nf;         // frequencies in the chunk: 8 (NeoX) or 4 (GPT-J)
+    int hi_row;     // row of `hi` held in hcs; -1 = none yet
+    float2 hcs[VEC];
+
+    __device__ __forceinline__ void init(const AkRopeTable& t, int d0) {
+        f0 = rope_first_freq(t, d0);
+        nf = t.interleaved ? VEC / 2 : VEC;
+        hi_row = -1;
+    }
+
+    __device__ __forceinline__ static void load_row(const float* table, int row, int half, int f0, int nf, float2* out) {
+        // Byte offset 8 * (row * half + f0) is a multiple of 32 (half % 8 == 0, f0 % 4 == 0).
+        const float4* src = reinterpret_cast<const float4*>(table + 2 * ((long long)row * half + f0));
+#pragma unroll
+        for (int i = 0; i < VEC / 2; ++i) {
+            if (2 * i < nf) {
+                const float4 v = src[i];
+                out[2 * i] = make_float2(v.x, v.y);
+                out[2 * i + 1] = make_float2(v.z, v.w);
+            }
         }
     }
+
+    __device__ __forceinline__ void cos_sin(const AkRopeTable& t, int pos, float2* cs) {
+        const int half = t.rotary_dim >> 1;
+        const int max_pos = t.n_hi * AK_ROPE_LO_SIZE - 1;
+        pos = pos < 0 ? 0 : (pos > max_pos ? max_pos : pos);
+        const int hi = pos / AK_ROPE_LO_SIZE;
+        const int lo = pos - hi * AK_ROPE_LO_SIZE;
+        if (hi != hi_row) {
+            load_row(t.hi, hi, half, f0, nf, hcs);
+            hi_row = hi;
+        }
+        float2 l[VEC];
+        load_row(t.lo, lo, half, f0, nf, l);
 #pragma unroll
-    for (int e = 0; e < VEC; ++e) x[e] = y[e];
-}
+        for (int i = 0; i < VEC; ++i) {  // angle addition, as ak_rope_cos_sin (exact for hi = 0)
+            if (i < nf) {
+                const float2 h = hcs[i];
+                cs[i] = make_float2(fmaf(h.x, l[i].x, -h.y * l[i].y), fmaf(h.y, l[i].x, h.x * l[i].y));
+            }
+        }
+    }
+};
 
 // Chunk index of the NeoX partner of chunk `c` (c * VEC < rotary_dim).
 __device__ __forceinline__ int rope_partner_chunk(const AkRopeTable& t, int c) {
@@ -186,7 +242,9 @@ __device__ __forceinline__ void decode_kernel(const AkDecodeParams& p) {
                 const int pc = p.rope.interleaved ? lane : rope_partner_chunk(p.rope, lane);
 #pragma unroll
                 for (int e = 0; e < VEC; ++e) partner[e] = to_float(qrow[pc * VEC + e]);
-                rope_chunk(p.rope, qpos[r], lane * VEC, q[r], partner);
+                float2 cs[VEC];
+                rope_cs_direct(p.rope, qpos[r], lane * VEC, cs);
+                rope_chunk(p.rope, lane * VEC, q[r], partner, cs);
             }
         }
     }
@@ -222,6 +280,9 @@ __device__ __forceinline__ void decode_kernel(const AkDecodeParams& p) {
         }
         cp_async_commit();  // also when empty, so group counting stays uniform
     };
+
+    KeyRope key_rope;
+    if (rope_keys) key_rope.init(p.rope, lane * VEC);
 
     float m[ROWS], l[ROWS], acc[ROWS][VEC];  // running max (log2 units), sum, output
 #pragma unroll
@@ -259,11 +320,16 @@ __device__ __forceinline__ void decode_kernel(const AkDecodeParams& p) {
             words_to_float(kw[u], kf, T());
             if (rope_keys) {
                 // Every lane takes part in the shuffle; lanes past rotary_dim ignore the result.
-                const int pc = p.rope.interleaved ? lane : (lane * VEC < p.rope.rotary_dim ? rope_partner_chunk(p.rope, lane) : lane);
+                const bool rotated = lane * VEC < p.rope.rotary_dim;
+                const int pc = (p.rope.interleaved || !rotated) ? lane : rope_partner_chunk(p.rope, lane);
                 float partner[VEC];
 #pragma unroll
                 for (int e = 0; e < VEC; ++e) partner[e] = __shfl_sync(FULL, kf[e], pc, LANES);
-                rope_chunk(p.rope, j, lane * VEC, kf, partner);
+                if (rotated) {
+                    float2 cs[VEC];
+                    key_rope.cos_sin(p.rope, j, cs);
+                    rope_chunk(p.rope, lane * VEC, kf, partner, cs);
+                }
             }
 #pragma unroll
             for (int r = 0; r < ROWS; ++r) {

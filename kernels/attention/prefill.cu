@@ -83,6 +83,75 @@ __device__ __forceinline__ void rope_tile(T* s, int rows_valid, const AkRopeTabl
     }
 }
 
+// (cos, sin) of pairs i and i+1 (i even, rotary_dim % 4 == 0) at position pos >= 0 in one
+// 16-byte load per table level; the same arithmetic as ak_rope_cos_sin, so results are identical.
+__device__ __forceinline__ float4 rope_cs2(const AkRopeTable& tab, long long pos, int i) {
+    const int half = tab.rotary_dim >> 1;
+    const long long max_pos = (long long)tab.n_hi * AK_ROPE_LO_SIZE - 1;
+    const int ps = (int)(pos > max_pos ? max_pos : pos);
+    const int hi = ps / AK_ROPE_LO_SIZE;
+    const int lo = ps - hi * AK_ROPE_LO_SIZE;
+    const float4 l = *reinterpret_cast<const float4*>(tab.lo + 2 * (lo * half + i));
+    if (hi == 0) return l;
+    const float4 h = *reinterpret_cast<const float4*>(tab.hi + 2 * (hi * half + i));
+    return make_float4(fmaf(h.x, l.x, -h.y * l.y), fmaf(h.y, l.x, h.x * l.y), fmaf(h.z, l.z, -h.w * l.w),
+                       fmaf(h.w, l.z, h.z * l.w));
+}
+
+// Vectorised RoPE of a ROWS x D smem tile for rotary_dim % 4 == 0: each item is two adjacent
+// pairs of one row (NeoX: 2 + 2 contiguous elements; GPT-J: 4 contiguous elements), items are
+// spread over all NT threads with a compile-time trip count so the table loads overlap.
+template <typename T, int ROWS, int D, int STRIDE, int NT>
+__device__ __forceinline__ void rope_tile_vec(T* s, int rows_valid, const AkRopeTable& tab, const int* ids,
+                                              long long first, int tid) {
+    constexpr int GROUPS = D / 4;  // pair groups per row when rotary_dim = D
+    constexpr int ITEMS = ROWS * GROUPS;
+    const int groups = tab.rotary_dim >> 2;
+    const int half = tab.rotary_dim >> 1;
+    const float f = tab.attention_factor;
+#pragma unroll
+    for (int it = 0; it < (ITEMS + NT - 1) / NT; ++it) {
+        const int item = it * NT + tid;
+        const int r = item / GROUPS, grp = item % GROUPS;
+        if ((ITEMS % NT == 0 || item < ITEMS) && r < rows_valid && grp < groups) {
+            const long long pos = ids ? (long long)ids[r] : first + r;
+            const int i = 2 * grp;  // first pair of the item
+            float4 cs = rope_cs2(tab, pos < 0 ? -pos : pos, i);
+            if (pos < 0) cs.y = -cs.y, cs.w = -cs.w;
+            T* row = s + r * STRIDE;
+            float a0, a1, b0, b1;  // pair i = (a0, b0), pair i+1 = (a1, b1)
+            if (tab.interleaved) {
+                const uint2 u = *reinterpret_cast<const uint2*>(row + 2 * i);
+                const float2 x01 = ak::unpack2<T>(u.x), x23 = ak::unpack2<T>(u.y);
+                a0 = x01.x, b0 = x01.y, a1 = x23.x, b1 = x23.y;
+            } else {
+                const float2 xa = ak::unpack2<T>(*reinterpret_cast<const uint32_t*>(row + i));
+                const float2 xb = ak::unpack2<T>(*reinterpret_cast<const uint32_t*>(row + i + half));
+                a0 = xa.x, a1 = xa.y, b0 = xb.x, b1 = xb.y;
+            }
+            const float2 y0 = ak_rope_rotate(a0, b0, make_float2(cs.x, cs.y), f);
+            const float2 y1 = ak_rope_rotate(a1, b1, make_float2(cs.z, cs.w), f);
+            if (tab.interleaved) {
+                *reinterpret_cast<uint2*>(row + 2 * i) =
+                    make_uint2(ak::Mma<T>::pack(y0.x, y0.y), ak::Mma<T>::pack(y1.x, y1.y));
+            } else {
+                *reinterpret_cast<uint32_t*>(row + i) = ak::Mma<T>::pack(y0.x, y1.x);
+                *reinterpret_cast<uint32_t*>(row + i + half) = ak::Mma<T>::pack(y0.y, y1.y);
+            }
+        }
+    }
+}
+
+// RoPE of a smem tile: the vector path when rotary_dim % 4 == 0, else pair by pair.
+template <typename T, int ROWS, int D, int STRIDE, int NT>
+__device__ __forceinline__ void rope_rows(T* s, int rows_valid, const AkRopeTable& tab, const int* ids,
+                                          long long first, int tid) {
+    if ((tab.rotary_dim & 3) == 0)
+        rope_tile_vec<T, ROWS, D, STRIDE, NT>(s, rows_valid, tab, ids, first, tid);
+    else
+        rope_tile<T, NT / 32, STRIDE>(s, rows_valid, tab, ids, first, tid >> 5, tid & 31);
+}
+
 template <typename T, class C>
 __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     constexpr int D = C::D, DV = C::DV, MT = C::MT, BM = C::BM, BN = C::BN, NT = C::NT;
@@ -146,7 +215,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         cp_async_wait<0>();
         __syncthreads();
         const int* ids = p.position_ids_q ? p.position_ids_q + b * p.pos_q_batch_stride + q_first + m0 : nullptr;
-        rope_tile<T, C::NWARPS, C::QS>(sQ, m_last - m0 + 1, p.rope, ids, m0 + shift, warp, lane);
+        rope_rows<T, BM, D, C::QS, NT>(sQ, m_last - m0 + 1, p.rope, ids, m0 + shift, tid);
         // The barrier after the first K tile lands orders these writes before any ldmatrix.
     }
 
@@ -184,7 +253,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         const T* v_s = sV + stage * BN * C::VS;
         if (rope) {
             const int* ids = p.position_ids_k ? p.position_ids_k + b * p.pos_k_batch_stride + k_first + n0 : nullptr;
-            rope_tile<T, C::NWARPS, C::KS>(sK + stage * BN * C::KS, min(BN, sk - n0), p.rope, ids, n0, warp, lane);
+            rope_rows<T, BN, D, C::KS, NT>(sK + stage * BN * C::KS, min(BN, sk - n0), p.rope, ids, n0, tid);
             __syncthreads();
         }
 

@@ -132,6 +132,18 @@ struct Mma<__nv_bfloat16> {
     }
 };
 
+// Two packed 16-bit elements (low half first) widened to f32.
+template <typename T>
+__device__ __forceinline__ float2 unpack2(uint32_t u);
+template <>
+__device__ __forceinline__ float2 unpack2<__half>(uint32_t u) {
+    return __half22float2(*reinterpret_cast<const __half2*>(&u));
+}
+template <>
+__device__ __forceinline__ float2 unpack2<__nv_bfloat16>(uint32_t u) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+}
+
 // The A fragment (k-step kk) made of the f32 accumulators of n-tiles 2kk and 2kk+1.
 template <typename T>
 __device__ __forceinline__ void pack_c_as_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {

@@ -95,8 +95,9 @@ template <typename T, int D> __device__ __forceinline__ void diff_decode_split(c
         for (int c = 0; c < CPT; ++c) acc[m][c] = 0.f;
     float m_run = -INFINITY, l_run = 0.f;  // meaningful in warps 0 (map 1) and 1 (map 2)
 
-    // scoring role: map = warp & 1, key = (warp >> 1) * 16 + lane / 2, half of d = lane & 1
-    const int smap = warp & 1, skey = (warp >> 1) * 16 + (lane >> 1), shalf = lane & 1;
+    // scoring role: map = warp & 1, key = (warp >> 1) * 16 + lane % 16, half of d = lane / 16
+    // (eight consecutive lanes read eight padded rows: distinct banks)
+    const int smap = warp & 1, skey = (warp >> 1) * 16 + (lane & 15), shalf = lane >> 4;
     const float slope = p.alibi_slopes ? p.alibi_slopes[h] : 0.f;  // one slope per diff head
 
     load_tile(lo, 0);
@@ -128,7 +129,7 @@ template <typename T, int D> __device__ __forceinline__ void diff_decode_split(c
                 dot = fmaf(k2.x, qb.x, fmaf(k2.y, qb.y, dot));
                 dot = fmaf(k3.x, qb.z, fmaf(k3.y, qb.w, dot));
             }
-            dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+            dot += __shfl_xor_sync(0xffffffffu, dot, 16);
             const int j = n0 + skey;
             float x = dot * p.scale;
             if (p.softcap > 0.f) x = p.softcap * tanhf(x / p.softcap);

@@ -1,8 +1,8 @@
 // Chunked tensor-core prefill for `linear_attention` (spec section 4).
 //
-// One CTA of 4 warps per (64 value columns, head, sequence) walks the sequence in chunks of
-// C = 64 tokens, holding the state transposed, S^T [64 values, K keys], in f32 mma
-// accumulators (warp w owns value rows 16w..16w+15). Per chunk, with G the inclusive
+// One CTA of V/16 warps per (head, sequence) walks the sequence in chunks of C = 64 tokens,
+// holding the state transposed, S^T [V values, K keys], in f32 mma accumulators (warp w owns
+// value rows 16w..16w+15). Per chunk, with G the inclusive
 // cumulative log decay inside the chunk (f32, per key) and Gq the q-side one (G for the
 // inclusive form, G shifted by one token for the bonus form):
 //   o_t  = scale * [ (q_t e^{Gq_t}) S_prev + sum_{j<=t (j<t with u)} (q_t . e^{Gq_t - G_j} k_j) v_j
@@ -13,7 +13,9 @@
 // cumulative log decays taken in the direction of time, so it is <= 1 for g <= 0 and nothing
 // overflows; a factor that underflows belongs to a product that underflows too:
 //   off-diagonal sub-blocks (b < a): A = (q e^{Gq - E_a}) diag(e^{E_a - E_{b+1}}) (k e^{E_{b+1} - G})^T
-//   diagonal sub-blocks: per element in f32, exp(Gq_t - G_j) for each key.
+//   diagonal sub-blocks: when the sub-block's decay range max_{k,t} |G_t - E_a| is small
+//     (FAST_RANGE_*), the same product with b = a, whose factor e^{E_a - E_{a+1}} >= 1 is then
+//     bounded; otherwise per element in f32, exp(Gq_t - G_j) for each key.
 // The inter-chunk product reuses q e^{Gq - E_a} times e^{E_a}, the state update k e^{E_{b+1} - G}
 // times e^{E_4 - E_{b+1}}; both products run on tensor cores (f16 / bf16 in, f32 accumulate).
 // Scalar decays are broadcast over keys when loaded, so one kernel serves every decay shape.
@@ -29,13 +31,16 @@ using chunk_tile::scale_pair;
 namespace chunked {
 
 constexpr int C = 64;          // tokens per chunk
-constexpr int BV = 64;         // value columns per CTA
-constexpr int THREADS = 128;   // 4 warps
 constexpr int PAD = 8;         // row padding in elements: rows stay 16-byte aligned, banks spread
 constexpr float G_FLOOR = -88.0f;  // per-step log decay floor: exp(-88) is below FLT_MIN anyway
+// Largest decay range inside a 16-token sub-block for which its diagonal block runs on tensor
+// cores: the k-side factor reaches e^{range} and the q-side one e^{-range}. f16 keeps 11 bits
+// down to 6e-5 (so e^-4 of a unit-size q stays normal); bf16 has f32's range.
+constexpr float FAST_RANGE_F16 = 4.0f;
+constexpr float FAST_RANGE_BF16 = 30.0f;
 
 // Shared-memory carve-up (bytes), K = key dim.
-template <typename T, int K> struct Layout {
+template <typename T, int K, int BV> struct Layout {
     static constexpr int QK_LD = K + PAD;     // sQ, sK row stride (elements)
     static constexpr int V_LD = BV + PAD;
     static constexpr int A_LD = C + PAD;
@@ -46,9 +51,10 @@ template <typename T, int K> struct Layout {
     static constexpr int A_OFF = V_OFF + C * V_LD * 2;
     static constexpr int G_OFF = A_OFF + C * A_LD * 2;
     static constexpr int E_OFF = G_OFF + C * G_LD * 4;   // E[5][K]
-    static constexpr int CF_OFF = E_OFF + 5 * K * 4;     // cf[5][5][K]: exp(E[i] - E[j]), j <= i
+    static constexpr int CF_OFF = E_OFF + 5 * K * 4;     // cf[5][5][K]: exp(E[i] - E[j])
     static constexpr int U_OFF = CF_OFF + 25 * K * 4;    // u[K]
-    static constexpr int BYTES = U_OFF + K * 4;
+    static constexpr int R_OFF = U_OFF + K * 4;          // per-warp sub-block decay ranges [4][4]
+    static constexpr int BYTES = R_OFF + 16 * 4;
 };
 
 __device__ __forceinline__ float load_any(const void* p, long long i, int dtype) {
@@ -60,9 +66,10 @@ __device__ __forceinline__ float load_any(const void* p, long long i, int dtype)
 template <typename T> struct IsHalf { static constexpr bool value = false; };
 template <> struct IsHalf<__half> { static constexpr bool value = true; };
 
-template <typename T, int K>
+template <typename T, int K, int BV>
 __device__ void chunked_forward(const AkChunkedParams& p) {
-    using L = Layout<T, K>;
+    constexpr int THREADS = 2 * BV, NWARPS = BV / 16;
+    using L = Layout<T, K, BV>;
     using M = Mma<T>;
     extern __shared__ __align__(16) unsigned char smem[];
     T* sQ = reinterpret_cast<T*>(smem + L::Q_OFF);
@@ -73,10 +80,11 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
     float* sE = reinterpret_cast<float*>(smem + L::E_OFF);
     float* sCf = reinterpret_cast<float*>(smem + L::CF_OFF);
     float* sU = reinterpret_cast<float*>(smem + L::U_OFF);
+    float* sRange = reinterpret_cast<float*>(smem + L::R_OFF);
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g8 = lane >> 2, t4 = lane & 3;  // fragment row / column-pair index
-    const int v0 = blockIdx.x * BV;           // first value column of this CTA
+    const int v0 = blockIdx.x * BV;           // first value column of this CTA (0 while BV = V)
     const int h = blockIdx.y, n = blockIdx.z;
     const int H = p.heads, V = p.value_dim;
     const bool bonus = p.u != nullptr;
@@ -114,7 +122,9 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
         const int valid = min(C, len - c0);  // tokens of this chunk inside the sequence
 
         // ---- 1. load q, k, v (zeros past the end) and the cumulative log decay
-        for (int i = tid; i < C * K / 8; i += THREADS) {
+#pragma unroll
+        for (int it = 0; it < C * K / 8 / THREADS; ++it) {
+            const int i = tid + it * THREADS;
             const int t = i / (K / 8), col = (i % (K / 8)) * 8;
             uint4 qv = make_uint4(0, 0, 0, 0), kv = qv;
             if (t < valid) {
@@ -125,7 +135,9 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
             *reinterpret_cast<uint4*>(sQ + t * L::QK_LD + col) = qv;
             *reinterpret_cast<uint4*>(sK + t * L::QK_LD + col) = kv;
         }
-        for (int i = tid; i < C * BV / 8; i += THREADS) {
+#pragma unroll
+        for (int it = 0; it < C * BV / 8 / THREADS; ++it) {
+            const int i = tid + it * THREADS;
             const int t = i / (BV / 8), col = (i % (BV / 8)) * 8;
             uint4 vv = make_uint4(0, 0, 0, 0);
             if (t < valid) vv = *reinterpret_cast<const uint4*>(v + ((bos + c0 + t) * H + h) * V + v0 + col);
@@ -134,10 +146,11 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
         if (tid < K) {  // one thread per key column: scan of g over the chunk
             const int key = tid;
             float run = 0.f;
-            float e[5];
+            float e[5], dev[4];  // dev: max_t |G_t - E_sb| inside sub-block sb (its decay range)
             e[0] = 0.f;
 #pragma unroll
             for (int sb = 0; sb < 4; ++sb) {
+                dev[sb] = 0.f;
 #pragma unroll
                 for (int r = 0; r < 16; ++r) {
                     const int t = 16 * sb + r;
@@ -149,24 +162,45 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
                     }
                     run += gv;
                     sG[t * L::G_LD + key] = run;
+                    dev[sb] = fmaxf(dev[sb], fabsf(run - e[sb]));
                 }
                 e[sb + 1] = run;  // E_{sb+1}: cumulative decay at the end of sub-block sb
             }
 #pragma unroll
             for (int a = 0; a < 5; ++a) {
                 sE[a * K + key] = e[a];
+                // b <= a: factors <= 1 (for g <= 0); b > a: >= 1, read only by fast sub-blocks
 #pragma unroll
-                for (int b = 0; b <= a; ++b) sCf[(a * 5 + b) * K + key] = __expf(e[a] - e[b]);
+                for (int b = 0; b < 5; ++b) sCf[(a * 5 + b) * K + key] = __expf(e[a] - e[b]);
+            }
+#pragma unroll
+            for (int a = 0; a < 4; ++a) {  // decay range of sub-block a, max over this warp's keys
+                float r = dev[a];
+#pragma unroll
+                for (int s = 16; s > 0; s >>= 1) r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, s));
+                if (lane == 0) sRange[warp * 4 + a] = r;
             }
         }
         __syncthreads();
+        // Sub-blocks whose diagonal block runs on tensor cores (bit a set).
+        unsigned fast = 0;
+#pragma unroll
+        for (int a = 0; a < 4; ++a) {
+            float r = sRange[a];
+#pragma unroll
+            for (int w = 1; w < K / 32; ++w) r = fmaxf(r, sRange[w * 4 + a]);
+            // a NaN range compares false: that sub-block takes the exact path
+            if (r <= (IsHalf<T>::value ? FAST_RANGE_F16 : FAST_RANGE_BF16)) fast |= 1u << a;
+        }
 
-        // ---- 2. diagonal 16x16 sub-blocks of A, in f32 with one exponential per key
+        // ---- 2. diagonal 16x16 sub-blocks of A, in f32 with one exponential per key (fast
+        //         sub-blocks: only the bonus diagonal u-term here, the rest in step 4)
         for (int i = tid; i < 4 * 136; i += THREADS) {
             const int a = i / 136, pr = i - a * 136;
             int r = 0;
             while ((r + 1) * (r + 2) / 2 <= pr) ++r;
             const int j = pr - r * (r + 1) / 2;  // j <= r
+            if (((fast >> a) & 1) && !(bonus && j == r)) continue;
             const int tr = 16 * a + r, tj = 16 * a + j;
             float acc = 0.f;
             const T* qr = sQ + tr * L::QK_LD;
@@ -206,10 +240,18 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
         }
         __syncthreads();
 
-        // ---- 4. off-diagonal sub-blocks (a, b), b < a, on tensor cores
-        for (int job = warp; job < 6; job += 4) {
-            const int a = job < 1 ? 1 : job < 3 ? 2 : 3;
-            const int b = job - (a * (a - 1)) / 2;
+        // ---- 4. on tensor cores: off-diagonal sub-blocks (a, b), b < a (jobs 0..5), and the
+        //         diagonal ones (a, a) of fast sub-blocks (jobs 6..9), masked to j <= r (j < r
+        //         with u, whose diagonal step 2 wrote)
+        for (int job = warp; job < 10; job += NWARPS) {
+            int a, b;
+            if (job < 6) {
+                a = job < 1 ? 1 : job < 3 ? 2 : 3;
+                b = job - (a * (a - 1)) / 2;
+            } else {
+                a = b = job - 6;
+                if (!((fast >> a) & 1)) continue;  // warp-uniform
+            }
             float acc[2][4] = {};
 #pragma unroll
             for (int ks = 0; ks < K / 16; ++ks) {
@@ -225,11 +267,22 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
                 M::run(acc[0], af, bf[0], bf[1]);
                 M::run(acc[1], af, bf[2], bf[3]);
             }
+            if (a != b) {
 #pragma unroll
-            for (int nt = 0; nt < 2; ++nt) {
-                T* dst = sA + (16 * a + g8) * L::A_LD + 16 * b + 8 * nt + 2 * t4;
-                *reinterpret_cast<uint32_t*>(dst) = M::pack(acc[nt][0] * scale, acc[nt][1] * scale);
-                *reinterpret_cast<uint32_t*>(dst + 8 * L::A_LD) = M::pack(acc[nt][2] * scale, acc[nt][3] * scale);
+                for (int nt = 0; nt < 2; ++nt) {
+                    T* dst = sA + (16 * a + g8) * L::A_LD + 16 * b + 8 * nt + 2 * t4;
+                    *reinterpret_cast<uint32_t*>(dst) = M::pack(acc[nt][0] * scale, acc[nt][1] * scale);
+                    *reinterpret_cast<uint32_t*>(dst + 8 * L::A_LD) = M::pack(acc[nt][2] * scale, acc[nt][3] * scale);
+                }
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const int r = g8 + 8 * (i >> 1), j = 8 * nt + 2 * t4 + (i & 1);
+                        if (bonus ? j < r : j <= r)
+                            sA[(16 * a + r) * L::A_LD + 16 * a + j] = from_float<T>(acc[nt][i] * scale);
+                    }
             }
         }
         __syncthreads();
@@ -344,15 +397,27 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
 
 }  // namespace chunked
 
-extern "C" __global__ void __launch_bounds__(chunked::THREADS) ak_linear_chunked_f16_k64(const AkChunkedParams p) {
-    chunked::chunked_forward<__half, 64>(p);
+extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_f16_k64_v64(const AkChunkedParams p) {
+    chunked::chunked_forward<__half, 64, 64>(p);
 }
-extern "C" __global__ void __launch_bounds__(chunked::THREADS) ak_linear_chunked_f16_k128(const AkChunkedParams p) {
-    chunked::chunked_forward<__half, 128>(p);
+extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_f16_k64_v128(const AkChunkedParams p) {
+    chunked::chunked_forward<__half, 64, 128>(p);
 }
-extern "C" __global__ void __launch_bounds__(chunked::THREADS) ak_linear_chunked_bf16_k64(const AkChunkedParams p) {
-    chunked::chunked_forward<__nv_bfloat16, 64>(p);
+extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_f16_k128_v64(const AkChunkedParams p) {
+    chunked::chunked_forward<__half, 128, 64>(p);
 }
-extern "C" __global__ void __launch_bounds__(chunked::THREADS) ak_linear_chunked_bf16_k128(const AkChunkedParams p) {
-    chunked::chunked_forward<__nv_bfloat16, 128>(p);
+extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_f16_k128_v128(const AkChunkedParams p) {
+    chunked::chunked_forward<__half, 128, 128>(p);
+}
+extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_bf16_k64_v64(const AkChunkedParams p) {
+    chunked::chunked_forward<__nv_bfloat16, 64, 64>(p);
+}
+extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_bf16_k64_v128(const AkChunkedParams p) {
+    chunked::chunked_forward<__nv_bfloat16, 64, 128>(p);
+}
+extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_bf16_k128_v64(const AkChunkedParams p) {
+    chunked::chunked_forward<__nv_bfloat16, 128, 64>(p);
+}
+extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_bf16_k128_v128(const AkChunkedParams p) {
+    chunked::chunked_forward<__nv_bfloat16, 128, 128>(p);
 }

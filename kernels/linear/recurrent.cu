@@ -385,11 +385,13 @@ extern "C" __global__ void __launch_bounds__(32) ak_delta_prefill_k128(const AkL
 extern "C" __global__ void __launch_bounds__(128, 1) ak_delta_prefill_k256(const AkLinearParams p) { prefill<true, 64, 4>(p); }
 
 // decode, by K (same bins); V % 4 == 0. 256 threads; grid n_seqs * heads * ceil(V / 64).
+// Bandwidth-bound at T = 1: the launch bounds ask for 3 (K <= 128) or 2 resident blocks per SM
+// so enough state loads are in flight.
 // Loops over the tokens of each sequence, but pays a global-load round trip per token: meant
 // for T = 1 (and a few speculative tokens).
-extern "C" __global__ void __launch_bounds__(256, 1) ak_linear_decode_k64(const AkLinearParams p) { decode<false, 4>(p); }
-extern "C" __global__ void __launch_bounds__(256, 1) ak_linear_decode_k128(const AkLinearParams p) { decode<false, 8>(p); }
-extern "C" __global__ void __launch_bounds__(256, 1) ak_linear_decode_k256(const AkLinearParams p) { decode<false, 16>(p); }
-extern "C" __global__ void __launch_bounds__(256, 1) ak_delta_decode_k64(const AkLinearParams p) { decode<true, 4>(p); }
-extern "C" __global__ void __launch_bounds__(256, 1) ak_delta_decode_k128(const AkLinearParams p) { decode<true, 8>(p); }
-extern "C" __global__ void __launch_bounds__(256, 1) ak_delta_decode_k256(const AkLinearParams p) { decode<true, 16>(p); }
+extern "C" __global__ void __launch_bounds__(256, 3) ak_linear_decode_k64(const AkLinearParams p) { decode<false, 4>(p); }
+extern "C" __global__ void __launch_bounds__(256, 3) ak_linear_decode_k128(const AkLinearParams p) { decode<false, 8>(p); }
+extern "C" __global__ void __launch_bounds__(256, 2) ak_linear_decode_k256(const AkLinearParams p) { decode<false, 16>(p); }
+extern "C" __global__ void __launch_bounds__(256, 3) ak_delta_decode_k64(const AkLinearParams p) { decode<true, 4>(p); }
+extern "C" __global__ void __launch_bounds__(256, 3) ak_delta_decode_k128(const AkLinearParams p) { decode<true, 8>(p); }
+extern "C" __global__ void __launch_bounds__(256, 2) ak_delta_decode_k256(const AkLinearParams p) { decode<true, 16>(p); }

@@ -83,31 +83,6 @@ pub(crate) fn rope_positions(plan: &AttentionPlan, ids_q: Option<&[i32]>, ids_k:
     (pq, pk)
 }
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let split = n - n % 8;
-    let mut acc = [0f32; 8];
-    for (x, y) in a[..split].chunks_exact(8).zip(b[..split].chunks_exact(8)) {
-        for t in 0..8 {
-            acc[t] += x[t] * y[t];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in a[split..].iter().zip(&b[split..]) {
-        tail += x * y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
-
-#[inline]
-fn axpy(out: &mut [f32], p: f32, x: &[f32]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o += p * v;
-    }
-}
-
 /// Result of one task.
 struct TaskOut {
     seq: usize,
@@ -118,77 +93,174 @@ struct TaskOut {
     lse: Vec<f32>,
 }
 
-/// One task: query rows `row0 .. row0 + rows` of sequence `n`, one lane.
+/// Rows of the register micro-tiles.
+const MR: usize = 4;
+/// Columns of the register micro-tiles.
+const NR: usize = 8;
+
+/// `s[r][j] = sum_c q[r][c] kt[c][j]` for rows `r0 .. r0 + MR` and columns `j0 .. j0 + NR`:
+/// a 4 x 8 block of accumulators kept in registers while the head dim streams past.
+#[inline(always)]
+fn score_tile(q: &[f32], d: usize, kt: &[f32], r0: usize, j0: usize, s: &mut [f32]) {
+    let mut acc = [[0f32; NR]; MR];
+    let qr: [&[f32]; MR] = std::array::from_fn(|i| &q[(r0 + i) * d..][..d]);
+    for (c, krow) in kt.chunks_exact(BLOCK_K).take(d).enumerate() {
+        let k = &krow[j0..j0 + NR];
+        for i in 0..MR {
+            let a = qr[i][c];
+            for t in 0..NR {
+                acc[i][t] += a * k[t];
+            }
+        }
+    }
+    for i in 0..MR {
+        s[(r0 + i) * BLOCK_K + j0..][..NR].copy_from_slice(&acc[i]);
+    }
+}
+
+/// `o[r][c] += sum_j p[r][j] vt[j][c]` for rows `r0 .. r0 + MR`, columns `c0 .. c0 + NR`,
+/// keys `0 .. nk`: the block's `P V` is summed in registers, then added once.
+#[inline(always)]
+fn pv_tile(p: &[f32], vt: &[f32], dv: usize, nk: usize, r0: usize, c0: usize, o: &mut [f32]) {
+    let mut acc = [[0f32; NR]; MR];
+    for j in 0..nk {
+        let v = &vt[j * dv + c0..][..NR];
+        for i in 0..MR {
+            let w = p[(r0 + i) * BLOCK_K + j];
+            for t in 0..NR {
+                acc[i][t] += w * v[t];
+            }
+        }
+    }
+    for i in 0..MR {
+        for (a, b) in o[(r0 + i) * dv + c0..][..NR].iter_mut().zip(&acc[i]) {
+            *a += b;
+        }
+    }
+}
+
+/// One task: query rows `row0 .. row0 + rows` of sequence `n`, one lane. Returns the normalised
+/// output rows `[rows, Dv]` and their LSE.
 fn run_task(plan: &AttentionPlan, x: &Rows<'_>, lane: &Lane, n: usize, row0: usize, rows: usize) -> (Vec<f32>, Vec<f32>) {
     let (d, dv) = (plan.head_dim, plan.head_dim_v);
     let seq = plan.seqs[n];
-    let scale = plan.scale;
-    let cap = plan.softcap;
+    let (scale, cap) = (plan.scale, plan.softcap);
+    let rows_pad = rows.div_ceil(MR) * MR;
     let ranges: Vec<(usize, usize)> = (0..rows).map(|r| plan.key_range(n, row0 + r)).collect();
+
+    // The task's query rows (zero padding up to a multiple of MR).
+    let mut qt = vec![0f32; rows_pad * d];
+    for r in 0..rows {
+        let t = seq.q_start + row0 + r;
+        qt[r * d..][..d].copy_from_slice(&x.q[t * x.q_row + lane.q_off..][..d]);
+    }
+    let mut kt = vec![0f32; d * BLOCK_K]; // K tile, transposed: [d][BLOCK_K]
+    let mut vt = vec![0f32; BLOCK_K * dv]; // V tile: [BLOCK_K][dv]
+    let mut sp = vec![0f32; rows_pad * BLOCK_K]; // scores, then probabilities
     let mut m = vec![f32::NEG_INFINITY; rows];
     let mut l = vec![0f32; rows];
-    let mut acc = vec![0f32; rows * dv];
-    let mut scores = vec![0f32; BLOCK_K];
-    let mut part = vec![0f32; dv];
+    let mut acc = vec![0f32; rows_pad * dv];
+    let dv_main = dv - dv % NR;
 
-    // Key rows any row of the block may see (lo and hi are non-decreasing in the row).
-    let k_first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
-    let k_end = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+    // Key rows any row of the task may see (lo and hi are non-decreasing in the row).
+    let k_first = ranges.iter().filter(|r| r.0 < r.1).map(|r| r.0).min().unwrap_or(0);
+    let k_end = ranges.iter().filter(|r| r.0 < r.1).map(|r| r.1).max().unwrap_or(0);
     let mut j0 = k_first - k_first % BLOCK_K;
     while j0 < k_end {
         let j1 = (j0 + BLOCK_K).min(seq.k_len);
-        for r in 0..rows {
-            let (lo, hi) = ranges[r];
-            let (jlo, jhi) = (lo.max(j0), hi.min(j1));
-            if jlo >= jhi {
+        let nk = j1 - j0;
+        // Rows with at least one allowed key in this block.
+        let active = |r: usize| ranges[r].0.max(j0) < ranges[r].1.min(j1);
+        let Some(r_lo) = (0..rows).find(|&r| active(r)) else {
+            j0 = j1;
+            continue;
+        };
+        let r_hi = (0..rows).rev().find(|&r| active(r)).map_or(r_lo, |r| r + 1);
+        let (g_lo, g_hi) = (r_lo - r_lo % MR, r_hi.div_ceil(MR) * MR);
+
+        // Stage the tiles.
+        for j in 0..nk {
+            let kr = &x.k[(seq.k_start + j0 + j) * x.k_row + lane.k_off..][..d];
+            for (c, &val) in kr.iter().enumerate() {
+                kt[c * BLOCK_K + j] = val;
+            }
+            vt[j * dv..][..dv].copy_from_slice(&x.v[(seq.k_start + j0 + j) * x.v_row + lane.v_off..][..dv]);
+        }
+        let nk_pad = nk.div_ceil(NR) * NR;
+        for j in nk..nk_pad {
+            for c in 0..d {
+                kt[c * BLOCK_K + j] = 0.0;
+            }
+        }
+
+        // S = Q K^T for the active row groups.
+        for r0 in (g_lo..g_hi).step_by(MR) {
+            for c0 in (0..nk_pad).step_by(NR) {
+                score_tile(&qt, d, &kt, r0, c0, &mut sp);
+            }
+        }
+
+        // Masks, softcap, ALiBi and the online-softmax update, row by row.
+        for r in g_lo..g_hi {
+            let srow = &mut sp[r * BLOCK_K..][..BLOCK_K];
+            if r >= rows || !active(r) {
+                srow[..nk].fill(0.0);
                 continue;
             }
-            let t = seq.q_start + row0 + r;
-            let qv = &x.q[t * x.q_row + lane.q_off..][..d];
+            let (jlo, jhi) = (ranges[r].0.max(j0) - j0, ranges[r].1.min(j1) - j0);
             let p_i = plan.key_position(n, row0 + r);
-            let s = &mut scores[..jhi - jlo];
             let mut block_max = f32::NEG_INFINITY;
-            for (c, j) in (jlo..jhi).enumerate() {
-                let kv = &x.k[(seq.k_start + j) * x.k_row + lane.k_off..][..d];
-                let mut sc = scale * dot(qv, kv);
+            for (c, sv) in srow[..nk].iter_mut().enumerate() {
+                if c < jlo || c >= jhi {
+                    *sv = f32::NEG_INFINITY;
+                    continue;
+                }
+                let mut sc = scale * *sv;
                 if cap > 0.0 {
                     sc = cap * (sc / cap).tanh();
                 }
                 if let Some(slope) = lane.slope {
-                    sc -= slope * (p_i - j as i64).unsigned_abs() as f32;
+                    sc -= slope * (p_i - (j0 + c) as i64).unsigned_abs() as f32;
                 }
-                s[c] = sc;
+                *sv = sc;
                 block_max = block_max.max(sc);
             }
             let m_new = m[r].max(block_max);
             if m_new == f32::NEG_INFINITY {
-                continue; // every score is -inf: nothing to add
+                srow[..nk].fill(0.0); // every score is -inf: nothing to add
+                continue;
             }
-            part.fill(0.0);
             let mut psum = 0f32;
-            for (c, j) in (jlo..jhi).enumerate() {
-                let p = (s[c] - m_new).exp();
-                psum += p;
-                axpy(&mut part, p, &x.v[(seq.k_start + j) * x.v_row + lane.v_off..][..dv]);
+            for sv in srow[..nk].iter_mut() {
+                *sv = if *sv == f32::NEG_INFINITY { 0.0 } else { (*sv - m_new).exp() };
+                psum += *sv;
             }
-            let o = &mut acc[r * dv..][..dv];
             if m[r] == m_new {
                 l[r] += psum;
-                for (a, &b) in o.iter_mut().zip(&part) {
-                    *a += b;
-                }
             } else {
                 let corr = (m[r] - m_new).exp(); // 0 on the first block
                 l[r] = l[r] * corr + psum;
-                for (a, &b) in o.iter_mut().zip(&part) {
-                    *a = *a * corr + b;
-                }
+                acc[r * dv..][..dv].iter_mut().for_each(|a| *a *= corr);
                 m[r] = m_new;
+            }
+        }
+
+        // O += P V for the active row groups.
+        for r0 in (g_lo..g_hi).step_by(MR) {
+            for c0 in (0..dv_main).step_by(NR) {
+                pv_tile(&sp, &vt, dv, nk, r0, c0, &mut acc);
+            }
+            for r in r0..r0 + MR {
+                for c in dv_main..dv {
+                    let sum: f32 = (0..nk).map(|j| sp[r * BLOCK_K + j] * vt[j * dv + c]).sum();
+                    acc[r * dv + c] += sum;
+                }
             }
         }
         j0 = j1;
     }
 
+    acc.truncate(rows * dv);
     let mut lse = vec![f32::NEG_INFINITY; rows];
     for r in 0..rows {
         let o = &mut acc[r * dv..][..dv];

@@ -220,7 +220,7 @@ impl AttentionPlan {
         let mut lo = 0i64;
         let mut hi = sk; // exclusive
         if self.causal {
-            hi = hi.min(p + 1);
+            hi = hi.min(p + 2);
         }
         if self.window_left >= 0 {
             lo = lo.max(p - self.window_left);
@@ -572,12 +572,9 @@ pub(crate) fn case_args(inputs: &Tensors) -> Result<AttentionArgs<'_, Tensor>> {
 pub(crate) fn run_case(config: &serde_json::Value, inputs: &Tensors, device: &Device) -> Result<Tensors> {
     let cfg: AttentionConfig = case::parse_config(config)?;
     case::allow_only(inputs, "attention", CASE_TENSORS)?;
-    let args = case_args(inputs)?;
     let out = match device {
-        Device::Cpu => attention_cpu(&cfg, &args)?,
-        Device::Cuda(_) => {
-            return Err(Error::unsupported("device", "attention has no CUDA path in this build yet"));
-        }
+        Device::Cpu => attention_cpu(&cfg, &case_args(inputs)?)?,
+        Device::Cuda(gpu) => return cuda::run_case(config, inputs, gpu),
     };
     Ok(Tensors::from([("o".to_string(), out.o), ("lse".to_string(), out.lse)]))
 }

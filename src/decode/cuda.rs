@@ -171,6 +171,7 @@ fn check_gpu_decode(p: &DecodePlan) -> Result<()> {
             return Err(Error::unsupported("rope", format!("GPU decode needs rotary_dim % 16 == 0, got {}", r.rotary_dim)));
         }
     }
+    log2_block(&p.layout)?;
     if p.window_left > i32::MAX as i64 || p.window_right > i32::MAX as i64 {
         return Err(Error::unsupported("window_left", "windows beyond 2^31 - 1 keys"));
     }

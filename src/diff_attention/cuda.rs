@@ -1,1 +1,737 @@
-//! CUDA path for differential attention. Being written by its kernel owner.
+//! CUDA path of differential attention: the fused prefill kernels (v1 and v2,
+//! `kernels/diff_attention/prefill.cu`), fused v1 decode against contiguous and paged KV caches
+//! (`kernels/diff_attention/decode.cu`), the CPU reference of that decode, and the small
+//! subtract + RMSNorm kernel the unfused benchmark baselines use.
+//!
+//! # GPU support
+//! f16 and bf16, per-map head dim `d` in {64, 128} (v1: V width 2d; v2: `D` in {64, 128}), every
+//! option of the CPU path (GQA, causal, windows, softcap, ALiBi, fused RoPE, varlen, position
+//! ids). Inputs are validated by [`plan_diff`] first; nothing is launched on invalid input.
+//!
+//! # Decode (variant v1)
+//! One new query token per sequence, `q [B, 1, 2H, d]`, against a cache of the decode family
+//! ([`KvCacheRef`]) whose heads are `2d` wide: kv head `g` of `k_cache` holds `[k1 | k2]` (k heads
+//! `2g` and `2g + 1` of a v1 prefill, adjacent), `v_cache` holds the `2d`-wide V:
+//! contiguous `k, v [B, S_max, Hkv, 2d]` or paged `k, v [num_blocks, block_size, Hkv, 2d]`.
+//! A v1 prefill's `k [B, S, 2Hkv, d]` is that layout reshaped to `[B, S, Hkv, 2d]`, so the
+//! decode family's append (without RoPE) fills it. The query sits at `P = cache_seqlens[b] - 1`:
+//! `causal` and `window_right` allow every cached key, `window_left` keeps `j >= P - window_left`.
+//! RoPE is not fused in decode (rotate q and k before appending; the config's `rope` must be
+//! absent). Outputs: `o [B, 1, H, 2d]`, `lse1`, `lse2 [B, H, 1]`. Splits: [`SplitPolicy`].
+//!
+//! # Rows with no allowed key
+//! Both maps are empty, so `O = 0`; the RMSNorm of a zero row is 0 (as in the CPU path, also with
+//! `eps = 0`), and `lse1 = lse2 = -inf`.
+
+use super::cpu::DiffAttentionOutput;
+use super::{diff_attention_cpu, plan_diff, DiffAttentionArgs, DiffAttentionConfig, DiffAttentionPlan, DiffVariant};
+use crate::decode::{check_cache, CacheLayout, KvCacheRef, SplitPolicy, MAX_SPLITS};
+use crate::error::{Error, Result};
+use crate::rope::cuda::{no_rope, rope_table};
+use crate::runtime::params::{AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams};
+use crate::runtime::{opt_ptr, DeviceTensor, Gpu};
+use crate::tensor::{expect_dtype, expect_rank, expect_same_dtype, DType, Tensor, TensorInfo};
+
+const PREFILL_MODULE: &str = "diff_attention_prefill";
+const DECODE_MODULE: &str = "diff_attention_decode";
+/// Query rows per prefill block (`BR` in prefill.cu).
+const PREFILL_ROWS: usize = 64;
+/// Keys per prefill KV tile (`BC` in prefill.cu).
+const PREFILL_KEYS: usize = 64;
+const PREFILL_THREADS: u32 = 256;
+/// Keys per decode tile (`DT` in decode.cu).
+const DECODE_KEYS: usize = 32;
+const DECODE_THREADS: u32 = 128;
+
+fn fits_i32(arg: &str, what: &str, n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| Error::unsupported(arg, format!("{what} = {n} exceeds 2^31 - 1 on the GPU")))
+}
+
+fn gpu_dtype(arg: &str, dtype: DType) -> Result<()> {
+    if !matches!(dtype, DType::F16 | DType::BF16) {
+        return Err(Error::unsupported(arg, format!("the GPU kernels take f16 or bf16, got {dtype} (use the CPU path)")));
+    }
+    Ok(())
+}
+
+/// A window (-1 = unlimited) clamped to `limit` keys, which it cannot exceed in effect, so it
+/// fits the kernels' `int`.
+fn clamp_window(w: i64, limit: usize) -> i32 {
+    if w < 0 {
+        -1
+    } else {
+        w.min(limit.min(i32::MAX as usize) as i64) as i32
+    }
+}
+
+fn upload_i32(gpu: &Gpu, v: Option<&[i32]>) -> Result<Option<DeviceTensor>> {
+    v.map(|v| gpu.upload(&Tensor::from_i32(&[v.len()], v)?)).transpose()
+}
+
+/// Dynamic shared memory of one prefill block: Q1 and Q2 tiles plus two KV stages.
+pub fn prefill_smem_bytes(variant: DiffVariant, d: usize) -> usize {
+    let (nk, dv) = match variant {
+        DiffVariant::V1 => (2, 2 * d),
+        DiffVariant::V2 => (1, d),
+    };
+    2 * (2 * PREFILL_ROWS * d + 2 * (nk * PREFILL_KEYS * d + PREFILL_KEYS * dv))
+}
+
+/// Dynamic shared memory of one decode split block.
+pub fn decode_smem_bytes(d: usize) -> usize {
+    let halves = 2 * (DECODE_KEYS * (2 * d + 8) + DECODE_KEYS * 2 * d);
+    2 * halves + 4 * (2 * d + 2 * DECODE_KEYS + 2)
+}
+
+fn prefill_kernel(variant: DiffVariant, dtype: DType, d: usize) -> &'static str {
+    match (variant, dtype, d) {
+        (DiffVariant::V1, DType::F16, 64) => "ak_diff_prefill_v1_f16_d64",
+        (DiffVariant::V1, DType::F16, _) => "ak_diff_prefill_v1_f16_d128",
+        (DiffVariant::V1, _, 64) => "ak_diff_prefill_v1_bf16_d64",
+        (DiffVariant::V1, _, _) => "ak_diff_prefill_v1_bf16_d128",
+        (DiffVariant::V2, DType::F16, 64) => "ak_diff_prefill_v2_f16_d64",
+        (DiffVariant::V2, DType::F16, _) => "ak_diff_prefill_v2_f16_d128",
+        (DiffVariant::V2, _, 64) => "ak_diff_prefill_v2_bf16_d64",
+        (DiffVariant::V2, _, _) => "ak_diff_prefill_v2_bf16_d128",
+    }
+}
+
+/// GPU-only restrictions, checked after [`plan_diff`].
+fn check_gpu_prefill(dp: &DiffAttentionPlan) -> Result<()> {
+    let p = &dp.attn;
+    gpu_dtype("q", p.dtype)?;
+    if !matches!(p.head_dim, 64 | 128) {
+        return Err(Error::unsupported("q", format!("GPU diff_attention needs head dim d in {{64, 128}}, got {}", p.head_dim)));
+    }
+    fits_i32("q", "total query rows", p.total_q)?;
+    fits_i32("k", "total key rows", p.total_k)?;
+    fits_i32("q", "query rows per sequence", p.max_q_len)?;
+    fits_i32("k", "keys per sequence", p.max_k_len)?;
+    if p.max_position > (1usize << 30) {
+        return Err(Error::unsupported("position_ids_q", "RoPE positions beyond 2^30 on the GPU"));
+    }
+    Ok(())
+}
+
+/// Fused differential attention on the GPU (spec section 3, v1 and v2). Outputs `o` (q's
+/// dtype) and `lse1`, `lse2` (f32) in the shapes of [`DiffAttentionPlan::o_shape`] /
+/// [`DiffAttentionPlan::lse_shape`].
+pub fn diff_attention_cuda(
+    gpu: &Gpu,
+    cfg: &DiffAttentionConfig,
+    args: &DiffAttentionArgs<'_, DeviceTensor>,
+) -> Result<DiffAttentionOutput<DeviceTensor>> {
+    let dp = plan_diff(cfg, args)?;
+    check_gpu_prefill(&dp)?;
+    let mut out = DiffAttentionOutput {
+        o: gpu.alloc(dp.attn.dtype, &dp.o_shape())?,
+        lse1: gpu.alloc(DType::F32, &dp.lse_shape())?,
+        lse2: gpu.alloc(DType::F32, &dp.lse_shape())?,
+    };
+    launch_prefill(gpu, &dp, args, &mut out)?;
+    Ok(out)
+}
+
+/// [`diff_attention_cuda`] into caller-provided outputs (checked for dtype and shape).
+pub fn diff_attention_cuda_into(
+    gpu: &Gpu,
+    cfg: &DiffAttentionConfig,
+    args: &DiffAttentionArgs<'_, DeviceTensor>,
+    out: &mut DiffAttentionOutput<DeviceTensor>,
+) -> Result<()> {
+    let dp = plan_diff(cfg, args)?;
+    check_gpu_prefill(&dp)?;
+    expect_same_dtype("o", &out.o, "q", dp.attn.dtype)?;
+    if out.o.shape() != dp.o_shape().as_slice() {
+        return Err(Error::shape("o", format!("{:?}", dp.o_shape()), out.o.shape()));
+    }
+    for (name, t) in [("lse1", &out.lse1), ("lse2", &out.lse2)] {
+        expect_dtype(name, t, &[DType::F32])?;
+        if t.shape() != dp.lse_shape().as_slice() {
+            return Err(Error::shape(name, format!("{:?}", dp.lse_shape()), t.shape()));
+        }
+    }
+    launch_prefill(gpu, &dp, args, out)
+}
+
+fn launch_prefill(
+    gpu: &Gpu,
+    dp: &DiffAttentionPlan,
+    args: &DiffAttentionArgs<'_, DeviceTensor>,
+    out: &mut DiffAttentionOutput<DeviceTensor>,
+) -> Result<()> {
+    let p = &dp.attn;
+    let (d, dv, hq, hk, heads, groups) = (p.head_dim, p.head_dim_v, p.heads_q, p.heads_kv, dp.heads, dp.kv_groups);
+    let (sq, sk) = (p.max_q_len, p.max_k_len);
+    let table = match &p.rope {
+        // Negative query positions are rotated by |p| with the sine negated.
+        Some(r) => Some(rope_table(gpu, r, p.max_position.max(p.min_position.unsigned_abs() as usize))?),
+        None => None,
+    };
+    let cu_q = upload_i32(gpu, args.cu_seqlens_q)?;
+    let cu_k = upload_i32(gpu, args.cu_seqlens_k)?;
+    let pos_q = upload_i32(gpu, args.position_ids_q)?;
+    let pos_k = upload_i32(gpu, args.position_ids_k)?;
+    let ll = |n: usize| n as i64;
+    let (bq, bk, blse) = if p.varlen { (0, 0, 0) } else { (ll(sq * hq * d), ll(sk * hk * d), ll(heads * sq)) };
+    let lse_head = if p.varlen { ll(p.total_q) } else { ll(sq) };
+    let (lam_b, lam_r) = match (dp.variant, p.varlen) {
+        (DiffVariant::V1, _) => (0, 0),
+        (DiffVariant::V2, true) => (0, ll(heads)),
+        (DiffVariant::V2, false) => (ll(sq * heads), ll(heads)),
+    };
+    let params = AkDiffAttnParams {
+        q: args.q.kernel_ptr(),
+        k: args.k.kernel_ptr(),
+        v: args.v.kernel_ptr(),
+        o: out.o.kernel_ptr_mut(),
+        lse1: out.lse1.kernel_ptr_mut() as *mut f32,
+        lse2: out.lse2.kernel_ptr_mut() as *mut f32,
+        lambda: args.lambda.kernel_ptr() as *const f32,
+        norm_weight: opt_ptr(args.norm_weight) as *const f32,
+        alibi_slopes: opt_ptr(args.alibi_slopes) as *const f32,
+        cu_seqlens_q: opt_ptr(cu_q.as_ref()) as *const i32,
+        cu_seqlens_k: opt_ptr(cu_k.as_ref()) as *const i32,
+        position_ids_q: opt_ptr(pos_q.as_ref()) as *const i32,
+        position_ids_k: opt_ptr(pos_k.as_ref()) as *const i32,
+        rope: table.as_ref().map_or_else(no_rope, |t| t.params()),
+        q_batch_stride: bq,
+        q_row_stride: ll(hq * d),
+        q_head_stride: ll(d),
+        k_batch_stride: bk,
+        k_row_stride: ll(hk * d),
+        k_head_stride: ll(d),
+        v_batch_stride: if p.varlen { 0 } else { ll(sk * groups * dv) },
+        v_row_stride: ll(groups * dv),
+        v_head_stride: ll(dv),
+        o_batch_stride: if p.varlen { 0 } else { ll(sq * heads * dv) },
+        o_row_stride: ll(heads * dv),
+        o_head_stride: ll(dv),
+        lse_batch_stride: blse,
+        lse_head_stride: lse_head,
+        lambda_batch_stride: lam_b,
+        lambda_row_stride: lam_r,
+        pos_q_batch_stride: if p.varlen { 0 } else { ll(sq) },
+        pos_k_batch_stride: if p.varlen { 0 } else { ll(sk) },
+        batch: fits_i32("q", "batch", p.batch)?,
+        heads: heads as i32,
+        kv_groups: (heads / groups) as i32,
+        seqlen_q: sq as i32,
+        seqlen_k: sk as i32,
+        head_dim: d as i32,
+        scale: p.scale,
+        softcap: p.softcap,
+        norm_factor: dp.norm_scale,
+        eps: dp.eps,
+        causal: p.causal as i32,
+        window_left: clamp_window(p.window_left, sq + sk),
+        window_right: clamp_window(p.window_right, sq + sk),
+        dtype: p.dtype.kernel_code(),
+    };
+    let grid = (sq.div_ceil(PREFILL_ROWS) as u32, heads as u32, p.batch as u32);
+    if grid.0 == 0 || heads == 0 || p.batch == 0 {
+        return Ok(());
+    }
+    let smem = prefill_smem_bytes(dp.variant, d) as u32;
+    gpu.launch(PREFILL_MODULE, prefill_kernel(dp.variant, p.dtype, d), grid, (PREFILL_THREADS, 1, 1), smem, &params)
+}
+
+/// Host tensors in, host tensors out (validate, upload, run, download): the `--device cuda`
+/// path of `attn-kernels run` for `diff_attention`, and a convenience for tests.
+pub fn diff_attention_cuda_host(
+    gpu: &Gpu,
+    cfg: &DiffAttentionConfig,
+    args: &DiffAttentionArgs<'_, Tensor>,
+) -> Result<DiffAttentionOutput<Tensor>> {
+    check_gpu_prefill(&plan_diff(cfg, args)?)?; // validate before any upload
+    let up = |t: &Tensor| gpu.upload(t);
+    let (q, k, v, lambda) = (up(args.q)?, up(args.k)?, up(args.v)?, up(args.lambda)?);
+    let norm = args.norm_weight.map(up).transpose()?;
+    let alibi = args.alibi_slopes.map(up).transpose()?;
+    let dargs = DiffAttentionArgs {
+        q: &q,
+        k: &k,
+        v: &v,
+        lambda: &lambda,
+        norm_weight: norm.as_ref(),
+        alibi_slopes: alibi.as_ref(),
+        cu_seqlens_q: args.cu_seqlens_q,
+        cu_seqlens_k: args.cu_seqlens_k,
+        position_ids_q: args.position_ids_q,
+        position_ids_k: args.position_ids_k,
+    };
+    let out = diff_attention_cuda(gpu, cfg, &dargs)?;
+    Ok(DiffAttentionOutput { o: gpu.download(&out.o)?, lse1: gpu.download(&out.lse1)?, lse2: gpu.download(&out.lse2)? })
+}
+
+// ------------------------------------------------------------------------------- decode
+
+/// Arguments of the fused v1 decode (see the module docs for the cache layout).
+pub struct DiffDecodeArgs<'a, T: TensorInfo> {
+    /// `[B, 1, 2H, d]`.
+    pub q: &'a T,
+    /// `k, v` with `Hkv` heads of width `2d` (`[k1 | k2]` and V).
+    pub cache: KvCacheRef<'a, T>,
+    /// f32 `[H]`.
+    pub lambda: &'a T,
+    /// f32 `[2d]`; requires `lambda_init` in the config.
+    pub norm_weight: Option<&'a T>,
+    /// f32 `[H]`: head `h`'s slope for both maps.
+    pub alibi_slopes: Option<&'a T>,
+}
+
+impl<'a, T: TensorInfo> Clone for DiffDecodeArgs<'a, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<'a, T: TensorInfo> Copy for DiffDecodeArgs<'a, T> {}
+
+/// A validated decode call.
+#[derive(Clone, Debug)]
+pub struct DiffDecodePlan {
+    pub batch: usize,
+    /// H: output heads.
+    pub heads: usize,
+    /// Hkv: kv heads of the cache.
+    pub heads_kv: usize,
+    /// d: per-map head dim (the cache's heads are 2d wide).
+    pub head_dim: usize,
+    pub dtype: DType,
+    pub layout: CacheLayout,
+    /// Keys per sequence.
+    pub seqlens: Vec<usize>,
+    pub scale: f32,
+    pub softcap: f32,
+    /// -1 = unlimited.
+    pub window_left: i64,
+    pub has_norm: bool,
+    pub norm_scale: f32,
+    pub eps: f32,
+    pub has_alibi: bool,
+}
+
+impl DiffDecodePlan {
+    pub fn o_shape(&self) -> Vec<usize> {
+        vec![self.batch, 1, self.heads, 2 * self.head_dim]
+    }
+    pub fn lse_shape(&self) -> Vec<usize> {
+        vec![self.batch, self.heads, 1]
+    }
+    pub fn max_seqlen(&self) -> usize {
+        self.seqlens.iter().copied().max().unwrap_or(0)
+    }
+    /// Bytes a decode must move: every visible key's `[k1 | k2]` and V once per kv head, q and o.
+    pub fn bytes_moved(&self) -> f64 {
+        let e = self.dtype.size() as f64;
+        let keys: f64 = self
+            .seqlens
+            .iter()
+            .map(|&s| if self.window_left >= 0 { s.min(self.window_left as usize + 1) } else { s } as f64)
+            .sum();
+        let d2 = (2 * self.head_dim) as f64;
+        keys * self.heads_kv as f64 * 2.0 * d2 * e + (self.batch * self.heads) as f64 * 2.0 * d2 * e
+    }
+}
+
+/// Validate a fused v1 decode call. Errors name the argument or config key at fault.
+pub fn plan_diff_decode<T: TensorInfo>(cfg: &DiffAttentionConfig, args: &DiffDecodeArgs<'_, T>) -> Result<DiffDecodePlan> {
+    if cfg.variant != DiffVariant::V1 {
+        return Err(Error::unsupported("variant", "diff decode implements variant v1"));
+    }
+    if cfg.rope.is_some() {
+        return Err(Error::unsupported("rope", "diff decode does not fuse RoPE: rotate q and k before appending to the cache"));
+    }
+    let (layout, batch, heads_kv, dk, dv, seqlens) = check_cache(&args.cache, 0)?;
+    if dk % 2 != 0 {
+        return Err(Error::shape("k_cache", "kv heads of even width 2d ([k1 | k2])", args.cache.k().shape()));
+    }
+    if dv != dk {
+        return Err(Error::shape("v_cache", format!("head width 2d = {dk} (of k_cache)"), args.cache.v().shape()));
+    }
+    let d = dk / 2;
+    let q = args.q;
+    expect_rank("q", q, 4, "[B, 1, 2H, d]")?;
+    expect_dtype("q", q, &[DType::F32, DType::F16, DType::BF16])?;
+    expect_same_dtype("k_cache", args.cache.k(), "q", q.dtype())?;
+    let qs = q.shape();
+    if qs[0] != batch {
+        return Err(Error::shape("q", format!("[{batch}, 1, 2H, {d}] (batch of the cache)"), qs));
+    }
+    if qs[1] != 1 {
+        return Err(Error::unsupported("q", format!("diff decode takes one new token per sequence, got Sq_new = {}", qs[1])));
+    }
+    if qs[3] != d {
+        return Err(Error::shape("q", format!("[{batch}, 1, 2H, {d}] (half the cache's head width)"), qs));
+    }
+    if qs[2] == 0 || qs[2] % 2 != 0 {
+        return Err(Error::shape("q", "2H query heads (an even, positive count)", qs));
+    }
+    let heads = qs[2] / 2;
+    if heads % heads_kv != 0 {
+        return Err(Error::invalid("k_cache", format!("H % Hkv must be 0, got H = {heads}, Hkv = {heads_kv}")));
+    }
+    expect_dtype("lambda", args.lambda, &[DType::F32])?;
+    if args.lambda.shape() != [heads] {
+        return Err(Error::shape("lambda", format!("[{heads}]"), args.lambda.shape()));
+    }
+    if let Some(a) = args.alibi_slopes {
+        expect_dtype("alibi_slopes", a, &[DType::F32])?;
+        if a.shape() != [heads] {
+            return Err(Error::shape("alibi_slopes", format!("[{heads}]"), a.shape()));
+        }
+    }
+    if let Some(s) = cfg.softmax_scale {
+        if !s.is_finite() {
+            return Err(Error::config("softmax_scale", format!("must be finite, got {s}")));
+        }
+    }
+    if !(cfg.softcap.is_finite() && cfg.softcap >= 0.0) {
+        return Err(Error::config("softcap", format!("must be finite and >= 0 (0 = off), got {}", cfg.softcap)));
+    }
+    if !(cfg.eps.is_finite() && cfg.eps >= 0.0) {
+        return Err(Error::config("eps", format!("must be finite and >= 0, got {}", cfg.eps)));
+    }
+    if let Some(li) = cfg.lambda_init {
+        if !li.is_finite() {
+            return Err(Error::config("lambda_init", format!("must be finite, got {li}")));
+        }
+    }
+    let norm_scale = match args.norm_weight {
+        None => 1.0,
+        Some(w) => {
+            expect_dtype("norm_weight", w, &[DType::F32])?;
+            if w.shape() != [2 * d] {
+                return Err(Error::shape("norm_weight", format!("[{}] (2d)", 2 * d), w.shape()));
+            }
+            let li = cfg
+                .lambda_init
+                .ok_or_else(|| Error::config("lambda_init", "required when norm_weight is given (the norm scales by 1 - lambda_init)"))?;
+            (1.0 - li) as f32
+        }
+    };
+    Ok(DiffDecodePlan {
+        batch,
+        heads,
+        heads_kv,
+        head_dim: d,
+        dtype: q.dtype(),
+        layout,
+        seqlens,
+        scale: cfg.softmax_scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32,
+        softcap: cfg.softcap as f32,
+        window_left: if cfg.window_left < 0 { -1 } else { cfg.window_left },
+        has_norm: args.norm_weight.is_some(),
+        norm_scale,
+        eps: cfg.eps as f32,
+        has_alibi: args.alibi_slopes.is_some(),
+    })
+}
+
+/// CPU reference of the fused decode: gathers each sequence's cached keys into a packed (varlen)
+/// batch and runs [`diff_attention_cpu`] with one query row per sequence (position
+/// `cache_seqlens[b] - 1`, bottom-right aligned). Outputs as [`diff_decode_cuda`].
+pub fn diff_decode_cpu(cfg: &DiffAttentionConfig, args: &DiffDecodeArgs<'_, Tensor>) -> Result<DiffAttentionOutput<Tensor>> {
+    let p = plan_diff_decode(cfg, args)?;
+    let (hkv, d2) = (p.heads_kv, 2 * p.head_dim);
+    let row = hkv * d2;
+    let kc = args.cache.k().to_f32_vec();
+    let vc = args.cache.v().to_f32_vec();
+    let total: usize = p.seqlens.iter().sum();
+    let (mut k, mut v) = (Vec::with_capacity(total * row), Vec::with_capacity(total * row));
+    let mut cu_k = vec![0i32];
+    for (b, &len) in p.seqlens.iter().enumerate() {
+        for j in 0..len {
+            let r = match (&p.layout, args.cache.block_table()) {
+                (CacheLayout::Paged { block_size, .. }, Some((table, max_blocks))) => {
+                    table[b * max_blocks + j / block_size] as usize * block_size + j % block_size
+                }
+                (CacheLayout::Contiguous { s_max }, _) => b * s_max + j,
+                _ => return Err(Error::invalid("block_table", "paged layout without a block table")),
+            };
+            k.extend_from_slice(&kc[r * row..(r + 1) * row]);
+            v.extend_from_slice(&vc[r * row..(r + 1) * row]);
+        }
+        cu_k.push(cu_k[b] + len as i32);
+    }
+    let cu_q: Vec<i32> = (0..=p.batch as i32).collect();
+    let kt = Tensor::from_f32(p.dtype, &[total, 2 * hkv, p.head_dim], &k)?;
+    let vt = Tensor::from_f32(p.dtype, &[total, hkv, d2], &v)?;
+    let qt = args.q.clone().reshape(&[p.batch, 2 * p.heads, p.head_dim])?;
+    let mut dargs = DiffAttentionArgs::new(&qt, &kt, &vt, args.lambda).with_varlen(&cu_q, &cu_k);
+    dargs.norm_weight = args.norm_weight;
+    dargs.alibi_slopes = args.alibi_slopes;
+    let out = diff_attention_cpu(cfg, &dargs)?;
+    // lse [H, B] (varlen) -> [B, H, 1].
+    let transpose = |t: &Tensor| -> Result<Tensor> {
+        let x = t.to_f32_vec();
+        let mut y = vec![0f32; x.len()];
+        for h in 0..p.heads {
+            for b in 0..p.batch {
+                y[b * p.heads + h] = x[h * p.batch + b];
+            }
+        }
+        Tensor::from_f32(DType::F32, &p.lse_shape(), &y)
+    };
+    Ok(DiffAttentionOutput { o: out.o.reshape(&p.o_shape())?, lse1: transpose(&out.lse1)?, lse2: transpose(&out.lse2)? })
+}
+
+/// The cache's index data (`cache_seqlens`, `block_table`) on the device. Upload once per step
+/// and reuse across layers with [`diff_decode_cuda_into`].
+pub struct DiffDecodeIndex {
+    seqlens: DeviceTensor,
+    block_table: Option<DeviceTensor>,
+    host_seqlens: Vec<i32>,
+    host_table: Option<Vec<i32>>,
+}
+
+impl DiffDecodeIndex {
+    /// Validate the cache (shapes, lengths, block ids) and upload its index data.
+    pub fn new(gpu: &Gpu, cache: &KvCacheRef<'_, DeviceTensor>) -> Result<DiffDecodeIndex> {
+        check_cache(cache, 0)?;
+        let sl = cache.cache_seqlens();
+        let table = cache.block_table().map(|(t, _)| t);
+        Ok(DiffDecodeIndex {
+            seqlens: gpu.upload(&Tensor::from_i32(&[sl.len()], sl)?)?,
+            block_table: upload_i32(gpu, table)?,
+            host_seqlens: sl.to_vec(),
+            host_table: table.map(<[i32]>::to_vec),
+        })
+    }
+    fn matches(&self, cache: &KvCacheRef<'_, DeviceTensor>) -> bool {
+        self.host_seqlens == cache.cache_seqlens() && self.host_table.as_deref() == cache.block_table().map(|(t, _)| t)
+    }
+}
+
+/// The number of KV splits a decode with this plan uses on `gpu`.
+pub fn diff_decode_splits(gpu: &Gpu, p: &DiffDecodePlan, split: SplitPolicy) -> usize {
+    let tiles = p.max_seqlen().div_ceil(DECODE_KEYS).max(1);
+    let n = match split {
+        SplitPolicy::Fixed(n) => n,
+        SplitPolicy::Auto => {
+            // About four blocks per SM, never a split shorter than four key tiles.
+            let blocks = (p.batch * p.heads).max(1);
+            let target = 4 * gpu.info().multiprocessors.max(1) as usize;
+            target.div_ceil(blocks).min(tiles.div_ceil(4)).max(1)
+        }
+    };
+    n.clamp(1, tiles)
+}
+
+fn check_gpu_decode(p: &DiffDecodePlan, split: SplitPolicy) -> Result<()> {
+    gpu_dtype("q", p.dtype)?;
+    if !matches!(p.head_dim, 64 | 128) {
+        return Err(Error::unsupported("q", format!("GPU diff decode needs d in {{64, 128}}, got {}", p.head_dim)));
+    }
+    if let CacheLayout::Paged { block_size, .. } = p.layout {
+        fits_i32("k_cache", "block_size", block_size)?;
+    }
+    if let SplitPolicy::Fixed(n) = split {
+        if n == 0 || n > MAX_SPLITS {
+            return Err(Error::invalid("split", format!("Fixed(n) needs 1 <= n <= {MAX_SPLITS}, got {n}")));
+        }
+    }
+    fits_i32("q", "B * H", p.batch * p.heads)?;
+    Ok(())
+}
+
+/// Fused v1 decode on the GPU (see the module docs). Outputs `o [B, 1, H, 2d]` in q's dtype,
+/// `lse1`, `lse2 [B, H, 1]` f32.
+pub fn diff_decode_cuda(
+    gpu: &Gpu,
+    cfg: &DiffAttentionConfig,
+    args: &DiffDecodeArgs<'_, DeviceTensor>,
+    split: SplitPolicy,
+) -> Result<DiffAttentionOutput<DeviceTensor>> {
+    let p = plan_diff_decode(cfg, args)?;
+    check_gpu_decode(&p, split)?;
+    let index = DiffDecodeIndex::new(gpu, &args.cache)?;
+    let mut out = DiffAttentionOutput {
+        o: gpu.alloc(p.dtype, &p.o_shape())?,
+        lse1: gpu.alloc(DType::F32, &p.lse_shape())?,
+        lse2: gpu.alloc(DType::F32, &p.lse_shape())?,
+    };
+    launch_decode(gpu, &p, args, &index, split, &mut out)?;
+    Ok(out)
+}
+
+/// [`diff_decode_cuda`] into caller-provided outputs, with index data uploaded beforehand.
+pub fn diff_decode_cuda_into(
+    gpu: &Gpu,
+    cfg: &DiffAttentionConfig,
+    args: &DiffDecodeArgs<'_, DeviceTensor>,
+    index: &DiffDecodeIndex,
+    split: SplitPolicy,
+    out: &mut DiffAttentionOutput<DeviceTensor>,
+) -> Result<()> {
+    let p = plan_diff_decode(cfg, args)?;
+    check_gpu_decode(&p, split)?;
+    if !index.matches(&args.cache) {
+        return Err(Error::invalid("index", "DiffDecodeIndex was made from other cache_seqlens / block_table than this cache's"));
+    }
+    expect_same_dtype("o", &out.o, "q", p.dtype)?;
+    if out.o.shape() != p.o_shape().as_slice() {
+        return Err(Error::shape("o", format!("{:?}", p.o_shape()), out.o.shape()));
+    }
+    for (name, t) in [("lse1", &out.lse1), ("lse2", &out.lse2)] {
+        expect_dtype(name, t, &[DType::F32])?;
+        if t.shape() != p.lse_shape().as_slice() {
+            return Err(Error::shape(name, format!("{:?}", p.lse_shape()), t.shape()));
+        }
+    }
+    launch_decode(gpu, &p, args, index, split, out)
+}
+
+fn launch_decode(
+    gpu: &Gpu,
+    p: &DiffDecodePlan,
+    args: &DiffDecodeArgs<'_, DeviceTensor>,
+    index: &DiffDecodeIndex,
+    split: SplitPolicy,
+    out: &mut DiffAttentionOutput<DeviceTensor>,
+) -> Result<()> {
+    if p.batch == 0 || p.heads == 0 {
+        return Ok(());
+    }
+    let (d, h, hkv) = (p.head_dim, p.heads, p.heads_kv);
+    let splits = diff_decode_splits(gpu, p, split);
+    let keys_per_split = p.max_seqlen().div_ceil(splits).div_ceil(DECODE_KEYS).max(1) * DECODE_KEYS;
+    let mut part_o = gpu.alloc(DType::F32, &[p.batch, h, splits, 2, 2 * d])?;
+    let mut part_lse = gpu.alloc(DType::F32, &[p.batch, h, splits, 2])?;
+    let ll = |n: usize| n as i64;
+    let (batch_stride, block_size, max_blocks) = match p.layout {
+        CacheLayout::Contiguous { s_max } => (ll(s_max * hkv * 2 * d), 1, 0),
+        CacheLayout::Paged { block_size, max_blocks, .. } => (ll(block_size * hkv * 2 * d), block_size, max_blocks),
+    };
+    let params = AkDiffDecodeParams {
+        q: args.q.kernel_ptr(),
+        k_cache: args.cache.k().kernel_ptr(),
+        v_cache: args.cache.v().kernel_ptr(),
+        cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
+        block_table: opt_ptr(index.block_table.as_ref()) as *const i32,
+        part_o: part_o.kernel_ptr_mut() as *mut f32,
+        part_lse: part_lse.kernel_ptr_mut() as *mut f32,
+        o: out.o.kernel_ptr_mut(),
+        lse1: out.lse1.kernel_ptr_mut() as *mut f32,
+        lse2: out.lse2.kernel_ptr_mut() as *mut f32,
+        lambda: args.lambda.kernel_ptr() as *const f32,
+        norm_weight: opt_ptr(args.norm_weight) as *const f32,
+        alibi_slopes: opt_ptr(args.alibi_slopes) as *const f32,
+        q_batch_stride: ll(2 * h * d),
+        q_head_stride: ll(d),
+        k_batch_stride: batch_stride,
+        k_row_stride: ll(hkv * 2 * d),
+        k_head_stride: ll(2 * d),
+        v_batch_stride: batch_stride,
+        v_row_stride: ll(hkv * 2 * d),
+        v_head_stride: ll(2 * d),
+        block_table_stride: ll(max_blocks),
+        o_batch_stride: ll(h * 2 * d),
+        o_head_stride: ll(2 * d),
+        batch: p.batch as i32,
+        heads: h as i32,
+        kv_groups: (h / hkv) as i32,
+        head_dim: d as i32,
+        block_size: block_size as i32,
+        num_splits: splits as i32,
+        keys_per_split: fits_i32("k_cache", "keys per split", keys_per_split)?,
+        scale: p.scale,
+        softcap: p.softcap,
+        norm_factor: p.norm_scale,
+        eps: p.eps,
+        window_left: clamp_window(p.window_left, p.max_seqlen()),
+        dtype: p.dtype.kernel_code(),
+    };
+    let tname = if p.dtype == DType::F16 { "f16" } else { "bf16" };
+    let (split_k, combine_k) = match (tname, d) {
+        ("f16", 64) => ("ak_diff_decode_split_f16_d64", "ak_diff_decode_combine_f16_d64"),
+        ("f16", _) => ("ak_diff_decode_split_f16_d128", "ak_diff_decode_combine_f16_d128"),
+        (_, 64) => ("ak_diff_decode_split_bf16_d64", "ak_diff_decode_combine_bf16_d64"),
+        _ => ("ak_diff_decode_split_bf16_d128", "ak_diff_decode_combine_bf16_d128"),
+    };
+    let smem = decode_smem_bytes(d) as u32;
+    gpu.launch(DECODE_MODULE, split_k, (splits as u32, h as u32, p.batch as u32), (DECODE_THREADS, 1, 1), smem, &params)?;
+    gpu.launch(DECODE_MODULE, combine_k, (h as u32, p.batch as u32, 1), (DECODE_THREADS, 1, 1), 0, &params)
+}
+
+// ------------------------------------------------------------------------------- baseline
+
+/// The unfused baselines' epilogue: `o = a - lambda_h b`, then the optional RMSNorm with
+/// `norm_weight` and `norm_scale` (= 1 - lambda_init), over `[.., H, Dv]` tensors of one dtype.
+/// With `a_hi` / `b_hi`, `a` and `b` hold columns `[0, Dv/2)` and the `_hi` tensors
+/// `[Dv/2, Dv)` (the four-call baseline). Benchmarks only; the fused kernels never use it.
+#[allow(clippy::too_many_arguments)]
+pub fn diff_epilogue_cuda(
+    gpu: &Gpu,
+    a: &DeviceTensor,
+    a_hi: Option<&DeviceTensor>,
+    b: &DeviceTensor,
+    b_hi: Option<&DeviceTensor>,
+    lambda: &DeviceTensor,
+    norm_weight: Option<&DeviceTensor>,
+    norm_scale: f32,
+    eps: f32,
+    o: &mut DeviceTensor,
+) -> Result<()> {
+    let os = o.shape().to_vec();
+    if os.len() < 2 {
+        return Err(Error::shape("o", "[.., H, Dv]", &os));
+    }
+    gpu_dtype("o", o.dtype())?;
+    let (heads, dv) = (os[os.len() - 2], os[os.len() - 1]);
+    let rows = os[..os.len() - 2].iter().product::<usize>();
+    let split = a_hi.is_some();
+    if split != b_hi.is_some() {
+        return Err(Error::invalid("b_hi", "a_hi and b_hi come together"));
+    }
+    if dv % 2 != 0 || (split && dv % 4 != 0) {
+        return Err(Error::shape("o", "an even Dv (a multiple of 4 when split)", &os));
+    }
+    let mut part = os.clone();
+    if split {
+        *part.last_mut().unwrap() = dv / 2;
+    }
+    for (name, t) in [("a", Some(a)), ("a_hi", a_hi), ("b", Some(b)), ("b_hi", b_hi)] {
+        if let Some(t) = t {
+            expect_same_dtype(name, t, "o", o.dtype())?;
+            if t.shape() != part.as_slice() {
+                return Err(Error::shape(name, format!("{part:?}"), t.shape()));
+            }
+        }
+    }
+    expect_dtype("lambda", lambda, &[DType::F32])?;
+    if lambda.shape() != [heads] {
+        return Err(Error::shape("lambda", format!("[{heads}]"), lambda.shape()));
+    }
+    if let Some(w) = norm_weight {
+        expect_dtype("norm_weight", w, &[DType::F32])?;
+        if w.shape() != [dv] {
+            return Err(Error::shape("norm_weight", format!("[{dv}]"), w.shape()));
+        }
+    }
+    let pw = *part.last().unwrap();
+    let params = AkDiffEpilogueParams {
+        a: a.kernel_ptr(),
+        a_hi: opt_ptr(a_hi),
+        b: b.kernel_ptr(),
+        b_hi: opt_ptr(b_hi),
+        o: o.kernel_ptr_mut(),
+        lambda: lambda.kernel_ptr() as *const f32,
+        norm_weight: opt_ptr(norm_weight) as *const f32,
+        a_row_stride: (heads * pw) as i64,
+        a_head_stride: pw as i64,
+        b_row_stride: (heads * pw) as i64,
+        b_head_stride: pw as i64,
+        o_row_stride: (heads * dv) as i64,
+        o_head_stride: dv as i64,
+        rows: fits_i32("o", "rows", rows)?,
+        heads: heads as i32,
+        dv: dv as i32,
+        norm_factor: norm_scale,
+        eps,
+        dtype: o.dtype().kernel_code(),
+    };
+    let items = rows * heads;
+    let kernel = if o.dtype() == DType::F16 { "ak_diff_epilogue_f16" } else { "ak_diff_epilogue_bf16" };
+    gpu.launch(PREFILL_MODULE, kernel, (items.div_ceil(4) as u32, 1, 1), (128, 1, 1), 0, &params)
+}

@@ -35,7 +35,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod oracle;
 
-pub use cpu::diff_attention_cpu;
+pub use cpu::{diff_attention_cpu, DiffAttentionOutput};
 
 use crate::attention::{plan_common, read_dims, AttentionArgs, AttentionPlan, Common};
 use crate::error::{Error, Result};
@@ -392,9 +392,7 @@ pub(crate) fn run_case(config: &serde_json::Value, inputs: &Tensors, device: &De
     let args = case_args(inputs)?;
     let out = match device {
         Device::Cpu => diff_attention_cpu(&cfg, &args)?,
-        Device::Cuda(_) => {
-            return Err(Error::unsupported("device", "diff_attention has no CUDA path in this build yet"));
-        }
+        Device::Cuda(gpu) => cuda::diff_attention_cuda_host(gpu, &cfg, &args)?,
     };
     Ok(Tensors::from([("o".to_string(), out.o), ("lse1".to_string(), out.lse1), ("lse2".to_string(), out.lse2)]))
 }

@@ -10,6 +10,10 @@
 //! 16x16 sub-blocks evaluated per element in f32. Both forms (inclusive, and RWKV bonus `u`)
 //! and every decay shape run through the same kernel (scalar decays are broadcast over keys).
 //!
+//! One thread block per (head, sequence) with `V / 16` warps walks the sequence chunk by chunk,
+//! the state `[K, V]` in f32 registers. Diagonal sub-blocks whose decay range inside 16 tokens
+//! is small (at most 4 for f16, 30 for bf16, max over keys) also run on tensor cores.
+//!
 //! Supported here: q/k/v in f16 or bf16, `K` and `V` in {64, 128}, at most 65535 sequences and
 //! heads. Anything else is a typed error before any launch; the recurrent kernels cover it.
 //!
@@ -29,21 +33,18 @@ use crate::tensor::{expect_dtype, expect_same_dtype, expect_shape, DType, Tensor
 
 /// Tokens per chunk.
 pub const CHUNK: usize = 64;
-/// Value columns per thread block.
-const BLOCK_V: usize = 64;
-/// Threads per block (4 warps).
-const THREADS: u32 = 128;
 const MODULE: &str = "linear_chunked";
 
-/// Dynamic shared memory of the kernel for key dimension `k` (mirrors `Layout` in the kernel).
-pub fn shared_bytes(k: usize) -> usize {
+/// Dynamic shared memory of the kernel for key dim `k` and value dim `v` (one block holds all
+/// `v` value columns; mirrors `Layout` in the kernel).
+pub fn shared_bytes(k: usize, v: usize) -> usize {
     let pad = 8;
     let c = CHUNK;
     let qk = c * (k + pad) * 2;
-    let v = c * (BLOCK_V + pad) * 2;
+    let vv = c * (v + pad) * 2;
     let a = c * (c + pad) * 2;
     let g = c * (k + 1) * 4;
-    2 * qk + v + a + g + 5 * k * 4 + 25 * k * 4 + k * 4
+    2 * qk + vv + a + g + 5 * k * 4 + 25 * k * 4 + k * 4 + 16 * 4
 }
 
 /// Whether the chunked kernel supports this (already validated) plan; `Err` names the argument.
@@ -74,12 +75,26 @@ pub fn check_supported(plan: &LinearPlan) -> Result<()> {
     Ok(())
 }
 
-fn kernel_name(dtype: DType, k: usize) -> &'static str {
-    match (dtype, k) {
-        (DType::F16, 64) => "ak_linear_chunked_f16_k64",
-        (DType::F16, _) => "ak_linear_chunked_f16_k128",
-        (DType::BF16, 64) => "ak_linear_chunked_bf16_k64",
-        _ => "ak_linear_chunked_bf16_k128",
+/// Shortest longest-sequence for which `LinearMode::Auto` should prefer the chunked kernel (a
+/// guess until measured: below a few chunks the recurrent kernel's single pass wins).
+pub const AUTO_MIN_LEN: usize = 256;
+
+/// Whether the automatic kernel choice should take the chunked kernel for this plan: supported
+/// shape and dtype, and a longest sequence of at least [`AUTO_MIN_LEN`] tokens.
+pub fn auto_picks_chunked(plan: &LinearPlan) -> bool {
+    check_supported(plan).is_ok() && plan.seqs.iter().map(|s| s.1).max().unwrap_or(0) >= AUTO_MIN_LEN
+}
+
+fn kernel_name(dtype: DType, k: usize, v: usize) -> &'static str {
+    match (dtype == DType::F16, k == 64, v == 64) {
+        (true, true, true) => "ak_linear_chunked_f16_k64_v64",
+        (true, true, false) => "ak_linear_chunked_f16_k64_v128",
+        (true, false, true) => "ak_linear_chunked_f16_k128_v64",
+        (true, false, false) => "ak_linear_chunked_f16_k128_v128",
+        (false, true, true) => "ak_linear_chunked_bf16_k64_v64",
+        (false, true, false) => "ak_linear_chunked_bf16_k64_v128",
+        (false, false, true) => "ak_linear_chunked_bf16_k128_v64",
+        (false, false, false) => "ak_linear_chunked_bf16_k128_v128",
     }
 }
 
@@ -137,12 +152,15 @@ fn launch(
     o: &mut DeviceTensor,
     final_state: &mut DeviceTensor,
 ) -> Result<()> {
-    let smem = shared_bytes(plan.key_dim);
+    let smem = shared_bytes(plan.key_dim, plan.value_dim);
     let optin = gpu.info().max_shared_per_block_optin;
     if smem as i64 > optin as i64 {
         return Err(Error::unsupported(
             "q",
-            format!("chunked kernel needs {smem} bytes of shared memory for K = {}, this GPU allows {optin}", plan.key_dim),
+            format!(
+                "chunked kernel needs {smem} bytes of shared memory for K = {}, V = {}, this GPU allows {optin}",
+                plan.key_dim, plan.value_dim
+            ),
         ));
     }
     let cu_dev = match args.cu_seqlens {
@@ -173,8 +191,10 @@ fn launch(
         u_dtype: args.u.map_or(DType::F32, |u| u.dtype()).kernel_code(),
         scale: plan.scale,
     };
-    let grid = ((plan.value_dim / BLOCK_V) as u32, plan.heads as u32, plan.n_seqs as u32);
-    gpu.launch(MODULE, kernel_name(plan.dtype, plan.key_dim), grid, (THREADS, 1, 1), smem as u32, &params)?;
+    // One block per (head, sequence) with V / 16 warps (warp w owns value columns 16w..16w+15).
+    let grid = (1, plan.heads as u32, plan.n_seqs as u32);
+    let threads = 2 * plan.value_dim as u32;
+    gpu.launch(MODULE, kernel_name(plan.dtype, plan.key_dim, plan.value_dim), grid, (threads, 1, 1), smem as u32, &params)?;
     // The device copy of cu_seqlens is freed stream-ordered (after the kernel) when dropped.
     drop(cu_dev);
     Ok(())
@@ -185,9 +205,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shared_memory_fits_two_blocks_per_h100_sm_at_k128() {
-        assert_eq!(shared_bytes(128), 102_144);
-        assert!(shared_bytes(64) < shared_bytes(128));
+    fn shared_memory_fits_an_h100_and_an_a100() {
+        // A100 and H100 opt-in limits: 163 KiB and 227 KiB per block.
+        assert_eq!(shared_bytes(128, 128), 110_400);
+        assert_eq!(shared_bytes(128, 64), 102_208);
+        assert!(shared_bytes(64, 64) < shared_bytes(128, 64));
+        assert!(shared_bytes(128, 128) <= 163 * 1024);
     }
 
     fn plan(dtype: DType, k: usize, v: usize) -> LinearPlan {

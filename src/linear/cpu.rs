@@ -89,11 +89,12 @@ fn run_head(plan: &LinearPlan, x: &Inputs, n: usize, hh: usize) -> (Vec<f32>, Ve
     };
     let mut o = vec![0.0f32; len * vd];
     let mut decay = vec![1.0f32; kd];
+    let mut decay_m1 = vec![0.0f32; kd];
     let mut qs = vec![0.0f32; kd];
     let mut w = vec![0.0f32; vd];
     let static_decay = matches!(plan.decay, DecayShape::PerHeadKey | DecayShape::PerHead);
     if static_decay {
-        fill_decay(plan, x, row0, hh, &mut decay);
+        fill_decay(plan, x, row0, hh, &mut decay, &mut decay_m1);
     }
     let bonus = x.u.as_ref().map(|u| &u[hh * kd..(hh + 1) * kd]);
 
@@ -103,7 +104,7 @@ fn run_head(plan: &LinearPlan, x: &Inputs, n: usize, hh: usize) -> (Vec<f32>, Ve
         let (q, k) = (&x.q[qk..qk + kd], &x.k[qk..qk + kd]);
         let v = &x.v[(r * h + hh) * vd..][..vd];
         if !static_decay {
-            fill_decay(plan, x, r, hh, &mut decay);
+            fill_decay(plan, x, r, hh, &mut decay, &mut decay_m1);
         }
         for i in 0..kd {
             qs[i] = plan.scale * q[i];
@@ -123,9 +124,17 @@ fn run_head(plan: &LinearPlan, x: &Inputs, n: usize, hh: usize) -> (Vec<f32>, Ve
             for i in 0..kd {
                 let row = &mut s[i * vd..(i + 1) * vd];
                 let (di, bi, ki, qi) = (decay[i], b[i], k[i], qs[i]);
-                for j in 0..vd {
-                    row[j] = di * row[j] + bi * w[j] + ki * v[j];
-                    out[j] += qi * row[j];
+                if di < NEAR_ONE {
+                    for j in 0..vd {
+                        row[j] = di * row[j] + bi * w[j] + ki * v[j];
+                        out[j] += qi * row[j];
+                    }
+                } else {
+                    let dm1 = decay_m1[i];
+                    for j in 0..vd {
+                        row[j] += dm1 * row[j] + bi * w[j] + ki * v[j];
+                        out[j] += qi * row[j];
+                    }
                 }
             }
         } else if let Some(u) = bonus {
@@ -137,9 +146,17 @@ fn run_head(plan: &LinearPlan, x: &Inputs, n: usize, hh: usize) -> (Vec<f32>, Ve
             for i in 0..kd {
                 let row = &mut s[i * vd..(i + 1) * vd];
                 let (di, ki, qi) = (decay[i], k[i], qs[i]);
-                for j in 0..vd {
-                    out[j] += qi * row[j];
-                    row[j] = di * row[j] + ki * v[j];
+                if di < NEAR_ONE {
+                    for j in 0..vd {
+                        out[j] += qi * row[j];
+                        row[j] = di * row[j] + ki * v[j];
+                    }
+                } else {
+                    let dm1 = decay_m1[i];
+                    for j in 0..vd {
+                        out[j] += qi * row[j];
+                        row[j] += dm1 * row[j] + ki * v[j];
+                    }
                 }
             }
             for j in 0..vd {
@@ -150,9 +167,17 @@ fn run_head(plan: &LinearPlan, x: &Inputs, n: usize, hh: usize) -> (Vec<f32>, Ve
             for i in 0..kd {
                 let row = &mut s[i * vd..(i + 1) * vd];
                 let (di, ki, qi) = (decay[i], k[i], qs[i]);
-                for j in 0..vd {
-                    row[j] = di * row[j] + ki * v[j];
-                    out[j] += qi * row[j];
+                if di < NEAR_ONE {
+                    for j in 0..vd {
+                        row[j] = di * row[j] + ki * v[j];
+                        out[j] += qi * row[j];
+                    }
+                } else {
+                    let dm1 = decay_m1[i];
+                    for j in 0..vd {
+                        row[j] += dm1 * row[j] + ki * v[j];
+                        out[j] += qi * row[j];
+                    }
                 }
             }
         }
@@ -160,11 +185,20 @@ fn run_head(plan: &LinearPlan, x: &Inputs, n: usize, hh: usize) -> (Vec<f32>, Ve
     (o, s)
 }
 
-/// `decay[i] = exp(g)` for token row `r`, head `hh` (1 without `g`).
-fn fill_decay(plan: &LinearPlan, x: &Inputs, r: usize, hh: usize, decay: &mut [f32]) {
+/// Decays at or above this are applied as `S + (exp(g) - 1) S`: an f32 `exp(g)` close to 1
+/// carries an absolute error of ~3e-8, i.e. a *systematic* relative error of 3e-8/|g| in the
+/// decay rate (3e-4 at g = -1e-4), which a long sequence turns into a visible output error.
+/// `expm1(g)` keeps full relative precision. Below it, `exp(g) S` is exact enough and keeps
+/// `g = -inf` an exact reset.
+const NEAR_ONE: f32 = 0.5;
+
+/// `decay[i] = exp(g)`, `decay_m1[i] = expm1(g)` for token row `r`, head `hh` (1 and 0 without `g`).
+fn fill_decay(plan: &LinearPlan, x: &Inputs, r: usize, hh: usize, decay: &mut [f32], decay_m1: &mut [f32]) {
     if let (Some(g), Some((off, stride))) = (&x.g, plan.decay.offset(r, hh, plan.heads, plan.key_dim)) {
-        for (i, d) in decay.iter_mut().enumerate() {
-            *d = g[off + i * stride].exp();
+        for i in 0..decay.len() {
+            let gi = g[off + i * stride];
+            decay[i] = gi.exp();
+            decay_m1[i] = gi.exp_m1();
         }
     }
 }
@@ -195,22 +229,50 @@ pub fn rwkv4_cpu(cfg: &Rwkv4Config, args: &Rwkv4Args<'_, Tensor>) -> Result<Recu
                 }
                 None => (vec![0.0f32; nc], vec![0.0f32; nc], vec![-1e38f32; nc]),
             };
+            // The log scale is kept as an unevaluated sum pp + lo (lo < half an ulp of pp):
+            // an f32 `pp + w` rounds a small |w| to whole ulps of pp, the same way every step,
+            // which would shift the decay systematically (1e-4 relative error after 64k steps at
+            // w = -2e-4). With the exact residual carried in `lo`, the step where the old state
+            // keeps the maximum multiplies it by exactly 1 and moves only the scale.
+            let mut lo = vec![0.0f32; nc];
             let mut y = vec![0.0f32; tn * nc];
             for t in 0..tn {
                 let base = (b * tn + t) * c + c0;
                 for i in 0..nc {
                     let (kt, vt) = (k[base + i], v[base + i]);
-                    let ww = u[c0 + i] + kt;
-                    let p = pp[i].max(ww);
-                    let (e1, e2) = ((pp[i] - p).exp(), (ww - p).exp());
+                    // Output: p = max(pp, u + k); d = (u + k) - pp.
+                    let d = ((u[c0 + i] + kt) - pp[i]) - lo[i];
+                    let (e1, e2) = if d > 0.0 { ((-d).exp(), 1.0) } else { (1.0, d.exp()) };
                     y[t * nc + i] = (e1 * aa[i] + e2 * vt) / (e1 * bb[i] + e2);
-                    let ww = w[c0 + i] + pp[i];
-                    let p = ww.max(kt);
-                    let (e1, e2) = ((ww - p).exp(), (kt - p).exp());
-                    aa[i] = e1 * aa[i] + e2 * vt;
-                    bb[i] = e1 * bb[i] + e2;
-                    pp[i] = p;
+                    // State: ww = w + pp (two-sum: s + err exactly), p = max(ww, k).
+                    let wi = w[c0 + i];
+                    let s = pp[i] + wi;
+                    let bp = s - pp[i];
+                    let err = (pp[i] - (s - bp)) + (wi - bp);
+                    let l = lo[i] + err;
+                    let d = (kt - s) - l;
+                    if d > 0.0 {
+                        // k is the new maximum: rescale the old state, e2 = 1.
+                        let e1 = (-d).exp();
+                        aa[i] = e1 * aa[i] + vt;
+                        bb[i] = e1 * bb[i] + 1.0;
+                        pp[i] = kt;
+                        lo[i] = 0.0;
+                    } else {
+                        let e2 = d.exp();
+                        aa[i] += e2 * vt;
+                        bb[i] += e2;
+                        let hi = s + l;
+                        lo[i] = l - (hi - s);
+                        pp[i] = hi;
+                    }
                 }
+            }
+            // Fold the residual into aa, bb so the returned (aa, bb, pp) is a plain f32 state.
+            for i in 0..nc {
+                let f = lo[i].exp();
+                aa[i] *= f;
+                bb[i] *= f;
             }
             (y, [aa, bb, pp])
         })

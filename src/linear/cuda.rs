@@ -10,6 +10,9 @@
 //!   threads moving the state in 16-byte vectors; a global round trip per token, so it is the
 //!   fast path for `T = 1` (a serving step over many sequences). Needs `V % 4 == 0`.
 //!
+//! [`LinearMode::Auto`] also hands long f16/bf16 `linear_attention` calls to the chunked
+//! tensor-core kernel ([`super::chunked`]) when that kernel supports the shape.
+//!
 //! Device limits: `K <= 256` and `V <= 256` (any value; K is zero-padded to 64, 128 or 256).
 //!
 //! State slots: an engine keeps a [`StatePool`] `[num_slots, H, K, V]` and passes one slot index
@@ -29,14 +32,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LinearMode {
     /// Decode kernel when every sequence has at most [`DECODE_MAX_LEN`] tokens (and `V % 4 == 0`);
-    /// otherwise the recurrent prefill kernel. (The chunked kernel is not yet wired into Auto.)
+    /// else, for `linear_attention`, the chunked kernel where
+    /// [`super::chunked::auto_picks_chunked`] says so (f16/bf16, `K`, `V` in {64, 128}, longest
+    /// sequence at least [`super::chunked::AUTO_MIN_LEN`] = 256 tokens); else the recurrent
+    /// prefill kernel. The slot calls never pick the chunked kernel.
     #[default]
     Auto,
     /// The recurrent prefill kernel (state in registers, chunks of tokens staged).
     Recurrent,
     /// The decode kernel (split state, 16-byte state traffic); any `T`, meant for `T = 1`.
     Decode,
-    /// The chunked tensor-core kernel (`crate::linear::chunked`); not available in this build.
+    /// The chunked tensor-core kernel ([`super::chunked`]; `linear_attention` only, f16/bf16,
+    /// `K`, `V` in {64, 128}).
     Chunked,
 }
 
@@ -162,7 +169,7 @@ fn pick_kernel(plan: &LinearPlan, mode: LinearMode) -> Result<Kernel> {
             }
         }
         LinearMode::Chunked => {
-            return Err(Error::unsupported("mode", "the chunked kernel is not available in this build"));
+            return Err(Error::unsupported("mode", "the chunked kernel computes linear_attention only"));
         }
     })
 }
@@ -354,6 +361,17 @@ pub fn linear_attention_cuda(
     mode: LinearMode,
 ) -> Result<RecurrentOutput<DeviceTensor>> {
     let plan = plan_linear(cfg, args)?;
+    let chunked = match mode {
+        LinearMode::Chunked => true,
+        LinearMode::Auto => pick_kernel(&plan, mode)? != Kernel::Decode && super::chunked::auto_picks_chunked(&plan),
+        _ => false,
+    };
+    if chunked {
+        let mut o = alloc_out(gpu, plan.dtype, &plan.o_shape())?;
+        let mut final_state = alloc_out(gpu, DType::F32, &plan.state_shape())?;
+        super::chunked::linear_attention_chunked_cuda_into(gpu, cfg, args, &mut o, &mut final_state)?;
+        return Ok(RecurrentOutput { o, final_state });
+    }
     let kernel = pick_kernel(&plan, mode)?;
     let x = Inputs { q: args.q, k: args.k, v: args.v, a: None, b: None, g: args.g, u: args.u, cu_seqlens: args.cu_seqlens };
     run_plain(gpu, &plan, &x, args.initial_state, kernel)
@@ -453,10 +471,13 @@ pub fn rwkv4_cuda(gpu: &Gpu, cfg: &Rwkv4Config, args: &Rwkv4Args<'_, DeviceTenso
 
 // -------------------------------------------------------------------------------- case files
 
+// Until `super::run_case` routes `Device::Cuda` here (one arm each), these are unused.
+#[allow(dead_code)]
 fn upload_opt(gpu: &Gpu, t: Option<&Tensor>) -> Result<Option<DeviceTensor>> {
     t.map(|t| gpu.upload(t)).transpose()
 }
 
+#[allow(dead_code)]
 fn download_outputs(gpu: &Gpu, o_name: &str, out: RecurrentOutput<DeviceTensor>) -> Result<Tensors> {
     let mut m = Tensors::new();
     m.insert(o_name.to_string(), gpu.download(&out.o)?);
@@ -467,6 +488,7 @@ fn download_outputs(gpu: &Gpu, o_name: &str, out: RecurrentOutput<DeviceTensor>)
 /// The `--device cuda` arm of the family's `run_case`: uploads the case's tensors, runs the op
 /// here and downloads `o` (rwkv4: `y`) and `final_state`. Inputs are validated on the host
 /// first with the same plan functions, so bad cases fail before any upload.
+#[allow(dead_code)]
 pub(crate) fn run_case(op: &str, config: &serde_json::Value, inputs: &Tensors, gpu: &Gpu) -> Result<Tensors> {
     use crate::case::{allow_only, input, parse_config};
     let cu = match inputs.get("cu_seqlens") {

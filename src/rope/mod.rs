@@ -507,12 +507,21 @@ pub(crate) fn run_case(config: &Value, inputs: &Tensors, device: &Device) -> Res
     let y = match device {
         Device::Cpu => rope_cpu(&cfg, &RopeArgs { x, position_ids, cu_seqlens })?,
         Device::Cuda(gpu) => {
-            let xd = gpu.upload(x)?;
-            let yd = cuda::rope_cuda(gpu, &cfg, &RopeArgs { x: &xd, position_ids, cu_seqlens })?;
-            gpu.download(&yd)?
+            let resident = case::upload_inputs(gpu, inputs)?;
+            return case::download_all(gpu, &run_resident(config, inputs, &resident, gpu)?);
         }
     };
     Ok(Tensors::from([("y".to_string(), y)]))
+}
+
+pub(crate) fn run_resident(config: &Value, inputs: &Tensors, resident: &case::DeviceTensors, gpu: &crate::Gpu) -> Result<case::DeviceTensors> {
+    case::allow_only(inputs, "rope", &["x", "position_ids", "cu_seqlens"])?;
+    let cfg: RopeOpConfig = case::parse_config(config)?;
+    let x = case::resident_input(resident, "x")?;
+    let position_ids = index_input(inputs, "position_ids")?;
+    let cu_seqlens = index_input(inputs, "cu_seqlens")?;
+    let y = cuda::rope_cuda(gpu, &cfg, &RopeArgs { x, position_ids, cu_seqlens })?;
+    Ok(case::DeviceTensors::from([("y".to_string(), y)]))
 }
 
 /// A realistic rope case: Llama-3.1-8B-like q, 32 heads of 128, YaRN scaling, positions near 2^20.

@@ -38,3 +38,4 @@ kernel_params!(AkChunkedParams);
 kernel_params!(AkAttnParams);
 kernel_params!(AkDecodeParams, AkDecodeCombineParams, AkMergeStatesParams, AkAppendKvParams);
 kernel_params!(AkLinearParams, AkRwkv4Params);
+kernel_params!(AkDiffAttnParams, AkDiffEpilogueParams, AkDiffDecodeParams);

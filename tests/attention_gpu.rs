@@ -1,0 +1,459 @@
+//! GPU tests of the CUDA attention prefill kernel (kernels/attention/prefill.cu) against the
+//! float64 oracle of spec section 1 (and the CPU path). Each test skips with a printed reason
+//! when no GPU, driver or compiled kernels are present.
+//!
+//! Inputs are random (seed from the clock, printed in every failure message); outputs are
+//! poisoned (all bits set: NaN) before each launch, so an element the kernel fails to write fails
+//! the finiteness check. Shapes are chosen off the kernel's tiles (128 query rows, 32 or 64 keys).
+
+use attn_kernels::attention::cuda::{attention_cuda, attention_cuda_into};
+use attn_kernels::attention::oracle::attention_f64;
+use attn_kernels::attention::{alibi_slopes, attention_cpu, plan, AttentionArgs, AttentionConfig};
+use attn_kernels::rope::RopeConfig;
+use attn_kernels::tensor::rel_error;
+use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor, TensorInfo};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+fn gpu() -> Option<Gpu> {
+    match Gpu::first() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+fn seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+}
+
+fn normal_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+            let u2: f64 = rng.gen();
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+        })
+        .collect()
+}
+
+/// One test case: shapes, options and index data.
+#[derive(Clone, Debug)]
+struct Spec {
+    dtype: DType,
+    b: usize,
+    sq: usize,
+    sk: usize,
+    hq: usize,
+    hk: usize,
+    d: usize,
+    dv: usize,
+    cfg: AttentionConfig,
+    alibi: bool,
+    /// (cu_seqlens_q, cu_seqlens_k); then `b` is ignored and sq/sk are the totals.
+    varlen: Option<(Vec<i32>, Vec<i32>)>,
+    pos_q: Option<Vec<i32>>,
+    pos_k: Option<Vec<i32>>,
+}
+
+impl Spec {
+    fn new(dtype: DType, b: usize, sq: usize, sk: usize, hq: usize, hk: usize, d: usize, dv: usize) -> Spec {
+        Spec {
+            dtype,
+            b,
+            sq,
+            sk,
+            hq,
+            hk,
+            d,
+            dv,
+            cfg: AttentionConfig::default(),
+            alibi: false,
+            varlen: None,
+            pos_q: None,
+            pos_k: None,
+        }
+    }
+    fn causal(mut self, c: bool) -> Spec {
+        self.cfg.causal = c;
+        self
+    }
+    fn window(mut self, l: i64, r: i64) -> Spec {
+        self.cfg.window_left = l;
+        self.cfg.window_right = r;
+        self
+    }
+    fn alibi(mut self) -> Spec {
+        self.alibi = true;
+        self
+    }
+    fn softcap(mut self, s: f64) -> Spec {
+        self.cfg.softcap = s;
+        self
+    }
+    fn rope(mut self, r: serde_json::Value) -> Spec {
+        self.cfg.rope = Some(serde_json::from_value::<RopeConfig>(r).expect("rope config"));
+        self
+    }
+    fn varlen(mut self, cu_q: &[i32], cu_k: &[i32]) -> Spec {
+        self.sq = *cu_q.last().unwrap() as usize;
+        self.sk = *cu_k.last().unwrap() as usize;
+        self.varlen = Some((cu_q.to_vec(), cu_k.to_vec()));
+        self
+    }
+    fn shapes(&self) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+        match self.varlen {
+            Some(_) => (vec![self.sq, self.hq, self.d], vec![self.sk, self.hk, self.d], vec![self.sk, self.hk, self.dv]),
+            None => (
+                vec![self.b, self.sq, self.hq, self.d],
+                vec![self.b, self.sk, self.hk, self.d],
+                vec![self.b, self.sk, self.hk, self.dv],
+            ),
+        }
+    }
+}
+
+/// Host inputs of a spec.
+struct Inputs {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    slopes: Option<Tensor>,
+}
+
+fn make_inputs(s: &Spec, rng: &mut StdRng) -> Inputs {
+    let (qs, ks, vs) = s.shapes();
+    let mk = |rng: &mut StdRng, shape: &[usize]| {
+        let n = shape.iter().product();
+        Tensor::from_f32(s.dtype, shape, &normal_vec(rng, n)).unwrap()
+    };
+    let q = mk(rng, &qs);
+    let k = mk(rng, &ks);
+    let v = mk(rng, &vs);
+    let slopes = s.alibi.then(|| Tensor::from_f32(DType::F32, &[s.hq], &alibi_slopes(s.hq)).unwrap());
+    Inputs { q, k, v, slopes }
+}
+
+fn host_args<'a>(s: &'a Spec, x: &'a Inputs) -> AttentionArgs<'a, Tensor> {
+    AttentionArgs {
+        q: &x.q,
+        k: &x.k,
+        v: &x.v,
+        alibi_slopes: x.slopes.as_ref(),
+        cu_seqlens_q: s.varlen.as_ref().map(|v| v.0.as_slice()),
+        cu_seqlens_k: s.varlen.as_ref().map(|v| v.1.as_slice()),
+        position_ids_q: s.pos_q.as_deref(),
+        position_ids_k: s.pos_k.as_deref(),
+    }
+}
+
+struct DeviceInputs {
+    q: DeviceTensor,
+    k: DeviceTensor,
+    v: DeviceTensor,
+    slopes: Option<DeviceTensor>,
+}
+
+fn upload(gpu: &Gpu, x: &Inputs) -> DeviceInputs {
+    DeviceInputs {
+        q: gpu.upload(&x.q).unwrap(),
+        k: gpu.upload(&x.k).unwrap(),
+        v: gpu.upload(&x.v).unwrap(),
+        slopes: x.slopes.as_ref().map(|t| gpu.upload(t).unwrap()),
+    }
+}
+
+fn device_args<'a>(s: &'a Spec, x: &'a DeviceInputs) -> AttentionArgs<'a, DeviceTensor> {
+    AttentionArgs {
+        q: &x.q,
+        k: &x.k,
+        v: &x.v,
+        alibi_slopes: x.slopes.as_ref(),
+        cu_seqlens_q: s.varlen.as_ref().map(|v| v.0.as_slice()),
+        cu_seqlens_k: s.varlen.as_ref().map(|v| v.1.as_slice()),
+        position_ids_q: s.pos_q.as_deref(),
+        position_ids_k: s.pos_k.as_deref(),
+    }
+}
+
+/// Run the kernel into poisoned outputs and return (o, lse) on the host.
+fn run_gpu(gpu: &Gpu, s: &Spec, x: &DeviceInputs) -> (Tensor, Tensor) {
+    let args = device_args(s, x);
+    let p = plan(&s.cfg, &args).unwrap();
+    let mut o = gpu.alloc_poisoned(s.dtype, &p.o_shape()).unwrap();
+    let mut lse = gpu.alloc_poisoned(DType::F32, &p.lse_shape()).unwrap();
+    attention_cuda_into(gpu, &s.cfg, &args, &mut o, Some(&mut lse)).unwrap();
+    (gpu.download(&o).unwrap(), gpu.download(&lse).unwrap())
+}
+
+/// Compare one spec on the GPU with the f64 oracle (spec tolerance) and the CPU path.
+fn check(gpu: &Gpu, s: &Spec, with_cpu: bool) {
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x = make_inputs(s, &mut rng);
+    let hargs = host_args(s, &x);
+    let (ref_o, ref_lse) = attention_f64(&s.cfg, &hargs).unwrap();
+    let dx = upload(gpu, &x);
+    let (o, lse) = run_gpu(gpu, s, &dx);
+    let (o, lse) = (o.to_f64_vec(), lse.to_f64_vec());
+    let tol = s.dtype.rel_tolerance();
+    let ctx = format!("seed={seed} spec={s:?}");
+    let eo = rel_error(&o, &ref_o);
+    let el = rel_error(&lse, &ref_lse);
+    assert!(eo <= tol, "o: rel error {eo:.3e} > {tol:.1e}; {ctx}");
+    assert!(el <= tol, "lse: rel error {el:.3e} > {tol:.1e}; {ctx}");
+    // Fully masked rows: lse = -inf exactly and o = 0 exactly.
+    let p = plan(&s.cfg, &hargs).unwrap();
+    let dv = s.dv;
+    for (n, seq) in p.seqs.iter().enumerate() {
+        for i in 0..seq.q_len {
+            for h in 0..s.hq {
+                let li = p.lse_index(n, h, i);
+                if ref_lse[li] == f64::NEG_INFINITY {
+                    assert_eq!(lse[li], f64::NEG_INFINITY, "masked row lse (n {n} h {h} i {i}); {ctx}");
+                    let row = (seq.q_start + i) * s.hq + h;
+                    assert!(o[row * dv..(row + 1) * dv].iter().all(|&x| x == 0.0), "masked row o != 0 (n {n} h {h} i {i}); {ctx}");
+                }
+            }
+        }
+    }
+    if with_cpu {
+        let cpu = attention_cpu(&s.cfg, &hargs).unwrap();
+        let ec = rel_error(&o, &cpu.o.to_f64_vec());
+        assert!(ec <= 2.0 * tol, "o vs CPU path: rel error {ec:.3e}; {ctx}");
+    }
+}
+
+const DTYPES: [DType; 2] = [DType::F16, DType::BF16];
+const HEAD_DIMS: [(usize, usize); 5] = [(64, 64), (128, 128), (256, 256), (64, 128), (128, 256)];
+
+#[test]
+fn shapes_and_head_dims() {
+    let Some(gpu) = gpu() else { return };
+    for dtype in DTYPES {
+        for (d, dv) in HEAD_DIMS {
+            for causal in [false, true] {
+                // Lengths off the tiles, Sq != Sk both ways, Sk = 1, Sq = 1, GQA 6/2 and MQA 3/1.
+                for (b, sq, sk, hq, hk) in
+                    [(2, 37, 101, 6, 2), (1, 200, 77, 3, 1), (2, 129, 129, 4, 4), (1, 5, 1, 2, 1), (3, 1, 300, 2, 2)]
+                {
+                    check(&gpu, &Spec::new(dtype, b, sq, sk, hq, hk, d, dv).causal(causal), sq * sk < 20000);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn alibi_non_power_of_two_heads() {
+    let Some(gpu) = gpu() else { return };
+    for dtype in DTYPES {
+        for (d, dv) in [(64, 64), (128, 128), (64, 128)] {
+            for causal in [false, true] {
+                check(&gpu, &Spec::new(dtype, 2, 150, 211, 12, 4, d, dv).causal(causal).alibi(), true);
+                check(&gpu, &Spec::new(dtype, 1, 97, 45, 12, 12, d, dv).causal(causal).alibi(), true);
+            }
+        }
+        // With a window and a softcap on top.
+        check(&gpu, &Spec::new(dtype, 1, 160, 160, 12, 3, 128, 128).alibi().window(40, 7).softcap(20.0), true);
+    }
+}
+
+#[test]
+fn windows_edges_and_fully_masked_rows() {
+    let Some(gpu) = gpu() else { return };
+    for dtype in DTYPES {
+        for (l, r) in [(0, 0), (1, -1), (-1, 1), (31, 32), (32, 31), (63, 64), (64, 63), (65, 0), (0, 65), (500, 3)] {
+            for causal in [false, true] {
+                check(&gpu, &Spec::new(dtype, 2, 190, 190, 4, 2, 128, 128).causal(causal).window(l, r), false);
+                check(&gpu, &Spec::new(dtype, 1, 70, 260, 2, 1, 64, 64).causal(causal).window(l, r), false);
+            }
+        }
+        // Sq > Sk causal: the first Sq - Sk rows see no key (o = 0, lse = -inf).
+        check(&gpu, &Spec::new(dtype, 2, 300, 90, 4, 2, 128, 128).causal(true), true);
+        check(&gpu, &Spec::new(dtype, 1, 260, 3, 2, 2, 64, 128).causal(true), true);
+        // Window pairs that exclude whole rows near the top (P(i) < 0, right window 0).
+        check(&gpu, &Spec::new(dtype, 1, 200, 50, 2, 1, 256, 256).window(10, 0), true);
+        // Sk = 0: every row fully masked.
+        check(&gpu, &Spec::new(dtype, 2, 33, 0, 2, 1, 128, 128), true);
+    }
+}
+
+#[test]
+fn softcap() {
+    let Some(gpu) = gpu() else { return };
+    for dtype in DTYPES {
+        for (d, dv) in HEAD_DIMS {
+            check(&gpu, &Spec::new(dtype, 1, 140, 180, 4, 2, d, dv).softcap(5.0).causal(true), true);
+            check(&gpu, &Spec::new(dtype, 1, 140, 180, 4, 2, d, dv).softcap(50.0), true);
+        }
+    }
+}
+
+#[test]
+fn varlen_with_empty_sequences() {
+    let Some(gpu) = gpu() else { return };
+    let cu_q = [0, 5, 5, 70, 200, 201, 330];
+    let cu_k = [0, 0, 33, 100, 260, 261, 261];
+    for dtype in DTYPES {
+        for (d, dv) in HEAD_DIMS {
+            for causal in [false, true] {
+                check(&gpu, &Spec::new(dtype, 0, 0, 0, 6, 2, d, dv).varlen(&cu_q, &cu_k).causal(causal), true);
+            }
+        }
+        let s = Spec::new(dtype, 0, 0, 0, 12, 4, 128, 128).varlen(&cu_q, &cu_k).alibi().window(16, 16);
+        check(&gpu, &s, true);
+        let s = Spec::new(dtype, 0, 0, 0, 4, 2, 128, 128)
+            .varlen(&cu_q, &cu_k)
+            .causal(true)
+            .rope(json!({"rotary_dim": 128, "theta": 10000.0}));
+        check(&gpu, &s, true);
+    }
+}
+
+#[test]
+fn long_keys_32k() {
+    let Some(gpu) = gpu() else { return };
+    for dtype in DTYPES {
+        check(&gpu, &Spec::new(dtype, 1, 130, 32768, 2, 1, 128, 128), false);
+        check(&gpu, &Spec::new(dtype, 1, 130, 32768, 2, 1, 128, 128).causal(true).alibi(), false);
+        check(&gpu, &Spec::new(dtype, 1, 70, 32768, 2, 2, 64, 64).window(4096, 0), false);
+    }
+}
+
+fn rope_configs(d: usize) -> Vec<serde_json::Value> {
+    let half = d / 2;
+    let short: Vec<f64> = (0..half).map(|i| 1.0 + 0.01 * i as f64).collect();
+    let long: Vec<f64> = (0..half).map(|i| 1.0 + 0.5 * i as f64).collect();
+    vec![
+        json!({"rotary_dim": d, "theta": 10000.0}),
+        json!({"rotary_dim": d, "theta": 10000.0, "scaling": {"rope_type": "default"}}),
+        json!({"rotary_dim": d, "theta": 10000.0, "scaling": {"rope_type": "linear", "factor": 4.0}}),
+        json!({"rotary_dim": d, "theta": 10000.0, "max_position_embeddings": 64,
+               "scaling": {"type": "dynamic", "factor": 2.0}}),
+        json!({"rotary_dim": d, "theta": 10000.0, "max_position_embeddings": 131072,
+               "scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}),
+        json!({"rotary_dim": d, "theta": 10000.0, "max_position_embeddings": 163840,
+               "scaling": {"rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+                           "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}}),
+        json!({"rotary_dim": d, "theta": 500000.0, "max_position_embeddings": 131072,
+               "scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                           "original_max_position_embeddings": 8192}}),
+        json!({"rotary_dim": d, "theta": 10000.0, "max_position_embeddings": 131072,
+               "scaling": {"rope_type": "longrope", "short_factor": short, "long_factor": long,
+                           "original_max_position_embeddings": 4096}}),
+    ]
+}
+
+#[test]
+fn rope_every_type() {
+    let Some(gpu) = gpu() else { return };
+    for dtype in DTYPES {
+        for (d, dv) in [(128, 128), (64, 64), (64, 128)] {
+            for r in rope_configs(d) {
+                // Default positions, Sq < Sk (query positions P(i) = i + Sk - Sq).
+                check(&gpu, &Spec::new(dtype, 2, 70, 150, 4, 2, d, dv).causal(true).rope(r.clone()), false);
+                // Explicit position ids near 2^20 (exact-angle table), non-causal, GQA.
+                let (b, sq, sk) = (2usize, 90usize, 130usize);
+                let mut s = Spec::new(dtype, b, sq, sk, 4, 1, d, dv).rope(r.clone());
+                let base = (1 << 20) - 1000;
+                s.pos_q = Some((0..b * sq).map(|t| base + 500 + (t % sq) as i32).collect());
+                s.pos_k = Some((0..b * sk).map(|t| base + (t % sk) as i32 * 3).collect());
+                check(&gpu, &s, false);
+            }
+        }
+        // GPT-J pairs, partial rotary dim, attention factor, ALiBi together.
+        let r = json!({"rotary_dim": 32, "theta": 10000.0, "interleaved": true, "max_position_embeddings": 131072,
+                       "scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}});
+        check(&gpu, &Spec::new(dtype, 1, 100, 140, 6, 2, 64, 64).rope(r).alibi(), true);
+        // Sq > Sk without ids: negative query positions (cos(-x), -sin(-x)).
+        let r = json!({"rotary_dim": 128, "theta": 10000.0});
+        check(&gpu, &Spec::new(dtype, 1, 200, 60, 2, 2, 128, 128).rope(r), true);
+        // Partial NeoX rotary dim not a multiple of 16, D = 256.
+        let r = json!({"rotary_dim": 100, "theta": 10000.0});
+        check(&gpu, &Spec::new(dtype, 1, 50, 80, 2, 1, 256, 256).rope(r).causal(true), true);
+    }
+}
+
+#[test]
+fn deterministic() {
+    let Some(gpu) = gpu() else { return };
+    for (d, dv) in HEAD_DIMS {
+        let s = Spec::new(DType::BF16, 2, 300, 517, 8, 2, d, dv).causal(true).alibi();
+        let x = make_inputs(&s, &mut StdRng::seed_from_u64(seed()));
+        let dx = upload(&gpu, &x);
+        let (o1, l1) = run_gpu(&gpu, &s, &dx);
+        let (o2, l2) = run_gpu(&gpu, &s, &dx);
+        assert_eq!(o1.to_le_bytes(), o2.to_le_bytes(), "o differs between runs (d {d}, dv {dv})");
+        assert_eq!(l1.to_le_bytes(), l2.to_le_bytes(), "lse differs between runs (d {d}, dv {dv})");
+    }
+}
+
+fn expect_err(r: Result<(), Error>, want_arg: &str, pred: fn(&Error) -> bool, what: &str) {
+    match r {
+        Err(e) => {
+            assert!(pred(&e), "{what}: wrong error variant: {e:?}");
+            assert_eq!(e.argument(), Some(want_arg), "{what}: error names the wrong argument: {e}");
+        }
+        Ok(()) => panic!("{what}: expected an error"),
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = AttentionConfig::default();
+    let dev = |dtype: DType, shape: &[usize]| gpu.zeros(dtype, shape).unwrap();
+    let unsupported = |e: &Error| matches!(e, Error::Unsupported { .. });
+
+    // f32 is CPU-only.
+    let (q, k, v) = (dev(DType::F32, &[1, 8, 2, 64]), dev(DType::F32, &[1, 8, 2, 64]), dev(DType::F32, &[1, 8, 2, 64]));
+    expect_err(attention_cuda(&gpu, &cfg, &AttentionArgs::new(&q, &k, &v)).map(|_| ()), "q", unsupported, "f32");
+
+    // Head dims outside the compiled set.
+    let (q, k, v) = (dev(DType::F16, &[1, 8, 2, 96]), dev(DType::F16, &[1, 8, 2, 96]), dev(DType::F16, &[1, 8, 2, 96]));
+    expect_err(attention_cuda(&gpu, &cfg, &AttentionArgs::new(&q, &k, &v)).map(|_| ()), "q", unsupported, "D = 96");
+    let (q, k, v) = (dev(DType::F16, &[1, 8, 2, 64]), dev(DType::F16, &[1, 8, 2, 64]), dev(DType::F16, &[1, 8, 2, 256]));
+    expect_err(attention_cuda(&gpu, &cfg, &AttentionArgs::new(&q, &k, &v)).map(|_| ()), "v", unsupported, "Dv = 4D");
+
+    // Wrong output buffers.
+    let (q, k, v) = (dev(DType::BF16, &[1, 8, 2, 64]), dev(DType::BF16, &[1, 8, 2, 64]), dev(DType::BF16, &[1, 8, 2, 64]));
+    let args = AttentionArgs::new(&q, &k, &v);
+    let mut o_bad = dev(DType::BF16, &[1, 8, 2, 128]);
+    expect_err(
+        attention_cuda_into(&gpu, &cfg, &args, &mut o_bad, None),
+        "o",
+        |e| matches!(e, Error::Shape { .. }),
+        "o shape",
+    );
+    let mut o_f16 = dev(DType::F16, &[1, 8, 2, 64]);
+    expect_err(
+        attention_cuda_into(&gpu, &cfg, &args, &mut o_f16, None),
+        "o",
+        |e| matches!(e, Error::DType { .. }),
+        "o dtype",
+    );
+    let mut o = dev(DType::BF16, &[1, 8, 2, 64]);
+    let mut lse_bad = dev(DType::BF16, &[1, 2, 8]);
+    expect_err(
+        attention_cuda_into(&gpu, &cfg, &args, &mut o, Some(&mut lse_bad)),
+        "lse",
+        |e| matches!(e, Error::DType { .. }),
+        "lse dtype",
+    );
+    // GQA mismatch is caught by the plan before anything reaches the device.
+    let (q, k, v) = (dev(DType::F16, &[1, 8, 3, 64]), dev(DType::F16, &[1, 8, 2, 64]), dev(DType::F16, &[1, 8, 2, 64]));
+    expect_err(
+        attention_cuda(&gpu, &cfg, &AttentionArgs::new(&q, &k, &v)).map(|_| ()),
+        "k",
+        |e| matches!(e, Error::InvalidArgument { .. }),
+        "Hq % Hkv",
+    );
+    // A valid call still works after the failures (nothing was left half-launched).
+    let out = attention_cuda_into(&gpu, &cfg, &args, &mut o, None);
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(o.shape(), &[1, 8, 2, 64]);
+}

@@ -1,0 +1,788 @@
+//! GPU tests of the fused differential-attention kernels (prefill v1/v2, decode v1 over
+//! contiguous and paged caches) against the float64 oracle, plus the CPU-side checks of the
+//! decode reference and validation. GPU tests print `skipped: <reason>` and pass when no GPU,
+//! driver or compiled kernels are available. Inputs are random per run; set
+//! `ATTN_KERNELS_SEED` to replay a failure (the seed is printed in every failure message).
+
+use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs};
+use attn_kernels::check::Rng;
+use attn_kernels::decode::{KvCacheRef, SplitPolicy};
+use attn_kernels::diff_attention::cpu::DiffAttentionOutput;
+use attn_kernels::diff_attention::cuda::{
+    diff_attention_cuda_into, diff_decode_cpu, diff_decode_cuda_into, plan_diff_decode, DiffDecodeArgs, DiffDecodeIndex,
+};
+use attn_kernels::diff_attention::oracle::diff_attention_f64;
+use attn_kernels::diff_attention::{plan_diff, DiffAttentionArgs, DiffAttentionConfig, DiffVariant};
+use attn_kernels::rope::RopeConfig;
+use attn_kernels::tensor::rel_error;
+use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor, TensorInfo};
+
+fn gpu() -> Option<Gpu> {
+    match Gpu::first() {
+        Ok(g) => {
+            if !attn_kernels::runtime::kernels_compiled() {
+                eprintln!("skipped: CUDA kernels were not compiled into this build");
+                return None;
+            }
+            Some(g)
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+/// The spec's bound for diff_attention: twice the per-dtype bound.
+fn bound(dtype: DType) -> f64 {
+    2.0 * dtype.rel_tolerance()
+}
+
+fn randn(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
+    Tensor::from_f32(dtype, shape, &rng.normal_vec(shape.iter().product())).unwrap()
+}
+fn f32t(shape: &[usize], v: Vec<f32>) -> Tensor {
+    Tensor::from_f32(DType::F32, shape, &v).unwrap()
+}
+
+// ------------------------------------------------------------------------------- prefill
+
+#[derive(Clone, Debug)]
+struct Spec {
+    variant: DiffVariant,
+    dtype: DType,
+    b: usize,
+    sq: usize,
+    sk: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    causal: bool,
+    wl: i64,
+    wr: i64,
+    softcap: f64,
+    alibi: bool,
+    norm: bool,
+    rope: Option<usize>,
+    pos_ids: bool,
+    /// Varlen: (q_len, k_len) per sequence (b, sq, sk ignored).
+    varlen: Option<Vec<(usize, usize)>>,
+}
+
+fn spec(variant: DiffVariant, dtype: DType, b: usize, sq: usize, sk: usize, h: usize, hkv: usize, d: usize) -> Spec {
+    Spec {
+        variant,
+        dtype,
+        b,
+        sq,
+        sk,
+        h,
+        hkv,
+        d,
+        causal: false,
+        wl: -1,
+        wr: -1,
+        softcap: 0.0,
+        alibi: false,
+        norm: false,
+        rope: None,
+        pos_ids: false,
+        varlen: None,
+    }
+}
+
+/// Host inputs of one case.
+struct Inputs {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lambda: Tensor,
+    norm: Option<Tensor>,
+    alibi: Option<Tensor>,
+    cu_q: Option<Vec<i32>>,
+    cu_k: Option<Vec<i32>>,
+    pos_q: Option<Vec<i32>>,
+    pos_k: Option<Vec<i32>>,
+}
+
+impl Inputs {
+    fn args(&self) -> DiffAttentionArgs<'_, Tensor> {
+        DiffAttentionArgs {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            lambda: &self.lambda,
+            norm_weight: self.norm.as_ref(),
+            alibi_slopes: self.alibi.as_ref(),
+            cu_seqlens_q: self.cu_q.as_deref(),
+            cu_seqlens_k: self.cu_k.as_deref(),
+            position_ids_q: self.pos_q.as_deref(),
+            position_ids_k: self.pos_k.as_deref(),
+        }
+    }
+}
+
+fn build(rng: &mut Rng, s: &Spec) -> (DiffAttentionConfig, Inputs) {
+    let cfg = DiffAttentionConfig {
+        causal: s.causal,
+        window_left: s.wl,
+        window_right: s.wr,
+        softcap: s.softcap,
+        rope: s.rope.map(|r| RopeConfig::new(r, 10000.0)),
+        variant: s.variant,
+        lambda_init: Some(0.8 - 0.6 * (-0.3f64 * 2.0).exp()),
+        ..DiffAttentionConfig::default()
+    };
+    let (kh, vh, dv) = match s.variant {
+        DiffVariant::V1 => (2 * s.hkv, s.hkv, 2 * s.d),
+        DiffVariant::V2 => (s.hkv, s.hkv, s.d),
+    };
+    let (qdims, kdims, vdims, rows_q, rows_k, cu_q, cu_k);
+    match &s.varlen {
+        None => {
+            qdims = vec![s.b, s.sq, 2 * s.h, s.d];
+            kdims = vec![s.b, s.sk, kh, s.d];
+            vdims = vec![s.b, s.sk, vh, dv];
+            rows_q = s.b * s.sq;
+            rows_k = s.b * s.sk;
+            cu_q = None;
+            cu_k = None;
+        }
+        Some(seqs) => {
+            let mut cq = vec![0i32];
+            let mut ck = vec![0i32];
+            for &(lq, lk) in seqs {
+                cq.push(cq.last().unwrap() + lq as i32);
+                ck.push(ck.last().unwrap() + lk as i32);
+            }
+            rows_q = *cq.last().unwrap() as usize;
+            rows_k = *ck.last().unwrap() as usize;
+            qdims = vec![rows_q, 2 * s.h, s.d];
+            kdims = vec![rows_k, kh, s.d];
+            vdims = vec![rows_k, vh, dv];
+            cu_q = Some(cq);
+            cu_k = Some(ck);
+        }
+    }
+    let lambda = match s.variant {
+        DiffVariant::V1 => f32t(&[s.h], rng.uniform_vec(s.h, 0.1, 0.9)),
+        DiffVariant::V2 => {
+            let shape = if s.varlen.is_some() { vec![rows_q, s.h] } else { vec![s.b, s.sq, s.h] };
+            f32t(&shape, rng.uniform_vec(rows_q * s.h, 0.05, 0.95))
+        }
+    };
+    let pos = |rng: &mut Rng, n: usize| -> Option<Vec<i32>> {
+        (s.pos_ids && s.rope.is_some()).then(|| (0..n).map(|_| rng.below(5000) as i32).collect())
+    };
+    let inputs = Inputs {
+        q: randn(rng, s.dtype, &qdims),
+        k: randn(rng, s.dtype, &kdims),
+        v: randn(rng, s.dtype, &vdims),
+        lambda,
+        norm: s.norm.then(|| f32t(&[dv], rng.uniform_vec(dv, 0.5, 1.5))),
+        alibi: s.alibi.then(|| f32t(&[s.h], alibi_slopes(s.h))),
+        cu_q,
+        cu_k,
+        pos_q: pos(rng, rows_q),
+        pos_k: pos(rng, rows_k),
+    };
+    (cfg, inputs)
+}
+
+fn upload_args<'a>(
+    gpu: &Gpu,
+    inp: &'a Inputs,
+    store: &'a mut Vec<DeviceTensor>,
+) -> DiffAttentionArgs<'a, DeviceTensor> {
+    let up = |t: &Tensor| gpu.upload(t).unwrap();
+    store.push(up(&inp.q));
+    store.push(up(&inp.k));
+    store.push(up(&inp.v));
+    store.push(up(&inp.lambda));
+    let has_norm = inp.norm.is_some();
+    let has_alibi = inp.alibi.is_some();
+    if let Some(n) = &inp.norm {
+        store.push(up(n));
+    }
+    if let Some(a) = &inp.alibi {
+        store.push(up(a));
+    }
+    let s: &'a Vec<DeviceTensor> = store;
+    let mut i = 4;
+    let norm = has_norm.then(|| {
+        i += 1;
+        &s[i - 1]
+    });
+    let alibi = has_alibi.then(|| {
+        i += 1;
+        &s[i - 1]
+    });
+    DiffAttentionArgs {
+        q: &s[0],
+        k: &s[1],
+        v: &s[2],
+        lambda: &s[3],
+        norm_weight: norm,
+        alibi_slopes: alibi,
+        cu_seqlens_q: inp.cu_q.as_deref(),
+        cu_seqlens_k: inp.cu_k.as_deref(),
+        position_ids_q: inp.pos_q.as_deref(),
+        position_ids_k: inp.pos_k.as_deref(),
+    }
+}
+
+/// Run the fused kernel into poisoned outputs and download.
+fn run_gpu(gpu: &Gpu, cfg: &DiffAttentionConfig, inp: &Inputs) -> attn_kernels::Result<DiffAttentionOutput<Tensor>> {
+    let dp = plan_diff(cfg, &inp.args())?;
+    let mut store = Vec::new();
+    let args = upload_args(gpu, inp, &mut store);
+    let mut out = DiffAttentionOutput {
+        o: gpu.alloc_poisoned(dp.attn.dtype, &dp.o_shape())?,
+        lse1: gpu.alloc_poisoned(DType::F32, &dp.lse_shape())?,
+        lse2: gpu.alloc_poisoned(DType::F32, &dp.lse_shape())?,
+    };
+    diff_attention_cuda_into(gpu, cfg, &args, &mut out)?;
+    Ok(DiffAttentionOutput { o: gpu.download(&out.o)?, lse1: gpu.download(&out.lse1)?, lse2: gpu.download(&out.lse2)? })
+}
+
+fn compare(what: &str, seed: u64, name: &str, out: &Tensor, reference: &[f64], tol: f64) {
+    let got = out.to_f64_vec();
+    assert_eq!(got.len(), reference.len(), "{what}: {name} length");
+    for (i, (&g, &r)) in got.iter().zip(reference).enumerate() {
+        assert!(!(r.is_finite() && !g.is_finite()), "{what} (seed {seed}): {name}[{i}] = {g}, reference {r} (poison or NaN)");
+        if r == f64::NEG_INFINITY {
+            assert!(g == f64::NEG_INFINITY, "{what} (seed {seed}): {name}[{i}] = {g}, reference -inf");
+        }
+    }
+    let e = rel_error(&got, reference);
+    assert!(e <= tol, "{what} (seed {seed}): {name} rel error {e:.3e} > {tol:.1e}");
+}
+
+fn check_case(gpu: &Gpu, rng: &mut Rng, s: &Spec) {
+    let (cfg, inp) = build(rng, s);
+    let what = format!("{s:?}");
+    let r = diff_attention_f64(&cfg, &inp.args()).unwrap();
+    let out = run_gpu(gpu, &cfg, &inp).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let tol = bound(s.dtype);
+    compare(&what, rng.seed, "o", &out.o, &r.o, tol);
+    compare(&what, rng.seed, "lse1", &out.lse1, &r.lse1, tol);
+    compare(&what, rng.seed, "lse2", &out.lse2, &r.lse2, tol);
+}
+
+#[test]
+fn v1_shapes_gqa_dtypes_norm() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    for &dtype in &[DType::F16, DType::BF16] {
+        for &d in &[64, 128] {
+            for &(b, sq, sk, h, hkv) in &[(1, 1, 1, 1, 1), (2, 77, 77, 4, 4), (1, 130, 257, 4, 2), (2, 65, 63, 6, 1), (1, 200, 130, 2, 1)] {
+                for &norm in &[false, true] {
+                    let mut s = spec(DiffVariant::V1, dtype, b, sq, sk, h, hkv, d);
+                    s.norm = norm;
+                    check_case(&gpu, &mut rng, &s);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn v1_masks_softcap_alibi() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    for &dtype in &[DType::F16, DType::BF16] {
+        for &d in &[64, 128] {
+            // (sq, sk, causal, wl, wr): bottom-right causal with Sq < Sk and Sq > Sk (fully
+            // masked leading rows), sliding windows, a window that masks whole rows.
+            for &(sq, sk, causal, wl, wr) in &[
+                (100, 100, true, -1, -1),
+                (37, 300, true, -1, -1),
+                (150, 70, true, -1, -1),
+                (129, 129, false, 17, 5),
+                (90, 200, true, 64, -1),
+                (70, 150, false, -1, 0),
+                (80, 20, false, 3, -1),
+            ] {
+                let mut s = spec(DiffVariant::V1, dtype, 2, sq, sk, 4, 2, d);
+                s.causal = causal;
+                s.wl = wl;
+                s.wr = wr;
+                s.norm = true;
+                check_case(&gpu, &mut rng, &s);
+            }
+            let mut s = spec(DiffVariant::V1, dtype, 1, 96, 160, 4, 4, d);
+            s.softcap = 30.0;
+            s.alibi = true;
+            s.causal = true;
+            check_case(&gpu, &mut rng, &s);
+            s.softcap = 2.0;
+            s.causal = false;
+            s.norm = true;
+            check_case(&gpu, &mut rng, &s);
+        }
+    }
+}
+
+#[test]
+fn v1_long_keys() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    for &dtype in &[DType::F16, DType::BF16] {
+        let mut s = spec(DiffVariant::V1, dtype, 1, 33, 8193, 2, 1, 128);
+        s.causal = true;
+        s.norm = true;
+        check_case(&gpu, &mut rng, &s);
+        let mut s = spec(DiffVariant::V1, dtype, 1, 16, 32768, 1, 1, 64);
+        s.alibi = true;
+        check_case(&gpu, &mut rng, &s);
+    }
+}
+
+#[test]
+fn v1_rope_and_positions() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    for &dtype in &[DType::F16, DType::BF16] {
+        for &(d, rot) in &[(64, 64), (128, 64), (128, 128)] {
+            for &pos_ids in &[false, true] {
+                // sq > sk: negative default query positions.
+                for &(sq, sk) in &[(70, 133), (90, 40)] {
+                    let mut s = spec(DiffVariant::V1, dtype, 2, sq, sk, 2, 2, d);
+                    s.rope = Some(rot);
+                    s.pos_ids = pos_ids;
+                    s.causal = true;
+                    s.norm = true;
+                    check_case(&gpu, &mut rng, &s);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn v1_v2_varlen() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    let seqs = vec![(17, 17), (0, 5), (64, 100), (3, 0), (130, 129)];
+    for &dtype in &[DType::F16, DType::BF16] {
+        for &variant in &[DiffVariant::V1, DiffVariant::V2] {
+            for &causal in &[false, true] {
+                let mut s = spec(variant, dtype, 0, 0, 0, 4, 2, 64);
+                s.varlen = Some(seqs.clone());
+                s.causal = causal;
+                s.norm = variant == DiffVariant::V1;
+                s.rope = causal.then_some(64);
+                check_case(&gpu, &mut rng, &s);
+            }
+        }
+    }
+}
+
+#[test]
+fn v2_grid() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    for &dtype in &[DType::F16, DType::BF16] {
+        for &d in &[64, 128] {
+            // 2H / Hkv must be even.
+            for &(b, sq, sk, h, hkv) in &[(1, 1, 1, 1, 1), (2, 77, 91, 4, 4), (1, 130, 257, 4, 2), (2, 65, 63, 4, 1)] {
+                for &causal in &[false, true] {
+                    let mut s = spec(DiffVariant::V2, dtype, b, sq, sk, h, hkv, d);
+                    s.causal = causal;
+                    s.alibi = causal;
+                    s.wl = if causal { 40 } else { -1 };
+                    check_case(&gpu, &mut rng, &s);
+                }
+            }
+        }
+    }
+}
+
+/// Columns `src_head(h)` of a `[.., H_src, D]` tensor as a `[.., n, D]` tensor.
+fn take_heads(t: &Tensor, n: usize, src_head: impl Fn(usize) -> usize) -> Tensor {
+    let sh = t.shape();
+    let (hs, d) = (sh[sh.len() - 2], sh[sh.len() - 1]);
+    let rows: usize = sh[..sh.len() - 2].iter().product();
+    let x = t.to_f32_vec();
+    let mut y = Vec::with_capacity(rows * n * d);
+    for r in 0..rows {
+        for h in 0..n {
+            y.extend_from_slice(&x[(r * hs + src_head(h)) * d..][..d]);
+        }
+    }
+    let mut shape = sh.to_vec();
+    let l = shape.len();
+    shape[l - 2] = n;
+    Tensor::from_f32(t.dtype(), &shape, &y).unwrap()
+}
+
+/// The fused GPU result equals two plain attention calls (CPU) plus the epilogue in f64.
+#[test]
+fn fused_equals_two_attention_calls_plus_epilogue() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    for &dtype in &[DType::F16, DType::BF16] {
+        for &norm in &[false, true] {
+            let mut s = spec(DiffVariant::V1, dtype, 2, 97, 150, 4, 2, 64);
+            s.causal = true;
+            s.norm = norm;
+            s.alibi = true;
+            let (cfg, inp) = build(&mut rng, &s);
+            let (h, hkv) = (s.h, s.hkv);
+            let q1 = take_heads(&inp.q, h, |i| 2 * i);
+            let q2 = take_heads(&inp.q, h, |i| 2 * i + 1);
+            let k1 = take_heads(&inp.k, hkv, |g| 2 * g);
+            let k2 = take_heads(&inp.k, hkv, |g| 2 * g + 1);
+            let acfg = cfg.attention_config();
+            let alibi = inp.alibi.as_ref().unwrap();
+            let a1 = attention_cpu(&acfg, &AttentionArgs::new(&q1, &k1, &inp.v).with_alibi(alibi)).unwrap();
+            let a2 = attention_cpu(&acfg, &AttentionArgs::new(&q2, &k2, &inp.v).with_alibi(alibi)).unwrap();
+            let (o1, o2) = (a1.o.to_f64_vec(), a2.o.to_f64_vec());
+            let lam = inp.lambda.to_f64_vec();
+            let dv = 2 * s.d;
+            let mut want = vec![0f64; o1.len()];
+            for (r, row) in want.chunks_mut(dv).enumerate() {
+                let hh = r % h;
+                for c in 0..dv {
+                    row[c] = o1[r * dv + c] - lam[hh] * o2[r * dv + c];
+                }
+                if let Some(w) = &inp.norm {
+                    let w = w.to_f64_vec();
+                    let ms = row.iter().map(|x| x * x).sum::<f64>() / dv as f64 + cfg.eps;
+                    let f = (1.0 - cfg.lambda_init.unwrap()) / ms.sqrt();
+                    for c in 0..dv {
+                        row[c] *= f * w[c];
+                    }
+                }
+            }
+            let out = run_gpu(&gpu, &cfg, &inp).unwrap();
+            let what = format!("two-call equivalence {s:?}");
+            compare(&what, rng.seed, "o", &out.o, &want, bound(dtype));
+            compare(&what, rng.seed, "lse1", &out.lse1, &a1.lse.to_f64_vec(), bound(dtype));
+            compare(&what, rng.seed, "lse2", &out.lse2, &a2.lse.to_f64_vec(), bound(dtype));
+        }
+    }
+}
+
+#[test]
+fn prefill_gpu_bad_input() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    let up = |t: &Tensor| gpu.upload(t).unwrap();
+    // d = 96: valid for the CPU, unsupported on the GPU.
+    let (cfg, inp) = build(&mut rng, &spec(DiffVariant::V1, DType::F16, 1, 8, 8, 2, 1, 96));
+    let mut store = Vec::new();
+    let args = upload_args(&gpu, &inp, &mut store);
+    match attn_kernels::diff_attention::cuda::diff_attention_cuda(&gpu, &cfg, &args) {
+        Err(Error::Unsupported { arg, .. }) => assert_eq!(arg, "q"),
+        other => panic!("expected Unsupported(q), got {other:?}"),
+    }
+    // f32 on the GPU.
+    let (cfg, inp) = build(&mut rng, &spec(DiffVariant::V1, DType::F32, 1, 8, 8, 2, 1, 64));
+    let mut store = Vec::new();
+    let args = upload_args(&gpu, &inp, &mut store);
+    match attn_kernels::diff_attention::cuda::diff_attention_cuda(&gpu, &cfg, &args) {
+        Err(Error::Unsupported { arg, .. }) => assert_eq!(arg, "q"),
+        other => panic!("expected Unsupported(q), got {other:?}"),
+    }
+    // Wrong lambda shape; wrong output shape.
+    let (cfg, inp) = build(&mut rng, &spec(DiffVariant::V1, DType::F16, 1, 8, 8, 2, 1, 64));
+    let mut store = Vec::new();
+    let mut args = upload_args(&gpu, &inp, &mut store);
+    let bad_lambda = up(&f32t(&[3], vec![0.5; 3]));
+    let good_lambda = args.lambda;
+    args.lambda = &bad_lambda;
+    match attn_kernels::diff_attention::cuda::diff_attention_cuda(&gpu, &cfg, &args) {
+        Err(Error::Shape { arg, .. }) => assert_eq!(arg, "lambda"),
+        other => panic!("expected Shape(lambda), got {other:?}"),
+    }
+    args.lambda = good_lambda;
+    let mut out = DiffAttentionOutput {
+        o: gpu.alloc(DType::F16, &[1, 8, 2, 64]).unwrap(),
+        lse1: gpu.alloc(DType::F32, &[1, 2, 8]).unwrap(),
+        lse2: gpu.alloc(DType::F32, &[1, 2, 8]).unwrap(),
+    };
+    match diff_attention_cuda_into(&gpu, &cfg, &args, &mut out) {
+        Err(Error::Shape { arg, .. }) => assert_eq!(arg, "o"),
+        other => panic!("expected Shape(o), got {other:?}"),
+    }
+}
+
+// ------------------------------------------------------------------------------- decode
+
+/// One decode case: per-sequence keys (the source of truth), the same keys in a contiguous and
+/// a paged cache, and the oracle inputs (varlen, one query row per sequence).
+struct DecodeCase {
+    cfg: DiffAttentionConfig,
+    q: Tensor,
+    lambda: Tensor,
+    norm: Option<Tensor>,
+    alibi: Option<Tensor>,
+    seqlens: Vec<i32>,
+    k_contig: Tensor,
+    v_contig: Tensor,
+    k_paged: Tensor,
+    v_paged: Tensor,
+    block_table: Vec<i32>,
+    max_blocks: usize,
+    /// Oracle: float64 `o [B, H, 2d]` (as [B, 1, H, 2d]) and lse as [B, H, 1].
+    ref_o: Vec<f64>,
+    ref_lse1: Vec<f64>,
+    ref_lse2: Vec<f64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decode_case(
+    rng: &mut Rng,
+    dtype: DType,
+    seqlens: &[usize],
+    h: usize,
+    hkv: usize,
+    d: usize,
+    block_size: usize,
+    wl: i64,
+    softcap: f64,
+    alibi: bool,
+    norm: bool,
+) -> DecodeCase {
+    let b = seqlens.len();
+    let s_max = seqlens.iter().copied().max().unwrap_or(0) + 3;
+    let row = hkv * 2 * d;
+    let cfg = DiffAttentionConfig {
+        window_left: wl,
+        softcap,
+        lambda_init: Some(0.8 - 0.6 * (-0.3f64 * 5.0).exp()),
+        ..DiffAttentionConfig::default()
+    };
+    // Per-sequence keys and values.
+    let keys: Vec<Vec<f32>> = seqlens.iter().map(|&l| rng.normal_vec(l * row)).collect();
+    let vals: Vec<Vec<f32>> = seqlens.iter().map(|&l| rng.normal_vec(l * row)).collect();
+    // Contiguous cache, junk beyond each length.
+    let mut kc = rng.normal_vec(b * s_max * row);
+    let mut vc = rng.normal_vec(b * s_max * row);
+    for i in 0..b {
+        kc[i * s_max * row..][..keys[i].len()].copy_from_slice(&keys[i]);
+        vc[i * s_max * row..][..vals[i].len()].copy_from_slice(&vals[i]);
+    }
+    // Paged cache: shuffled block ids, unused table entries -1.
+    let max_blocks = s_max.div_ceil(block_size);
+    let need: Vec<usize> = seqlens.iter().map(|&l| l.div_ceil(block_size)).collect();
+    let num_blocks = need.iter().sum::<usize>() + 2;
+    let mut ids: Vec<usize> = (0..num_blocks).collect();
+    for i in (1..ids.len()).rev() {
+        let j = rng.below(i + 1);
+        ids.swap(i, j);
+    }
+    let mut table = vec![-1i32; b * max_blocks];
+    let mut kp = rng.normal_vec(num_blocks * block_size * row);
+    let mut vp = rng.normal_vec(num_blocks * block_size * row);
+    let mut next = 0;
+    for i in 0..b {
+        for blk in 0..need[i] {
+            let id = ids[next];
+            next += 1;
+            table[i * max_blocks + blk] = id as i32;
+            for r in 0..block_size {
+                let j = blk * block_size + r;
+                if j < seqlens[i] {
+                    kp[(id * block_size + r) * row..][..row].copy_from_slice(&keys[i][j * row..][..row]);
+                    vp[(id * block_size + r) * row..][..row].copy_from_slice(&vals[i][j * row..][..row]);
+                }
+            }
+        }
+    }
+    let q = randn(rng, dtype, &[b, 1, 2 * h, d]);
+    let lambda = f32t(&[h], rng.uniform_vec(h, 0.1, 0.9));
+    let norm = norm.then(|| f32t(&[2 * d], rng.uniform_vec(2 * d, 0.5, 1.5)));
+    let alibi = alibi.then(|| f32t(&[h], alibi_slopes(h)));
+    // Oracle over the packed per-sequence keys (varlen, one query per sequence).
+    let total: usize = seqlens.iter().sum();
+    let kpk: Vec<f32> = keys.concat();
+    let vpk: Vec<f32> = vals.concat();
+    let kt = Tensor::from_f32(dtype, &[total, 2 * hkv, d], &kpk).unwrap();
+    let vt = Tensor::from_f32(dtype, &[total, hkv, 2 * d], &vpk).unwrap();
+    let qv = q.clone().reshape(&[b, 2 * h, d]).unwrap();
+    let cu_q: Vec<i32> = (0..=b as i32).collect();
+    let mut cu_k = vec![0i32];
+    for &l in seqlens {
+        cu_k.push(cu_k.last().unwrap() + l as i32);
+    }
+    let mut args = DiffAttentionArgs::new(&qv, &kt, &vt, &lambda).with_varlen(&cu_q, &cu_k);
+    args.norm_weight = norm.as_ref();
+    args.alibi_slopes = alibi.as_ref();
+    let r = diff_attention_f64(&cfg, &args).unwrap();
+    let tr = |x: &[f64]| {
+        let mut y = vec![0f64; x.len()];
+        for hh in 0..h {
+            for bb in 0..b {
+                y[bb * h + hh] = x[hh * b + bb];
+            }
+        }
+        y
+    };
+    DecodeCase {
+        ref_lse1: tr(&r.lse1),
+        ref_lse2: tr(&r.lse2),
+        ref_o: r.o,
+        cfg,
+        lambda,
+        norm,
+        alibi,
+        seqlens: seqlens.iter().map(|&l| l as i32).collect(),
+        k_contig: Tensor::from_f32(dtype, &[b, s_max, hkv, 2 * d], &kc).unwrap(),
+        v_contig: Tensor::from_f32(dtype, &[b, s_max, hkv, 2 * d], &vc).unwrap(),
+        k_paged: Tensor::from_f32(dtype, &[num_blocks, block_size, hkv, 2 * d], &kp).unwrap(),
+        v_paged: Tensor::from_f32(dtype, &[num_blocks, block_size, hkv, 2 * d], &vp).unwrap(),
+        block_table: table,
+        max_blocks,
+        q,
+    }
+}
+
+impl DecodeCase {
+    fn cache<'a, T>(&'a self, paged: bool, k: &'a T, v: &'a T) -> KvCacheRef<'a, T> {
+        if paged {
+            KvCacheRef::Paged { k, v, block_table: &self.block_table, max_blocks: self.max_blocks, cache_seqlens: &self.seqlens }
+        } else {
+            KvCacheRef::Contiguous { k, v, cache_seqlens: &self.seqlens }
+        }
+    }
+    fn check(&self, what: &str, seed: u64, out: &DiffAttentionOutput<Tensor>, tol: f64) {
+        compare(what, seed, "o", &out.o, &self.ref_o, tol);
+        compare(what, seed, "lse1", &out.lse1, &self.ref_lse1, tol);
+        compare(what, seed, "lse2", &out.lse2, &self.ref_lse2, tol);
+    }
+}
+
+/// CPU: the decode reference (gather + diff_attention_cpu) against the oracle, both layouts.
+#[test]
+fn decode_cpu_reference_matches_oracle() {
+    let mut rng = Rng::from_time();
+    for &dtype in &[DType::F32, DType::BF16] {
+        let c = decode_case(&mut rng, dtype, &[5, 0, 37, 16], 4, 2, 16, 4, -1, 0.0, true, true);
+        for &paged in &[false, true] {
+            let (k, v) = if paged { (&c.k_paged, &c.v_paged) } else { (&c.k_contig, &c.v_contig) };
+            let args = DiffDecodeArgs { q: &c.q, cache: c.cache(paged, k, v), lambda: &c.lambda, norm_weight: c.norm.as_ref(), alibi_slopes: c.alibi.as_ref() };
+            let out = diff_decode_cpu(&c.cfg, &args).unwrap();
+            let tol = if dtype == DType::F32 { 1e-5 } else { bound(dtype) };
+            c.check(&format!("decode cpu paged={paged} {dtype}"), rng.seed, &out, tol);
+        }
+    }
+}
+
+/// CPU: decode validation errors name the argument.
+#[test]
+fn decode_bad_input() {
+    let mut rng = Rng::from_time();
+    let c = decode_case(&mut rng, DType::F16, &[9, 4], 2, 1, 64, 4, -1, 0.0, false, false);
+    fn args(c: &DecodeCase, paged: bool) -> DiffDecodeArgs<'_, Tensor> {
+        DiffDecodeArgs {
+            q: &c.q,
+            cache: if paged { c.cache(true, &c.k_paged, &c.v_paged) } else { c.cache(false, &c.k_contig, &c.v_contig) },
+            lambda: &c.lambda,
+            norm_weight: None,
+            alibi_slopes: None,
+        }
+    }
+    plan_diff_decode(&c.cfg, &args(&c, false)).unwrap();
+    // v2 and RoPE are not supported in decode.
+    let mut cfg = c.cfg.clone();
+    cfg.variant = DiffVariant::V2;
+    assert!(matches!(plan_diff_decode(&cfg, &args(&c, false)), Err(Error::Unsupported { arg, .. }) if arg == "variant"));
+    let mut cfg = c.cfg.clone();
+    cfg.rope = Some(RopeConfig::new(64, 10000.0));
+    assert!(matches!(plan_diff_decode(&cfg, &args(&c, false)), Err(Error::Unsupported { arg, .. }) if arg == "rope"));
+    // Two new tokens.
+    let q2 = randn(&mut rng, DType::F16, &[2, 2, 4, 64]);
+    let mut a = args(&c, false);
+    a.q = &q2;
+    assert!(matches!(plan_diff_decode(&c.cfg, &a), Err(Error::Unsupported { arg, .. }) if arg == "q"));
+    // Wrong q head dim.
+    let q3 = randn(&mut rng, DType::F16, &[2, 1, 4, 32]);
+    a.q = &q3;
+    assert!(matches!(plan_diff_decode(&c.cfg, &a), Err(Error::Shape { arg, .. }) if arg == "q"));
+    // Block id out of range.
+    let mut bad = c.block_table.clone();
+    bad[0] = 1000;
+    let a = DiffDecodeArgs {
+        q: &c.q,
+        cache: KvCacheRef::Paged { k: &c.k_paged, v: &c.v_paged, block_table: &bad, max_blocks: c.max_blocks, cache_seqlens: &c.seqlens },
+        lambda: &c.lambda,
+        norm_weight: None,
+        alibi_slopes: None,
+    };
+    assert!(matches!(plan_diff_decode(&c.cfg, &a), Err(Error::InvalidArgument { arg, .. }) if arg == "block_table"));
+    // Length beyond the cache.
+    let long = vec![1000, 4];
+    let a = DiffDecodeArgs {
+        q: &c.q,
+        cache: KvCacheRef::Contiguous { k: &c.k_contig, v: &c.v_contig, cache_seqlens: &long },
+        lambda: &c.lambda,
+        norm_weight: None,
+        alibi_slopes: None,
+    };
+    assert!(matches!(plan_diff_decode(&c.cfg, &a), Err(Error::InvalidArgument { arg, .. }) if arg == "cache_seqlens"));
+    // Norm without lambda_init.
+    let w = f32t(&[128], vec![1.0; 128]);
+    let mut a = args(&c, false);
+    a.norm_weight = Some(&w);
+    let mut cfg = c.cfg.clone();
+    cfg.lambda_init = None;
+    assert!(matches!(plan_diff_decode(&cfg, &a), Err(Error::Config { key, .. }) if key == "lambda_init"));
+}
+
+fn run_decode_gpu(gpu: &Gpu, c: &DecodeCase, paged: bool, split: SplitPolicy) -> attn_kernels::Result<DiffAttentionOutput<Tensor>> {
+    let up = |t: &Tensor| gpu.upload(t).unwrap();
+    let (k, v) = if paged { (up(&c.k_paged), up(&c.v_paged)) } else { (up(&c.k_contig), up(&c.v_contig)) };
+    let (q, lambda) = (up(&c.q), up(&c.lambda));
+    let norm = c.norm.as_ref().map(up);
+    let alibi = c.alibi.as_ref().map(up);
+    let args = DiffDecodeArgs { q: &q, cache: c.cache(paged, &k, &v), lambda: &lambda, norm_weight: norm.as_ref(), alibi_slopes: alibi.as_ref() };
+    let p = plan_diff_decode(&c.cfg, &args)?;
+    let index = DiffDecodeIndex::new(gpu, &args.cache)?;
+    let mut out = DiffAttentionOutput {
+        o: gpu.alloc_poisoned(p.dtype, &p.o_shape())?,
+        lse1: gpu.alloc_poisoned(DType::F32, &p.lse_shape())?,
+        lse2: gpu.alloc_poisoned(DType::F32, &p.lse_shape())?,
+    };
+    diff_decode_cuda_into(gpu, &c.cfg, &args, &index, split, &mut out)?;
+    Ok(DiffAttentionOutput { o: gpu.download(&out.o)?, lse1: gpu.download(&out.lse1)?, lse2: gpu.download(&out.lse2)? })
+}
+
+#[test]
+fn decode_gpu_both_layouts_and_splits() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    for &dtype in &[DType::F16, DType::BF16] {
+        for &d in &[64, 128] {
+            for &(ref lens, h, hkv, bs, wl, softcap, alibi, norm) in &[
+                (vec![1usize, 33, 100, 0], 2usize, 2usize, 16usize, -1i64, 0.0f64, false, false),
+                (vec![257, 5, 1000], 4, 1, 32, -1, 0.0, true, true),
+                (vec![700, 64], 4, 2, 64, 100, 20.0, false, true),
+                (vec![3000], 2, 1, 128, -1, 0.0, true, false),
+            ] {
+                let c = decode_case(&mut rng, dtype, lens, h, hkv, d, bs, wl, softcap, alibi, norm);
+                for &paged in &[false, true] {
+                    for &split in &[SplitPolicy::Fixed(1), SplitPolicy::Fixed(3), SplitPolicy::Fixed(17), SplitPolicy::Auto] {
+                        let what = format!("decode {dtype} d={d} lens={lens:?} h={h} hkv={hkv} bs={bs} wl={wl} paged={paged} {split:?}");
+                        let out = run_decode_gpu(&gpu, &c, paged, split).unwrap_or_else(|e| panic!("{what}: {e}"));
+                        c.check(&what, rng.seed, &out, bound(dtype));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_gpu_long_context() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::from_time();
+    for &dtype in &[DType::F16, DType::BF16] {
+        let c = decode_case(&mut rng, dtype, &[20000, 16385], 2, 1, 128, 256, -1, 0.0, false, true);
+        for &paged in &[false, true] {
+            let out = run_decode_gpu(&gpu, &c, paged, SplitPolicy::Auto).unwrap();
+            c.check(&format!("decode long {dtype} paged={paged}"), rng.seed, &out, bound(dtype));
+        }
+    }
+}
