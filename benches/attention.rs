@@ -165,7 +165,11 @@ fn run(gpu: &Gpu) -> Result<()> {
                         flops / (ms * 1e-3) / 1e12
                     );
                     if !quick {
-                        let name = format!("attention/d{d}/s{s}/{}/{}", if causal { "causal" } else { "full" }, variant.name());
+                        let name = format!(
+                            "attention/d{d}/s{s}/{}/{}",
+                            if causal { "causal" } else { "full" },
+                            variant.name()
+                        );
                         crit.bench_function(&name, |bench| {
                             bench.iter_custom(|iters| {
                                 let t = gpu

@@ -48,7 +48,15 @@ fn fill(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Heads `src_head(h)`, columns `cols` of a `[rows, H_src, W]` row-major buffer, as `[rows, n, cols.len()]`.
-fn slice_heads(x: &[f32], rows: usize, hs: usize, w: usize, n: usize, cols: std::ops::Range<usize>, src_head: impl Fn(usize) -> usize) -> Vec<f32> {
+fn slice_heads(
+    x: &[f32],
+    rows: usize,
+    hs: usize,
+    w: usize,
+    n: usize,
+    cols: std::ops::Range<usize>,
+    src_head: impl Fn(usize) -> usize,
+) -> Vec<f32> {
     let mut y = Vec::with_capacity(rows * n * cols.len());
     for r in 0..rows {
         for h in 0..n {
@@ -69,10 +77,25 @@ fn tflops(flops: f64, ms: f64) -> f64 {
 fn prefill(gpu: &Gpu) -> Result<()> {
     let dtype = DType::BF16;
     let (h, hkv, d) = (16usize, 16usize, 128usize);
-    println!("\n== prefill v1 (norm), {dtype}, H = {h} (2H = {} q heads), Hkv = {hkv}, d = {d}, V width {}", 2 * h, 2 * d);
+    println!(
+        "\n== prefill v1 (norm), {dtype}, H = {h} (2H = {} q heads), Hkv = {hkv}, d = {d}, V width {}",
+        2 * h,
+        2 * d
+    );
     println!(
         "{:<22} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9}",
-        "B x N (mask)", "fused ms", "TF/s", "(a) ms", "TF/s", "(b) ms", "TF/s", "a/fused", "b/fused", "plain128", "plain256", "fused/p256"
+        "B x N (mask)",
+        "fused ms",
+        "TF/s",
+        "(a) ms",
+        "TF/s",
+        "(b) ms",
+        "TF/s",
+        "a/fused",
+        "b/fused",
+        "plain128",
+        "plain256",
+        "fused/p256"
     );
     for &(n, causal) in &[(4096usize, false), (8192, false), (16384, false), (8192, true)] {
         let b = (32768 / n).max(1);
@@ -131,14 +154,27 @@ fn prefill(gpu: &Gpu) -> Result<()> {
             attention_cuda_into(gpu, &acfg, &AttentionArgs::new(&q1, &k1, &v_hi), p12, None)?;
             attention_cuda_into(gpu, &acfg, &AttentionArgs::new(&q2, &k2, &v_lo), p21, None)?;
             attention_cuda_into(gpu, &acfg, &AttentionArgs::new(&q2, &k2, &v_hi), p22, None)?;
-            diff_epilogue_cuda(gpu, p11, Some(p12), p21, Some(p22), &lambda, Some(&norm), scale, cfg.eps as f32, &mut o_base)
+            diff_epilogue_cuda(
+                gpu,
+                p11,
+                Some(p12),
+                p21,
+                Some(p22),
+                &lambda,
+                Some(&norm),
+                scale,
+                cfg.eps as f32,
+                &mut o_base,
+            )
         };
         let b_ms = median_ms(gpu, WARMUP, ITERS, &mut run_b);
         // The plain kernel alone (one map), for the 90% target.
         let plain128 = median_ms(gpu, WARMUP, ITERS, || {
             attention_cuda_into(gpu, &acfg, &AttentionArgs::new(&q1, &k1, &v_lo), &mut parts[0], None)
         });
-        let plain256 = median_ms(gpu, WARMUP, ITERS, || attention_cuda_into(gpu, &acfg, &AttentionArgs::new(&q1, &k1, &v), &mut o1, None));
+        let plain256 = median_ms(gpu, WARMUP, ITERS, || {
+            attention_cuda_into(gpu, &acfg, &AttentionArgs::new(&q1, &k1, &v), &mut o1, None)
+        });
 
         let causal_factor = if causal { 0.5 } else { 1.0 };
         let nn = (n * n) as f64 * causal_factor * b as f64;
@@ -153,7 +189,8 @@ fn prefill(gpu: &Gpu) -> Result<()> {
         let (ams, atf) = fmt(&a_ms, diff_flops);
         let (bms, btf) = fmt(&b_ms, diff_flops);
         let ratio = |r: &Result<f64>| r.as_ref().map_or("-".into(), |ms| format!("{:.2}x", ms / fused_ms));
-        let p128 = plain128.as_ref().map_or("-".into(), |ms| format!("{:.0}", tflops(4.0 * nn * d as f64 * h as f64, *ms)));
+        let p128 =
+            plain128.as_ref().map_or("-".into(), |ms| format!("{:.0}", tflops(4.0 * nn * d as f64 * h as f64, *ms)));
         let p256_tf = plain256.as_ref().map(|ms| tflops(6.0 * nn * d as f64 * h as f64, *ms));
         let fused_tf = tflops(diff_flops, fused_ms);
         println!(
@@ -174,7 +211,17 @@ fn decode(gpu: &Gpu, copy_gbs: f64) -> Result<()> {
     println!("\n== decode v1 (norm), {dtype}, d = {d}; GB/s of the bytes the fused kernel must move; copy = {copy_gbs:.0} GB/s");
     println!(
         "{:<30} {:>9} {:>7} {:>6} {:>9} {:>7} {:>9} {:>7} {:>7} {:>7} {:>10}",
-        "B x ctx, H/Hkv", "fused ms", "GB/s", "%copy", "(a) ms", "GB/s", "(b) ms", "GB/s", "a/fused", "b/fused", "paged ms"
+        "B x ctx, H/Hkv",
+        "fused ms",
+        "GB/s",
+        "%copy",
+        "(a) ms",
+        "GB/s",
+        "(b) ms",
+        "GB/s",
+        "a/fused",
+        "b/fused",
+        "paged ms"
     );
     for &(b, ctx, h, hkv) in &[(4usize, 16384usize, 16usize, 16usize), (2, 65536, 16, 16), (4, 32768, 32, 8)] {
         let row = hkv * 2 * d;
@@ -199,7 +246,9 @@ fn decode(gpu: &Gpu, copy_gbs: f64) -> Result<()> {
             lse1: gpu.alloc(DType::F32, &p.lse_shape())?,
             lse2: gpu.alloc(DType::F32, &p.lse_shape())?,
         };
-        let fused_ms = median_ms(gpu, WARMUP, ITERS, || diff_decode_cuda_into(gpu, &cfg, &args, &index, SplitPolicy::Auto, &mut out))?;
+        let fused_ms = median_ms(gpu, WARMUP, ITERS, || {
+            diff_decode_cuda_into(gpu, &cfg, &args, &index, SplitPolicy::Auto, &mut out)
+        })?;
         let bytes = p.bytes_moved();
         let gbs = |ms: f64| bytes / (ms * 1e-3) / 1e9;
 
@@ -212,7 +261,9 @@ fn decode(gpu: &Gpu, copy_gbs: f64) -> Result<()> {
         let pcache = KvCacheRef::Paged { k: &kp, v: &vp, block_table: &table, max_blocks, cache_seqlens: &seqlens };
         let pargs = DiffDecodeArgs { cache: pcache, ..args };
         let pindex = DiffDecodeIndex::new(gpu, &pcache)?;
-        let paged_ms = median_ms(gpu, WARMUP, ITERS, || diff_decode_cuda_into(gpu, &cfg, &pargs, &pindex, SplitPolicy::Auto, &mut out))?;
+        let paged_ms = median_ms(gpu, WARMUP, ITERS, || {
+            diff_decode_cuda_into(gpu, &cfg, &pargs, &pindex, SplitPolicy::Auto, &mut out)
+        })?;
         drop((kp, vp));
 
         // (a): two plain decode calls with D = Dv = 2d on the [k1 | k2] cache, zero-padded q.
@@ -251,14 +302,19 @@ fn decode(gpu: &Gpu, copy_gbs: f64) -> Result<()> {
 
         // (b): four plain decode calls with D = Dv = d over split caches.
         let rows = b * ctx;
-        let half = |src: &[f32], cols: std::ops::Range<usize>| up(gpu, dtype, &[b, ctx, hkv, d], &slice_heads(src, rows, hkv, 2 * d, hkv, cols, |g| g));
+        let half = |src: &[f32], cols: std::ops::Range<usize>| {
+            up(gpu, dtype, &[b, ctx, hkv, d], &slice_heads(src, rows, hkv, 2 * d, hkv, cols, |g| g))
+        };
         let (k1, k2) = (half(&kh, 0..d), half(&kh, d..2 * d));
         let (v_lo, v_hi) = (half(&vh, 0..d), half(&vh, d..2 * d));
         drop((kh, vh));
         let q1 = up(gpu, dtype, &[b, 1, h, d], &slice_heads(&qh, b, 2 * h, d, h, 0..d, |i| 2 * i));
         let q2 = up(gpu, dtype, &[b, 1, h, d], &slice_heads(&qh, b, 2 * h, d, h, 0..d, |i| 2 * i + 1));
-        let caches = [(&k1, &v_lo), (&k1, &v_hi), (&k2, &v_lo), (&k2, &v_hi)]
-            .map(|(k, v)| KvCacheRef::Contiguous { k, v, cache_seqlens: &seqlens });
+        let caches = [(&k1, &v_lo), (&k1, &v_hi), (&k2, &v_lo), (&k2, &v_hi)].map(|(k, v)| KvCacheRef::Contiguous {
+            k,
+            v,
+            cache_seqlens: &seqlens,
+        });
         let idx = DeviceKvIndex::new(gpu, &caches[0])?;
         let acfg = AttentionConfig::default();
         let mut parts: Vec<DeviceTensor> = (0..4).map(|_| gpu.alloc(dtype, &[b, 1, h, d])).collect::<Result<_>>()?;
@@ -268,7 +324,18 @@ fn decode(gpu: &Gpu, copy_gbs: f64) -> Result<()> {
             decode_cuda_with_index(gpu, &acfg, &q1, &caches[1], &idx, None, &opts, p12, &mut lse)?;
             decode_cuda_with_index(gpu, &acfg, &q2, &caches[2], &idx, None, &opts, p21, &mut lse)?;
             decode_cuda_with_index(gpu, &acfg, &q2, &caches[3], &idx, None, &opts, p22, &mut lse)?;
-            diff_epilogue_cuda(gpu, p11, Some(p12), p21, Some(p22), &lambda, Some(&norm), 0.8, cfg.eps as f32, &mut o_base)
+            diff_epilogue_cuda(
+                gpu,
+                p11,
+                Some(p12),
+                p21,
+                Some(p22),
+                &lambda,
+                Some(&norm),
+                0.8,
+                cfg.eps as f32,
+                &mut o_base,
+            )
         });
         let fmt = |r: &Result<f64>| match r {
             Ok(ms) => (format!("{ms:.3}"), format!("{:.0}", gbs(*ms)), format!("{:.2}x", ms / fused_ms)),

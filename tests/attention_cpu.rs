@@ -337,7 +337,7 @@ fn alibi_slopes_press_rule() {
 }
 
 #[test]
-fn long_keys_8k() {
+fn long_keys_8k_and_32k() {
     let mut rng = Rng::from_time();
     let seed = rng.seed;
     for (dtype, causal) in [(DType::F32, true), (DType::BF16, false)] {
@@ -348,6 +348,10 @@ fn long_keys_8k() {
         let inp = Inputs::dense(&mut rng, dtype, 1, 64, 8192, 2, 2, 64, 64);
         compare(&format!("8k keys no alibi {dtype}"), seed, &cfg, &inp);
     }
+    // The spec's longest attention: 32k keys, f32 bound, a few queries.
+    let cfg = AttentionConfig { rope: Some(yarn(64)), softcap: 30.0, ..Default::default() };
+    let inp = Inputs::dense(&mut rng, DType::F32, 1, 24, 32768, 1, 1, 64, 64).with_alibi(1);
+    compare("32k keys f32", seed, &cfg, &inp);
 }
 
 #[test]

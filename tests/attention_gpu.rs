@@ -106,7 +106,9 @@ impl Spec {
     }
     fn shapes(&self) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
         match self.varlen {
-            Some(_) => (vec![self.sq, self.hq, self.d], vec![self.sk, self.hk, self.d], vec![self.sk, self.hk, self.dv]),
+            Some(_) => {
+                (vec![self.sq, self.hq, self.d], vec![self.sk, self.hk, self.d], vec![self.sk, self.hk, self.dv])
+            }
             None => (
                 vec![self.b, self.sq, self.hq, self.d],
                 vec![self.b, self.sk, self.hk, self.d],
@@ -215,7 +217,10 @@ fn check(gpu: &Gpu, s: &Spec, with_cpu: bool) {
                 if ref_lse[li] == f64::NEG_INFINITY {
                     assert_eq!(lse[li], f64::NEG_INFINITY, "masked row lse (n {n} h {h} i {i}); {ctx}");
                     let row = (seq.q_start + i) * s.hq + h;
-                    assert!(o[row * dv..(row + 1) * dv].iter().all(|&x| x == 0.0), "masked row o != 0 (n {n} h {h} i {i}); {ctx}");
+                    assert!(
+                        o[row * dv..(row + 1) * dv].iter().all(|&x| x == 0.0),
+                        "masked row o != 0 (n {n} h {h} i {i}); {ctx}"
+                    );
                 }
             }
         }
@@ -416,11 +421,13 @@ fn bad_inputs_are_typed_errors() {
     // Head dims outside the compiled set.
     let (q, k, v) = (dev(DType::F16, &[1, 8, 2, 96]), dev(DType::F16, &[1, 8, 2, 96]), dev(DType::F16, &[1, 8, 2, 96]));
     expect_err(attention_cuda(&gpu, &cfg, &AttentionArgs::new(&q, &k, &v)).map(|_| ()), "q", unsupported, "D = 96");
-    let (q, k, v) = (dev(DType::F16, &[1, 8, 2, 64]), dev(DType::F16, &[1, 8, 2, 64]), dev(DType::F16, &[1, 8, 2, 256]));
+    let (q, k, v) =
+        (dev(DType::F16, &[1, 8, 2, 64]), dev(DType::F16, &[1, 8, 2, 64]), dev(DType::F16, &[1, 8, 2, 256]));
     expect_err(attention_cuda(&gpu, &cfg, &AttentionArgs::new(&q, &k, &v)).map(|_| ()), "v", unsupported, "Dv = 4D");
 
     // Wrong output buffers.
-    let (q, k, v) = (dev(DType::BF16, &[1, 8, 2, 64]), dev(DType::BF16, &[1, 8, 2, 64]), dev(DType::BF16, &[1, 8, 2, 64]));
+    let (q, k, v) =
+        (dev(DType::BF16, &[1, 8, 2, 64]), dev(DType::BF16, &[1, 8, 2, 64]), dev(DType::BF16, &[1, 8, 2, 64]));
     let args = AttentionArgs::new(&q, &k, &v);
     let mut o_bad = dev(DType::BF16, &[1, 8, 2, 128]);
     expect_err(

@@ -17,20 +17,10 @@ use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::rel_error;
 use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor, TensorInfo};
 
-fn gpu() -> Option<Gpu> {
-    match Gpu::first() {
-        Ok(g) => {
-            if !attn_kernels::runtime::kernels_compiled() {
-                eprintln!("skipped: CUDA kernels were not compiled into this build");
-                return None;
-            }
-            Some(g)
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
+/// The GPU, or `None` after printing `skipped GPU test <name>: <reason>` to the process's
+/// stderr (visible in every test log, not swallowed by libtest's capture).
+fn gpu(test: &str) -> Option<Gpu> {
+    attn_kernels::bench::gpu_for_test(test)
 }
 
 /// The spec's bound for diff_attention: twice the per-dtype bound.
@@ -249,7 +239,10 @@ fn compare(what: &str, seed: u64, name: &str, out: &Tensor, reference: &[f64], t
     let got = out.to_f64_vec();
     assert_eq!(got.len(), reference.len(), "{what}: {name} length");
     for (i, (&g, &r)) in got.iter().zip(reference).enumerate() {
-        assert!(!(r.is_finite() && !g.is_finite()), "{what} (seed {seed}): {name}[{i}] = {g}, reference {r} (poison or NaN)");
+        assert!(
+            !(r.is_finite() && !g.is_finite()),
+            "{what} (seed {seed}): {name}[{i}] = {g}, reference {r} (poison or NaN)"
+        );
         if r == f64::NEG_INFINITY {
             assert!(g == f64::NEG_INFINITY, "{what} (seed {seed}): {name}[{i}] = {g}, reference -inf");
         }
@@ -271,11 +264,13 @@ fn check_case(gpu: &Gpu, rng: &mut Rng, s: &Spec) {
 
 #[test]
 fn v1_shapes_gqa_dtypes_norm() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu("v1_shapes_gqa_dtypes_norm") else { return };
     let mut rng = Rng::from_time();
     for &dtype in &[DType::F16, DType::BF16] {
         for &d in &[64, 128] {
-            for &(b, sq, sk, h, hkv) in &[(1, 1, 1, 1, 1), (2, 77, 77, 4, 4), (1, 130, 257, 4, 2), (2, 65, 63, 6, 1), (1, 200, 130, 2, 1)] {
+            for &(b, sq, sk, h, hkv) in
+                &[(1, 1, 1, 1, 1), (2, 77, 77, 4, 4), (1, 130, 257, 4, 2), (2, 65, 63, 6, 1), (1, 200, 130, 2, 1)]
+            {
                 for &norm in &[false, true] {
                     let mut s = spec(DiffVariant::V1, dtype, b, sq, sk, h, hkv, d);
                     s.norm = norm;
@@ -288,7 +283,7 @@ fn v1_shapes_gqa_dtypes_norm() {
 
 #[test]
 fn v1_masks_softcap_alibi() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu("v1_masks_softcap_alibi") else { return };
     let mut rng = Rng::from_time();
     for &dtype in &[DType::F16, DType::BF16] {
         for &d in &[64, 128] {
@@ -325,7 +320,7 @@ fn v1_masks_softcap_alibi() {
 
 #[test]
 fn v1_long_keys() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu("v1_long_keys") else { return };
     let mut rng = Rng::from_time();
     for &dtype in &[DType::F16, DType::BF16] {
         let mut s = spec(DiffVariant::V1, dtype, 1, 33, 8193, 2, 1, 128);
@@ -340,7 +335,7 @@ fn v1_long_keys() {
 
 #[test]
 fn v1_rope_and_positions() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu("v1_rope_and_positions") else { return };
     let mut rng = Rng::from_time();
     for &dtype in &[DType::F16, DType::BF16] {
         for &(d, rot) in &[(64, 64), (128, 64), (128, 128)] {
@@ -361,7 +356,7 @@ fn v1_rope_and_positions() {
 
 #[test]
 fn v1_v2_varlen() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu("v1_v2_varlen") else { return };
     let mut rng = Rng::from_time();
     let seqs = vec![(17, 17), (0, 5), (64, 100), (3, 0), (130, 129)];
     for &dtype in &[DType::F16, DType::BF16] {
@@ -380,7 +375,7 @@ fn v1_v2_varlen() {
 
 #[test]
 fn v2_grid() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu("v2_grid") else { return };
     let mut rng = Rng::from_time();
     for &dtype in &[DType::F16, DType::BF16] {
         for &d in &[64, 128] {
@@ -419,7 +414,7 @@ fn take_heads(t: &Tensor, n: usize, src_head: impl Fn(usize) -> usize) -> Tensor
 /// The fused GPU result equals two plain attention calls (CPU) plus the epilogue in f64.
 #[test]
 fn fused_equals_two_attention_calls_plus_epilogue() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu("fused_equals_two_attention_calls_plus_epilogue") else { return };
     let mut rng = Rng::from_time();
     for &dtype in &[DType::F16, DType::BF16] {
         for &norm in &[false, true] {
@@ -466,7 +461,7 @@ fn fused_equals_two_attention_calls_plus_epilogue() {
 
 #[test]
 fn prefill_gpu_bad_input() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu("prefill_gpu_bad_input") else { return };
     let mut rng = Rng::from_time();
     let up = |t: &Tensor| gpu.upload(t).unwrap();
     // d = 96: valid for the CPU, unsupported on the GPU.
@@ -642,7 +637,13 @@ fn decode_case(
 impl DecodeCase {
     fn cache<'a, T>(&'a self, paged: bool, k: &'a T, v: &'a T) -> KvCacheRef<'a, T> {
         if paged {
-            KvCacheRef::Paged { k, v, block_table: &self.block_table, max_blocks: self.max_blocks, cache_seqlens: &self.seqlens }
+            KvCacheRef::Paged {
+                k,
+                v,
+                block_table: &self.block_table,
+                max_blocks: self.max_blocks,
+                cache_seqlens: &self.seqlens,
+            }
         } else {
             KvCacheRef::Contiguous { k, v, cache_seqlens: &self.seqlens }
         }
@@ -662,7 +663,13 @@ fn decode_cpu_reference_matches_oracle() {
         let c = decode_case(&mut rng, dtype, &[5, 0, 37, 16], 4, 2, 16, 4, -1, 0.0, true, true);
         for &paged in &[false, true] {
             let (k, v) = if paged { (&c.k_paged, &c.v_paged) } else { (&c.k_contig, &c.v_contig) };
-            let args = DiffDecodeArgs { q: &c.q, cache: c.cache(paged, k, v), lambda: &c.lambda, norm_weight: c.norm.as_ref(), alibi_slopes: c.alibi.as_ref() };
+            let args = DiffDecodeArgs {
+                q: &c.q,
+                cache: c.cache(paged, k, v),
+                lambda: &c.lambda,
+                norm_weight: c.norm.as_ref(),
+                alibi_slopes: c.alibi.as_ref(),
+            };
             let out = diff_decode_cpu(&c.cfg, &args).unwrap();
             let tol = if dtype == DType::F32 { 1e-5 } else { bound(dtype) };
             c.check(&format!("decode cpu paged={paged} {dtype}"), rng.seed, &out, tol);
@@ -688,7 +695,9 @@ fn decode_bad_input() {
     // v2 and RoPE are not supported in decode.
     let mut cfg = c.cfg.clone();
     cfg.variant = DiffVariant::V2;
-    assert!(matches!(plan_diff_decode(&cfg, &args(&c, false)), Err(Error::Unsupported { arg, .. }) if arg == "variant"));
+    assert!(
+        matches!(plan_diff_decode(&cfg, &args(&c, false)), Err(Error::Unsupported { arg, .. }) if arg == "variant")
+    );
     let mut cfg = c.cfg.clone();
     cfg.rope = Some(RopeConfig::new(64, 10000.0));
     assert!(matches!(plan_diff_decode(&cfg, &args(&c, false)), Err(Error::Unsupported { arg, .. }) if arg == "rope"));
@@ -706,7 +715,13 @@ fn decode_bad_input() {
     bad[0] = 1000;
     let a = DiffDecodeArgs {
         q: &c.q,
-        cache: KvCacheRef::Paged { k: &c.k_paged, v: &c.v_paged, block_table: &bad, max_blocks: c.max_blocks, cache_seqlens: &c.seqlens },
+        cache: KvCacheRef::Paged {
+            k: &c.k_paged,
+            v: &c.v_paged,
+            block_table: &bad,
+            max_blocks: c.max_blocks,
+            cache_seqlens: &c.seqlens,
+        },
         lambda: &c.lambda,
         norm_weight: None,
         alibi_slopes: None,
@@ -731,13 +746,24 @@ fn decode_bad_input() {
     assert!(matches!(plan_diff_decode(&cfg, &a), Err(Error::Config { key, .. }) if key == "lambda_init"));
 }
 
-fn run_decode_gpu(gpu: &Gpu, c: &DecodeCase, paged: bool, split: SplitPolicy) -> attn_kernels::Result<DiffAttentionOutput<Tensor>> {
+fn run_decode_gpu(
+    gpu: &Gpu,
+    c: &DecodeCase,
+    paged: bool,
+    split: SplitPolicy,
+) -> attn_kernels::Result<DiffAttentionOutput<Tensor>> {
     let up = |t: &Tensor| gpu.upload(t).unwrap();
     let (k, v) = if paged { (up(&c.k_paged), up(&c.v_paged)) } else { (up(&c.k_contig), up(&c.v_contig)) };
     let (q, lambda) = (up(&c.q), up(&c.lambda));
     let norm = c.norm.as_ref().map(up);
     let alibi = c.alibi.as_ref().map(up);
-    let args = DiffDecodeArgs { q: &q, cache: c.cache(paged, &k, &v), lambda: &lambda, norm_weight: norm.as_ref(), alibi_slopes: alibi.as_ref() };
+    let args = DiffDecodeArgs {
+        q: &q,
+        cache: c.cache(paged, &k, &v),
+        lambda: &lambda,
+        norm_weight: norm.as_ref(),
+        alibi_slopes: alibi.as_ref(),
+    };
     let p = plan_diff_decode(&c.cfg, &args)?;
     let index = DiffDecodeIndex::new(gpu, &args.cache)?;
     let mut out = DiffAttentionOutput {
@@ -751,7 +777,7 @@ fn run_decode_gpu(gpu: &Gpu, c: &DecodeCase, paged: bool, split: SplitPolicy) ->
 
 #[test]
 fn decode_gpu_both_layouts_and_splits() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu("decode_gpu_both_layouts_and_splits") else { return };
     let mut rng = Rng::from_time();
     for &dtype in &[DType::F16, DType::BF16] {
         for &d in &[64, 128] {
@@ -760,10 +786,16 @@ fn decode_gpu_both_layouts_and_splits() {
                 (vec![257, 5, 1000], 4, 1, 32, -1, 0.0, true, true),
                 (vec![700, 64], 4, 2, 64, 100, 20.0, false, true),
                 (vec![3000], 2, 1, 128, -1, 0.0, true, false),
+                // Groups of 3 (one partial chunk of the 4-head kernel) and 12 (chunks 8 + 4).
+                (vec![200, 31], 3, 1, 32, -1, 0.0, true, true),
+                (vec![77, 500], 12, 1, 16, 300, 0.0, true, true),
+                (vec![129], 16, 2, 64, -1, 5.0, false, true),
             ] {
                 let c = decode_case(&mut rng, dtype, lens, h, hkv, d, bs, wl, softcap, alibi, norm);
                 for &paged in &[false, true] {
-                    for &split in &[SplitPolicy::Fixed(1), SplitPolicy::Fixed(3), SplitPolicy::Fixed(17), SplitPolicy::Auto] {
+                    for &split in
+                        &[SplitPolicy::Fixed(1), SplitPolicy::Fixed(3), SplitPolicy::Fixed(17), SplitPolicy::Auto]
+                    {
                         let what = format!("decode {dtype} d={d} lens={lens:?} h={h} hkv={hkv} bs={bs} wl={wl} paged={paged} {split:?}");
                         let out = run_decode_gpu(&gpu, &c, paged, split).unwrap_or_else(|e| panic!("{what}: {e}"));
                         c.check(&what, rng.seed, &out, bound(dtype));
@@ -776,7 +808,7 @@ fn decode_gpu_both_layouts_and_splits() {
 
 #[test]
 fn decode_gpu_long_context() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = gpu("decode_gpu_long_context") else { return };
     let mut rng = Rng::from_time();
     for &dtype in &[DType::F16, DType::BF16] {
         let c = decode_case(&mut rng, dtype, &[20000, 16385], 2, 1, 128, 256, -1, 0.0, false, true);

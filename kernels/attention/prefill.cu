@@ -43,9 +43,9 @@ struct Cfg {
 // The configurations the Rust side launches (keep in sync with src/attention/cuda.rs).
 using Cfg64 = Cfg<64, 64, 2, 4, 64>;        // 128 x 64 tiles, 4 warps x 32 rows
 using Cfg128 = Cfg<128, 128, 2, 4, 32>;     // 128 x 32, 4 warps x 32 rows
-using Cfg256 = Cfg<256, 256, 1, 8, 64>;     // 128 x 64, 8 warps x 16 rows
+using Cfg256 = Cfg<256, 256, 1, 8, 32>;     // 128 x 32, 8 warps x 16 rows (132 KB: fits A100 too)
 using Cfg64v128 = Cfg<64, 128, 2, 4, 32>;   // Dv = 2D, 128 x 32
-using Cfg128v256 = Cfg<128, 256, 1, 8, 64>; // Dv = 2D
+using Cfg128v256 = Cfg<128, 256, 1, 8, 32>; // Dv = 2D, 128 x 32 (116 KB)
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;

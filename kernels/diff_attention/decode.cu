@@ -1,12 +1,14 @@
 // Fused differential decode, variant v1 (spec section 3): one query token per sequence against a
 // contiguous or paged KV cache, split along the keys (flash-decoding).
 //
-// Pass 1, ak_diff_decode_split_*: one block per (split, diff head h, sequence b), 4 warps. Key
-// tiles of DT rows ([k1|k2] and the 2d-wide V) stream through a cp.async double buffer; both
-// maps score the same tile (warps 0,2: map 1, warps 1,3: map 2; two lanes per key, each summing
-// half of d), warps 0 and 1 run the two online softmaxes, then every thread accumulates its
-// 2d/128 output columns of both maps from the shared V tile. Each split writes, per map, its
-// normalised partial output and lse.
+// Pass 1, ak_diff_decode_split_*_g<GM>: one block per (split, kv head or a chunk of GM of its
+// G = H / Hkv diff heads, sequence b), 4 warps, so each kv head's keys are read once per split
+// for the whole group. Key tiles of DT rows ([k1|k2] and the 2d-wide V) stream through a
+// cp.async double buffer. Scores: warps 0,2 take map 1 and warps 1,3 map 2, two lanes per key
+// (each holds half of the key row in registers and dots it with every head's query); then one
+// warp per softmax row (head, map) runs its online softmax; then every thread accumulates its
+// 2d/128 output columns of every row from the shared V tile. Each split writes, per (head, map),
+// its normalised partial output and lse.
 // Pass 2, ak_diff_decode_combine_*: per (h, b), merges the splits of each map by their lse, then
 // forms O1 - lambda O2, applies the RMSNorm over 2d and stores o, lse1, lse2.
 // The query sits at position P = seqlen - 1, so the causal mask allows every cached key; a
@@ -28,7 +30,8 @@ template <int D> struct DecodeLayout {
     static constexpr int VROW = 2 * D;
     static constexpr int K_TILE = DT * KROW;
     static constexpr int V_TILE = DT * VROW;
-    // Dynamic shared memory: 2 stages of (K_TILE + V_TILE) elements, then 2*D + 2*DT + 2 floats.
+    // Dynamic shared memory: 2 stages of (K_TILE + V_TILE) elements, then RM * (D + DT + 3)
+    // floats (sQ, sS, sAlpha, sML) with RM = 2 * GM.
 };
 
 template <typename T>
@@ -42,33 +45,44 @@ __device__ __forceinline__ const T* cache_row(const AkDiffDecodeParams& p, const
     return base + b * batch_stride + (long long)j * row_stride;
 }
 
-template <typename T, int D> __device__ __forceinline__ void diff_decode_split(const AkDiffDecodeParams& p) {
+// GM: diff heads per block (the kv group of G = H / Hkv heads, in chunks of GM); the block runs
+// R = 2 * GM softmax rows (head, map), row r = 2 * (head - h0) + map.
+template <typename T, int D, int GM> __device__ __forceinline__ void diff_decode_split(const AkDiffDecodeParams& p) {
     using L = DecodeLayout<D>;
-    constexpr int CPT = 2 * D / DTHREADS;  // output columns per thread (1 or 2)
+    constexpr int CPT = 2 * D / DTHREADS;        // output columns per thread (1 or 2)
+    constexpr int RM = 2 * GM;                    // softmax rows per block (at most)
+    constexpr int RPW = (RM + 3) / 4;             // softmax rows per warp
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    T* sK = reinterpret_cast<T*>(smem_raw);   // [2][DT][KROW]
-    T* sV = sK + 2 * L::K_TILE;               // [2][DT][VROW]
-    float* sQ = reinterpret_cast<float*>(sV + 2 * L::V_TILE);  // [2][D]
-    float* sS = sQ + 2 * D;                   // [2][DT] scores, then probabilities
-    float* sAlpha = sS + 2 * DT;              // [2]
+    T* sK = reinterpret_cast<T*>(smem_raw);                    // [2][DT][KROW]
+    T* sV = sK + 2 * L::K_TILE;                                // [2][DT][VROW]
+    float* sQ = reinterpret_cast<float*>(sV + 2 * L::V_TILE);  // [RM][D]
+    float* sS = sQ + RM * D;                                   // [RM][DT] scores, then probabilities
+    float* sAlpha = sS + RM * DT;                              // [RM]
+    float* sML = sAlpha + RM;                                  // [RM][2] final (m, l)
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int split = blockIdx.x, b = blockIdx.z;
+    const int G = p.kv_groups, chunks = (G + GM - 1) / GM;
+    const int kvh = blockIdx.y / chunks, chunk = blockIdx.y - kvh * chunks;
+    const int h0 = kvh * G + chunk * GM;
+    const int R = 2 * min(GM, G - chunk * GM);  // rows of this block
     const int len = p.cache_seqlens[b], P = len - 1;
     int lo = split * p.keys_per_split;
     const int hi = min(lo + p.keys_per_split, len);
     if (p.window_left >= 0) lo = max(lo, P - p.window_left);
-    const int kvh = h / p.kv_groups;
-    const long long part = ((long long)(b * p.heads + h) * p.num_splits + split) * 2;
+    // part_o / part_lse row of softmax row r: [B, H, splits, 2]
+    auto part_of = [&](int r) { return ((long long)(b * p.heads + h0 + (r >> 1)) * p.num_splits + split) * 2 + (r & 1); };
 
     if (lo >= hi) {  // nothing in this split
-        for (int c = tid; c < 4 * D; c += DTHREADS) p.part_o[part * 2 * D + c] = 0.f;
-        if (tid < 2) p.part_lse[part + tid] = -INFINITY;
+        for (int r = 0; r < R; ++r)
+            for (int c = tid; c < 2 * D; c += DTHREADS) p.part_o[part_of(r) * 2 * D + c] = 0.f;
+        if (tid < R) p.part_lse[part_of(tid)] = -INFINITY;
         return;
     }
 
-    const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + 2 * h * p.q_head_stride;
-    for (int i = tid; i < 2 * D; i += DTHREADS) sQ[i] = Elem<T>::to_f(q[(i / D) * p.q_head_stride + i % D]);
+    // Query rows 2 * h0 .. 2 * h0 + R - 1 are exactly rows 0 .. R - 1 (q head 2h + map).
+    const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + 2 * h0 * p.q_head_stride;
+    for (int i = tid; i < R * D; i += DTHREADS) sQ[i] = Elem<T>::to_f(q[(i / D) * p.q_head_stride + i % D]);
 
     auto load_tile = [&](int n0, int stage) {
         T* k = sK + stage * L::K_TILE;
@@ -88,17 +102,18 @@ template <typename T, int D> __device__ __forceinline__ void diff_decode_split(c
         }
     };
 
-    float acc[2][CPT];
+    float acc[RM][CPT];
 #pragma unroll
-    for (int m = 0; m < 2; ++m)
+    for (int r = 0; r < RM; ++r)
 #pragma unroll
-        for (int c = 0; c < CPT; ++c) acc[m][c] = 0.f;
-    float m_run = -INFINITY, l_run = 0.f;  // meaningful in warps 0 (map 1) and 1 (map 2)
+        for (int c = 0; c < CPT; ++c) acc[r][c] = 0.f;
+    float m_run[RPW], l_run[RPW];  // softmax rows warp + 4 i
+#pragma unroll
+    for (int i = 0; i < RPW; ++i) m_run[i] = -INFINITY, l_run[i] = 0.f;
 
     // scoring role: map = warp & 1, key = (warp >> 1) * 16 + lane % 16, half of d = lane / 16
     // (eight consecutive lanes read eight padded rows: distinct banks)
     const int smap = warp & 1, skey = (warp >> 1) * 16 + (lane & 15), shalf = lane >> 4;
-    const float slope = p.alibi_slopes ? p.alibi_slopes[h] : 0.f;  // one slope per diff head
 
     load_tile(lo, 0);
     cp_async_commit();
@@ -113,52 +128,64 @@ template <typename T, int D> __device__ __forceinline__ void diff_decode_split(c
         }
         __syncthreads();
 
-        {  // scores
+        {  // scores: this lane's half key row, once, against every head of the block
             const T* krow = sK + stage * L::K_TILE + skey * L::KROW + smap * D + shalf * (D / 2);
-            const float* qv = sQ + smap * D + shalf * (D / 2);
-            float dot = 0.f;
+            uint4 kr[D / 16];
 #pragma unroll
-            for (int c = 0; c < D / 2; c += 8) {
-                const uint4 raw = *reinterpret_cast<const uint4*>(krow + c);
-                const float4 qa = *reinterpret_cast<const float4*>(qv + c);
-                const float4 qb = *reinterpret_cast<const float4*>(qv + c + 4);
-                const float2 k0 = Elem<T>::unpack(raw.x), k1 = Elem<T>::unpack(raw.y);
-                const float2 k2 = Elem<T>::unpack(raw.z), k3 = Elem<T>::unpack(raw.w);
-                dot = fmaf(k0.x, qa.x, fmaf(k0.y, qa.y, dot));
-                dot = fmaf(k1.x, qa.z, fmaf(k1.y, qa.w, dot));
-                dot = fmaf(k2.x, qb.x, fmaf(k2.y, qb.y, dot));
-                dot = fmaf(k3.x, qb.z, fmaf(k3.y, qb.w, dot));
-            }
-            dot += __shfl_xor_sync(0xffffffffu, dot, 16);
+            for (int c = 0; c < D / 16; ++c) kr[c] = *reinterpret_cast<const uint4*>(krow + 8 * c);
             const int j = n0 + skey;
-            float x = dot * p.scale;
-            if (p.softcap > 0.f) x = p.softcap * tanhf(x / p.softcap);
-            if (p.alibi_slopes) x -= slope * (float)(P - j);
-            if (j >= hi) x = -INFINITY;
-            if (shalf == 0) sS[smap * DT + skey] = x;
+#pragma unroll
+            for (int g = 0; g < GM; ++g) {
+                const int r = 2 * g + smap;
+                if (r >= R) break;
+                const float* qv = sQ + r * D + shalf * (D / 2);
+                float dot = 0.f;
+#pragma unroll
+                for (int c = 0; c < D / 16; ++c) {
+                    const float4 qa = *reinterpret_cast<const float4*>(qv + 8 * c);
+                    const float4 qb = *reinterpret_cast<const float4*>(qv + 8 * c + 4);
+                    const float2 k0 = Elem<T>::unpack(kr[c].x), k1 = Elem<T>::unpack(kr[c].y);
+                    const float2 k2 = Elem<T>::unpack(kr[c].z), k3 = Elem<T>::unpack(kr[c].w);
+                    dot = fmaf(k0.x, qa.x, fmaf(k0.y, qa.y, dot));
+                    dot = fmaf(k1.x, qa.z, fmaf(k1.y, qa.w, dot));
+                    dot = fmaf(k2.x, qb.x, fmaf(k2.y, qb.y, dot));
+                    dot = fmaf(k3.x, qb.z, fmaf(k3.y, qb.w, dot));
+                }
+                dot += __shfl_xor_sync(0xffffffffu, dot, 16);
+                float x = dot * p.scale;
+                if (p.softcap > 0.f) x = p.softcap * tanhf(x / p.softcap);
+                if (p.alibi_slopes) x -= p.alibi_slopes[h0 + g] * (float)(P - j);  // one slope per head
+                if (j >= hi) x = -INFINITY;
+                if (shalf == 0) sS[r * DT + skey] = x;
+            }
         }
         __syncthreads();
 
-        if (warp < 2) {  // online softmax of map `warp`, lane = key
-            const float x = sS[warp * DT + lane];
-            const float m_new = fmaxf(m_run, warp_max(x));
-            const float m_use = m_new == -INFINITY ? 0.f : m_new;
-            const float pe = exp2f((x - m_use) * LOG2E);
-            const float alpha = exp2f((m_run - m_use) * LOG2E);
-            l_run = l_run * alpha + warp_sum(pe);
-            m_run = m_new;
-            sS[warp * DT + lane] = pe;
-            if (lane == 0) sAlpha[warp] = alpha;
+#pragma unroll
+        for (int i = 0; i < RPW; ++i) {  // online softmax of row warp + 4 i, lane = key
+            const int r = warp + 4 * i;
+            if (r < R) {
+                const float x = sS[r * DT + lane];
+                const float m_new = fmaxf(m_run[i], warp_max(x));
+                const float m_use = m_new == -INFINITY ? 0.f : m_new;
+                const float pe = exp2f((x - m_use) * LOG2E);
+                const float alpha = exp2f((m_run[i] - m_use) * LOG2E);
+                l_run[i] = l_run[i] * alpha + warp_sum(pe);
+                m_run[i] = m_new;
+                sS[r * DT + lane] = pe;
+                if (lane == 0) sAlpha[r] = alpha;
+            }
         }
         __syncthreads();
 
-        {  // acc = alpha * acc + P V over this thread's columns
+        {  // acc = alpha * acc + P V over this thread's columns, every row of the block
             const T* v = sV + stage * L::V_TILE + tid * CPT;
 #pragma unroll
-            for (int m = 0; m < 2; ++m)
+            for (int r = 0; r < RM; ++r)
+                if (r < R)
 #pragma unroll
-                for (int c = 0; c < CPT; ++c) acc[m][c] *= sAlpha[m];
-#pragma unroll
+                    for (int c = 0; c < CPT; ++c) acc[r][c] *= sAlpha[r];
+#pragma unroll 8
             for (int t = 0; t < DT; ++t) {
                 float vf[CPT];
                 if constexpr (CPT == 2) {
@@ -168,30 +195,38 @@ template <typename T, int D> __device__ __forceinline__ void diff_decode_split(c
                 } else {
                     vf[0] = Elem<T>::to_f(v[t * L::VROW]);
                 }
-                const float p1 = sS[t], p2 = sS[DT + t];
 #pragma unroll
-                for (int c = 0; c < CPT; ++c) {
-                    acc[0][c] = fmaf(p1, vf[c], acc[0][c]);
-                    acc[1][c] = fmaf(p2, vf[c], acc[1][c]);
+                for (int r = 0; r < RM; ++r) {
+                    if (r < R) {
+                        const float pr = sS[r * DT + t];
+#pragma unroll
+                        for (int c = 0; c < CPT; ++c) acc[r][c] = fmaf(pr, vf[c], acc[r][c]);
+                    }
                 }
             }
         }
         __syncthreads();
     }
 
-    // Publish (m, l) of both maps, then write the normalised partial outputs.
-    if (warp < 2 && lane == 0) {
-        sS[2 * warp] = m_run;
-        sS[2 * warp + 1] = l_run;
+    // Publish (m, l) of every row, then write the normalised partial outputs.
+#pragma unroll
+    for (int i = 0; i < RPW; ++i) {
+        const int r = warp + 4 * i;
+        if (r < R && lane == 0) {
+            sML[2 * r] = m_run[i];
+            sML[2 * r + 1] = l_run[i];
+        }
     }
     __syncthreads();
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
-        const float mm = sS[2 * m], l = sS[2 * m + 1];
+    for (int r = 0; r < RM; ++r) {
+        if (r >= R) break;
+        const float mm = sML[2 * r], l = sML[2 * r + 1];
         const float inv = l > 0.f ? 1.f / l : 0.f;
+        const long long pr = part_of(r);
 #pragma unroll
-        for (int c = 0; c < CPT; ++c) p.part_o[(part + m) * 2 * D + tid * CPT + c] = acc[m][c] * inv;
-        if (tid == 0) p.part_lse[part + m] = l > 0.f ? mm + logf(l) : -INFINITY;
+        for (int c = 0; c < CPT; ++c) p.part_o[pr * 2 * D + tid * CPT + c] = acc[r][c] * inv;
+        if (tid == 0) p.part_lse[pr] = l > 0.f ? mm + logf(l) : -INFINITY;
     }
 }
 
@@ -252,11 +287,16 @@ template <typename T, int D> __device__ __forceinline__ void diff_decode_combine
 
 }  // namespace
 
-#define DIFF_DECODE(T, tname, D)                                                                             \
-    extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_##tname##_d##D(              \
+#define DIFF_DECODE_SPLIT(T, tname, D, GM)                                                                   \
+    extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_##tname##_d##D##_g##GM(      \
         const AkDiffDecodeParams p) {                                                                       \
-        diff_decode_split<T, D>(p);                                                                         \
-    }                                                                                                       \
+        diff_decode_split<T, D, GM>(p);                                                                     \
+    }
+#define DIFF_DECODE(T, tname, D)                                                                             \
+    DIFF_DECODE_SPLIT(T, tname, D, 1)                                                                        \
+    DIFF_DECODE_SPLIT(T, tname, D, 2)                                                                        \
+    DIFF_DECODE_SPLIT(T, tname, D, 4)                                                                        \
+    DIFF_DECODE_SPLIT(T, tname, D, 8)                                                                        \
     extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_combine_##tname##_d##D(            \
         const AkDiffDecodeParams p) {                                                                       \
         diff_decode_combine<T, D>(p);                                                                       \

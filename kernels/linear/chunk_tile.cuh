@@ -29,6 +29,11 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const void* p) {
                  : "r"(smem_addr(p)));
 }
 
+// Hint: bring the 128-byte line holding p into L2 (no register, no completion to wait for).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+}
+
 template <typename T> struct Mma;
 
 template <> struct Mma<__half> {

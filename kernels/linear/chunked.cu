@@ -25,6 +25,7 @@
 
 using chunk_tile::ldsm_x4;
 using chunk_tile::ldsm_x4_trans;
+using chunk_tile::prefetch_l2;
 using chunk_tile::Mma;
 using chunk_tile::scale_pair;
 
@@ -191,6 +192,27 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
             for (int w = 1; w < K / 32; ++w) r = fmaxf(r, sRange[w * 4 + a]);
             // a NaN range compares false: that sub-block takes the exact path
             if (r <= (IsHalf<T>::value ? FAST_RANGE_F16 : FAST_RANGE_BF16)) fast |= 1u << a;
+        }
+
+        // Next chunk's rows -> L2 while this one computes (its loads then wait on L2, not DRAM).
+        if (c0 + C < len) {
+            const int next = min(C, len - c0 - C);
+            const long long row0 = bos + c0 + C;
+            constexpr int QL = K * 2 / 128, VL = BV * 2 / 128;  // 128-byte lines per row
+            for (int i = tid; i < next * QL; i += THREADS) {
+                const long long off = ((row0 + i / QL) * H + h) * K + (i % QL) * 64;
+                prefetch_l2(q + off);
+                prefetch_l2(k + off);
+            }
+            for (int i = tid; i < next * VL; i += THREADS)
+                prefetch_l2(v + ((row0 + i / VL) * H + h) * V + v0 + (i % VL) * 64);
+            if (p.g && p.g_row_stride != 0) {
+                const int gsize = p.g_dtype == AK_F32 ? 4 : 2;
+                const int GL = p.g_key_stride ? K * gsize / 128 : 1;
+                const char* gb = static_cast<const char*>(p.g);
+                for (int i = tid; i < next * GL; i += THREADS)
+                    prefetch_l2(gb + ((row0 + i / GL) * p.g_row_stride + h * p.g_head_stride) * gsize + (i % GL) * 128);
+            }
         }
 
         // ---- 2. diagonal 16x16 sub-blocks of A, in f32 with one exponential per key (fast

@@ -220,7 +220,7 @@ impl AttentionPlan {
         let mut lo = 0i64;
         let mut hi = sk; // exclusive
         if self.causal {
-            hi = hi.min(p + 2);
+            hi = hi.min(p + 1);
         }
         if self.window_left >= 0 {
             lo = lo.max(p - self.window_left);

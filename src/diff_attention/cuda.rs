@@ -49,7 +49,10 @@ fn fits_i32(arg: &str, what: &str, n: usize) -> Result<i32> {
 
 fn gpu_dtype(arg: &str, dtype: DType) -> Result<()> {
     if !matches!(dtype, DType::F16 | DType::BF16) {
-        return Err(Error::unsupported(arg, format!("the GPU kernels take f16 or bf16, got {dtype} (use the CPU path)")));
+        return Err(Error::unsupported(
+            arg,
+            format!("the GPU kernels take f16 or bf16, got {dtype} (use the CPU path)"),
+        ));
     }
     Ok(())
 }
@@ -77,10 +80,21 @@ pub fn prefill_smem_bytes(variant: DiffVariant, d: usize) -> usize {
     2 * (2 * PREFILL_ROWS * d + 2 * (nk * PREFILL_KEYS * d + PREFILL_KEYS * dv))
 }
 
-/// Dynamic shared memory of one decode split block.
-pub fn decode_smem_bytes(d: usize) -> usize {
+/// Diff heads per decode block for a kv group of `group` heads: the kernel instantiations
+/// `_g1`, `_g2`, `_g4`, `_g8` (larger groups run in chunks of 8).
+pub fn decode_heads_per_block(group: usize) -> usize {
+    match group {
+        0 | 1 => 1,
+        2 => 2,
+        3 | 4 => 4,
+        _ => 8,
+    }
+}
+
+/// Dynamic shared memory of one decode split block (`gm` heads per block).
+pub fn decode_smem_bytes(d: usize, gm: usize) -> usize {
     let halves = 2 * (DECODE_KEYS * (2 * d + 8) + DECODE_KEYS * 2 * d);
-    2 * halves + 4 * (2 * d + 2 * DECODE_KEYS + 2)
+    2 * halves + 4 * 2 * gm * (d + DECODE_KEYS + 3)
 }
 
 fn prefill_kernel(variant: DiffVariant, dtype: DType, d: usize) -> &'static str {
@@ -101,7 +115,10 @@ fn check_gpu_prefill(dp: &DiffAttentionPlan) -> Result<()> {
     let p = &dp.attn;
     gpu_dtype("q", p.dtype)?;
     if !matches!(p.head_dim, 64 | 128) {
-        return Err(Error::unsupported("q", format!("GPU diff_attention needs head dim d in {{64, 128}}, got {}", p.head_dim)));
+        return Err(Error::unsupported(
+            "q",
+            format!("GPU diff_attention needs head dim d in {{64, 128}}, got {}", p.head_dim),
+        ));
     }
     fits_i32("q", "total query rows", p.total_q)?;
     fits_i32("k", "total key rows", p.total_k)?;
@@ -335,12 +352,18 @@ impl DiffDecodePlan {
 }
 
 /// Validate a fused v1 decode call. Errors name the argument or config key at fault.
-pub fn plan_diff_decode<T: TensorInfo>(cfg: &DiffAttentionConfig, args: &DiffDecodeArgs<'_, T>) -> Result<DiffDecodePlan> {
+pub fn plan_diff_decode<T: TensorInfo>(
+    cfg: &DiffAttentionConfig,
+    args: &DiffDecodeArgs<'_, T>,
+) -> Result<DiffDecodePlan> {
     if cfg.variant != DiffVariant::V1 {
         return Err(Error::unsupported("variant", "diff decode implements variant v1"));
     }
     if cfg.rope.is_some() {
-        return Err(Error::unsupported("rope", "diff decode does not fuse RoPE: rotate q and k before appending to the cache"));
+        return Err(Error::unsupported(
+            "rope",
+            "diff decode does not fuse RoPE: rotate q and k before appending to the cache",
+        ));
     }
     let (layout, batch, heads_kv, dk, dv, seqlens) = check_cache(&args.cache, 0)?;
     if dk % 2 != 0 {
@@ -359,7 +382,10 @@ pub fn plan_diff_decode<T: TensorInfo>(cfg: &DiffAttentionConfig, args: &DiffDec
         return Err(Error::shape("q", format!("[{batch}, 1, 2H, {d}] (batch of the cache)"), qs));
     }
     if qs[1] != 1 {
-        return Err(Error::unsupported("q", format!("diff decode takes one new token per sequence, got Sq_new = {}", qs[1])));
+        return Err(Error::unsupported(
+            "q",
+            format!("diff decode takes one new token per sequence, got Sq_new = {}", qs[1]),
+        ));
     }
     if qs[3] != d {
         return Err(Error::shape("q", format!("[{batch}, 1, 2H, {d}] (half the cache's head width)"), qs));
@@ -404,9 +430,9 @@ pub fn plan_diff_decode<T: TensorInfo>(cfg: &DiffAttentionConfig, args: &DiffDec
             if w.shape() != [2 * d] {
                 return Err(Error::shape("norm_weight", format!("[{}] (2d)", 2 * d), w.shape()));
             }
-            let li = cfg
-                .lambda_init
-                .ok_or_else(|| Error::config("lambda_init", "required when norm_weight is given (the norm scales by 1 - lambda_init)"))?;
+            let li = cfg.lambda_init.ok_or_else(|| {
+                Error::config("lambda_init", "required when norm_weight is given (the norm scales by 1 - lambda_init)")
+            })?;
             (1.0 - li) as f32
         }
     };
@@ -431,7 +457,10 @@ pub fn plan_diff_decode<T: TensorInfo>(cfg: &DiffAttentionConfig, args: &DiffDec
 /// CPU reference of the fused decode: gathers each sequence's cached keys into a packed (varlen)
 /// batch and runs [`diff_attention_cpu`] with one query row per sequence (position
 /// `cache_seqlens[b] - 1`, bottom-right aligned). Outputs as [`diff_decode_cuda`].
-pub fn diff_decode_cpu(cfg: &DiffAttentionConfig, args: &DiffDecodeArgs<'_, Tensor>) -> Result<DiffAttentionOutput<Tensor>> {
+pub fn diff_decode_cpu(
+    cfg: &DiffAttentionConfig,
+    args: &DiffDecodeArgs<'_, Tensor>,
+) -> Result<DiffAttentionOutput<Tensor>> {
     let p = plan_diff_decode(cfg, args)?;
     let (hkv, d2) = (p.heads_kv, 2 * p.head_dim);
     let row = hkv * d2;
@@ -473,7 +502,11 @@ pub fn diff_decode_cpu(cfg: &DiffAttentionConfig, args: &DiffDecodeArgs<'_, Tens
         }
         Tensor::from_f32(DType::F32, &p.lse_shape(), &y)
     };
-    Ok(DiffAttentionOutput { o: out.o.reshape(&p.o_shape())?, lse1: transpose(&out.lse1)?, lse2: transpose(&out.lse2)? })
+    Ok(DiffAttentionOutput {
+        o: out.o.reshape(&p.o_shape())?,
+        lse1: transpose(&out.lse1)?,
+        lse2: transpose(&out.lse2)?,
+    })
 }
 
 /// The cache's index data (`cache_seqlens`, `block_table`) on the device. Upload once per step
@@ -510,7 +543,8 @@ pub fn diff_decode_splits(gpu: &Gpu, p: &DiffDecodePlan, split: SplitPolicy) -> 
         SplitPolicy::Fixed(n) => n,
         SplitPolicy::Auto => {
             // About four blocks per SM, never a split shorter than four key tiles.
-            let blocks = (p.batch * p.heads).max(1);
+            let group = p.heads / p.heads_kv.max(1);
+            let blocks = (p.batch * p.heads_kv * group.div_ceil(decode_heads_per_block(group))).max(1);
             let target = 4 * gpu.info().multiprocessors.max(1) as usize;
             target.div_ceil(blocks).min(tiles.div_ceil(4)).max(1)
         }
@@ -567,7 +601,10 @@ pub fn diff_decode_cuda_into(
     let p = plan_diff_decode(cfg, args)?;
     check_gpu_decode(&p, split)?;
     if !index.matches(&args.cache) {
-        return Err(Error::invalid("index", "DiffDecodeIndex was made from other cache_seqlens / block_table than this cache's"));
+        return Err(Error::invalid(
+            "index",
+            "DiffDecodeIndex was made from other cache_seqlens / block_table than this cache's",
+        ));
     }
     expect_same_dtype("o", &out.o, "q", p.dtype)?;
     if out.o.shape() != p.o_shape().as_slice() {
@@ -642,16 +679,53 @@ fn launch_decode(
         window_left: clamp_window(p.window_left, p.max_seqlen()),
         dtype: p.dtype.kernel_code(),
     };
-    let tname = if p.dtype == DType::F16 { "f16" } else { "bf16" };
-    let (split_k, combine_k) = match (tname, d) {
-        ("f16", 64) => ("ak_diff_decode_split_f16_d64", "ak_diff_decode_combine_f16_d64"),
-        ("f16", _) => ("ak_diff_decode_split_f16_d128", "ak_diff_decode_combine_f16_d128"),
-        (_, 64) => ("ak_diff_decode_split_bf16_d64", "ak_diff_decode_combine_bf16_d64"),
-        _ => ("ak_diff_decode_split_bf16_d128", "ak_diff_decode_combine_bf16_d128"),
+    let group = h / hkv;
+    let gm = decode_heads_per_block(group);
+    let split_k = decode_split_kernel(p.dtype, d, gm);
+    let combine_k = match (p.dtype, d) {
+        (DType::F16, 64) => "ak_diff_decode_combine_f16_d64",
+        (DType::F16, _) => "ak_diff_decode_combine_f16_d128",
+        (_, 64) => "ak_diff_decode_combine_bf16_d64",
+        _ => "ak_diff_decode_combine_bf16_d128",
     };
-    let smem = decode_smem_bytes(d) as u32;
-    gpu.launch(DECODE_MODULE, split_k, (splits as u32, h as u32, p.batch as u32), (DECODE_THREADS, 1, 1), smem, &params)?;
+    let smem = decode_smem_bytes(d, gm) as u32;
+    let grid_y = (hkv * group.div_ceil(gm)) as u32;
+    gpu.launch(DECODE_MODULE, split_k, (splits as u32, grid_y, p.batch as u32), (DECODE_THREADS, 1, 1), smem, &params)?;
     gpu.launch(DECODE_MODULE, combine_k, (h as u32, p.batch as u32, 1), (DECODE_THREADS, 1, 1), 0, &params)
+}
+
+fn decode_split_kernel(dtype: DType, d: usize, gm: usize) -> &'static str {
+    const F16_64: [&str; 4] = [
+        "ak_diff_decode_split_f16_d64_g1",
+        "ak_diff_decode_split_f16_d64_g2",
+        "ak_diff_decode_split_f16_d64_g4",
+        "ak_diff_decode_split_f16_d64_g8",
+    ];
+    const F16_128: [&str; 4] = [
+        "ak_diff_decode_split_f16_d128_g1",
+        "ak_diff_decode_split_f16_d128_g2",
+        "ak_diff_decode_split_f16_d128_g4",
+        "ak_diff_decode_split_f16_d128_g8",
+    ];
+    const BF16_64: [&str; 4] = [
+        "ak_diff_decode_split_bf16_d64_g1",
+        "ak_diff_decode_split_bf16_d64_g2",
+        "ak_diff_decode_split_bf16_d64_g4",
+        "ak_diff_decode_split_bf16_d64_g8",
+    ];
+    const BF16_128: [&str; 4] = [
+        "ak_diff_decode_split_bf16_d128_g1",
+        "ak_diff_decode_split_bf16_d128_g2",
+        "ak_diff_decode_split_bf16_d128_g4",
+        "ak_diff_decode_split_bf16_d128_g8",
+    ];
+    let i = gm.trailing_zeros() as usize; // 1, 2, 4, 8 -> 0..3
+    match (dtype, d) {
+        (DType::F16, 64) => F16_64[i],
+        (DType::F16, _) => F16_128[i],
+        (_, 64) => BF16_64[i],
+        _ => BF16_128[i],
+    }
 }
 
 // ------------------------------------------------------------------------------- baseline

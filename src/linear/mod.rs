@@ -487,7 +487,7 @@ pub(crate) fn run_linear_case(config: &serde_json::Value, inputs: &Tensors, devi
     let args = linear_args(inputs)?;
     match device {
         Device::Cpu => Ok(outputs("o", linear_attention_cpu(&cfg, &args)?)),
-        Device::Cuda(_) => Err(cuda_missing("linear_attention")),
+        Device::Cuda(gpu) => cuda::run_case("linear_attention", config, inputs, gpu),
     }
 }
 
@@ -497,7 +497,7 @@ pub(crate) fn run_delta_rule_case(config: &serde_json::Value, inputs: &Tensors, 
     let args = delta_rule_args(inputs)?;
     match device {
         Device::Cpu => Ok(outputs("o", delta_rule_cpu(&cfg, &args)?)),
-        Device::Cuda(_) => Err(cuda_missing("delta_rule")),
+        Device::Cuda(gpu) => cuda::run_case("delta_rule", config, inputs, gpu),
     }
 }
 
@@ -508,13 +508,10 @@ pub(crate) fn run_rwkv4_case(config: &serde_json::Value, inputs: &Tensors, devic
     let args = rwkv4_args(inputs)?;
     match device {
         Device::Cpu => Ok(outputs("y", rwkv4_cpu(&cfg, &args)?)),
-        Device::Cuda(_) => Err(cuda_missing("rwkv4")),
+        Device::Cuda(gpu) => cuda::run_case("rwkv4", config, inputs, gpu),
     }
 }
 
-fn cuda_missing(op: &str) -> Error {
-    Error::unsupported("device", format!("`{op}` has no CUDA path in this build; use --device cpu"))
-}
 
 // ----------------------------------------------------------------------------------- check
 
