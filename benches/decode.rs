@@ -68,12 +68,20 @@ fn measure(
     let mut o = gpu.alloc(DType::BF16, &plan.o_shape())?;
     let mut lse = gpu.alloc(DType::F32, &plan.lse_shape())?;
     let iters = if plan.bytes_moved() > 4e9 { 10 } else { 30 };
-    let ms = median_ms(gpu, 3, iters, || decode_cuda_with_index(gpu, cfg, &q, &cache, &index, None, &opts, &mut o, &mut lse))?;
+    let ms = median_ms(gpu, 3, iters, || {
+        decode_cuda_with_index(gpu, cfg, &q, &cache, &index, None, &opts, &mut o, &mut lse)
+    })?;
     Ok((ms, plan.bytes_moved() / (ms * 1e-3) / 1e9, num_splits(gpu, &plan, opts.split)))
 }
 
 /// Zero-filled cache tensors `[blocks, rows, hkv, D]` (contents do not change the timing).
-fn cache_tensors(gpu: &Gpu, b: usize, ctx: usize, hkv: usize, block: Option<usize>) -> attn_kernels::Result<(DeviceTensor, DeviceTensor)> {
+fn cache_tensors(
+    gpu: &Gpu,
+    b: usize,
+    ctx: usize,
+    hkv: usize,
+    block: Option<usize>,
+) -> attn_kernels::Result<(DeviceTensor, DeviceTensor)> {
     let shape = match block {
         None => vec![b, ctx, hkv, D],
         Some(bs) => vec![b * ctx.div_ceil(bs), bs, hkv, D],
@@ -97,7 +105,12 @@ fn gpu(_c: &mut Criterion) {
             for ctx in [1024usize, 4096, 16384, 32768, 65536, 131072] {
                 let bytes = 2 * b * ctx * hkv * D * 2;
                 if bytes > MEMORY_CAP {
-                    println!("{:<40} skipped: cache {:.0} GB > {} GB cap", format!("32/{hkv} B={b} ctx={ctx}"), bytes as f64 / 1e9, MEMORY_CAP >> 30);
+                    println!(
+                        "{:<40} skipped: cache {:.0} GB > {} GB cap",
+                        format!("32/{hkv} B={b} ctx={ctx}"),
+                        bytes as f64 / 1e9,
+                        MEMORY_CAP >> 30
+                    );
                     continue;
                 }
                 let note = if bytes < 100 << 20 { " (L2-sized)" } else { "" };

@@ -29,7 +29,9 @@ fn recurrences(c: &mut Criterion) {
     grp.throughput(Throughput::Elements((b * t) as u64));
     let label = format!("[{b},{t},{h},{k}] v{v} bf16");
     grp.bench_function(format!("linear_attention GLA {label}"), |bench| {
-        bench.iter(|| linear_attention_cpu(&LinearAttentionConfig::default(), &LinearArgs::new(&q, &kk, &vv).with_g(&g)).unwrap())
+        bench.iter(|| {
+            linear_attention_cpu(&LinearAttentionConfig::default(), &LinearArgs::new(&q, &kk, &vv).with_g(&g)).unwrap()
+        })
     });
     grp.bench_function(format!("linear_attention RWKV-6 bonus {label}"), |bench| {
         let cfg = LinearAttentionConfig { scale: Some(1.0) };
@@ -43,8 +45,12 @@ fn recurrences(c: &mut Criterion) {
     let ch = 1024usize;
     let k4 = tensor(&mut rng, dt, &[b, t, ch], 3.0);
     let v4 = tensor(&mut rng, dt, &[b, t, ch], 1.0);
-    let w = Tensor::from_f32(DType::F32, &[ch], &rng.uniform_vec(ch, -3.0, 1.0).iter().map(|x| -x.exp()).collect::<Vec<_>>())
-        .unwrap();
+    let w = Tensor::from_f32(
+        DType::F32,
+        &[ch],
+        &rng.uniform_vec(ch, -3.0, 1.0).iter().map(|x| -x.exp()).collect::<Vec<_>>(),
+    )
+    .unwrap();
     let u4 = tensor(&mut rng, DType::F32, &[ch], 1.0);
     grp.bench_function(format!("rwkv4 [{b},{t},{ch}] bf16"), |bench| {
         bench.iter(|| rwkv4_cpu(&Rwkv4Config::default(), &Rwkv4Args::new(&k4, &v4, &w, &u4)).unwrap())

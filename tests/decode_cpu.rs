@@ -33,7 +33,16 @@ struct Caches {
 }
 
 impl Caches {
-    fn new(rng: &mut Rng, dtype: DType, seqlens: &[usize], s_max: usize, hkv: usize, d: usize, dv: usize, bs: usize) -> Caches {
+    fn new(
+        rng: &mut Rng,
+        dtype: DType,
+        seqlens: &[usize],
+        s_max: usize,
+        hkv: usize,
+        d: usize,
+        dv: usize,
+        bs: usize,
+    ) -> Caches {
         let b = seqlens.len();
         let k = rand_t(rng, dtype, &[b, s_max, hkv, d]);
         let v = rand_t(rng, dtype, &[b, s_max, hkv, dv]);
@@ -65,7 +74,13 @@ impl Caches {
         KvCacheRef::Contiguous { k: &self.k, v: &self.v, cache_seqlens: &self.seqlens }
     }
     fn paged(&self) -> KvCacheRef<'_, Tensor> {
-        KvCacheRef::Paged { k: &self.pk, v: &self.pv, block_table: &self.table, max_blocks: self.max_blocks, cache_seqlens: &self.seqlens }
+        KvCacheRef::Paged {
+            k: &self.pk,
+            v: &self.pv,
+            block_table: &self.table,
+            max_blocks: self.max_blocks,
+            cache_seqlens: &self.seqlens,
+        }
     }
 }
 
@@ -85,7 +100,13 @@ fn cfg(causal: bool, wl: i64, softcap: f64, rope: Option<RopeConfig>) -> Attenti
 }
 
 /// Dense per-sequence attention (the plain op) for sequence `b`: q rows of b, keys 0..Sk.
-fn plain_attention(c: &AttentionConfig, q: &Tensor, caches: &Caches, b: usize, alibi: Option<&Tensor>) -> (Vec<f32>, Vec<f32>) {
+fn plain_attention(
+    c: &AttentionConfig,
+    q: &Tensor,
+    caches: &Caches,
+    b: usize,
+    alibi: Option<&Tensor>,
+) -> (Vec<f32>, Vec<f32>) {
     let qs = q.shape();
     let (sq, hq, d) = (qs[1], qs[2], qs[3]);
     let ks = caches.k.shape();
@@ -156,7 +177,14 @@ fn paged_equals_contiguous_equals_attention_and_oracle() {
                 let (po, pl) = plain_attention(&c, &qf, &cf, bi, alibi.as_ref());
                 let n = sq * hq * d;
                 let mine = &o[bi * n..(bi + 1) * n];
-                let e = rel_error(&f64v(mine), &f64v(&po.iter().map(|&x| Tensor::from_f32(dtype, &[1], &[x]).unwrap().to_f32_vec()[0]).collect::<Vec<_>>()));
+                let e = rel_error(
+                    &f64v(mine),
+                    &f64v(
+                        &po.iter()
+                            .map(|&x| Tensor::from_f32(dtype, &[1], &[x]).unwrap().to_f32_vec()[0])
+                            .collect::<Vec<_>>(),
+                    ),
+                );
                 let tol = if dtype == DType::F32 { 1e-6 } else { dtype.rel_tolerance() };
                 assert!(e <= tol, "case {idx} seq {bi}: decode vs plain attention o rel {e:.2e} (seed {seed})");
                 let ml = &l[bi * hq * sq..(bi + 1) * hq * sq];
@@ -213,8 +241,20 @@ fn cache_keys_rotated_matches_rope_on_read() {
         }
         let kt = f32t(&[b, n, hkv, d], &kn);
         let vt = f32t(&[b, n, hkv, d], &vn);
-        let new1 = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k_plain, v: &mut v_plain, cache_seqlens: &lens }, &kt, &vt, None).unwrap();
-        let new2 = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k_rot, v: &mut v_rot, cache_seqlens: &lens }, &kt, &vt, Some(&r)).unwrap();
+        let new1 = append_kv_cpu(
+            &mut KvCacheMut::Contiguous { k: &mut k_plain, v: &mut v_plain, cache_seqlens: &lens },
+            &kt,
+            &vt,
+            None,
+        )
+        .unwrap();
+        let new2 = append_kv_cpu(
+            &mut KvCacheMut::Contiguous { k: &mut k_rot, v: &mut v_rot, cache_seqlens: &lens },
+            &kt,
+            &vt,
+            Some(&r),
+        )
+        .unwrap();
         assert_eq!(new1, new2);
         assert!(new1.iter().zip(&lens).all(|(a, b)| *a == b + n as i32));
         lens = new1;
@@ -223,12 +263,22 @@ fn cache_keys_rotated_matches_rope_on_read() {
     let sl: Vec<i32> = seqlens.iter().map(|&s| s as i32).collect();
     let q = rand_t(&mut rng, DType::F32, &[b, sq, hq, d]);
     let c = cfg(true, -1, 0.0, Some(r));
-    let on_read = decode_cpu(&c, &q, &KvCacheRef::Contiguous { k: &k_plain, v: &v_plain, cache_seqlens: &sl }, None, &DecodeOptions::default()).unwrap();
+    let on_read = decode_cpu(
+        &c,
+        &q,
+        &KvCacheRef::Contiguous { k: &k_plain, v: &v_plain, cache_seqlens: &sl },
+        None,
+        &DecodeOptions::default(),
+    )
+    .unwrap();
     let opts = DecodeOptions { split: SplitPolicy::Auto, cache_keys_rotated: true };
-    let cached = decode_cpu(&c, &q, &KvCacheRef::Contiguous { k: &k_rot, v: &v_rot, cache_seqlens: &sl }, None, &opts).unwrap();
+    let cached =
+        decode_cpu(&c, &q, &KvCacheRef::Contiguous { k: &k_rot, v: &v_rot, cache_seqlens: &sl }, None, &opts).unwrap();
     let e = rel_error(&cached.o.to_f64_vec(), &on_read.o.to_f64_vec());
     assert!(e <= 1e-5, "o rel {e:.2e} (seed {seed})");
-    let (ro, _) = oracle::decode_f64(&c, &q, &KvCacheRef::Contiguous { k: &k_rot, v: &v_rot, cache_seqlens: &sl }, None, &opts).unwrap();
+    let (ro, _) =
+        oracle::decode_f64(&c, &q, &KvCacheRef::Contiguous { k: &k_rot, v: &v_rot, cache_seqlens: &sl }, None, &opts)
+            .unwrap();
     let e = rel_error(&cached.o.to_f64_vec(), &ro);
     assert!(e <= 1e-5, "vs oracle o rel {e:.2e} (seed {seed})");
 }
@@ -257,7 +307,10 @@ fn append_then_decode_equals_prefill() {
         let max_blocks = cap / bs;
         let table: Vec<i32> = vec![3, 0, 2, 1];
         let (mut kc, mut vc) = if paged {
-            (Tensor::zeros(dtype, &[max_blocks, bs, hkv, d]).unwrap(), Tensor::zeros(dtype, &[max_blocks, bs, hkv, d]).unwrap())
+            (
+                Tensor::zeros(dtype, &[max_blocks, bs, hkv, d]).unwrap(),
+                Tensor::zeros(dtype, &[max_blocks, bs, hkv, d]).unwrap(),
+            )
         } else {
             (Tensor::zeros(dtype, &[1, cap, hkv, d]).unwrap(), Tensor::zeros(dtype, &[1, cap, hkv, d]).unwrap())
         };
@@ -291,9 +344,13 @@ fn append_then_decode_equals_prefill() {
         // Rotating into a rounded cache adds one rounding of K; f32 keeps it far below the bound.
         let tol = if rotate_in_cache { 2.0 * dtype.rel_tolerance() } else { dtype.rel_tolerance() };
         let e = rel_error(&dec.o.to_f64_vec(), want);
-        assert!(e <= tol, "{dtype} paged={paged} rope={with_rope} in_cache={rotate_in_cache}: o rel {e:.2e} (seed {seed})");
+        assert!(
+            e <= tol,
+            "{dtype} paged={paged} rope={with_rope} in_cache={rotate_in_cache}: o rel {e:.2e} (seed {seed})"
+        );
         let pl = pre.lse.to_f64_vec(); // [1, Hq, S]
-        let want_l: Vec<f64> = (0..hq).flat_map(|h| (s - n_new..s).map(move |i| (h, i))).map(|(h, i)| pl[h * s + i]).collect();
+        let want_l: Vec<f64> =
+            (0..hq).flat_map(|h| (s - n_new..s).map(move |i| (h, i))).map(|(h, i)| pl[h * s + i]).collect();
         let e = rel_error(&dec.lse.to_f64_vec(), &want_l);
         assert!(e <= 1e-4, "{dtype} lse rel {e:.2e} (seed {seed})");
     }
@@ -339,7 +396,8 @@ fn merge_states_neg_inf_cases_and_oracle() {
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         for varlen in [false, true] {
             let (b, s, h, dv) = (3usize, 9usize, 4usize, 48usize);
-            let (oshape, lshape) = if varlen { (vec![s, h, dv], vec![h, s]) } else { (vec![b, s, h, dv], vec![b, h, s]) };
+            let (oshape, lshape) =
+                if varlen { (vec![s, h, dv], vec![h, s]) } else { (vec![b, s, h, dv], vec![b, h, s]) };
             let n: usize = lshape.iter().product();
             let mut la = rng.uniform_vec(n, -30.0, 30.0);
             let mut lb = rng.uniform_vec(n, -30.0, 30.0);
@@ -412,22 +470,70 @@ fn bad_inputs_are_typed_errors() {
     let q = rand_t(&mut rng, DType::F16, &[2, 1, 4, 64]);
     let c = cfg(true, -1, 0.0, None);
     let o = DecodeOptions::default();
-    let run = |cache: KvCacheRef<'_, Tensor>, q: &Tensor, c: &AttentionConfig, o: &DecodeOptions| decode_cpu(c, q, &cache, None, o).unwrap_err();
+    let run = |cache: KvCacheRef<'_, Tensor>, q: &Tensor, c: &AttentionConfig, o: &DecodeOptions| {
+        decode_cpu(c, q, &cache, None, o).unwrap_err()
+    };
 
     // Block id out of range (and negative), in a block the sequence uses.
     let mut table = caches.table.clone();
     table[1] = caches.pk.shape()[0] as i32;
-    let e = run(KvCacheRef::Paged { k: &caches.pk, v: &caches.pv, block_table: &table, max_blocks: caches.max_blocks, cache_seqlens: &caches.seqlens }, &q, &c, &o);
+    let e = run(
+        KvCacheRef::Paged {
+            k: &caches.pk,
+            v: &caches.pv,
+            block_table: &table,
+            max_blocks: caches.max_blocks,
+            cache_seqlens: &caches.seqlens,
+        },
+        &q,
+        &c,
+        &o,
+    );
     assert!(matches!(e, Error::InvalidArgument { .. }) && arg_of(&e) == "block_table", "{e}");
     table[1] = -1;
-    let e = run(KvCacheRef::Paged { k: &caches.pk, v: &caches.pv, block_table: &table, max_blocks: caches.max_blocks, cache_seqlens: &caches.seqlens }, &q, &c, &o);
+    let e = run(
+        KvCacheRef::Paged {
+            k: &caches.pk,
+            v: &caches.pv,
+            block_table: &table,
+            max_blocks: caches.max_blocks,
+            cache_seqlens: &caches.seqlens,
+        },
+        &q,
+        &c,
+        &o,
+    );
     assert_eq!(arg_of(&e), "block_table");
     // A bad id in a block past the sequence's length is never read: accepted.
     let mut table = caches.table.clone();
     table[3] = -7; // seq 0 has 10 keys = blocks 0, 1 of 4
-    decode_cpu(&c, &q, &KvCacheRef::Paged { k: &caches.pk, v: &caches.pv, block_table: &table, max_blocks: caches.max_blocks, cache_seqlens: &caches.seqlens }, None, &o).unwrap();
+    decode_cpu(
+        &c,
+        &q,
+        &KvCacheRef::Paged {
+            k: &caches.pk,
+            v: &caches.pv,
+            block_table: &table,
+            max_blocks: caches.max_blocks,
+            cache_seqlens: &caches.seqlens,
+        },
+        None,
+        &o,
+    )
+    .unwrap();
     // Table length not a multiple of max_blocks.
-    let e = run(KvCacheRef::Paged { k: &caches.pk, v: &caches.pv, block_table: &caches.table[..7], max_blocks: 4, cache_seqlens: &caches.seqlens }, &q, &c, &o);
+    let e = run(
+        KvCacheRef::Paged {
+            k: &caches.pk,
+            v: &caches.pv,
+            block_table: &caches.table[..7],
+            max_blocks: 4,
+            cache_seqlens: &caches.seqlens,
+        },
+        &q,
+        &c,
+        &o,
+    );
     assert_eq!(arg_of(&e), "block_table");
 
     // Sequence lengths beyond capacity, negative, wrong count.
@@ -436,7 +542,18 @@ fn bad_inputs_are_typed_errors() {
         assert!(matches!(e, Error::InvalidArgument { .. }) && arg_of(&e) == "cache_seqlens", "{sl:?}: {e}");
     }
     let sl = [10, 33];
-    let e = run(KvCacheRef::Paged { k: &caches.pk, v: &caches.pv, block_table: &caches.table, max_blocks: caches.max_blocks, cache_seqlens: &sl }, &q, &c, &o);
+    let e = run(
+        KvCacheRef::Paged {
+            k: &caches.pk,
+            v: &caches.pv,
+            block_table: &caches.table,
+            max_blocks: caches.max_blocks,
+            cache_seqlens: &sl,
+        },
+        &q,
+        &c,
+        &o,
+    );
     assert_eq!(arg_of(&e), "cache_seqlens");
 
     // Shapes and dtypes.
@@ -461,7 +578,8 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(e, Error::Shape { .. }) && arg_of(&e) == "alibi_slopes", "{e}");
 
     // Options.
-    let e = run(caches.contiguous(), &q, &c, &DecodeOptions { split: SplitPolicy::Fixed(0), cache_keys_rotated: false });
+    let e =
+        run(caches.contiguous(), &q, &c, &DecodeOptions { split: SplitPolicy::Fixed(0), cache_keys_rotated: false });
     assert_eq!(arg_of(&e), "split");
     let e = run(caches.contiguous(), &q, &cfg(true, -1, -1.0, None), &o);
     assert!(matches!(e, Error::Config { .. }) && arg_of(&e) == "softcap", "{e}");
@@ -478,17 +596,21 @@ fn bad_inputs_are_typed_errors() {
     let before = k.clone();
     let sl = [30i32, 5];
     let kn = rand_t(&mut rng, DType::F16, &[2, 3, 2, 64]);
-    let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &kn, &kn, None).unwrap_err();
+    let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &kn, &kn, None)
+        .unwrap_err();
     assert_eq!(arg_of(&e), "cache_seqlens");
     assert_eq!(k, before);
     let sl = [3i32, 5];
     let bad = rand_t(&mut rng, DType::F16, &[2, 3, 2, 32]);
-    let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &bad, &kn, None).unwrap_err();
+    let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &bad, &kn, None)
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }) && arg_of(&e) == "k_new", "{e}");
-    let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &kn, &bad, None).unwrap_err();
+    let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &kn, &bad, None)
+        .unwrap_err();
     assert_eq!(arg_of(&e), "v_new");
     let kf = rand_t(&mut rng, DType::F32, &[2, 3, 2, 64]);
-    let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &kf, &kf, None).unwrap_err();
+    let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &kf, &kf, None)
+        .unwrap_err();
     assert!(matches!(e, Error::DType { .. }) && arg_of(&e) == "k_new", "{e}");
     // Paged append into a block the table does not map.
     let mut pk = caches.pk.clone();
@@ -496,7 +618,19 @@ fn bad_inputs_are_typed_errors() {
     let mut table = caches.table.clone();
     table[2] = 99_999; // seq 0 block 2 = rows 16..24; 10 + 7 = 17 rows needs it
     let kn7 = rand_t(&mut rng, DType::F16, &[2, 7, 2, 64]);
-    let e = append_kv_cpu(&mut KvCacheMut::Paged { k: &mut pk, v: &mut pv, block_table: &table, max_blocks: caches.max_blocks, cache_seqlens: &caches.seqlens }, &kn7, &kn7, None).unwrap_err();
+    let e = append_kv_cpu(
+        &mut KvCacheMut::Paged {
+            k: &mut pk,
+            v: &mut pv,
+            block_table: &table,
+            max_blocks: caches.max_blocks,
+            cache_seqlens: &caches.seqlens,
+        },
+        &kn7,
+        &kn7,
+        None,
+    )
+    .unwrap_err();
     assert_eq!(arg_of(&e), "block_table");
     assert_eq!(pk, caches.pk);
 
@@ -507,7 +641,8 @@ fn bad_inputs_are_typed_errors() {
     assert_eq!(arg_of(&e), "o_b");
     let e = merge_states_cpu(&oa, &f32t(&[2, 3, 4], &[0.0; 24]), &oa, &la).unwrap_err();
     assert_eq!(arg_of(&e), "lse_a");
-    let e = merge_states_cpu(&oa, &la, &oa, &Tensor::from_f32(DType::F16, &[2, 4, 3], &[0.0; 24]).unwrap()).unwrap_err();
+    let e =
+        merge_states_cpu(&oa, &la, &oa, &Tensor::from_f32(DType::F16, &[2, 4, 3], &[0.0; 24]).unwrap()).unwrap_err();
     assert!(matches!(e, Error::DType { .. }) && arg_of(&e) == "lse_b");
     let e = merge_states_cpu(&rand_t(&mut rng, DType::F16, &[4, 8]), &la, &oa, &la).unwrap_err();
     assert_eq!(arg_of(&e), "o_a");

@@ -9,8 +9,12 @@ use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs, Attent
 use attn_kernels::bench::gpu_for_test;
 use attn_kernels::case::Device;
 use attn_kernels::check::Rng;
-use attn_kernels::decode::cuda::{append_kv_cuda, decode_cuda, decode_cuda_with_index, merge_states_cuda, merge_states_cuda_into, DeviceKvIndex};
-use attn_kernels::decode::{append_kv_cpu, merge_states_cpu, oracle, DecodeOptions, KvCacheMut, KvCacheRef, SplitPolicy};
+use attn_kernels::decode::cuda::{
+    append_kv_cuda, decode_cuda, decode_cuda_with_index, merge_states_cuda, merge_states_cuda_into, DeviceKvIndex,
+};
+use attn_kernels::decode::{
+    append_kv_cpu, merge_states_cpu, oracle, DecodeOptions, KvCacheMut, KvCacheRef, SplitPolicy,
+};
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::{DeviceTensor, Error, Gpu};
@@ -42,7 +46,17 @@ struct Problem {
 
 impl Problem {
     #[allow(clippy::too_many_arguments)]
-    fn new(rng: &mut Rng, dtype: DType, seqlens: &[usize], sq: usize, hq: usize, hkv: usize, d: usize, block: Option<usize>, alibi: bool) -> Problem {
+    fn new(
+        rng: &mut Rng,
+        dtype: DType,
+        seqlens: &[usize],
+        sq: usize,
+        hq: usize,
+        hkv: usize,
+        d: usize,
+        block: Option<usize>,
+        alibi: bool,
+    ) -> Problem {
         let b = seqlens.len();
         let q = rand_t(rng, dtype, &[b, sq, hq, d]);
         let (k, v, table) = match block {
@@ -122,16 +136,104 @@ fn decode_gpu_matches_oracle() {
     let seed = rng.seed;
     // (dtype, seqlens, sq, hq, hkv, d, block, alibi, cfg, splits)
     let cases: Vec<(DType, Vec<usize>, usize, usize, usize, usize, Option<usize>, bool, AttentionConfig, SplitPolicy)> = vec![
-        (DType::F16, vec![1000, 1, 77, 4096], 1, 32, 8, 128, Some(16), false, cfg(true, -1, -1, 0.0, None), SplitPolicy::Auto),
-        (DType::BF16, vec![513, 2000], 1, 32, 32, 128, Some(32), false, cfg(true, -1, -1, 0.0, None), SplitPolicy::Auto),
-        (DType::F16, vec![300, 1777, 64], 4, 32, 8, 128, Some(64), true, cfg(true, -1, -1, 0.0, None), SplitPolicy::Fixed(3)),
-        (DType::BF16, vec![999, 130], 16, 32, 8, 128, Some(128), false, cfg(true, 100, -1, 0.0, None), SplitPolicy::Auto),
-        (DType::F16, vec![4000], 7, 32, 32, 128, Some(256), true, cfg(true, -1, -1, 0.0, Some(rope(128, false))), SplitPolicy::Auto),
-        (DType::BF16, vec![257, 3000], 2, 32, 8, 128, None, false, cfg(true, -1, -1, 30.0, Some(rope(64, true))), SplitPolicy::Fixed(17)),
+        (
+            DType::F16,
+            vec![1000, 1, 77, 4096],
+            1,
+            32,
+            8,
+            128,
+            Some(16),
+            false,
+            cfg(true, -1, -1, 0.0, None),
+            SplitPolicy::Auto,
+        ),
+        (
+            DType::BF16,
+            vec![513, 2000],
+            1,
+            32,
+            32,
+            128,
+            Some(32),
+            false,
+            cfg(true, -1, -1, 0.0, None),
+            SplitPolicy::Auto,
+        ),
+        (
+            DType::F16,
+            vec![300, 1777, 64],
+            4,
+            32,
+            8,
+            128,
+            Some(64),
+            true,
+            cfg(true, -1, -1, 0.0, None),
+            SplitPolicy::Fixed(3),
+        ),
+        (
+            DType::BF16,
+            vec![999, 130],
+            16,
+            32,
+            8,
+            128,
+            Some(128),
+            false,
+            cfg(true, 100, -1, 0.0, None),
+            SplitPolicy::Auto,
+        ),
+        (
+            DType::F16,
+            vec![4000],
+            7,
+            32,
+            32,
+            128,
+            Some(256),
+            true,
+            cfg(true, -1, -1, 0.0, Some(rope(128, false))),
+            SplitPolicy::Auto,
+        ),
+        (
+            DType::BF16,
+            vec![257, 3000],
+            2,
+            32,
+            8,
+            128,
+            None,
+            false,
+            cfg(true, -1, -1, 30.0, Some(rope(64, true))),
+            SplitPolicy::Fixed(17),
+        ),
         (DType::F16, vec![0, 5, 100], 3, 8, 1, 64, Some(16), true, cfg(false, 10, 2, 0.0, None), SplitPolicy::Auto),
-        (DType::BF16, vec![1500, 12], 1, 16, 2, 256, None, true, cfg(true, -1, -1, 0.0, Some(rope(96, false))), SplitPolicy::Fixed(1)),
+        (
+            DType::BF16,
+            vec![1500, 12],
+            1,
+            16,
+            2,
+            256,
+            None,
+            true,
+            cfg(true, -1, -1, 0.0, Some(rope(96, false))),
+            SplitPolicy::Fixed(1),
+        ),
         (DType::F16, vec![2222, 40], 5, 12, 4, 64, None, false, cfg(false, -1, -1, 0.0, None), SplitPolicy::Fixed(5)),
-        (DType::F16, vec![700], 16, 32, 32, 128, Some(16), false, cfg(true, -1, -1, 0.0, Some(rope(128, false))), SplitPolicy::Auto),
+        (
+            DType::F16,
+            vec![700],
+            16,
+            32,
+            32,
+            128,
+            Some(16),
+            false,
+            cfg(true, -1, -1, 0.0, Some(rope(128, false))),
+            SplitPolicy::Auto,
+        ),
     ];
     for (idx, (dtype, seqlens, sq, hq, hkv, d, block, alibi, c, split)) in cases.into_iter().enumerate() {
         let p = Problem::new(&mut rng, dtype, &seqlens, sq, hq, hkv, d, block, alibi);
@@ -139,7 +241,13 @@ fn decode_gpu_matches_oracle() {
         let opts = DecodeOptions { split, cache_keys_rotated: false };
         let want = oracle::decode_f64(&c, &p.q, &p.host(), p.alibi.as_ref(), &opts).unwrap();
         let got = run_gpu(&gpu, &p, &dev, &c, &opts);
-        check(&format!("case {idx} ({dtype} {seqlens:?} sq {sq} {hq}/{hkv} d {d} block {block:?} {split:?})"), seed, dtype, &got, &want);
+        check(
+            &format!("case {idx} ({dtype} {seqlens:?} sq {sq} {hq}/{hkv} d {d} block {block:?} {split:?})"),
+            seed,
+            dtype,
+            &got,
+            &want,
+        );
         // The convenience entry point (uploads index data itself) agrees bit for bit.
         let out = decode_cuda(&gpu, &c, &dev.q, &p.cache(&dev.k, &dev.v), dev.alibi.as_ref(), &opts).unwrap();
         assert_eq!(gpu.download(&out.o).unwrap(), got.0, "case {idx}: decode_cuda != decode_cuda_with_index");
@@ -192,7 +300,13 @@ fn splits_change_nothing_beyond_rounding_and_are_deterministic() {
     let dev = upload(&gpu, &p);
     let c = cfg(true, -1, -1, 0.0, Some(rope(128, false)));
     let base = run_gpu(&gpu, &p, &dev, &c, &DecodeOptions { split: SplitPolicy::Fixed(1), cache_keys_rotated: false });
-    for split in [SplitPolicy::Fixed(2), SplitPolicy::Fixed(7), SplitPolicy::Fixed(64), SplitPolicy::Fixed(1024), SplitPolicy::Auto] {
+    for split in [
+        SplitPolicy::Fixed(2),
+        SplitPolicy::Fixed(7),
+        SplitPolicy::Fixed(64),
+        SplitPolicy::Fixed(1024),
+        SplitPolicy::Auto,
+    ] {
         let opts = DecodeOptions { split, cache_keys_rotated: false };
         let a = run_gpu(&gpu, &p, &dev, &c, &opts);
         let e = rel_error(&a.0.to_f64_vec(), &base.0.to_f64_vec());
@@ -256,13 +370,35 @@ fn append_gpu_matches_cpu_and_decode_equals_prefill() {
             let (kt, vt) = (slice(&k_all, a, e, hkv), slice(&v_all, a, e, hkv));
             let (kd, vd) = (gpu.upload(&kt).unwrap(), gpu.upload(&vt).unwrap());
             let new_h = match &table {
-                Some(t) => append_kv_cpu(&mut KvCacheMut::Paged { k: &mut hk, v: &mut hv, block_table: t, max_blocks, cache_seqlens: &lens }, &kt, &vt, rope_in),
-                None => append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut hk, v: &mut hv, cache_seqlens: &lens }, &kt, &vt, rope_in),
+                Some(t) => append_kv_cpu(
+                    &mut KvCacheMut::Paged { k: &mut hk, v: &mut hv, block_table: t, max_blocks, cache_seqlens: &lens },
+                    &kt,
+                    &vt,
+                    rope_in,
+                ),
+                None => append_kv_cpu(
+                    &mut KvCacheMut::Contiguous { k: &mut hk, v: &mut hv, cache_seqlens: &lens },
+                    &kt,
+                    &vt,
+                    rope_in,
+                ),
             }
             .unwrap();
             let new_d = match &table {
-                Some(t) => append_kv_cuda(&gpu, &mut KvCacheMut::Paged { k: &mut dk, v: &mut dv, block_table: t, max_blocks, cache_seqlens: &lens }, &kd, &vd, rope_in),
-                None => append_kv_cuda(&gpu, &mut KvCacheMut::Contiguous { k: &mut dk, v: &mut dv, cache_seqlens: &lens }, &kd, &vd, rope_in),
+                Some(t) => append_kv_cuda(
+                    &gpu,
+                    &mut KvCacheMut::Paged { k: &mut dk, v: &mut dv, block_table: t, max_blocks, cache_seqlens: &lens },
+                    &kd,
+                    &vd,
+                    rope_in,
+                ),
+                None => append_kv_cuda(
+                    &gpu,
+                    &mut KvCacheMut::Contiguous { k: &mut dk, v: &mut dv, cache_seqlens: &lens },
+                    &kd,
+                    &vd,
+                    rope_in,
+                ),
             }
             .unwrap();
             assert_eq!(new_h, new_d);
@@ -297,7 +433,11 @@ fn append_gpu_matches_cpu_and_decode_equals_prefill() {
         }
         let e = rel_error(&o, &want);
         let tol = if in_cache { 2.0 * dtype.rel_tolerance() } else { dtype.rel_tolerance() };
-        assert!(e <= tol, "{dtype} paged={paged} rope={} in_cache={in_cache}: decode vs prefill rel {e:.2e} (seed {seed})", r.is_some());
+        assert!(
+            e <= tol,
+            "{dtype} paged={paged} rope={} in_cache={in_cache}: decode vs prefill rel {e:.2e} (seed {seed})",
+            r.is_some()
+        );
     }
 }
 
@@ -332,7 +472,12 @@ fn merge_states_gpu_matches_cpu() {
             assert!(rel_error(&go.to_f64_vec(), &cpu.0.to_f64_vec()) <= 1e-6, "{tag}: o vs CPU (seed {seed})");
             let (glv, clv) = (gl.to_f32_vec(), cpu.1.to_f32_vec());
             for i in 0..n {
-                assert!(glv[i] == clv[i] || (glv[i] - clv[i]).abs() <= 1e-5 * clv[i].abs().max(1.0), "{tag}: lse[{i}] {} vs {}", glv[i], clv[i]);
+                assert!(
+                    glv[i] == clv[i] || (glv[i] - clv[i]).abs() <= 1e-5 * clv[i].abs().max(1.0),
+                    "{tag}: lse[{i}] {} vs {}",
+                    glv[i],
+                    clv[i]
+                );
             }
             let (o2, _) = merge_states_cuda(&gpu, &up(&o_a), &up(&ta), &up(&o_b), &up(&tb)).unwrap();
             assert_eq!(gpu.download(&o2).unwrap(), go);
@@ -375,7 +520,9 @@ fn gpu_bad_inputs_are_typed_errors_before_launch() {
     // rotary_dim 24.
     let p = Problem::new(&mut rng, DType::F16, &[100], 1, 4, 2, 64, Some(16), false);
     let dev = upload(&gpu, &p);
-    let e = decode_cuda(&gpu, &cfg(true, -1, -1, 0.0, Some(rope(24, false))), &dev.q, &p.cache(&dev.k, &dev.v), None, &o).unwrap_err();
+    let e =
+        decode_cuda(&gpu, &cfg(true, -1, -1, 0.0, Some(rope(24, false))), &dev.q, &p.cache(&dev.k, &dev.v), None, &o)
+            .unwrap_err();
     assert!(matches!(e, Error::Unsupported { .. }) && arg(&e) == "rope", "{e}");
     // Block id out of range: validated on the host, nothing launched.
     let (t, m) = p.table.clone().unwrap();
@@ -394,7 +541,8 @@ fn gpu_bad_inputs_are_typed_errors_before_launch() {
     assert_eq!(arg(&e), "index");
     // Wrong output shape.
     let mut bad_o = gpu.alloc(DType::F16, &[1, 1, 4, 32]).unwrap();
-    let e = decode_cuda_with_index(&gpu, &c, &dev.q, &p.cache(&dev.k, &dev.v), &index, None, &o, &mut bad_o, &mut ll).unwrap_err();
+    let e = decode_cuda_with_index(&gpu, &c, &dev.q, &p.cache(&dev.k, &dev.v), &index, None, &o, &mut bad_o, &mut ll)
+        .unwrap_err();
     assert_eq!(arg(&e), "o");
     gpu.synchronize().unwrap();
 }
@@ -405,7 +553,9 @@ fn paged_equals_contiguous_bit_for_bit_on_gpu() {
     let Some(gpu) = gpu_for_test(module_path!()) else { return };
     let mut rng = Rng::from_time();
     let seed = rng.seed;
-    for (bs, sq, hkv, rope_cfg) in [(16usize, 1usize, 8usize, None), (64, 4, 8, Some(rope(128, false))), (256, 2, 32, Some(rope(64, true)))] {
+    for (bs, sq, hkv, rope_cfg) in
+        [(16usize, 1usize, 8usize, None), (64, 4, 8, Some(rope(128, false))), (256, 2, 32, Some(rope(64, true)))]
+    {
         let seqlens = [1 + rng.below(3000), 1 + rng.below(700), 3000];
         let (b, hq, d) = (seqlens.len(), 32usize, 128usize);
         let s_max = 3000usize;
@@ -430,7 +580,14 @@ fn paged_equals_contiguous_bit_for_bit_on_gpu() {
             }
             Tensor::from_f32(DType::BF16, &[nb, bs, hkv, d], &out).unwrap()
         };
-        let paged = Problem { q: p.q.clone(), k: to_paged(&p.k), v: to_paged(&p.v), table: Some((ids.clone(), per)), seqlens: p.seqlens.clone(), alibi: p.alibi.clone() };
+        let paged = Problem {
+            q: p.q.clone(),
+            k: to_paged(&p.k),
+            v: to_paged(&p.v),
+            table: Some((ids.clone(), per)),
+            seqlens: p.seqlens.clone(),
+            alibi: p.alibi.clone(),
+        };
         let c = cfg(true, -1, -1, 0.0, rope_cfg);
         let opts = DecodeOptions::default();
         let a = run_gpu(&gpu, &p, &upload(&gpu, &p), &c, &opts);

@@ -48,9 +48,30 @@ fn with_op(op: &str, mut config: Value) -> Value {
     config
 }
 
-/// Run `case` on every device and compare every output with `oracle`.
+thread_local! {
+    /// Failures of the current test (each test runs on its own thread): collected, so one test
+    /// reports every failing op and output, not just the first.
+    static FAILURES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn fail(msg: String) {
+    FAILURES.with(|f| f.borrow_mut().push(msg));
+}
+
+/// Panic with every failure collected by this test's `verify` calls.
+fn report(test: &str) {
+    let fails = FAILURES.with(|f| std::mem::take(&mut *f.borrow_mut()));
+    assert!(fails.is_empty(), "{test}: {} failure(s):\n{}", fails.len(), fails.join("\n"));
+}
+
+/// Run `case` on every device and compare every output with `oracle`; failures are collected
+/// (see [`report`]).
+#[allow(clippy::too_many_arguments)]
 fn verify(test: &str, what: &str, case: &Case, dtype: DType, tol_factor: f64, oracle: Oracle, devs: &[Device], seed: u64) {
-    let reference = oracle(case).unwrap_or_else(|e| panic!("{test} / {what}: oracle failed: {e} (seed {seed})"));
+    let reference = match oracle(case) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{test} / {what}: oracle failed: {e} (seed {seed})")),
+    };
     for dev in devs {
         let out = match case::run(case, dev) {
             Ok(o) => o,
@@ -59,26 +80,35 @@ fn verify(test: &str, what: &str, case: &Case, dtype: DType, tol_factor: f64, or
                 eprintln!("{test} / {what}: {} does not take f32 ({arg}: {msg}); skipped there", dev.name());
                 continue;
             }
-            Err(e) => panic!("{test} / {what} on {}: {e} (seed {seed})", dev.name()),
+            Err(e) => {
+                fail(format!("{test} / {what} on {}: {e} (seed {seed})", dev.name()));
+                continue;
+            }
         };
         for (name, want) in &reference {
-            let got = out.get(name).unwrap_or_else(|| panic!("{test} / {what}: no output `{name}`")).to_f64_vec();
-            assert_eq!(got.len(), want.len(), "{test} / {what}: `{name}` length");
-            for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-                if w.is_finite() && !g.is_finite() {
-                    panic!("{test} / {what} on {}: `{name}`[{i}] = {g} where the reference is {w} (seed {seed})", dev.name());
-                }
-                if w.is_infinite() && g != w {
-                    panic!("{test} / {what} on {}: `{name}`[{i}] = {g}, reference {w} (seed {seed})", dev.name());
-                }
+            let Some(got) = out.get(name) else {
+                fail(format!("{test} / {what} on {}: no output `{name}`", dev.name()));
+                continue;
+            };
+            let got = got.to_f64_vec();
+            if got.len() != want.len() {
+                fail(format!("{test} / {what} on {}: `{name}` has {} elements, reference {}", dev.name(), got.len(), want.len()));
+                continue;
+            }
+            let bad = got.iter().zip(want).enumerate().find(|(_, (g, w))| (w.is_finite() && !g.is_finite()) || (w.is_infinite() && g != w));
+            if let Some((i, (g, w))) = bad {
+                let n_bad = got.iter().zip(want).filter(|(g, w)| w.is_finite() && !g.is_finite()).count();
+                fail(format!(
+                    "{test} / {what} on {}: `{name}`[{i}] = {g} where the reference is {w} ({n_bad} non-finite where the reference is finite) (seed {seed})",
+                    dev.name()
+                ));
+                continue;
             }
             let rel = rel_error(&got, want);
             let tol = dtype.rel_tolerance() * tol_factor;
-            assert!(
-                rel <= tol,
-                "{test} / {what} on {}: `{name}` rel error {rel:e} > {tol:e} (dtype {dtype}, seed {seed})",
-                dev.name()
-            );
+            if rel > tol {
+                fail(format!("{test} / {what} on {}: `{name}` rel error {rel:e} > {tol:e} (dtype {dtype}, seed {seed})", dev.name()));
+            }
         }
     }
 }
@@ -110,6 +140,7 @@ fn attention_logits_of_magnitude_1e4_softcap_off() {
             verify("logits_1e4", &format!("{dt} {config}"), &case, dt, 1.0, attn_kernels::attention::oracle::oracle, &devs, seed);
         }
     }
+    report("attention_logits_of_magnitude_1e4_softcap_off");
 }
 
 /// Rows whose reference lse is -inf must have o == 0 exactly.
@@ -160,6 +191,7 @@ fn attention_fully_masked_rows() {
             }
         }
     }
+    report("attention_fully_masked_rows");
 }
 
 #[test]
@@ -217,6 +249,7 @@ fn single_token_sequences() {
             .with("u", ten(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
         verify("single_token", &format!("rwkv4 {dt}"), &rwkv, dt, 1.0, attn_kernels::linear::oracle::rwkv4_case, &devs, seed);
     }
+    report("single_token_sequences");
 }
 
 #[test]
@@ -254,18 +287,22 @@ fn rope_at_position_2_pow_20() {
             verify("rope_2^20", &format!("fused attention {dt} {scaling}"), &case, dt, 1.0, attn_kernels::attention::oracle::oracle, &devs, seed);
         }
     }
+    report("rope_at_position_2_pow_20");
 }
 
 const STEPS: usize = 1 << 16;
 
+/// `(what, g)` for a decay of exactly 0 and exactly 1.
+const DECAYS: [(&str, f32); 2] = [("decay 1 (g = 0)", 0.0), ("decay 0 (g = -inf)", f32::NEG_INFINITY)];
+
 #[test]
-fn recurrences_with_decay_exactly_0_and_1_over_64k_steps() {
-    let devs = devices("recurrences_with_decay_exactly_0_and_1_over_64k_steps");
+fn linear_attention_decay_exactly_0_and_1_over_64k_steps() {
+    let devs = devices("linear_attention_decay_exactly_0_and_1_over_64k_steps");
     let mut rng = Rng::from_time();
     let seed = rng.seed;
     let (t, h, k, v) = (STEPS, 2usize, 8usize, 8usize);
     for dt in [DType::F32, DType::BF16] {
-        for (what, g) in [("decay 0 (g = -inf)", f32::NEG_INFINITY), ("decay 1 (g = 0)", 0.0f32)] {
+        for (what, g) in DECAYS {
             let q = ten(dt, &[1, t, h, k], &normal(&mut rng, t * h * k, 1.0));
             let kt = ten(dt, &[1, t, h, k], &normal(&mut rng, t * h * k, 0.1));
             let vt = ten(dt, &[1, t, h, v], &normal(&mut rng, t * h * v, 1.0));
@@ -278,14 +315,27 @@ fn recurrences_with_decay_exactly_0_and_1_over_64k_steps() {
                     .with("g", ten(DType::F32, &g_shape, &vec![g; n]));
                 verify("64k", &format!("linear_attention {dt} {what} g{g_shape:?}"), &lin, dt, 1.0, attn_kernels::linear::oracle::linear_attention_case, &devs, seed);
             }
-            // Bonus (RWKV) form with the same decay.
+            // Bonus (RWKV-5/6) form with the same decay.
             let lin_u = Case::new(json!({"op": "linear_attention", "scale": 1.0}))
-                .with("q", q.clone())
-                .with("k", kt.clone())
-                .with("v", vt.clone())
+                .with("q", q)
+                .with("k", kt)
+                .with("v", vt)
                 .with("g", ten(DType::F32, &[h, k], &vec![g; h * k]))
                 .with("u", ten(DType::F32, &[h, k], &rng.uniform_vec(h * k, -1.0, 1.0)));
             verify("64k", &format!("linear_attention bonus {dt} {what}"), &lin_u, dt, 1.0, attn_kernels::linear::oracle::linear_attention_case, &devs, seed);
+        }
+    }
+    report("linear_attention_decay_exactly_0_and_1_over_64k_steps");
+}
+
+#[test]
+fn delta_rule_decay_exactly_0_and_1_over_64k_steps() {
+    let devs = devices("delta_rule_decay_exactly_0_and_1_over_64k_steps");
+    let mut rng = Rng::from_time();
+    let seed = rng.seed;
+    let (t, h, k, v) = (STEPS, 2usize, 8usize, 8usize);
+    for dt in [DType::F32, DType::BF16] {
+        for (what, g) in DECAYS {
             // Gated DeltaNet: unit-norm keys, a = -k, b = beta k.
             let kn: Vec<f32> = normal(&mut rng, t * h * k, 1.0)
                 .chunks(k)
@@ -297,23 +347,36 @@ fn recurrences_with_decay_exactly_0_and_1_over_64k_steps() {
             let beta = rng.uniform_vec(t * h, 0.0, 1.0);
             let bvals: Vec<f32> = kn.iter().enumerate().map(|(i, x)| x * beta[i / k]).collect();
             let delta = Case::new(json!({"op": "delta_rule"}))
-                .with("q", q.clone())
+                .with("q", ten(dt, &[1, t, h, k], &normal(&mut rng, t * h * k, 1.0)))
                 .with("k", ten(dt, &[1, t, h, k], &kn))
-                .with("v", vt.clone())
+                .with("v", ten(dt, &[1, t, h, v], &normal(&mut rng, t * h * v, 1.0)))
                 .with("a", ten(dt, &[1, t, h, k], &kn.iter().map(|x| -x).collect::<Vec<_>>()))
                 .with("b", ten(dt, &[1, t, h, k], &bvals))
                 .with("g", ten(DType::F32, &[1, t, h], &vec![g; t * h]));
             verify("64k", &format!("delta_rule {dt} {what}"), &delta, dt, 1.0, attn_kernels::linear::oracle::delta_rule_case, &devs, seed);
-            // RWKV-4 with w = -inf (forget everything) and w = 0 (forget nothing).
-            let c = 16usize;
+        }
+    }
+    report("delta_rule_decay_exactly_0_and_1_over_64k_steps");
+}
+
+#[test]
+fn rwkv4_decay_exactly_0_and_1_over_64k_steps() {
+    let devs = devices("rwkv4_decay_exactly_0_and_1_over_64k_steps");
+    let mut rng = Rng::from_time();
+    let seed = rng.seed;
+    let (t, c) = (STEPS, 16usize);
+    for dt in [DType::F32, DType::BF16] {
+        for (what, w) in DECAYS {
+            // w = -inf forgets everything each step, w = 0 nothing.
             let rwkv = Case::new(json!({"op": "rwkv4"}))
                 .with("k", ten(dt, &[1, t, c], &normal(&mut rng, t * c, 3.0)))
                 .with("v", ten(dt, &[1, t, c], &normal(&mut rng, t * c, 1.0)))
-                .with("w", ten(DType::F32, &[c], &vec![g; c]))
+                .with("w", ten(DType::F32, &[c], &vec![w; c]))
                 .with("u", ten(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
             verify("64k", &format!("rwkv4 {dt} {what}"), &rwkv, dt, 1.0, attn_kernels::linear::oracle::rwkv4_case, &devs, seed);
         }
     }
+    report("rwkv4_decay_exactly_0_and_1_over_64k_steps");
 }
 
 /// Values of magnitude in [0.5, 1] * `top`, random signs.
@@ -356,7 +419,7 @@ fn f16_inputs_near_the_top_of_its_range() {
     let mut x = near_top(&mut rng, rows * heads * hd, top);
     for r in 0..rows * heads {
         for i in 0..rd / 2 {
-            let (rad, th) = (rng.uniform(0.5, 1.0) * top, rng.uniform(0.0, 6.283));
+            let (rad, th) = (rng.uniform(0.5, 1.0) * top, rng.uniform(0.0, std::f32::consts::TAU));
             x[r * hd + i] = rad * th.cos();
             x[r * hd + i + rd / 2] = rad * th.sin();
         }
@@ -388,6 +451,7 @@ fn f16_inputs_near_the_top_of_its_range() {
         .with("lse_a", ten(DType::F32, &[mb, mh, ms], &normal(&mut rng, mb * mh * ms, 3.0)))
         .with("lse_b", ten(DType::F32, &[mb, mh, ms], &normal(&mut rng, mb * mh * ms, 3.0)));
     verify("f16_top", "merge_states", &merge, dt, 1.0, attn_kernels::decode::oracle::merge_oracle_case, &devs, seed);
+    report("f16_inputs_near_the_top_of_its_range");
 }
 
 /// Where the true f16 result itself overflows (a rotated pair of norm ~85000 > 65504), only

@@ -62,8 +62,11 @@ enum Strength {
     Weak,
     /// g in (-0.2, 0): GLA-like; every 16-token sub-block takes the tensor-core diagonal path.
     Mild,
+    /// Mild, with one g in 16 equal to -inf (an exact reset; the kernel floors it at -88).
+    Resets,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decay(rng: &mut Rng, dtype: DType, d: DecayShape, b: usize, tt: usize, h: usize, k: usize, s: Strength) -> Option<Tensor> {
     g_shape(d, b, tt, h, k).map(|shape| {
         let n = shape.iter().product();
@@ -77,6 +80,13 @@ fn decay(rng: &mut Rng, dtype: DType, d: DecayShape, b: usize, tt: usize, h: usi
                 },
                 Strength::Weak => rng.uniform(-0.002, 0.0),
                 Strength::Mild => rng.uniform(-0.2, 0.0),
+                Strength::Resets => {
+                    if rng.below(16) == 0 {
+                        f32::NEG_INFINITY
+                    } else {
+                        rng.uniform(-0.2, 0.0)
+                    }
+                }
             })
             .collect();
         t(dtype, &shape, &g)
@@ -230,8 +240,10 @@ fn chunked_strong_decays_down_to_minus_20() {
     for dtype in [DType::F16, DType::BF16] {
         for d in [DecayShape::PerTokenKey, DecayShape::PerToken, DecayShape::PerHeadKey] {
             for bonus in [false, true] {
-                let x = make(&mut rng, dtype, (2, 333, 2, 128, 64), d, Strength::Strong, DType::F32, bonus, true, None);
-                check_case(&gpu, &format!("strong {dtype} {d:?} bonus={bonus}"), seed, &x, &LinearAttentionConfig::default());
+                for strength in [Strength::Strong, Strength::Resets] {
+                    let x = make(&mut rng, dtype, (2, 333, 2, 128, 64), d, strength, DType::F32, bonus, true, None);
+                    check_case(&gpu, &format!("{strength:?} {dtype} {d:?} bonus={bonus}"), seed, &x, &LinearAttentionConfig::default());
+                }
             }
         }
     }
@@ -401,6 +413,7 @@ fn rnd(dtype: DType, x: f32) -> f32 {
 /// computes it (same sub-chunk reference points, masks and factors, same roundings to the
 /// 16-bit operand type), without the tensor-core fragment layouts. Checks the decomposition
 /// against the float64 oracle where no GPU is at hand.
+#[allow(clippy::needless_range_loop)]
 fn emulate(x: &Inputs, cfg: &LinearAttentionConfig) -> (Vec<f64>, Vec<f64>) {
     const C: usize = 64;
     let dtype = x.q.dtype();
@@ -581,7 +594,7 @@ fn chunk_algorithm_emulated_on_cpu_matches_oracle() {
     for dtype in [DType::F16, DType::BF16] {
         for d in DECAYS {
             for bonus in [false, true] {
-                for strength in [Strength::Typical, Strength::Strong, Strength::Mild] {
+                for strength in [Strength::Typical, Strength::Strong, Strength::Mild, Strength::Resets] {
                     let x = make(&mut rng, dtype, (1, 150, 1, 64, 16), d, strength, DType::F32, bonus, true, None);
                     check_emulation(&format!("{dtype} {d:?} {strength:?} bonus={bonus}"), seed, &x, &LinearAttentionConfig::default());
                 }

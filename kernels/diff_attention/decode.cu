@@ -287,22 +287,64 @@ template <typename T, int D> __device__ __forceinline__ void diff_decode_combine
 
 }  // namespace
 
-#define DIFF_DECODE_SPLIT(T, tname, D, GM)                                                                   \
-    extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_##tname##_d##D##_g##GM(      \
-        const AkDiffDecodeParams p) {                                                                       \
-        diff_decode_split<T, D, GM>(p);                                                                     \
-    }
-#define DIFF_DECODE(T, tname, D)                                                                             \
-    DIFF_DECODE_SPLIT(T, tname, D, 1)                                                                        \
-    DIFF_DECODE_SPLIT(T, tname, D, 2)                                                                        \
-    DIFF_DECODE_SPLIT(T, tname, D, 4)                                                                        \
-    DIFF_DECODE_SPLIT(T, tname, D, 8)                                                                        \
-    extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_combine_##tname##_d##D(            \
-        const AkDiffDecodeParams p) {                                                                       \
-        diff_decode_combine<T, D>(p);                                                                       \
-    }
-
-DIFF_DECODE(__half, f16, 64)
-DIFF_DECODE(__half, f16, 128)
-DIFF_DECODE(__nv_bfloat16, bf16, 64)
-DIFF_DECODE(__nv_bfloat16, bf16, 128)
+// Entry points, spelled out so build.rs can list them (`attn-kernels info`).
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d64_g1(const AkDiffDecodeParams p) {
+    diff_decode_split<__half, 64, 1>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d64_g2(const AkDiffDecodeParams p) {
+    diff_decode_split<__half, 64, 2>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d64_g4(const AkDiffDecodeParams p) {
+    diff_decode_split<__half, 64, 4>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d64_g8(const AkDiffDecodeParams p) {
+    diff_decode_split<__half, 64, 8>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_combine_f16_d64(const AkDiffDecodeParams p) {
+    diff_decode_combine<__half, 64>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d128_g1(const AkDiffDecodeParams p) {
+    diff_decode_split<__half, 128, 1>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d128_g2(const AkDiffDecodeParams p) {
+    diff_decode_split<__half, 128, 2>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d128_g4(const AkDiffDecodeParams p) {
+    diff_decode_split<__half, 128, 4>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d128_g8(const AkDiffDecodeParams p) {
+    diff_decode_split<__half, 128, 8>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_combine_f16_d128(const AkDiffDecodeParams p) {
+    diff_decode_combine<__half, 128>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d64_g1(const AkDiffDecodeParams p) {
+    diff_decode_split<__nv_bfloat16, 64, 1>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d64_g2(const AkDiffDecodeParams p) {
+    diff_decode_split<__nv_bfloat16, 64, 2>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d64_g4(const AkDiffDecodeParams p) {
+    diff_decode_split<__nv_bfloat16, 64, 4>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d64_g8(const AkDiffDecodeParams p) {
+    diff_decode_split<__nv_bfloat16, 64, 8>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_combine_bf16_d64(const AkDiffDecodeParams p) {
+    diff_decode_combine<__nv_bfloat16, 64>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d128_g1(const AkDiffDecodeParams p) {
+    diff_decode_split<__nv_bfloat16, 128, 1>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d128_g2(const AkDiffDecodeParams p) {
+    diff_decode_split<__nv_bfloat16, 128, 2>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d128_g4(const AkDiffDecodeParams p) {
+    diff_decode_split<__nv_bfloat16, 128, 4>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d128_g8(const AkDiffDecodeParams p) {
+    diff_decode_split<__nv_bfloat16, 128, 8>(p);
+}
+extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_combine_bf16_d128(const AkDiffDecodeParams p) {
+    diff_decode_combine<__nv_bfloat16, 128>(p);
+}

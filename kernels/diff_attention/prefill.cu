@@ -369,19 +369,31 @@ template <typename T> __device__ __forceinline__ void diff_epilogue(const AkDiff
 
 }  // namespace
 
-#define DIFF_PREFILL(name, T, D, DV, SHARED)                                                                  \
-    extern "C" __global__ void __launch_bounds__(THREADS, 1) name(const AkDiffAttnParams p) {                \
-        diff_prefill<T, D, DV, SHARED>(p);                                                                   \
-    }
-
-DIFF_PREFILL(ak_diff_prefill_v1_f16_d64, __half, 64, 128, false)
-DIFF_PREFILL(ak_diff_prefill_v1_f16_d128, __half, 128, 256, false)
-DIFF_PREFILL(ak_diff_prefill_v1_bf16_d64, __nv_bfloat16, 64, 128, false)
-DIFF_PREFILL(ak_diff_prefill_v1_bf16_d128, __nv_bfloat16, 128, 256, false)
-DIFF_PREFILL(ak_diff_prefill_v2_f16_d64, __half, 64, 64, true)
-DIFF_PREFILL(ak_diff_prefill_v2_f16_d128, __half, 128, 128, true)
-DIFF_PREFILL(ak_diff_prefill_v2_bf16_d64, __nv_bfloat16, 64, 64, true)
-DIFF_PREFILL(ak_diff_prefill_v2_bf16_d128, __nv_bfloat16, 128, 128, true)
+// Entry points, spelled out so build.rs can list them (`attn-kernels info`).
+extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v1_f16_d64(const AkDiffAttnParams p) {
+    diff_prefill<__half, 64, 128, false>(p);
+}
+extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v1_f16_d128(const AkDiffAttnParams p) {
+    diff_prefill<__half, 128, 256, false>(p);
+}
+extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v1_bf16_d64(const AkDiffAttnParams p) {
+    diff_prefill<__nv_bfloat16, 64, 128, false>(p);
+}
+extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v1_bf16_d128(const AkDiffAttnParams p) {
+    diff_prefill<__nv_bfloat16, 128, 256, false>(p);
+}
+extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v2_f16_d64(const AkDiffAttnParams p) {
+    diff_prefill<__half, 64, 64, true>(p);
+}
+extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v2_f16_d128(const AkDiffAttnParams p) {
+    diff_prefill<__half, 128, 128, true>(p);
+}
+extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v2_bf16_d64(const AkDiffAttnParams p) {
+    diff_prefill<__nv_bfloat16, 64, 64, true>(p);
+}
+extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v2_bf16_d128(const AkDiffAttnParams p) {
+    diff_prefill<__nv_bfloat16, 128, 128, true>(p);
+}
 
 extern "C" __global__ void __launch_bounds__(128) ak_diff_epilogue_f16(const AkDiffEpilogueParams p) {
     diff_epilogue<__half>(p);

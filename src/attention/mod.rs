@@ -157,6 +157,8 @@ pub struct AttentionPlan {
     pub heads_kv: usize,
     pub head_dim: usize,
     pub head_dim_v: usize,
+    /// Row spans of every sequence (`batch` entries), except that a dense call with `Sq = 0`
+    /// has none: there is nothing to compute and B may be huge for an empty tensor.
     pub seqs: Vec<SeqSpan>,
     pub total_q: usize,
     pub total_k: usize,
@@ -378,9 +380,14 @@ pub(crate) fn plan_common<T: TensorInfo>(
             let which = if args.cu_seqlens_q.is_some() { "cu_seqlens_q" } else { "cu_seqlens_k" };
             return Err(Error::invalid(which, "varlen needs both cu_seqlens_q and cu_seqlens_k with rank-3 q, k, v"));
         }
-        let seqs = (0..dims.b)
-            .map(|b| SeqSpan { q_start: b * dims.sq, q_len: dims.sq, k_start: b * dims.sk, k_len: dims.sk })
-            .collect::<Vec<_>>();
+        // No query rows means no work: keep `seqs` empty (B may be huge for an empty tensor).
+        let seqs = if dims.sq == 0 {
+            Vec::new()
+        } else {
+            (0..dims.b)
+                .map(|b| SeqSpan { q_start: b * dims.sq, q_len: dims.sq, k_start: b * dims.sk, k_len: dims.sk })
+                .collect::<Vec<_>>()
+        };
         let tq = dims.b.checked_mul(dims.sq).ok_or_else(|| Error::invalid("q", "B * Sq overflows"))?;
         let tk = dims.b.checked_mul(dims.sk).ok_or_else(|| Error::invalid("k", "B * Sk overflows"))?;
         (seqs, tq, tk)
@@ -456,7 +463,7 @@ pub(crate) fn plan_common<T: TensorInfo>(
     };
 
     Ok(AttentionPlan {
-        batch: seqs.len(),
+        batch: if dims.varlen { seqs.len() } else { dims.b },
         varlen: dims.varlen,
         heads_q,
         heads_kv,

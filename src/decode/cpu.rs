@@ -55,7 +55,10 @@ pub fn decode_cpu(
     }
     let (b, sq, hq, hkv, d, dv) = (p.batch, p.seqlen_q, p.heads_q, p.heads_kv, p.head_dim, p.head_dim_v);
     if b == 0 {
-        return Ok(AttentionOutput { o: Tensor::zeros(p.dtype, &p.o_shape())?, lse: Tensor::zeros(DType::F32, &p.lse_shape())? });
+        return Ok(AttentionOutput {
+            o: Tensor::zeros(p.dtype, &p.o_shape())?,
+            lse: Tensor::zeros(DType::F32, &p.lse_shape())?,
+        });
     }
     let total_k: usize = p.seqlens.iter().sum();
     let k = gather(&p, cache, &cache.k().to_f32_vec(), d);
@@ -99,7 +102,10 @@ pub fn decode_cpu(
             }
         }
     }
-    Ok(AttentionOutput { o: Tensor::from_f32(p.dtype, &p.o_shape(), &o)?, lse: Tensor::from_f32(DType::F32, &p.lse_shape(), &lse)? })
+    Ok(AttentionOutput {
+        o: Tensor::from_f32(p.dtype, &p.o_shape(), &o)?,
+        lse: Tensor::from_f32(DType::F32, &p.lse_shape(), &lse)?,
+    })
 }
 
 /// Overwrite `values.len()` elements of `t` starting at element `start`, rounding once to its dtype.

@@ -116,7 +116,10 @@ fn log2_block(layout: &CacheLayout) -> Result<i32> {
         CacheLayout::Contiguous { .. } => Ok(0),
         CacheLayout::Paged { block_size, .. } => {
             if !block_size.is_power_of_two() {
-                return Err(Error::unsupported("k_cache", format!("paged block_size {block_size}: the GPU path needs a power of two")));
+                return Err(Error::unsupported(
+                    "k_cache",
+                    format!("paged block_size {block_size}: the GPU path needs a power of two"),
+                ));
             }
             Ok(block_size.trailing_zeros() as i32)
         }
@@ -168,7 +171,10 @@ fn check_gpu_decode(p: &DecodePlan) -> Result<()> {
     }
     if let Some(r) = &p.rope {
         if r.rotary_dim % 16 != 0 {
-            return Err(Error::unsupported("rope", format!("GPU decode needs rotary_dim % 16 == 0, got {}", r.rotary_dim)));
+            return Err(Error::unsupported(
+                "rope",
+                format!("GPU decode needs rotary_dim % 16 == 0, got {}", r.rotary_dim),
+            ));
         }
     }
     log2_block(&p.layout)?;
@@ -215,7 +221,10 @@ pub fn decode_cuda_with_index(
     let p = plan(cfg, q, cache, alibi_slopes, opts)?;
     check_gpu_decode(&p)?;
     if !index.matches(cache) {
-        return Err(Error::invalid("index", "DeviceKvIndex was made from other cache_seqlens / block_table than this cache's"));
+        return Err(Error::invalid(
+            "index",
+            "DeviceKvIndex was made from other cache_seqlens / block_table than this cache's",
+        ));
     }
     launch_decode(gpu, &p, q, cache, index, alibi_slopes, opts, o, lse)
 }
@@ -246,7 +255,11 @@ fn launch_decode(
 ) -> Result<()> {
     expect_shape("o", o, &p.o_shape())?;
     if o.dtype() != p.dtype {
-        return Err(Error::DType { arg: "o".into(), expected: format!("{} (the dtype of `q`)", p.dtype), got: o.dtype() });
+        return Err(Error::DType {
+            arg: "o".into(),
+            expected: format!("{} (the dtype of `q`)", p.dtype),
+            got: o.dtype(),
+        });
     }
     expect_shape("lse", lse, &p.lse_shape())?;
     if lse.dtype() != DType::F32 {
@@ -261,7 +274,10 @@ fn launch_decode(
     let splits = num_splits(gpu, p, opts.split);
     let grid_y = p.heads_kv * row_tiles;
     if grid_y > 65535 || p.batch > 65535 {
-        return Err(Error::unsupported("q", format!("Hkv * row tiles = {grid_y} and B = {} must be <= 65535", p.batch)));
+        return Err(Error::unsupported(
+            "q",
+            format!("Hkv * row tiles = {grid_y} and B = {} must be <= 65535", p.batch),
+        ));
     }
     let kernel = decode_kernel_name(p.dtype, p.head_dim, rows)
         .ok_or_else(|| Error::unsupported("q", format!("no decode kernel for {} D = {}", p.dtype, p.head_dim)))?;
@@ -331,7 +347,14 @@ fn launch_decode(
         }
     }
     let smem = decode_smem_bytes(p.dtype, rows) as u32;
-    gpu.launch(DECODE_MODULE, kernel, (splits as u32, grid_y as u32, p.batch as u32), (THREADS as u32, 1, 1), smem, &params)?;
+    gpu.launch(
+        DECODE_MODULE,
+        kernel,
+        (splits as u32, grid_y as u32, p.batch as u32),
+        (THREADS as u32, 1, 1),
+        smem,
+        &params,
+    )?;
 
     if let Some((op, lp)) = &work {
         let cp = AkDecodeCombineParams {
@@ -439,7 +462,11 @@ pub fn merge_states_cuda_into(
     let (b, s, h, dv, _) = plan_merge(o_a, lse_a, o_b, lse_b)?;
     expect_shape("o", o, o_a.shape())?;
     if o.dtype() != o_a.dtype() {
-        return Err(Error::DType { arg: "o".into(), expected: format!("{} (the dtype of `o_a`)", o_a.dtype()), got: o.dtype() });
+        return Err(Error::DType {
+            arg: "o".into(),
+            expected: format!("{} (the dtype of `o_a`)", o_a.dtype()),
+            got: o.dtype(),
+        });
     }
     expect_shape("lse", lse, lse_a.shape())?;
     if lse.dtype() != DType::F32 {

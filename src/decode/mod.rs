@@ -257,7 +257,11 @@ pub(crate) fn check_cache<T: TensorInfo>(
     let ks = k.shape();
     let vs = v.shape();
     if vs[0] != ks[0] || vs[1] != ks[1] || vs[2] != ks[2] {
-        return Err(Error::shape("v_cache", format!("[{}, {}, {}, Dv] (the first three dims of k_cache)", ks[0], ks[1], ks[2]), vs));
+        return Err(Error::shape(
+            "v_cache",
+            format!("[{}, {}, {}, Dv] (the first three dims of k_cache)", ks[0], ks[1], ks[2]),
+            vs,
+        ));
     }
     expect_dtype("k_cache", k, &[DType::F32, DType::F16, DType::BF16])?;
     expect_same_dtype("v_cache", v, "k_cache", k.dtype())?;
@@ -272,7 +276,10 @@ pub(crate) fn check_cache<T: TensorInfo>(
         return Err(Error::invalid("v_cache", "head dim Dv must be at least 1"));
     }
     if seqlens_raw.len() != batch {
-        return Err(Error::invalid("cache_seqlens", format!("expected {batch} entries (one per sequence), got {}", seqlens_raw.len())));
+        return Err(Error::invalid(
+            "cache_seqlens",
+            format!("expected {batch} entries (one per sequence), got {}", seqlens_raw.len()),
+        ));
     }
     let capacity = layout.capacity();
     let mut seqlens = Vec::with_capacity(batch);
@@ -283,11 +290,16 @@ pub(crate) fn check_cache<T: TensorInfo>(
         let need = s as usize + extra_rows;
         if need > capacity {
             let what = if extra_rows > 0 { format!("{s} + {extra_rows} new rows") } else { format!("{s}") };
-            return Err(Error::invalid("cache_seqlens", format!("entry {b} needs {what} keys, the cache holds {capacity} per sequence")));
+            return Err(Error::invalid(
+                "cache_seqlens",
+                format!("entry {b} needs {what} keys, the cache holds {capacity} per sequence"),
+            ));
         }
         seqlens.push(s as usize);
     }
-    if let (Some((table, max_blocks)), CacheLayout::Paged { num_blocks, block_size, .. }) = (cache.block_table(), &layout) {
+    if let (Some((table, max_blocks)), CacheLayout::Paged { num_blocks, block_size, .. }) =
+        (cache.block_table(), &layout)
+    {
         for (b, &s) in seqlens.iter().enumerate() {
             let used = (s + extra_rows).div_ceil(*block_size);
             for (i, &id) in table[b * max_blocks..b * max_blocks + used].iter().enumerate() {
@@ -328,7 +340,10 @@ pub fn plan<T: TensorInfo>(
         return Err(Error::invalid("q", "needs at least one head"));
     }
     if heads_q % heads_kv != 0 {
-        return Err(Error::invalid("k_cache", format!("Hq % Hkv must be 0 (GQA), got Hq = {heads_q}, Hkv = {heads_kv}")));
+        return Err(Error::invalid(
+            "k_cache",
+            format!("Hq % Hkv must be 0 (GQA), got Hq = {heads_q}, Hkv = {heads_kv}"),
+        ));
     }
     if let Some(a) = alibi_slopes {
         expect_dtype("alibi_slopes", a, &[DType::F32])?;
@@ -431,11 +446,27 @@ pub(crate) fn plan_append<T: TensorInfo>(
             Some(rc.resolve(max_position.max(1))?)
         }
     };
-    Ok(AppendPlan { layout, batch, seqlen_new, heads_kv, head_dim: d, head_dim_v: dv, dtype, old_seqlens: old, rope, max_position })
+    Ok(AppendPlan {
+        layout,
+        batch,
+        seqlen_new,
+        heads_kv,
+        head_dim: d,
+        head_dim_v: dv,
+        dtype,
+        old_seqlens: old,
+        rope,
+        max_position,
+    })
 }
 
 /// Shapes of a merge_states call: `(batch, seqlen, heads, Dv, varlen)`.
-pub(crate) fn plan_merge<T: TensorInfo>(o_a: &T, lse_a: &T, o_b: &T, lse_b: &T) -> Result<(usize, usize, usize, usize, bool)> {
+pub(crate) fn plan_merge<T: TensorInfo>(
+    o_a: &T,
+    lse_a: &T,
+    o_b: &T,
+    lse_b: &T,
+) -> Result<(usize, usize, usize, usize, bool)> {
     let os = o_a.shape();
     let (b, s, h, dv, varlen) = match os.len() {
         4 => (os[0], os[1], os[2], os[3], false),
@@ -461,7 +492,7 @@ pub(crate) fn plan_merge<T: TensorInfo>(o_a: &T, lse_a: &T, o_b: &T, lse_b: &T) 
 // ------------------------------------------------------------------------------- case files
 
 use crate::case::{self, Device, Tensors};
-use crate::tensor::{i32_data, Tensor};
+use crate::tensor::i32_data;
 
 fn minus_one() -> i64 {
     -1
@@ -543,7 +574,7 @@ pub(crate) fn case_index(inputs: &Tensors) -> Result<(&[i32], Option<(&[i32], us
 /// `attn-kernels run` for op `decode_attention`.
 pub(crate) fn run_decode_case(config: &serde_json::Value, inputs: &Tensors, device: &Device) -> Result<Tensors> {
     let cfg: DecodeCaseConfig = case::parse_config(config)?;
-    case::allow_only(inputs, "decode_attention", &["q", "k_cache", "v_cache", "cache_seqlens", "block_table", "alibi_slopes"])?;
+    case::allow_only(inputs, "decode_attention", DECODE_TENSORS)?;
     let q = case::input(inputs, "q")?;
     let k = case::input(inputs, "k_cache")?;
     let v = case::input(inputs, "v_cache")?;
@@ -551,18 +582,65 @@ pub(crate) fn run_decode_case(config: &serde_json::Value, inputs: &Tensors, devi
     let alibi = inputs.get("alibi_slopes");
     let cache = case_cache(k, v, seqlens, table);
     let (acfg, opts) = (cfg.attention(), cfg.options());
-    let out = match device {
-        Device::Cpu => decode_cpu(&acfg, q, &cache, alibi, &opts)?,
-        Device::Cuda(gpu) => {
-            plan(&acfg, q, &cache, alibi, &opts)?;
-            let (qd, kd, vd) = (gpu.upload(q)?, gpu.upload(k)?, gpu.upload(v)?);
-            let ad = alibi.map(|a| gpu.upload(a)).transpose()?;
-            let dcache = case_cache(&kd, &vd, seqlens, table);
-            let out = cuda::decode_cuda(gpu, &acfg, &qd, &dcache, ad.as_ref(), &opts)?;
-            crate::attention::AttentionOutput { o: gpu.download(&out.o)?, lse: gpu.download(&out.lse)? }
+    match device {
+        Device::Cpu => {
+            let out = decode_cpu(&acfg, q, &cache, alibi, &opts)?;
+            Ok(Tensors::from([("o".to_string(), out.o), ("lse".to_string(), out.lse)]))
         }
-    };
-    Ok(Tensors::from([("o".to_string(), out.o), ("lse".to_string(), out.lse)]))
+        Device::Cuda(gpu) => {
+            // Validate on the host before uploading anything.
+            plan(&acfg, q, &cache, alibi, &opts)?;
+            let resident = case::upload_inputs(gpu, &without_index(inputs))?;
+            case::download_all(gpu, &run_decode_resident(config, inputs, &resident, gpu)?)
+        }
+    }
+}
+
+const DECODE_TENSORS: &[&str] = &["q", "k_cache", "v_cache", "cache_seqlens", "block_table", "alibi_slopes"];
+
+/// The inputs without the host index tensors (which are never uploaded as such).
+fn without_index(inputs: &Tensors) -> Tensors {
+    inputs
+        .iter()
+        .filter(|(k, _)| *k != "cache_seqlens" && *k != "block_table")
+        .map(|(k, t)| (k.clone(), t.clone()))
+        .collect()
+}
+
+/// `decode_attention` with device-resident q, caches and slopes (index data from the host
+/// copies in `inputs`); outputs stay on the device. What `attn-kernels bench` times.
+pub(crate) fn run_decode_resident(
+    config: &serde_json::Value,
+    inputs: &Tensors,
+    resident: &case::DeviceTensors,
+    gpu: &crate::Gpu,
+) -> Result<case::DeviceTensors> {
+    let cfg: DecodeCaseConfig = case::parse_config(config)?;
+    case::allow_only(inputs, "decode_attention", DECODE_TENSORS)?;
+    let q = case::resident_input(resident, "q")?;
+    let k = case::resident_input(resident, "k_cache")?;
+    let v = case::resident_input(resident, "v_cache")?;
+    let (seqlens, table) = case_index(inputs)?;
+    let cache = case_cache(k, v, seqlens, table);
+    let out = cuda::decode_cuda(gpu, &cfg.attention(), q, &cache, resident.get("alibi_slopes"), &cfg.options())?;
+    Ok(case::DeviceTensors::from([("o".to_string(), out.o), ("lse".to_string(), out.lse)]))
+}
+
+/// `merge_states` with device-resident inputs; outputs stay on the device.
+pub(crate) fn run_merge_resident(
+    config: &serde_json::Value,
+    inputs: &Tensors,
+    resident: &case::DeviceTensors,
+    gpu: &crate::Gpu,
+) -> Result<case::DeviceTensors> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct MergeConfig {}
+    let _: MergeConfig = case::parse_config(config)?;
+    case::allow_only(inputs, "merge_states", &["o_a", "lse_a", "o_b", "lse_b"])?;
+    let g = |n: &str| case::resident_input(resident, n);
+    let (o, lse) = cuda::merge_states_cuda(gpu, g("o_a")?, g("lse_a")?, g("o_b")?, g("lse_b")?)?;
+    Ok(case::DeviceTensors::from([("o".to_string(), o), ("lse".to_string(), lse)]))
 }
 
 /// `attn-kernels run` for op `merge_states`: tensors `o_a lse_a o_b lse_b`, outputs `o lse`.
@@ -581,9 +659,10 @@ pub(crate) fn run_case(config: &serde_json::Value, inputs: &Tensors, device: &De
         Device::Cpu => merge_states_cpu(o_a, lse_a, o_b, lse_b)?,
         Device::Cuda(gpu) => {
             plan_merge(o_a, lse_a, o_b, lse_b)?;
-            let up = |t: &Tensor| gpu.upload(t);
-            let (o, lse) = cuda::merge_states_cuda(gpu, &up(o_a)?, &up(lse_a)?, &up(o_b)?, &up(lse_b)?)?;
-            (gpu.download(&o)?, gpu.download(&lse)?)
+            let resident = case::upload_inputs(gpu, inputs)?;
+            let out = case::download_all(gpu, &run_merge_resident(config, inputs, &resident, gpu)?)?;
+            let take = |n: &str| out.get(n).cloned().ok_or_else(|| Error::Case(format!("missing output `{n}`")));
+            (take("o")?, take("lse")?)
         }
     };
     Ok(Tensors::from([("o".to_string(), o), ("lse".to_string(), lse)]))

@@ -188,8 +188,16 @@ pub fn random_paged(
             next += 1;
         }
     }
-    let k = Tensor::from_f32(dtype, &[num_blocks, block_size, heads_kv, d], &rng.normal_vec(num_blocks * block_size * heads_kv * d))?;
-    let v = Tensor::from_f32(dtype, &[num_blocks, block_size, heads_kv, dv], &rng.normal_vec(num_blocks * block_size * heads_kv * dv))?;
+    let k = Tensor::from_f32(
+        dtype,
+        &[num_blocks, block_size, heads_kv, d],
+        &rng.normal_vec(num_blocks * block_size * heads_kv * d),
+    )?;
+    let v = Tensor::from_f32(
+        dtype,
+        &[num_blocks, block_size, heads_kv, dv],
+        &rng.normal_vec(num_blocks * block_size * heads_kv * dv),
+    )?;
     Ok((k, v, table, max_blocks))
 }
 
@@ -234,7 +242,8 @@ pub(crate) fn check_cases() -> Vec<CheckCase> {
             let q = Tensor::from_f32(dtype, &[b, sq, hq, d], &rng.normal_vec(b * sq * hq * d))?;
             let sl: Vec<i32> = seqlens.iter().map(|&s| s as i32).collect();
             let slopes = crate::attention::alibi_slopes(hq);
-            let bytes = (seqlens.iter().map(|&s| s.min(sq + 256)).sum::<usize>() * hkv * 2 * d + 2 * b * sq * hq * d) * dtype.size();
+            let bytes = (seqlens.iter().map(|&s| s.min(sq + 256)).sum::<usize>() * hkv * 2 * d + 2 * b * sq * hq * d)
+                * dtype.size();
             out.push(CheckCase {
                 op: "decode_attention",
                 shape: format!("contig q[{b},{sq},{hq},{d}] alibi rope win256"),

@@ -728,6 +728,32 @@ fn decode_split_kernel(dtype: DType, d: usize, gm: usize) -> &'static str {
     }
 }
 
+/// Every `(module, kernel)` this file can launch (for the build-manifest test).
+pub fn launched_kernels() -> Vec<(&'static str, &'static str)> {
+    let mut v = Vec::new();
+    for dtype in [DType::F16, DType::BF16] {
+        for d in [64, 128] {
+            for variant in [DiffVariant::V1, DiffVariant::V2] {
+                v.push((PREFILL_MODULE, prefill_kernel(variant, dtype, d)));
+            }
+            for gm in [1, 2, 4, 8] {
+                v.push((DECODE_MODULE, decode_split_kernel(dtype, d, gm)));
+            }
+        }
+    }
+    for k in [
+        "ak_diff_decode_combine_f16_d64",
+        "ak_diff_decode_combine_f16_d128",
+        "ak_diff_decode_combine_bf16_d64",
+        "ak_diff_decode_combine_bf16_d128",
+    ] {
+        v.push((DECODE_MODULE, k));
+    }
+    v.push((PREFILL_MODULE, "ak_diff_epilogue_f16"));
+    v.push((PREFILL_MODULE, "ak_diff_epilogue_bf16"));
+    v
+}
+
 // ------------------------------------------------------------------------------- baseline
 
 /// The unfused baselines' epilogue: `o = a - lambda_h b`, then the optional RMSNorm with

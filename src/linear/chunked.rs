@@ -6,8 +6,8 @@
 //! contribution of the state entering the chunk; the state is then carried to the next chunk
 //! with one matrix product. `G` is the cumulative log decay inside the chunk, in f32; only
 //! differences of `G` taken forward in time are exponentiated (factors <= 1 for `g <= 0`), with
-//! a reference point per 16-token sub-chunk for the tensor-core products and the diagonal
-//! 16x16 sub-blocks evaluated per element in f32. Both forms (inclusive, and RWKV bonus `u`)
+//! a reference point per 16-token sub-chunk for the tensor-core products; diagonal 16x16
+//! sub-blocks with a large decay range are evaluated per element in f32. Both forms (inclusive, and RWKV bonus `u`)
 //! and every decay shape run through the same kernel (scalar decays are broadcast over keys).
 //!
 //! One thread block per (head, sequence) with `V / 16` warps walks the sequence chunk by chunk,

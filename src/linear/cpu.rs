@@ -116,24 +116,24 @@ fn run_head(plan: &LinearPlan, x: &Inputs, n: usize, hh: usize) -> (Vec<f32>, Ve
             let (a, b) = (&a_all[qk..qk + kd], &b_all[qk..qk + kd]);
             w.iter_mut().for_each(|x| *x = 0.0);
             for i in 0..kd {
-                let row = &s[i * vd..(i + 1) * vd];
-                for j in 0..vd {
-                    w[j] += a[i] * row[j];
+                let ai = a[i];
+                for (wj, &r) in w.iter_mut().zip(&s[i * vd..(i + 1) * vd]) {
+                    *wj += ai * r;
                 }
             }
             for i in 0..kd {
                 let row = &mut s[i * vd..(i + 1) * vd];
                 let (di, bi, ki, qi) = (decay[i], b[i], k[i], qs[i]);
                 if di < NEAR_ONE {
-                    for j in 0..vd {
-                        row[j] = di * row[j] + bi * w[j] + ki * v[j];
-                        out[j] += qi * row[j];
+                    for (((r, &wj), &vj), oj) in row.iter_mut().zip(&w).zip(v).zip(out.iter_mut()) {
+                        *r = di * *r + bi * wj + ki * vj;
+                        *oj += qi * *r;
                     }
                 } else {
                     let dm1 = decay_m1[i];
-                    for j in 0..vd {
-                        row[j] += dm1 * row[j] + bi * w[j] + ki * v[j];
-                        out[j] += qi * row[j];
+                    for (((r, &wj), &vj), oj) in row.iter_mut().zip(&w).zip(v).zip(out.iter_mut()) {
+                        *r += dm1 * *r + bi * wj + ki * vj;
+                        *oj += qi * *r;
                     }
                 }
             }
@@ -147,15 +147,15 @@ fn run_head(plan: &LinearPlan, x: &Inputs, n: usize, hh: usize) -> (Vec<f32>, Ve
                 let row = &mut s[i * vd..(i + 1) * vd];
                 let (di, ki, qi) = (decay[i], k[i], qs[i]);
                 if di < NEAR_ONE {
-                    for j in 0..vd {
-                        out[j] += qi * row[j];
-                        row[j] = di * row[j] + ki * v[j];
+                    for ((r, &vj), oj) in row.iter_mut().zip(v).zip(out.iter_mut()) {
+                        *oj += qi * *r;
+                        *r = di * *r + ki * vj;
                     }
                 } else {
                     let dm1 = decay_m1[i];
-                    for j in 0..vd {
-                        out[j] += qi * row[j];
-                        row[j] += dm1 * row[j] + ki * v[j];
+                    for ((r, &vj), oj) in row.iter_mut().zip(v).zip(out.iter_mut()) {
+                        *oj += qi * *r;
+                        *r += dm1 * *r + ki * vj;
                     }
                 }
             }
@@ -168,15 +168,15 @@ fn run_head(plan: &LinearPlan, x: &Inputs, n: usize, hh: usize) -> (Vec<f32>, Ve
                 let row = &mut s[i * vd..(i + 1) * vd];
                 let (di, ki, qi) = (decay[i], k[i], qs[i]);
                 if di < NEAR_ONE {
-                    for j in 0..vd {
-                        row[j] = di * row[j] + ki * v[j];
-                        out[j] += qi * row[j];
+                    for ((r, &vj), oj) in row.iter_mut().zip(v).zip(out.iter_mut()) {
+                        *r = di * *r + ki * vj;
+                        *oj += qi * *r;
                     }
                 } else {
                     let dm1 = decay_m1[i];
-                    for j in 0..vd {
-                        row[j] += dm1 * row[j] + ki * v[j];
-                        out[j] += qi * row[j];
+                    for ((r, &vj), oj) in row.iter_mut().zip(v).zip(out.iter_mut()) {
+                        *r += dm1 * *r + ki * vj;
+                        *oj += qi * *r;
                     }
                 }
             }

@@ -22,6 +22,18 @@
 //!   in v's dtype) and `final_state` (`[B, 3, C]` f32, rows `aa`, `bb`, `pp`). `w` is the
 //!   per-step log decay as the kernel uses it (RWKV-4 passes `w = -exp(time_decay)`).
 //! - All math is f32 with f32 state for every input dtype; `o` is rounded once to v's dtype.
+//! - Decays close to 1 are applied as `S + expm1(g) S` (CPU path): an f32 `exp(g)` near 1 is
+//!   off by up to 3e-8 absolute, the same way every step, which at `g = -1e-4` over 64k steps
+//!   is a 1e-4 relative output error (the f32 bound is 1e-5). Kernels must do the same or
+//!   better (a chunked form that exponentiates cumulative differences is fine).
+//! - `rwkv4` (CPU path) keeps the log scale `pp` as an unevaluated f32 sum (two-sum of
+//!   `pp + w`) for the same reason (`pp ~ 10` rounds a small `|w|` to whole ulps of pp), and
+//!   folds the residual into `aa`, `bb` when it returns, so the returned `(aa, bb, pp)` agrees
+//!   with the float64 evaluation of the spec's recurrence to f32 precision. The triple is one
+//!   representation of the state (`aa e^pp`, `bb e^pp`); an f32 kernel running the spec's
+//!   formula literally drifts in that representation (pp off by many ulps, aa/bb compensating)
+//!   and fails a raw comparison of `final_state` at 64k steps with small `|w|`.
+//! - CUDA: `run_*_case` on `Device::Cuda` goes to `cuda::run_case`.
 
 pub mod chunked;
 pub mod cpu;
@@ -511,7 +523,6 @@ pub(crate) fn run_rwkv4_case(config: &serde_json::Value, inputs: &Tensors, devic
         Device::Cuda(gpu) => cuda::run_case("rwkv4", config, inputs, gpu),
     }
 }
-
 
 // ----------------------------------------------------------------------------------- check
 
