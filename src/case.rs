@@ -127,6 +127,7 @@ pub fn run_resident(case: &Case, gpu: &Gpu, resident: &DeviceTensors) -> Result<
     match op {
         "rope" => crate::rope::run_resident(&case.config, &case.inputs, resident, gpu),
         "attention" => crate::attention::cuda::run_resident(&case.config, &case.inputs, resident, gpu),
+        "diff_attention" => crate::diff_attention::run_resident(&case.config, &case.inputs, resident, gpu),
         "merge_states" => crate::decode::run_merge_resident(&case.config, &case.inputs, resident, gpu),
         "decode_attention" => crate::decode::run_decode_resident(&case.config, &case.inputs, resident, gpu),
         other if OPS.contains(&other) => {

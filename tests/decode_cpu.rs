@@ -660,3 +660,28 @@ fn split_heuristic_is_sane() {
     assert_eq!(auto_splits(132, 1, 8, 1, 300), 1);
     assert!(auto_splits(132, 1, 8, 1, 1024) <= 4);
 }
+
+#[test]
+fn empty_tensors_with_huge_dims_return_quickly() {
+    let big = 1usize << 40;
+    let z = |shape: &[usize]| Tensor::zeros(DType::F32, shape).unwrap();
+    let (o, lse) =
+        merge_states_cpu(&z(&[big, 0, 1, 8]), &z(&[big, 1, 0]), &z(&[big, 0, 1, 8]), &z(&[big, 1, 0])).unwrap();
+    assert_eq!(o.shape(), &[big, 0, 1, 8]);
+    assert_eq!(lse.shape(), &[big, 1, 0]);
+    let (o, _) =
+        oracle::merge_f64(&z(&[big, 0, 1, 8]), &z(&[big, 1, 0]), &z(&[big, 0, 1, 8]), &z(&[big, 1, 0])).unwrap();
+    assert!(o.is_empty());
+    // Decode: B must match cache_seqlens, which is real data, so a huge B is an error.
+    let q = z(&[big, 0, 1, 8]);
+    let k = z(&[big, 0, 1, 8]);
+    let e = decode_cpu(
+        &AttentionConfig::default(),
+        &q,
+        &KvCacheRef::Contiguous { k: &k, v: &k, cache_seqlens: &[] },
+        None,
+        &DecodeOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.argument(), Some("cache_seqlens"));
+}

@@ -194,6 +194,13 @@ pub fn merge_states_cpu(o_a: &Tensor, lse_a: &Tensor, o_b: &Tensor, lse_b: &Tens
     let (la, lb) = (f32_data("lse_a", lse_a)?, f32_data("lse_b", lse_b)?);
     let mut o = vec![0f32; oa.len()];
     let mut lse = vec![0f32; la.len()];
+    if la.is_empty() {
+        // No rows (a zero dim, possibly next to a huge one): nothing to loop over.
+        return Ok((
+            Tensor::from_f32(o_a.dtype(), o_a.shape(), &o)?,
+            Tensor::from_f32(DType::F32, lse_a.shape(), &lse)?,
+        ));
+    }
     for bi in 0..b {
         for si in 0..s {
             for hi in 0..h {

@@ -112,6 +112,9 @@ pub fn merge_f64(o_a: &Tensor, lse_a: &Tensor, o_b: &Tensor, lse_b: &Tensor) -> 
     let (oa, ob, la, lb) = (o_a.to_f64_vec(), o_b.to_f64_vec(), lse_a.to_f64_vec(), lse_b.to_f64_vec());
     let mut o = vec![0f64; oa.len()];
     let mut lse = vec![f64::NEG_INFINITY; la.len()];
+    if la.is_empty() {
+        return Ok((o, lse));
+    }
     for bi in 0..b {
         for si in 0..s {
             for hi in 0..h {

@@ -441,3 +441,30 @@ pub(crate) fn check_cases() -> Vec<crate::check::CheckCase> {
         },
     ]
 }
+
+/// `run_resident` for op `diff_attention`: float tensors from the device copies, index tensors
+/// from the host copies in `inputs`; outputs `o`, `lse1`, `lse2` stay on the device.
+pub(crate) fn run_resident(
+    config: &serde_json::Value,
+    inputs: &Tensors,
+    resident: &case::DeviceTensors,
+    gpu: &crate::Gpu,
+) -> Result<case::DeviceTensors> {
+    let cfg: DiffAttentionConfig = case::parse_config(config)?;
+    let host = case_args(inputs)?;
+    let on_device = |name: &str, present: bool| present.then(|| case::resident_input(resident, name)).transpose();
+    let args = DiffAttentionArgs {
+        q: case::resident_input(resident, "q")?,
+        k: case::resident_input(resident, "k")?,
+        v: case::resident_input(resident, "v")?,
+        lambda: case::resident_input(resident, "lambda")?,
+        norm_weight: on_device("norm_weight", host.norm_weight.is_some())?,
+        alibi_slopes: on_device("alibi_slopes", host.alibi_slopes.is_some())?,
+        cu_seqlens_q: host.cu_seqlens_q,
+        cu_seqlens_k: host.cu_seqlens_k,
+        position_ids_q: host.position_ids_q,
+        position_ids_k: host.position_ids_k,
+    };
+    let out = cuda::diff_attention_cuda(gpu, &cfg, &args)?;
+    Ok(case::DeviceTensors::from([("o".to_string(), out.o), ("lse1".to_string(), out.lse1), ("lse2".to_string(), out.lse2)]))
+}
