@@ -178,8 +178,7 @@ fn exported_kernels(src: &str) -> Vec<String> {
         let mut tail = &rest[g + "__global__".len()..];
         // Skip `__launch_bounds__(...)` and return type tokens; the name is the identifier
         // immediately before the first `(` that does not open __launch_bounds__.
-        loop {
-            let Some(paren) = tail.find('(') else { break };
+        while let Some(paren) = tail.find('(') {
             let before = tail[..paren].trim_end();
             let ident: String = before
                 .chars()
@@ -264,7 +263,7 @@ fn nvcc_version(nvcc: &Path) -> Result<String, String> {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().filter(|l| l.contains("release")).last().unwrap_or("unknown").trim().to_string())
+    Ok(text.lines().rfind(|l| l.contains("release")).unwrap_or("unknown").trim().to_string())
 }
 
 fn nvcc_args(unit: &KernelUnit, archs: &[String]) -> Vec<String> {

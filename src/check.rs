@@ -69,7 +69,7 @@ fn worst_error(out: &Tensors, reference: &Reference) -> (f64, String) {
             None => return (f64::INFINITY, format!("output `{name}` missing")),
             Some(t) => {
                 let e = rel_error(&t.to_f64_vec(), r);
-                if !(e <= worst) {
+                if e > worst || e.is_nan() {
                     worst = e;
                     note = format!("worst: {name}");
                 }

@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::runtime::params::AkAttnParams;
 use crate::runtime::{DeviceTensor, Gpu};
 use crate::tensor::{expect_dtype, expect_shape, DType, Tensor};
-use std::ffi::c_void;
 
 /// Kernel module (kernels/attention/prefill.cu).
 const MODULE: &str = "attention_prefill";
@@ -214,7 +213,7 @@ pub fn attention_cuda_into(
         q: args.q.kernel_ptr(),
         k: args.k.kernel_ptr(),
         v: args.v.kernel_ptr(),
-        o: o.kernel_ptr_mut() as *mut c_void,
+        o: o.kernel_ptr_mut(),
         lse: lse_ptr,
         alibi_slopes: args.alibi_slopes.map_or(std::ptr::null(), |a| a.kernel_ptr() as *const f32),
         cu_seqlens_q: ptr_i32(&cu_q),

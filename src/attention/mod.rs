@@ -42,7 +42,7 @@ pub use cpu::attention_cpu;
 
 use crate::error::{Error, Result};
 use crate::rope::{ResolvedRope, RopeConfig};
-use crate::tensor::{check_cu_seqlens, expect_dtype, expect_rank, expect_same_dtype, DType, TensorInfo};
+use crate::tensor::{check_cu_seqlens, checked_numel, expect_dtype, expect_rank, expect_same_dtype, DType, TensorInfo};
 use serde::{Deserialize, Serialize};
 
 fn minus_one() -> i64 {
@@ -337,6 +337,45 @@ impl AttentionConfig {
     }
 }
 
+/// Most rows (query or key tokens, over all sequences) one call may have: row indices are
+/// int32 in the kernels and in `cu_seqlens`, so dense calls get the same limit as varlen ones.
+pub const MAX_ROWS: usize = i32::MAX as usize;
+
+/// Element count of a tensor of `shape` and `dtype`, or an error naming `arg` when the element
+/// count overflows usize or the byte count (`elements * dtype size`) exceeds `isize::MAX` (no
+/// allocation, host or device, can be that large).
+pub(crate) fn checked_bytes(arg: &str, shape: &[usize], dtype: DType) -> Result<usize> {
+    let n = checked_numel(arg, shape)?;
+    match n.checked_mul(dtype.size()) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(n),
+        _ => Err(Error::invalid(arg, format!("shape {shape:?} of {dtype} needs more than isize::MAX bytes"))),
+    }
+}
+
+/// Rejects more than [`MAX_ROWS`] rows (`what`) with `Unsupported` naming `arg`.
+fn check_rows(arg: &str, what: &str, rows: usize) -> Result<()> {
+    if rows > MAX_ROWS {
+        return Err(Error::unsupported(arg, format!("{rows} {what} exceed 2^31 - 1 (row indices are int32)")));
+    }
+    Ok(())
+}
+
+/// The spans of a dense batch. Called after [`check_rows`]: with `Sq >= 1`, B <= B * Sq <=
+/// [`MAX_ROWS`], so the list is bounded by the number of query rows. A dense call with `Sq = 0`
+/// gets no spans at all (nothing to compute; B may be huge for an empty tensor). The list is
+/// reserved fallibly, so even a bounded but unaffordable B is an error, not an abort.
+fn dense_seqs(dims: &Dims) -> Result<Vec<SeqSpan>> {
+    if dims.sq == 0 {
+        return Ok(Vec::new());
+    }
+    let mut seqs = Vec::new();
+    seqs.try_reserve_exact(dims.b)
+        .map_err(|_| Error::unsupported("q", format!("cannot allocate the spans of {} sequences", dims.b)))?;
+    // B * Sq and B * Sk were checked, so these products do not wrap.
+    seqs.extend((0..dims.b).map(|b| SeqSpan { q_start: b * dims.sq, q_len: dims.sq, k_start: b * dims.sk, k_len: dims.sk }));
+    Ok(seqs)
+}
+
 /// Shared second half of validation: dtypes, sequences, position ids, ALiBi, options, RoPE.
 /// `dims` has passed the op's head checks; `heads_q`/`heads_kv` are what the plan reports,
 /// `alibi_len` the expected length of `alibi_slopes`, `rope_dim` the head dim RoPE rotates.
@@ -359,8 +398,28 @@ pub(crate) fn plan_common<T: TensorInfo>(
         return Err(Error::invalid("v", "head dim Dv must be at least 1"));
     }
 
+    // Sizes, all before anything is allocated per sequence (B may be absurd for a lazily
+    // described tensor): element and byte counts of q, k, v, the row totals and the outputs.
+    for (name, t) in [("q", args.q), ("k", args.k), ("v", args.v)] {
+        checked_bytes(name, t.shape(), t.dtype())?;
+    }
+    let (total_q, total_k) = if dims.varlen {
+        (dims.sq, dims.sk)
+    } else {
+        let tq = dims.b.checked_mul(dims.sq).ok_or_else(|| Error::invalid("q", "B * Sq overflows"))?;
+        let tk = dims.b.checked_mul(dims.sk).ok_or_else(|| Error::invalid("k", "B * Sk overflows"))?;
+        (tq, tk)
+    };
+    check_rows("q", "query rows (B * Sq or total_q)", total_q)?;
+    check_rows("k", "key rows (B * Sk or total_k)", total_k)?;
+    let o_elems = total_q.checked_mul(heads_q).and_then(|n| n.checked_mul(dims.dv));
+    let o_elems = o_elems.ok_or_else(|| Error::invalid("q", "output o (rows * heads * Dv) overflows"))?;
+    checked_bytes("q", &[o_elems], dtype)?;
+    let lse_elems = total_q.checked_mul(heads_q).ok_or_else(|| Error::invalid("q", "lse (rows * heads) overflows"))?;
+    checked_bytes("q", &[lse_elems], DType::F32)?;
+
     // Sequences.
-    let (seqs, total_q, total_k) = if dims.varlen {
+    let seqs = if dims.varlen {
         let cq = args.cu_seqlens_q.ok_or_else(|| Error::invalid("cu_seqlens_q", "required with cu_seqlens_k (varlen)"))?;
         let ck = args.cu_seqlens_k.ok_or_else(|| Error::invalid("cu_seqlens_k", "required with cu_seqlens_q (varlen)"))?;
         let oq = check_cu_seqlens("cu_seqlens_q", cq, dims.sq)?;
@@ -371,26 +430,15 @@ pub(crate) fn plan_common<T: TensorInfo>(
                 format!("has {} entries but cu_seqlens_q has {} (same number of sequences needed)", ok.len(), oq.len()),
             ));
         }
-        let seqs = (0..oq.len() - 1)
+        (0..oq.len() - 1)
             .map(|n| SeqSpan { q_start: oq[n], q_len: oq[n + 1] - oq[n], k_start: ok[n], k_len: ok[n + 1] - ok[n] })
-            .collect::<Vec<_>>();
-        (seqs, dims.sq, dims.sk)
+            .collect::<Vec<_>>()
     } else {
         if args.cu_seqlens_q.is_some() || args.cu_seqlens_k.is_some() {
             let which = if args.cu_seqlens_q.is_some() { "cu_seqlens_q" } else { "cu_seqlens_k" };
             return Err(Error::invalid(which, "varlen needs both cu_seqlens_q and cu_seqlens_k with rank-3 q, k, v"));
         }
-        // No query rows means no work: keep `seqs` empty (B may be huge for an empty tensor).
-        let seqs = if dims.sq == 0 {
-            Vec::new()
-        } else {
-            (0..dims.b)
-                .map(|b| SeqSpan { q_start: b * dims.sq, q_len: dims.sq, k_start: b * dims.sk, k_len: dims.sk })
-                .collect::<Vec<_>>()
-        };
-        let tq = dims.b.checked_mul(dims.sq).ok_or_else(|| Error::invalid("q", "B * Sq overflows"))?;
-        let tk = dims.b.checked_mul(dims.sk).ok_or_else(|| Error::invalid("k", "B * Sk overflows"))?;
-        (seqs, tq, tk)
+        dense_seqs(dims)?
     };
     let (max_q_len, max_k_len) = if dims.varlen {
         (seqs.iter().map(|s| s.q_len).max().unwrap_or(0), seqs.iter().map(|s| s.k_len).max().unwrap_or(0))

@@ -45,7 +45,8 @@ pub use cpu::{delta_rule_cpu, linear_attention_cpu, rwkv4_cpu};
 use crate::case::{allow_only, input, parse_config, Device, Tensors};
 use crate::check::{CheckCase, Rng, Work};
 use crate::error::{Error, Result};
-use crate::tensor::{check_cu_seqlens, checked_numel, expect_dtype, expect_rank, expect_same_dtype, expect_shape};
+use crate::attention::checked_bytes;
+use crate::tensor::{check_cu_seqlens, expect_dtype, expect_rank, expect_same_dtype, expect_shape};
 use crate::tensor::{DType, Tensor, TensorInfo};
 use serde::{Deserialize, Serialize};
 
@@ -302,6 +303,19 @@ fn resolve_scale(scale: Option<f64>, key_dim: usize) -> Result<f32> {
     Ok(s as f32)
 }
 
+/// Most token rows (`B * T`) and sequences one call may have, as for attention: the kernels
+/// index rows and sequences with int32 and `cu_seqlens` is int32, so dense calls get the same
+/// limit as varlen ones (CPU included, so every device accepts the same calls).
+pub const MAX_ROWS: usize = crate::attention::MAX_ROWS;
+
+/// Rejects more than [`MAX_ROWS`] of `what` with `Unsupported` naming `arg`.
+fn check_rows(arg: &str, what: &str, n: usize) -> Result<()> {
+    if n > MAX_ROWS {
+        return Err(Error::unsupported(arg, format!("{n} {what} exceed 2^31 - 1 (indices are int32)")));
+    }
+    Ok(())
+}
+
 /// Validates q, k, v, g, initial_state, cu_seqlens (shared by both ops). `u` handled by caller.
 fn plan_common<T: TensorInfo>(
     scale: Option<f64>,
@@ -319,7 +333,7 @@ fn plan_common<T: TensorInfo>(
     if h == 0 || kd == 0 {
         return Err(Error::shape("q", "[B, T, H, K] with H >= 1 and K >= 1", q.shape()));
     }
-    checked_numel("q", q.shape())?;
+    checked_bytes("q", q.shape(), dtype)?;
     expect_same_dtype("k", k, "q", dtype)?;
     expect_shape("k", k, q.shape())?;
     expect_same_dtype("v", v, "q", dtype)?;
@@ -328,25 +342,31 @@ fn plan_common<T: TensorInfo>(
     if v.shape()[..3] != q.shape()[..3] || vd == 0 {
         return Err(Error::shape("v", format!("[{b}, {t}, {h}, V] (B, T, H of q; V >= 1)"), v.shape()));
     }
-    checked_numel("v", v.shape())?;
+    checked_bytes("v", v.shape(), dtype)?;
 
-    let (n_seqs, seqs) = match cu_seqlens {
+    // Every count is checked before anything is allocated per sequence.
+    let offsets = match cu_seqlens {
         Some(cu) => {
             if b != 1 {
                 return Err(Error::shape("q", "[1, total, H, K] (B = 1 when cu_seqlens is given)", q.shape()));
             }
-            let offs = check_cu_seqlens("cu_seqlens", cu, t)?;
-            let seqs: Vec<(usize, usize)> = offs.windows(2).map(|w| (w[0], w[1] - w[0])).collect();
-            (seqs.len(), seqs)
+            Some(check_cu_seqlens("cu_seqlens", cu, t)?)
         }
-        None => (b, (0..b).map(|i| (i * t, t)).collect()),
+        None => None,
     };
+    let n_seqs = offsets.as_ref().map_or(b, |o| o.len() - 1);
+    // B * T fits: q's element count was checked and H, K >= 1.
+    check_rows("q", "token rows (B * T)", b * t)?;
+    check_rows("q", "sequences", n_seqs)?;
+    let state_shape = [n_seqs, h, kd, vd];
+    checked_bytes("initial_state", &state_shape, DType::F32)?;
 
     let decay = match g {
         None => DecayShape::None,
         Some(g) => {
             let allowed: &[DType] = if dtype == DType::F32 { &[DType::F32] } else { &[DType::F32, dtype] };
             expect_dtype("g", g, allowed)?;
+            checked_bytes("g", g.shape(), g.dtype())?;
             let s = g.shape();
             if s == [b, t, h, kd] {
                 DecayShape::PerTokenKey
@@ -368,9 +388,20 @@ fn plan_common<T: TensorInfo>(
 
     if let Some(s0) = initial_state {
         expect_dtype("initial_state", s0, &[DType::F32])?;
-        expect_shape("initial_state", s0, &[n_seqs, h, kd, vd])?;
+        expect_shape("initial_state", s0, &state_shape)?;
     }
-    checked_numel("initial_state", &[n_seqs, h, kd, vd])?;
+    // `o` is `[B, T, H, V]` in q's dtype: v's counts, checked above.
+
+    let seqs = match offsets {
+        Some(offs) => offs.windows(2).map(|w| (w[0], w[1] - w[0])).collect(),
+        None => {
+            let mut seqs = Vec::new();
+            seqs.try_reserve_exact(b)
+                .map_err(|_| Error::unsupported("q", format!("cannot allocate the spans of {b} sequences")))?;
+            seqs.extend((0..b).map(|i| (i * t, t)));
+            seqs
+        }
+    };
 
     Ok(LinearPlan {
         n_seqs,
@@ -394,6 +425,7 @@ pub fn plan_linear<T: TensorInfo>(cfg: &LinearAttentionConfig, args: &LinearArgs
         let allowed: &[DType] = if plan.dtype == DType::F32 { &[DType::F32] } else { &[DType::F32, plan.dtype] };
         expect_dtype("u", u, allowed)?;
         expect_shape("u", u, &[plan.heads, plan.key_dim])?;
+        checked_bytes("u", u.shape(), u.dtype())?;
         plan.has_bonus = true;
     }
     Ok(plan)
@@ -405,6 +437,7 @@ pub fn plan_delta_rule<T: TensorInfo>(cfg: &DeltaRuleConfig, args: &DeltaRuleArg
     for (name, t) in [("a", args.a), ("b", args.b)] {
         expect_same_dtype(name, t, "q", plan.dtype)?;
         expect_shape(name, t, args.q.shape())?;
+        checked_bytes(name, t.shape(), t.dtype())?;
     }
     Ok(plan)
 }
@@ -418,7 +451,9 @@ pub fn plan_rwkv4<T: TensorInfo>(_cfg: &Rwkv4Config, args: &Rwkv4Args<'_, T>) ->
     if c == 0 {
         return Err(Error::shape("k", "[B, T, C] with C >= 1", args.k.shape()));
     }
-    checked_numel("k", args.k.shape())?;
+    checked_bytes("k", args.k.shape(), dtype)?;
+    check_rows("k", "token rows (B * T)", b * t)?;
+    check_rows("k", "sequences (B)", b)?;
     expect_same_dtype("v", args.v, "k", dtype)?;
     expect_shape("v", args.v, args.k.shape())?;
     for (name, x) in [("w", args.w), ("u", args.u)] {
@@ -429,7 +464,7 @@ pub fn plan_rwkv4<T: TensorInfo>(_cfg: &Rwkv4Config, args: &Rwkv4Args<'_, T>) ->
         expect_dtype("initial_state", s0, &[DType::F32])?;
         expect_shape("initial_state", s0, &[b, 3, c])?;
     }
-    checked_numel("initial_state", &[b, 3, c])?;
+    checked_bytes("initial_state", &[b, 3, c], DType::F32)?;
     Ok(Rwkv4Plan { batch: b, t, channels: c, dtype })
 }
 

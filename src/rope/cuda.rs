@@ -62,6 +62,9 @@ pub fn rope_table(gpu: &Gpu, resolved: &ResolvedRope, max_pos: usize) -> Result<
 
 fn launch(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>, y: *mut std::ffi::c_void) -> Result<()> {
     let plan = plan_rope(cfg, args)?;
+    if args.x.numel() == 0 {
+        return Ok(());
+    }
     if plan.resolved.rotary_dim > 2048 {
         return Err(Error::unsupported("rope.rotary_dim", format!("{} > 2048 on the GPU kernel", plan.resolved.rotary_dim)));
     }

@@ -436,14 +436,21 @@ pub fn plan_rope<T: TensorInfo>(cfg: &RopeOpConfig, args: &RopeArgs<'_, T>) -> R
     let x = args.x;
     crate::tensor::expect_dtype("x", x, &[DType::F32, DType::F16, DType::BF16])?;
     let s = x.shape();
+    if !(3..=4).contains(&s.len()) {
+        return Err(Error::shape("x", "[B, S, H, D] or [total, H, D]", s));
+    }
+    // Element and byte counts first: nothing below may allocate in proportion to a bogus shape.
+    let numel = crate::tensor::checked_numel("x", s)?;
+    numel.checked_mul(x.dtype().size()).ok_or_else(|| Error::invalid("x", format!("byte size of {s:?} overflows")))?;
+    let too_big = || Error::invalid("x", format!("shape {s:?} exceeds the int32 index range"));
     let (rows, seqlen, heads, head_dim) = match s.len() {
-        4 => (s[0] * s[1], s[1], s[2], s[3]),
-        3 => (s[0], s[0], s[1], s[2]),
-        _ => return Err(Error::shape("x", "[B, S, H, D] or [total, H, D]", s)),
+        4 => (s[0].checked_mul(s[1]).ok_or_else(too_big)?, s[1], s[2], s[3]),
+        _ => (s[0], s[0], s[1], s[2]),
     };
     cfg.rope.validate(head_dim)?;
-    if rows > i32::MAX as usize || heads * head_dim > i32::MAX as usize {
-        return Err(Error::invalid("x", format!("shape {s:?} exceeds the int32 index range")));
+    let row_len = heads.checked_mul(head_dim).ok_or_else(too_big)?;
+    if rows > i32::MAX as usize || row_len > i32::MAX as usize {
+        return Err(too_big());
     }
     let positions: Vec<i64> = match (args.position_ids, args.cu_seqlens) {
         (Some(_), Some(_)) => {
@@ -464,14 +471,16 @@ pub fn plan_rope<T: TensorInfo>(cfg: &RopeOpConfig, args: &RopeArgs<'_, T>) -> R
                 return Err(Error::invalid("cu_seqlens", "only with x of shape [total, H, D]"));
             }
             let cu = crate::tensor::check_cu_seqlens("cu_seqlens", cu, rows)?;
-            let mut p = vec![0i64; rows];
-            for w in cu.windows(2) {
+            let mut p = vec![0i64; if numel == 0 { 0 } else { rows }];
+            for w in cu.windows(2).filter(|_| numel > 0) {
                 for (r, slot) in p[w[0]..w[1]].iter_mut().enumerate() {
                     *slot = cfg.position_offset + r as i64;
                 }
             }
             p
         }
+        // An empty tensor (no heads) has nothing to rotate: no per-row positions either.
+        (None, None) if numel == 0 => Vec::new(),
         (None, None) => (0..rows).map(|r| cfg.position_offset + (r % seqlen.max(1)) as i64).collect(),
     };
     if cfg.position_offset < 0 {
