@@ -10,8 +10,18 @@
 //
 // prefill (any T): one block per (sequence, head, 32 value columns). A thread owns one column
 //   (KSPLIT = 1) or a quarter of one (KSPLIT = 4, K > 128) in registers. Tokens are staged in shared
-//   memory a chunk at a time (q pre-scaled, exp(g) precomputed, zero-padded to the register
+//   memory a chunk at a time (q pre-scaled, exp(g) - 1 precomputed, zero-padded to the register
 //   length), so there are two barriers per chunk, none per token.
+//
+// Decay: every kernel applies exp(g) as s + (exp(g) - 1) s with expm1f (one fma, like the plain
+// multiply). An f32 exp(g) near 1 is off by up to half an ulp of 1 (3e-8), the same way every
+// step: at g = -1e-4 that is a 3e-4 relative error in the decay rate, which 64k steps turn into
+// ~1e-4 in o and the state. expm1f keeps full relative precision there. g = 0 stays an exact
+// identity (fma(0, s, s) = s) and g = -inf an exact reset (expm1f = -1, fma(-1, s, s) = 0).
+// The CPU reference multiplies by exp(g) when exp(g) < 0.5; one staged float cannot say which
+// form to use for every g (g > 0 included), so here the fma form is used throughout. For strong
+// decays it differs from exp(g) s by at most 2^-25 |s| a step (expm1 rounded near -1), which
+// the decay itself damps instead of accumulating.
 // decode (T = 1, many sequences): one block per (sequence, head, 64 value columns), 256 threads
 //   as 16 column groups (4 adjacent columns each, so state moves in coalesced 16-byte vectors)
 //   x 16 row groups (rows rg, rg + 16, ...). The few cross-row sums go through shared memory.
@@ -56,29 +66,32 @@ __device__ __forceinline__ long long state_offset(const AkLinearParams& p, int n
     return (slot * p.heads + h) * (long long)p.key_dim * p.value_dim;
 }
 
-// exp of the log decay of token `row`, head h, key k (k ignored for scalar layouts).
-__device__ __forceinline__ float decay_at(const AkLinearParams& p, long long row, int h, int k) {
+__device__ __forceinline__ float4 operator+(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
+__device__ __forceinline__ float4 fma4(float s, float4 a, float4 c) {
+    return make_float4(fmaf(s, a.x, c.x), fmaf(s, a.y, c.y), fmaf(s, a.z, c.z), fmaf(s, a.w, c.w));
+}
+
+// exp(g) - 1 for the log decay g of token `row`, head h, key k (k ignored for scalar layouts);
+// 0 without a decay. Applied as apply_decay(d, s) = s + d s.
+__device__ __forceinline__ float decay_m1_at(const AkLinearParams& p, long long row, int h, int k) {
     long long i = 0;
     switch (p.decay_kind) {
         case AK_LINEAR_DECAY_PER_TOKEN_KEY: i = (row * p.heads + h) * p.key_dim + k; break;
         case AK_LINEAR_DECAY_PER_TOKEN: i = row * p.heads + h; break;
         case AK_LINEAR_DECAY_PER_HEAD_KEY: i = (long long)h * p.key_dim + k; break;
         case AK_LINEAR_DECAY_PER_HEAD: i = h; break;
-        default: return 1.f;
+        default: return 0.f;
     }
-    return expf(load_any(p.g, i, p.g_dtype));  // g = -inf gives an exact 0
+    return expm1f(load_any(p.g, i, p.g_dtype));  // g = -inf gives exactly -1
 }
+
+__device__ __forceinline__ float apply_decay(float decay_m1, float s) { return fmaf(decay_m1, s, s); }
+__device__ __forceinline__ float4 apply_decay(float decay_m1, float4 s) { return fma4(decay_m1, s, s); }
 
 // Per-key decays are staged as vectors; none / per-token / per-head as one scalar per token
-// (no decay is a scalar 1: one multiply per element is cheaper than another kernel variant).
+// (no decay is a scalar 0: one fma per element is cheaper than another kernel variant).
 __device__ __forceinline__ bool decay_is_vector(int kind) {
     return kind == AK_LINEAR_DECAY_PER_TOKEN_KEY || kind == AK_LINEAR_DECAY_PER_HEAD_KEY;
-}
-
-__device__ __forceinline__ float4 operator*(float s, float4 a) { return make_float4(s * a.x, s * a.y, s * a.z, s * a.w); }
-__device__ __forceinline__ float4 operator+(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
-__device__ __forceinline__ float4 fma4(float s, float4 a, float4 c) {
-    return make_float4(fmaf(s, a.x, c.x), fmaf(s, a.y, c.y), fmaf(s, a.z, c.z), fmaf(s, a.w, c.w));
 }
 
 // =================================================================================== prefill
@@ -112,7 +125,7 @@ __device__ __forceinline__ void prefill_body(const AkLinearParams& p, float* sme
     const int K = p.key_dim, V = p.value_dim, H = p.heads, dt = p.dtype;
     const int CH = p.chunk;
 
-    // Chunk buffers: q*scale, k, [exp g per key], [a, b] rows; v columns; per-token scalars; u.
+    // Chunk buffers: q*scale, k, [exp(g) - 1 per key], [a, b] rows; v columns; per-token scalars; u.
     constexpr int n_rows = 2 + (VEC_DECAY ? 1 : 0) + (DELTA ? 2 : 0);
     float* sq = smem;
     float* sk = sq + CH * L::ROW;
@@ -120,7 +133,7 @@ __device__ __forceinline__ void prefill_body(const AkLinearParams& p, float* sme
     float* sa = sdv + (VEC_DECAY ? CH * L::ROW : 0);      // DELTA only
     float* sb = sa + (DELTA ? CH * L::ROW : 0);           // DELTA only
     float* sv = smem + n_rows * CH * L::ROW;              // [CH][32]
-    float* sds = sv + CH * kPrefillCols;                  // [CH] scalar decay
+    float* sds = sv + CH * kPrefillCols;                  // [CH] scalar decay - 1
     float* squk = sds + CH;                               // [CH] bonus: scale * sum_k q u k
     float* su = squk + CH;                                // [KPAD] bonus u
 
@@ -144,7 +157,7 @@ __device__ __forceinline__ void prefill_body(const AkLinearParams& p, float* sme
         const int nt = min(CH, seq.len - t0);
         const long long row0 = seq.first_row + t0;
         // ---- stage the chunk, one token row per warp pass (keys beyond K: q = k = a = b = 0,
-        // decay 1). Lanes walk the keys: coalesced loads, no divisions.
+        // decay - 1 = 0). Lanes walk the keys: coalesced loads, no divisions.
         for (int t = warp; t < nt; t += nwarps) {
             const long long row = row0 + t;
             const long long gbase = (row * H + h) * K;
@@ -153,7 +166,7 @@ __device__ __forceinline__ void prefill_body(const AkLinearParams& p, float* sme
                 const bool in = kk < K;
                 sq[si] = in ? load_any(p.q, gbase + kk, dt) * p.scale : 0.f;
                 sk[si] = in ? load_any(p.k, gbase + kk, dt) : 0.f;
-                if (VEC_DECAY) sdv[si] = in ? decay_at(p, row, h, kk) : 1.f;
+                if (VEC_DECAY) sdv[si] = in ? decay_m1_at(p, row, h, kk) : 0.f;
                 if (DELTA) {
                     sa[si] = in ? load_any(p.a, gbase + kk, dt) : 0.f;
                     sb[si] = in ? load_any(p.b, gbase + kk, dt) : 0.f;
@@ -163,7 +176,7 @@ __device__ __forceinline__ void prefill_body(const AkLinearParams& p, float* sme
             sv[t * kPrefillCols + lane] = c < V ? load_any(p.v, (row * H + h) * V + c, dt) : 0.f;
         }
         if (!VEC_DECAY)
-            for (int t = tid; t < nt; t += nthreads) sds[t] = decay_at(p, row0 + t, h, 0);
+            for (int t = tid; t < nt; t += nthreads) sds[t] = decay_m1_at(p, row0 + t, h, 0);
         __syncthreads();
         if (BONUS) {  // one warp per token: the column-independent part of the bonus term
             for (int t = warp; t < nt; t += nwarps) {
@@ -188,7 +201,7 @@ __device__ __forceinline__ void prefill_body(const AkLinearParams& p, float* sme
             const float4* d4 = reinterpret_cast<const float4*>(sdv + off);
             const float4* a4 = reinterpret_cast<const float4*>(sa + off);
             const float4* b4 = reinterpret_cast<const float4*>(sb + off);
-            const float ds = VEC_DECAY ? 1.f : sds[t];
+            const float ds = VEC_DECAY ? 0.f : sds[t];
             float sab = 0.f;  // a . s over the old state (delta rule)
             if (DELTA) {
                 float acc0 = 0.f, acc1 = 0.f;
@@ -219,7 +232,7 @@ __device__ __forceinline__ void prefill_body(const AkLinearParams& p, float* sme
                     float& x = s[4 * j + e];
                     float& acc = (e & 1) ? o1 : o0;
                     if (BONUS) acc = fmaf(qq[e], x, acc);  // exclusive form reads S_{t-1}
-                    float nx = dd[e] * x;
+                    float nx = apply_decay(dd[e], x);
                     if (DELTA) nx = fmaf(bb[e], sab, nx);
                     x = fmaf(kk[e], vc, nx);
                     if (!BONUS) acc = fmaf(qq[e], x, acc);
@@ -301,7 +314,7 @@ __device__ __forceinline__ void decode_body(const AkLinearParams& p) {
             sq[kk] = in ? load_any(p.q, gi, dt) * p.scale : 0.f;
             const float kv = in ? load_any(p.k, gi, dt) : 0.f;
             sk[kk] = kv;
-            if (VEC_DECAY) sd[kk] = in ? decay_at(p, row, h, kk) : 1.f;
+            if (VEC_DECAY) sd[kk] = in ? decay_m1_at(p, row, h, kk) : 0.f;
             if (DELTA) {
                 sa[kk] = in ? load_any(p.a, gi, dt) : 0.f;
                 sb[kk] = in ? load_any(p.b, gi, dt) : 0.f;
@@ -312,7 +325,7 @@ __device__ __forceinline__ void decode_body(const AkLinearParams& p) {
             const int c = slice * kDecodeCols + tid;
             sv[tid] = c < V ? load_any(p.v, (row * H + h) * V + c, dt) : 0.f;
         }
-        if (!VEC_DECAY && tid == 0) sds = decay_at(p, row, h, 0);
+        if (!VEC_DECAY && tid == 0) sds = decay_m1_at(p, row, h, 0);
         __syncthreads();
 
         const float4 vc = reinterpret_cast<const float4*>(sv)[cg];
@@ -327,12 +340,12 @@ __device__ __forceinline__ void decode_body(const AkLinearParams& p) {
             for (int r = 0; r < kDecodeRowGroups; ++r) sab = sab + reinterpret_cast<const float4*>(red[r])[cg];
             __syncthreads();  // red is reused for the output below
         }
-        const float ds = VEC_DECAY ? 1.f : sds;
+        const float ds = VEC_DECAY ? 0.f : sds;
         float4 out = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
         for (int j = 0; j < ROWS; ++j) {
             const int kk = rg + kDecodeRowGroups * j;
-            float4 x = (VEC_DECAY ? sd[kk] : ds) * s[j];
+            float4 x = apply_decay(VEC_DECAY ? sd[kk] : ds, s[j]);
             if (DELTA) x = fma4(sb[kk], sab, x);
             x = fma4(sk[kk], vc, x);
             if (BONUS) out = fma4(sq[kk], fma4(suk[kk], vc, s[j]), out);  // S_{t-1} + u k v

@@ -6,6 +6,12 @@
 //   y  = (e1 aa + e2 v) / (e1 bb + e2)
 //   ww = w + pp; p = max(ww, k);   e1 = exp(ww - p);  e2 = exp(k - p)
 //   aa = e1 aa + e2 v;  bb = e1 bb + e2;  pp = p
+//
+// The log scale is carried as an unevaluated sum pp + lo (|lo| <= half an ulp of pp), as the CPU
+// reference does: an f32 `w + pp` rounds a small |w| to whole ulps of pp, the same way every
+// step (a 1e-4 error in y and the state after 64k steps at |w| ~ 1e-4). With the exact residual
+// kept, a step where the old state stays the maximum multiplies it by exactly 1 and only moves
+// the scale. lo is folded into aa and bb at the end, so the stored (aa, bb, pp) is the plain form.
 #include "params.h"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -35,7 +41,7 @@ __device__ __forceinline__ void rwkv4_forward(const AkRwkv4Params& p) {
     T* y = static_cast<T*>(p.y);
     const long long sbase = (long long)b * 3 * C + c;
     const float w = p.w[c], u = p.u[c];
-    float aa = 0.f, bb = 0.f, pp = -1e38f;
+    float aa = 0.f, bb = 0.f, pp = -1e38f, lo = 0.f;
     if (p.state_in) {
         aa = p.state_in[sbase];
         bb = p.state_in[sbase + C];
@@ -55,22 +61,35 @@ __device__ __forceinline__ void rwkv4_forward(const AkRwkv4Params& p) {
         for (int j = 0; j < kPrefetch; ++j) {
             if (t0 + j < T_) {
                 const float kt = kk[j], vt = vv[j];
-                float ww = u + kt;
-                float m = fmaxf(pp, ww);
-                float e1 = expf(pp - m), e2 = expf(ww - m);
+                // Output: d = (u + k) - (pp + lo); the larger side gets factor 1.
+                float d = ((u + kt) - pp) - lo;
+                float e1 = d > 0.f ? expf(-d) : 1.f;
+                float e2 = d > 0.f ? 1.f : expf(d);
                 y[base + (long long)(t0 + j) * C] = from_f32<T>((e1 * aa + e2 * vt) / (e1 * bb + e2));
-                ww = w + pp;
-                m = fmaxf(ww, kt);
-                e1 = expf(ww - m);
-                e2 = expf(kt - m);
-                aa = e1 * aa + e2 * vt;
-                bb = e1 * bb + e2;
-                pp = m;
+                // State: ww = pp + w as sum + err exactly (two-sum), then p = max(ww, k).
+                const float sum = pp + w, bw = sum - pp;
+                const float l = lo + ((pp - (sum - bw)) + (w - bw));
+                d = (kt - sum) - l;
+                if (d > 0.f) {  // k is the new maximum: rescale the old state
+                    e1 = expf(-d);
+                    aa = e1 * aa + vt;
+                    bb = e1 * bb + 1.f;
+                    pp = kt;
+                    lo = 0.f;
+                } else {  // the old state keeps the maximum: factor exactly 1
+                    e2 = expf(d);
+                    aa += e2 * vt;
+                    bb += e2;
+                    const float hi = sum + l;
+                    lo = l - (hi - sum);
+                    pp = hi;
+                }
             }
         }
     }
-    p.state_out[sbase] = aa;
-    p.state_out[sbase + C] = bb;
+    const float f = expf(lo);
+    p.state_out[sbase] = aa * f;
+    p.state_out[sbase + C] = bb * f;
     p.state_out[sbase + 2 * C] = pp;
 }
 

@@ -158,7 +158,8 @@ pub struct AttentionPlan {
     pub head_dim: usize,
     pub head_dim_v: usize,
     /// Row spans of every sequence (`batch` entries), except that a dense call with `Sq = 0`
-    /// has none: there is nothing to compute and B may be huge for an empty tensor.
+    /// has none: there is nothing to compute and B may be huge for an empty tensor. Otherwise
+    /// the list is bounded by the query rows, at most [`MAX_ROWS`] (see `plan`).
     pub seqs: Vec<SeqSpan>,
     pub total_q: usize,
     pub total_k: usize,
@@ -537,6 +538,11 @@ pub(crate) fn plan_common<T: TensorInfo>(
 
 /// Validate `attention` arguments against `cfg` and resolve everything a backend needs.
 /// Errors name the argument (or config key) at fault; nothing is launched or computed.
+///
+/// Sizes are checked before anything is allocated per sequence: element and byte counts of
+/// q, k, v and of the outputs must fit (`InvalidArgument` otherwise), and a call may have at
+/// most [`MAX_ROWS`] query rows and key rows (`B * Sq`, `B * Sk`, or the varlen totals;
+/// `Unsupported` beyond). A dense call with `Sq = 0` may have any B: it computes nothing.
 pub fn plan<T: TensorInfo>(cfg: &AttentionConfig, args: &AttentionArgs<'_, T>) -> Result<AttentionPlan> {
     let varlen = args.cu_seqlens_q.is_some() || args.cu_seqlens_k.is_some();
     let dims = read_dims(args.q, args.k, args.v, varlen)?;

@@ -55,7 +55,7 @@ pub use cpu::{append_kv_cpu, decode_cpu, merge_states_cpu};
 use crate::attention::AttentionConfig;
 use crate::error::{Error, Result};
 use crate::rope::{ResolvedRope, RopeConfig};
-use crate::tensor::{expect_dtype, expect_rank, expect_same_dtype, DType, TensorInfo};
+use crate::tensor::{checked_numel, expect_dtype, expect_rank, expect_same_dtype, DType, TensorInfo};
 use serde::{Deserialize, Serialize};
 
 /// A KV cache, borrowed: contiguous or paged, with host index data.
@@ -219,6 +219,14 @@ impl DecodePlan {
     }
 }
 
+/// Reject tensors whose element or byte count overflows `usize` (absurd shapes), naming `arg`.
+fn check_size(arg: &str, t: &dyn TensorInfo) -> Result<()> {
+    let n = checked_numel(arg, t.shape())?;
+    n.checked_mul(t.dtype().size())
+        .ok_or_else(|| Error::invalid(arg, format!("byte size of {} {:?} overflows", t.dtype(), t.shape())))?;
+    Ok(())
+}
+
 /// Validate the cache tensors and index data against each other; returns
 /// `(layout, batch, heads_kv, head_dim, head_dim_v, seqlens)`. `extra_rows` keys must still fit
 /// after each sequence's length (append), and the blocks they land in must be valid.
@@ -227,6 +235,8 @@ pub(crate) fn check_cache<T: TensorInfo>(
     extra_rows: usize,
 ) -> Result<(CacheLayout, usize, usize, usize, usize, Vec<usize>)> {
     let (k, v) = (cache.k(), cache.v());
+    check_size("k_cache", k)?;
+    check_size("v_cache", v)?;
     let seqlens_raw = cache.cache_seqlens();
     let (layout, batch) = match cache.block_table() {
         None => {
@@ -326,6 +336,7 @@ pub fn plan<T: TensorInfo>(
 ) -> Result<DecodePlan> {
     expect_rank("q", q, 4, "[B, Sq_new, Hq, D]")?;
     expect_dtype("q", q, &[DType::F32, DType::F16, DType::BF16])?;
+    check_size("q", q)?;
     let (layout, batch, heads_kv, d, dv, seqlens) = check_cache(cache, 0)?;
     let qs = q.shape();
     if qs[0] != batch {
@@ -425,6 +436,8 @@ pub(crate) fn plan_append<T: TensorInfo>(
 ) -> Result<AppendPlan> {
     expect_rank("k_new", k_new, 4, "[B, Sq_new, Hkv, D]")?;
     expect_rank("v_new", v_new, 4, "[B, Sq_new, Hkv, Dv]")?;
+    check_size("k_new", k_new)?;
+    check_size("v_new", v_new)?;
     let seqlen_new = k_new.shape()[1];
     let (layout, batch, heads_kv, d, dv, old) = check_cache(cache, seqlen_new)?;
     let want_k = [batch, seqlen_new, heads_kv, d];
@@ -474,6 +487,9 @@ pub(crate) fn plan_merge<T: TensorInfo>(
         _ => return Err(Error::shape("o_a", "[B, S, H, Dv] or [T, H, Dv] (varlen)", os)),
     };
     expect_dtype("o_a", o_a, &[DType::F32, DType::F16, DType::BF16])?;
+    for (name, t) in [("o_a", o_a), ("lse_a", lse_a), ("o_b", o_b), ("lse_b", lse_b)] {
+        check_size(name, t)?;
+    }
     expect_same_dtype("o_b", o_b, "o_a", o_a.dtype())?;
     if o_b.shape() != os {
         return Err(Error::shape("o_b", format!("{os:?} (the shape of o_a)"), o_b.shape()));

@@ -7,8 +7,8 @@
 
 use super::{plan_delta_rule, plan_linear, plan_rwkv4, DecayShape, LinearPlan, RecurrentOutput};
 use super::{DeltaRuleArgs, DeltaRuleConfig, LinearArgs, LinearAttentionConfig, Rwkv4Args, Rwkv4Config};
-use crate::error::Result;
-use crate::tensor::{DType, Tensor};
+use crate::error::{Error, Result};
+use crate::tensor::{Storage, Tensor};
 use rayon::prelude::*;
 
 /// Widened inputs of one `linear_attention` / `delta_rule` call.
@@ -59,11 +59,13 @@ pub fn delta_rule_cpu(cfg: &DeltaRuleConfig, args: &DeltaRuleArgs<'_, Tensor>) -
 
 fn run(plan: &LinearPlan, x: &Inputs) -> Result<RecurrentOutput<Tensor>> {
     let (h, kd, vd) = (plan.heads, plan.key_dim, plan.value_dim);
+    // Outputs first, fallibly: the plan bounds every count, but a huge batch of empty
+    // sequences still has a real (zero) final state to allocate.
+    let mut o = try_zeros("q", plan.rows() * h * vd)?;
+    let mut state = try_zeros("initial_state", plan.n_seqs * h * kd * vd)?;
     let tasks: Vec<(usize, usize)> = (0..plan.n_seqs).flat_map(|n| (0..h).map(move |hh| (n, hh))).collect();
     let results: Vec<(Vec<f32>, Vec<f32>)> = tasks.par_iter().map(|&(n, hh)| run_head(plan, x, n, hh)).collect();
 
-    let mut o = vec![0.0f32; plan.rows() * h * vd];
-    let mut state = vec![0.0f32; plan.n_seqs * h * kd * vd];
     for (&(n, hh), (o_seq, s)) in tasks.iter().zip(results) {
         let (row0, len) = plan.seqs[n];
         for t in 0..len {
@@ -75,8 +77,16 @@ fn run(plan: &LinearPlan, x: &Inputs) -> Result<RecurrentOutput<Tensor>> {
     }
     Ok(RecurrentOutput {
         o: Tensor::from_f32(plan.dtype, &plan.o_shape(), &o)?,
-        final_state: Tensor::from_f32(DType::F32, &plan.state_shape(), &state)?,
+        final_state: Tensor::from_storage(&plan.state_shape(), Storage::F32(state))?,
     })
+}
+
+/// `n` zeros, or an `Unsupported` error naming `arg` when they cannot be allocated.
+fn try_zeros(arg: &str, n: usize) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::unsupported(arg, format!("cannot allocate {n} f32 outputs on the host")))?;
+    v.resize(n, 0.0);
+    Ok(v)
 }
 
 /// One (sequence, head): returns `o` rows `[len, V]` and the final state `[K, V]`.
@@ -208,6 +218,48 @@ const RWKV4_CHANNEL_BLOCK: usize = 64;
 
 /// `rwkv4` on the CPU: `o` is `y [B, T, C]` in v's dtype, `final_state [B, 3, C]` f32
 /// (`aa`, `bb`, `pp`).
+///
+/// # Per-step algorithm (the CUDA kernel `kernels/linear/rwkv4.cu` mirrors it)
+///
+/// All arithmetic is f32, rounded to nearest, with no contraction into FMAs (on the GPU use
+/// `__fadd_rn` / `__fsub_rn` / `__fmul_rn` for the lines marked exact). Per channel the state is
+/// `aa, bb, pp` (the spec's) plus three internal correction terms, all starting at 0:
+/// `ca, cb` (compensation of `aa`, `bb`: the represented values are `aa + ca`, `bb + cb`) and
+/// `lo` (the log scale is the unevaluated sum `pp + lo`, `|lo| <= ulp(pp) / 2`).
+/// `two_sum(a, b)` returns `(s, e)` with `s = fl(a + b)`, `z = s - a`,
+/// `e = (a - (s - z)) + (b - z)` (exact: `s + e == a + b`). For token `t` with `k, v` widened
+/// to f32 and `w, u` of the channel:
+///
+/// ```text
+/// // output
+/// d  = ((u + k) - pp) - lo
+/// if d > 0 { e1 = exp(-d); e2 = 1 } else { e1 = 1; e2 = exp(d) }
+/// y  = (e1 * (aa + ca) + e2 * v) / (e1 * (bb + cb) + e2)
+/// // state: log scale pp + w, kept exactly as s + l
+/// s  = pp + w
+/// if s is finite { (s, err) = two_sum(pp, w); l = lo + err } else { l = lo }   // exact
+/// d  = (k - s) - l                      // +inf when w = -inf: the old state is forgotten
+/// if d > 0 {                            // k is the new maximum: rescale the old state
+///     e1 = exp(-d)                      // exactly 0 when w = -inf
+///     (aa, ea) = two_sum(e1 * aa, v);  ca = e1 * ca + ea        // exact two_sum
+///     (bb, eb) = two_sum(e1 * bb, 1);  cb = e1 * cb + eb
+///     pp = k;  lo = 0
+/// } else {                              // the old state keeps the maximum: scale factor 1
+///     e2 = exp(d)
+///     (aa, ea) = two_sum(aa, e2 * v);  ca = ca + ea              // exact two_sum
+///     (bb, eb) = two_sum(bb, e2);      cb = cb + eb
+///     hi = s + l;  lo = l - (hi - s);  pp = hi                   // exact
+/// }
+/// ```
+///
+/// After the last token the corrections are folded in, so the state returned is the spec's
+/// plain triple: `f = exp(lo); aa = (aa + ca) * f; bb = (bb + cb) * f; pp` unchanged. A given
+/// `initial_state` starts with `ca = cb = lo = 0`.
+///
+/// Why: `pp + w` in plain f32 rounds a small `|w|` to whole ulps of `pp` the same way every
+/// step (1e-4 relative error after 64k steps at `w = -2e-4`); with `w = 0` the sums `aa, bb`
+/// collect 64k terms (3e-5 relative error in plain f32, 1e-7 compensated); with `w = -inf` the
+/// two-sum would compute `inf - inf`, hence the finiteness test (the decay is exactly 0 then).
 pub fn rwkv4_cpu(cfg: &Rwkv4Config, args: &Rwkv4Args<'_, Tensor>) -> Result<RecurrentOutput<Tensor>> {
     let plan = plan_rwkv4(cfg, args)?;
     let (bn, tn, c) = (plan.batch, plan.t, plan.channels);
@@ -215,6 +267,8 @@ pub fn rwkv4_cpu(cfg: &Rwkv4Config, args: &Rwkv4Args<'_, Tensor>) -> Result<Recu
     let (w, u) = (args.w.to_f32_vec(), args.u.to_f32_vec());
     let s0 = args.initial_state.map(Tensor::to_f32_vec);
 
+    let mut y = try_zeros("k", bn * tn * c)?;
+    let mut state = try_zeros("initial_state", bn * 3 * c)?;
     let blocks = c.div_ceil(RWKV4_CHANNEL_BLOCK);
     let tasks: Vec<(usize, usize)> = (0..bn).flat_map(|b| (0..blocks).map(move |cb| (b, cb))).collect();
     let results: Vec<(Vec<f32>, [Vec<f32>; 3])> = tasks
@@ -229,11 +283,8 @@ pub fn rwkv4_cpu(cfg: &Rwkv4Config, args: &Rwkv4Args<'_, Tensor>) -> Result<Recu
                 }
                 None => (vec![0.0f32; nc], vec![0.0f32; nc], vec![-1e38f32; nc]),
             };
-            // The log scale is kept as an unevaluated sum pp + lo (lo < half an ulp of pp):
-            // an f32 `pp + w` rounds a small |w| to whole ulps of pp, the same way every step,
-            // which would shift the decay systematically (1e-4 relative error after 64k steps at
-            // w = -2e-4). With the exact residual carried in `lo`, the step where the old state
-            // keeps the maximum multiplies it by exactly 1 and moves only the scale.
+            let mut ca = vec![0.0f32; nc];
+            let mut cbb = vec![0.0f32; nc];
             let mut lo = vec![0.0f32; nc];
             let mut y = vec![0.0f32; tn * nc];
             for t in 0..tn {
@@ -243,43 +294,44 @@ pub fn rwkv4_cpu(cfg: &Rwkv4Config, args: &Rwkv4Args<'_, Tensor>) -> Result<Recu
                     // Output: p = max(pp, u + k); d = (u + k) - pp.
                     let d = ((u[c0 + i] + kt) - pp[i]) - lo[i];
                     let (e1, e2) = if d > 0.0 { ((-d).exp(), 1.0) } else { (1.0, d.exp()) };
-                    y[t * nc + i] = (e1 * aa[i] + e2 * vt) / (e1 * bb[i] + e2);
-                    // State: ww = w + pp (two-sum: s + err exactly), p = max(ww, k).
+                    y[t * nc + i] = (e1 * (aa[i] + ca[i]) + e2 * vt) / (e1 * (bb[i] + cbb[i]) + e2);
+                    // State: the log scale pp + w, exactly as s + l (w = -inf: decay 0, l = lo).
                     let wi = w[c0 + i];
                     let s = pp[i] + wi;
-                    let bp = s - pp[i];
-                    let err = (pp[i] - (s - bp)) + (wi - bp);
-                    let l = lo[i] + err;
+                    let l = if s.is_finite() { lo[i] + two_sum(pp[i], wi).1 } else { lo[i] };
                     let d = (kt - s) - l;
                     if d > 0.0 {
                         // k is the new maximum: rescale the old state, e2 = 1.
                         let e1 = (-d).exp();
-                        aa[i] = e1 * aa[i] + vt;
-                        bb[i] = e1 * bb[i] + 1.0;
+                        let (a, ea) = two_sum(e1 * aa[i], vt);
+                        let (bsum, eb) = two_sum(e1 * bb[i], 1.0);
+                        (aa[i], ca[i]) = (a, e1 * ca[i] + ea);
+                        (bb[i], cbb[i]) = (bsum, e1 * cbb[i] + eb);
                         pp[i] = kt;
                         lo[i] = 0.0;
                     } else {
+                        // The old state keeps the maximum: factor 1, only the scale moves.
                         let e2 = d.exp();
-                        aa[i] += e2 * vt;
-                        bb[i] += e2;
+                        let (a, ea) = two_sum(aa[i], e2 * vt);
+                        let (bsum, eb) = two_sum(bb[i], e2);
+                        (aa[i], ca[i]) = (a, ca[i] + ea);
+                        (bb[i], cbb[i]) = (bsum, cbb[i] + eb);
                         let hi = s + l;
                         lo[i] = l - (hi - s);
                         pp[i] = hi;
                     }
                 }
             }
-            // Fold the residual into aa, bb so the returned (aa, bb, pp) is a plain f32 state.
+            // Fold the corrections in, so the returned (aa, bb, pp) is the spec's f32 state.
             for i in 0..nc {
                 let f = lo[i].exp();
-                aa[i] *= f;
-                bb[i] *= f;
+                aa[i] = (aa[i] + ca[i]) * f;
+                bb[i] = (bb[i] + cbb[i]) * f;
             }
             (y, [aa, bb, pp])
         })
         .collect();
 
-    let mut y = vec![0.0f32; bn * tn * c];
-    let mut state = vec![0.0f32; bn * 3 * c];
     for (&(b, cb), (yb, st)) in tasks.iter().zip(results) {
         let c0 = cb * RWKV4_CHANNEL_BLOCK;
         let nc = st[0].len();
@@ -294,6 +346,14 @@ pub fn rwkv4_cpu(cfg: &Rwkv4Config, args: &Rwkv4Args<'_, Tensor>) -> Result<Recu
     }
     Ok(RecurrentOutput {
         o: Tensor::from_f32(plan.dtype, &[bn, tn, c], &y)?,
-        final_state: Tensor::from_f32(DType::F32, &[bn, 3, c], &state)?,
+        final_state: Tensor::from_storage(&[bn, 3, c], Storage::F32(state))?,
     })
+}
+
+/// Knuth's two-sum: `(s, e)` with `s = fl(a + b)` and `s + e == a + b` exactly (finite inputs).
+#[inline]
+fn two_sum(a: f32, b: f32) -> (f32, f32) {
+    let s = a + b;
+    let z = s - a;
+    (s, (a - (s - z)) + (b - z))
 }

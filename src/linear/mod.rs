@@ -366,7 +366,6 @@ fn plan_common<T: TensorInfo>(
         Some(g) => {
             let allowed: &[DType] = if dtype == DType::F32 { &[DType::F32] } else { &[DType::F32, dtype] };
             expect_dtype("g", g, allowed)?;
-            checked_bytes("g", g.shape(), g.dtype())?;
             let s = g.shape();
             if s == [b, t, h, kd] {
                 DecayShape::PerTokenKey
@@ -386,6 +385,9 @@ fn plan_common<T: TensorInfo>(
         }
     };
 
+    if let Some(g) = g {
+        checked_bytes("g", g.shape(), g.dtype())?;
+    }
     if let Some(s0) = initial_state {
         expect_dtype("initial_state", s0, &[DType::F32])?;
         expect_shape("initial_state", s0, &state_shape)?;
