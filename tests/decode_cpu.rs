@@ -653,7 +653,7 @@ fn split_heuristic_is_sane() {
     use decode::cuda::auto_splits;
     // B = 1, GQA 32/8, 32k keys on 132 SMs: many splits, each >= 256 keys.
     let s = auto_splits(132, 1, 8, 1, 32768);
-    assert!(s >= 32 && s <= 128 && 32768 / s >= 256, "{s}");
+    assert!((32..=128).contains(&s) && 32768 / s >= 256, "{s}");
     // Large batches fill the GPU without splitting.
     assert_eq!(auto_splits(132, 256, 8, 1, 4096), 1);
     // Short contexts are not split below 256 keys.

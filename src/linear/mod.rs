@@ -421,6 +421,11 @@ fn plan_common<T: TensorInfo>(
 }
 
 /// Validate a `linear_attention` call (spec section 4).
+///
+/// Sizes (here and in [`plan_delta_rule`], [`plan_rwkv4`]) are checked before anything is
+/// allocated per sequence: every tensor's element count and byte count (`elements * dtype
+/// size <= isize::MAX`), the state's included, must fit (`InvalidArgument` otherwise), and a
+/// call may have at most [`MAX_ROWS`] token rows and sequences (`Unsupported` beyond).
 pub fn plan_linear<T: TensorInfo>(cfg: &LinearAttentionConfig, args: &LinearArgs<'_, T>) -> Result<LinearPlan> {
     let mut plan = plan_common(cfg.scale, args.q, args.k, args.v, args.g, args.initial_state, args.cu_seqlens)?;
     if let Some(u) = args.u {
@@ -472,7 +477,7 @@ pub fn plan_rwkv4<T: TensorInfo>(_cfg: &Rwkv4Config, args: &Rwkv4Args<'_, T>) ->
 
 // ------------------------------------------------------------------------------ case files
 
-fn cu_from<'a>(inputs: &'a Tensors) -> Result<Option<&'a [i32]>> {
+fn cu_from(inputs: &Tensors) -> Result<Option<&[i32]>> {
     match inputs.get("cu_seqlens") {
         None => Ok(None),
         Some(t) => {
