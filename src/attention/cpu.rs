@@ -15,7 +15,7 @@
 
 use super::{plan, AttentionArgs, AttentionConfig, AttentionOutput, AttentionPlan};
 use crate::error::Result;
-use crate::tensor::{f32_data, Tensor};
+use crate::tensor::{f32_data, DType, Tensor};
 use rayon::prelude::*;
 
 /// Query rows per task.
@@ -157,8 +157,13 @@ fn run_task(plan: &AttentionPlan, x: &Rows<'_>, lane: &Lane, n: usize, row0: usi
     let mut kt = vec![0f32; d * BLOCK_K]; // K tile, transposed: [d][BLOCK_K]
     let mut vt = vec![0f32; BLOCK_K * dv]; // V tile: [BLOCK_K][dv]
     let mut sp = vec![0f32; rows_pad * BLOCK_K]; // scores, then probabilities
-    let mut m = vec![f32::NEG_INFINITY; rows];
-    let mut l = vec![0f32; rows];
+    // Softmax statistics and one row of scores in f64: near |s| = 1e4 an f32 score is off by
+    // ~5e-4 (half an ulp), which alone breaks the f32 bound. For f32 inputs the dot product is
+    // redone in f64 as well; for f16/bf16 the f32 dot is far inside their bounds.
+    let exact_dot = plan.dtype == DType::F32;
+    let mut s64 = vec![0f64; BLOCK_K];
+    let mut m = vec![f64::NEG_INFINITY; rows];
+    let mut l = vec![0f64; rows];
     let mut acc = vec![0f32; rows_pad * dv];
     let dv_main = dv - dv % NR;
 
@@ -209,38 +214,44 @@ fn run_task(plan: &AttentionPlan, x: &Rows<'_>, lane: &Lane, n: usize, row0: usi
             }
             let (jlo, jhi) = (ranges[r].0.max(j0) - j0, ranges[r].1.min(j1) - j0);
             let p_i = plan.key_position(n, row0 + r);
-            let mut block_max = f32::NEG_INFINITY;
-            for (c, sv) in srow[..nk].iter_mut().enumerate() {
+            let mut block_max = f64::NEG_INFINITY;
+            for (c, (sv, s_exact)) in srow[..nk].iter().zip(s64.iter_mut()).enumerate() {
                 if c < jlo || c >= jhi {
-                    *sv = f32::NEG_INFINITY;
+                    *s_exact = f64::NEG_INFINITY;
                     continue;
                 }
-                let mut sc = scale * *sv;
+                let dot = if exact_dot {
+                    (0..d).map(|e| qt[r * d + e] as f64 * kt[e * BLOCK_K + c] as f64).sum::<f64>()
+                } else {
+                    *sv as f64
+                };
+                let mut sc = scale as f64 * dot;
                 if cap > 0.0 {
-                    sc = cap * (sc / cap).tanh();
+                    sc = cap as f64 * (sc / cap as f64).tanh();
                 }
                 if let Some(slope) = lane.slope {
-                    sc -= slope * (p_i - (j0 + c) as i64).unsigned_abs() as f32;
+                    sc -= slope as f64 * (p_i - (j0 + c) as i64).unsigned_abs() as f64;
                 }
-                *sv = sc;
+                *s_exact = sc;
                 block_max = block_max.max(sc);
             }
             let m_new = m[r].max(block_max);
-            if m_new == f32::NEG_INFINITY {
+            if m_new == f64::NEG_INFINITY {
                 srow[..nk].fill(0.0); // every score is -inf: nothing to add
                 continue;
             }
-            let mut psum = 0f32;
-            for sv in srow[..nk].iter_mut() {
-                *sv = if *sv == f32::NEG_INFINITY { 0.0 } else { (*sv - m_new).exp() };
-                psum += *sv;
+            let mut psum = 0f64;
+            for (sv, &sc) in srow[..nk].iter_mut().zip(&s64) {
+                let p = if sc == f64::NEG_INFINITY { 0.0 } else { (sc - m_new).exp() };
+                *sv = p as f32;
+                psum += p;
             }
             if m[r] == m_new {
                 l[r] += psum;
             } else {
                 let corr = (m[r] - m_new).exp(); // 0 on the first block
                 l[r] = l[r] * corr + psum;
-                acc[r * dv..][..dv].iter_mut().for_each(|a| *a *= corr);
+                acc[r * dv..][..dv].iter_mut().for_each(|a| *a *= corr as f32);
                 m[r] = m_new;
             }
         }
@@ -265,9 +276,9 @@ fn run_task(plan: &AttentionPlan, x: &Rows<'_>, lane: &Lane, n: usize, row0: usi
     for r in 0..rows {
         let o = &mut acc[r * dv..][..dv];
         if l[r] > 0.0 {
-            let inv = 1.0 / l[r];
+            let inv = (1.0 / l[r]) as f32;
             o.iter_mut().for_each(|a| *a *= inv);
-            lse[r] = m[r] + l[r].ln();
+            lse[r] = (m[r] + l[r].ln()) as f32;
         } else {
             o.fill(0.0); // fully masked row
         }
