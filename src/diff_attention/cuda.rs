@@ -415,14 +415,7 @@ pub fn plan_diff_decode<T: TensorInfo>(
     if !(cfg.softcap.is_finite() && cfg.softcap >= 0.0) {
         return Err(Error::config("softcap", format!("must be finite and >= 0 (0 = off), got {}", cfg.softcap)));
     }
-    if !(cfg.eps.is_finite() && cfg.eps >= 0.0) {
-        return Err(Error::config("eps", format!("must be finite and >= 0, got {}", cfg.eps)));
-    }
-    if let Some(li) = cfg.lambda_init {
-        if !li.is_finite() {
-            return Err(Error::config("lambda_init", format!("must be finite, got {li}")));
-        }
-    }
+    super::check_norm_keys(cfg)?;
     let norm_scale = match args.norm_weight {
         None => 1.0,
         Some(w) => {

@@ -326,14 +326,7 @@ pub fn plan_diff<T: TensorInfo>(cfg: &DiffAttentionConfig, args: &DiffAttentionA
     }
 
     // Norm.
-    if !(cfg.eps.is_finite() && cfg.eps >= 0.0) {
-        return Err(Error::config("eps", format!("must be finite and >= 0, got {}", cfg.eps)));
-    }
-    if let Some(li) = cfg.lambda_init {
-        if !li.is_finite() {
-            return Err(Error::config("lambda_init", format!("must be finite, got {li}")));
-        }
-    }
+    check_norm_keys(cfg)?;
     let norm_scale = match args.norm_weight {
         None => 1.0,
         Some(w) => {
@@ -467,4 +460,17 @@ pub(crate) fn run_resident(
     };
     let out = cuda::diff_attention_cuda(gpu, &cfg, &args)?;
     Ok(case::DeviceTensors::from([("o".to_string(), out.o), ("lse1".to_string(), out.lse1), ("lse2".to_string(), out.lse2)]))
+}
+
+/// The norm-related config keys (`eps`, `lambda_init`), shared by the prefill and decode plans.
+pub(crate) fn check_norm_keys(cfg: &DiffAttentionConfig) -> Result<()> {
+    if !(cfg.eps.is_finite() && cfg.eps >= 0.0) {
+        return Err(Error::config("eps", format!("must be finite and >= 0, got {}", cfg.eps)));
+    }
+    if let Some(li) = cfg.lambda_init {
+        if !li.is_finite() {
+            return Err(Error::config("lambda_init", format!("must be finite, got {li}")));
+        }
+    }
+    Ok(())
 }
