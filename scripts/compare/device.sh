@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The comparison's one command on the GPU machine (repository root; carry .whl and gpu-bundle):
+# The comparison's one command on the GPU machine (repository root; carry .whl and gpu-carry):
 #     bash scripts/compare/device.sh [--quick] [--sections a,b] [--out DIR] [other run.py options]
 # Installs the carried wheels (fla-core) into /tmp/site, then runs scripts/compare/run.py with our
 # bundled binary, writing into $OUT/compare unless --out is given.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+# The bundle travels packed (scripts/gpu-bundle writes gpu-carry/gpu-bundle.tar.xz).
+if [ ! -x gpu-bundle/bin/attn-kernels ] && [ -f gpu-carry/gpu-bundle.tar.xz ]; then
+    tar -xJf gpu-carry/gpu-bundle.tar.xz || { echo "cannot unpack gpu-carry/gpu-bundle.tar.xz" >&2; exit 1; }
+fi
 
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
