@@ -158,16 +158,7 @@ pub fn diff_attention_cuda_into(
 ) -> Result<()> {
     let dp = plan_diff(cfg, args)?;
     check_gpu_prefill(&dp)?;
-    expect_same_dtype("o", &out.o, "q", dp.attn.dtype)?;
-    if out.o.shape() != dp.o_shape().as_slice() {
-        return Err(Error::shape("o", format!("{:?}", dp.o_shape()), out.o.shape()));
-    }
-    for (name, t) in [("lse1", &out.lse1), ("lse2", &out.lse2)] {
-        expect_dtype(name, t, &[DType::F32])?;
-        if t.shape() != dp.lse_shape().as_slice() {
-            return Err(Error::shape(name, format!("{:?}", dp.lse_shape()), t.shape()));
-        }
-    }
+    check_outputs(out, dp.attn.dtype, &dp.o_shape(), &dp.lse_shape())?;
     launch_prefill(gpu, &dp, args, out)
 }
 
@@ -599,16 +590,7 @@ pub fn diff_decode_cuda_into(
             "DiffDecodeIndex was made from other cache_seqlens / block_table than this cache's",
         ));
     }
-    expect_same_dtype("o", &out.o, "q", p.dtype)?;
-    if out.o.shape() != p.o_shape().as_slice() {
-        return Err(Error::shape("o", format!("{:?}", p.o_shape()), out.o.shape()));
-    }
-    for (name, t) in [("lse1", &out.lse1), ("lse2", &out.lse2)] {
-        expect_dtype(name, t, &[DType::F32])?;
-        if t.shape() != p.lse_shape().as_slice() {
-            return Err(Error::shape(name, format!("{:?}", p.lse_shape()), t.shape()));
-        }
-    }
+    check_outputs(out, p.dtype, &p.o_shape(), &p.lse_shape())?;
     launch_decode(gpu, &p, args, index, split, out)
 }
 
@@ -827,4 +809,20 @@ pub fn diff_epilogue_cuda(
     let items = rows * heads;
     let kernel = if o.dtype() == DType::F16 { "ak_diff_epilogue_f16" } else { "ak_diff_epilogue_bf16" };
     gpu.launch(PREFILL_MODULE, kernel, (items.div_ceil(4) as u32, 1, 1), (128, 1, 1), 0, &params)
+}
+
+/// Caller-provided outputs of prefill and decode: `o` in q's dtype, `lse1`/`lse2` f32, shapes
+/// as planned.
+fn check_outputs(out: &DiffAttentionOutput<DeviceTensor>, dtype: DType, o_shape: &[usize], lse_shape: &[usize]) -> Result<()> {
+    expect_same_dtype("o", &out.o, "q", dtype)?;
+    if out.o.shape() != o_shape {
+        return Err(Error::shape("o", format!("{o_shape:?}"), out.o.shape()));
+    }
+    for (name, t) in [("lse1", &out.lse1), ("lse2", &out.lse2)] {
+        expect_dtype(name, t, &[DType::F32])?;
+        if t.shape() != lse_shape {
+            return Err(Error::shape(name, format!("{lse_shape:?}"), t.shape()));
+        }
+    }
+    Ok(())
 }
