@@ -11,6 +11,14 @@
 //! - `ATTN_KERNELS_REQUIRE_BINDGEN=1`: fail the build when libclang is missing (CI).
 //! - `ATTN_KERNELS_UPDATE_BINDINGS=1`: rewrite the checked-in `src/runtime/params_bindings.rs`.
 //! - `ATTN_KERNELS_NVCC_FLAGS`: extra flags appended to every nvcc call.
+//! - `ATTN_KERNELS_SKIP_EMU=1`: do not build the emulated device.
+//! - `ATTN_KERNELS_REQUIRE_EMU=1`: fail the build when the emulated device cannot be built (CI).
+//! - `ATTN_KERNELS_EMU_CXX`: the GNU C++ compiler for the emulated device (else `CXX`, `g++`).
+//! - `ATTN_KERNELS_CUDA_INCLUDE`: CUDA headers for the emulated device (else nvcc's `../include`).
+//!
+//! The emulated device (kernels/emu/) is the same `.cu` sources compiled a second time as host
+//! C++ with GCC's kernel-address instrumentation in outline mode (every load and store calls the
+//! emulator's checkers), linked with the emulator into `libattn_kernels_emu.so`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::env;
@@ -36,13 +44,20 @@ fn main() {
         "ATTN_KERNELS_REQUIRE_BINDGEN",
         "ATTN_KERNELS_UPDATE_BINDINGS",
         "ATTN_KERNELS_NVCC_FLAGS",
+        "ATTN_KERNELS_SKIP_EMU",
+        "ATTN_KERNELS_REQUIRE_EMU",
+        "ATTN_KERNELS_EMU_CXX",
+        "ATTN_KERNELS_CUDA_INCLUDE",
+        "CXX",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed={CHECKED_IN_BINDINGS}");
     generate_bindings(&out_dir);
-    compile_kernels(&out_dir);
+    let units = compile_kernels(&out_dir);
+    let emu = build_emulator(&out_dir, &units);
+    write_emu_manifest(&out_dir, emu);
 }
 
 fn flag(name: &str) -> bool {
@@ -210,7 +225,7 @@ struct KernelUnit {
     kernels: Vec<String>,
 }
 
-fn compile_kernels(out_dir: &Path) {
+fn compile_kernels(out_dir: &Path) -> Vec<KernelUnit> {
     let archs_var = env::var("ATTN_KERNELS_CUDA_ARCHS").unwrap_or_else(|_| DEFAULT_ARCHS.into());
     let archs: Vec<String> = archs_var.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     let mut sources = Vec::new();
@@ -244,7 +259,7 @@ fn compile_kernels(out_dir: &Path) {
                 Ok(version) => {
                     build_all(&nvcc, &version, &archs, &units, &deps);
                     write_manifest(out_dir, &units, Some(&version), &archs, None);
-                    return;
+                    return units;
                 }
             },
         }
@@ -255,6 +270,7 @@ fn compile_kernels(out_dir: &Path) {
     }
     println!("cargo:warning=attn-kernels: CUDA kernels were not compiled: {reason}. CUDA entry points will return Error::KernelsNotCompiled.");
     write_manifest(out_dir, &units, None, &archs, Some(&reason));
+    units
 }
 
 fn nvcc_version(nvcc: &Path) -> Result<String, String> {
@@ -367,4 +383,204 @@ fn write_manifest(out_dir: &Path, units: &[KernelUnit], nvcc: Option<&str>, arch
     }
     s += "];\n";
     fs::write(out_dir.join("kernels_manifest.rs"), s).expect("write manifest");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the emulated device
+// ---------------------------------------------------------------------------------------------
+
+/// Hash of a file list's paths and contents.
+fn hash_files(files: &[PathBuf], h: &mut DefaultHasher) {
+    for f in files {
+        f.hash(h);
+        fs::read(f).unwrap_or_default().hash(h);
+    }
+}
+
+fn emu_compiler() -> Result<(PathBuf, String), String> {
+    let cxx = env::var("ATTN_KERNELS_EMU_CXX")
+        .ok()
+        .or_else(|| env::var("CXX").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "g++".into());
+    let out = Command::new(&cxx).arg("--version").output().map_err(|e| format!("C++ compiler `{cxx}` does not run: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // GCC's outline kernel-address instrumentation is what the checkers hook; clang spells it
+    // differently, so only GCC is accepted.
+    if !out.status.success() || text.contains("clang") || !(text.contains("g++") || text.contains("GCC")) {
+        return Err(format!("`{cxx}` is not GNU g++ (set ATTN_KERNELS_EMU_CXX)"));
+    }
+    Ok((PathBuf::from(cxx), text.lines().next().unwrap_or("").to_string()))
+}
+
+fn cuda_include_dir() -> Result<PathBuf, String> {
+    let candidates: Vec<PathBuf> = match env::var("ATTN_KERNELS_CUDA_INCLUDE") {
+        Ok(d) if !d.is_empty() => vec![PathBuf::from(d)],
+        _ => find_nvcc()
+            .and_then(|n| n.canonicalize().ok())
+            .and_then(|n| n.parent().and_then(|b| b.parent()).map(|root| root.join("include")))
+            .into_iter()
+            .collect(),
+    };
+    for dir in &candidates {
+        if ["cuda.h", "cuda_fp16.h", "cuda_bf16.h", "vector_functions.h"].iter().all(|h| dir.join(h).is_file()) {
+            return Ok(dir.clone());
+        }
+    }
+    Err("CUDA headers (cuda.h, cuda_fp16.h, cuda_bf16.h) not found next to nvcc; set ATTN_KERNELS_CUDA_INCLUDE".into())
+}
+
+/// Builds `libattn_kernels_emu.so`; returns its path, or why it was not built.
+fn build_emulator(out_dir: &Path, units: &[KernelUnit]) -> Result<PathBuf, String> {
+    if flag("ATTN_KERNELS_SKIP_EMU") {
+        return Err("ATTN_KERNELS_SKIP_EMU is set".into());
+    }
+    let result = (|| {
+        if !cfg!(target_os = "linux") {
+            return Err("the emulated device is built on Linux only".to_string());
+        }
+        let (cxx, version) = emu_compiler()?;
+        let include = cuda_include_dir()?;
+        build_emulator_with(out_dir, units, &cxx, &version, &include)
+    })();
+    if let Err(why) = &result {
+        if flag("ATTN_KERNELS_REQUIRE_EMU") {
+            panic!("attn-kernels: the emulated device was not built ({why}) and ATTN_KERNELS_REQUIRE_EMU is set");
+        }
+        println!("cargo:warning=attn-kernels: emulated device not built: {why}. GPU tests skip where there is no GPU.");
+    }
+    result
+}
+
+fn build_emulator_with(
+    out_dir: &Path,
+    units: &[KernelUnit],
+    cxx: &Path,
+    version: &str,
+    include: &Path,
+) -> Result<PathBuf, String> {
+    let dir = out_dir.join("emu");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let kernels_dir = Path::new("kernels").canonicalize().map_err(|e| e.to_string())?;
+    let common: Vec<String> = [
+        "-std=c++17", "-O2", "-g1", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-fno-plt",
+        "-Wall", "-Wno-unused-function", "-Wno-unused-variable", "-Wno-unused-but-set-variable",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("-I{}", kernels_dir.display()), format!("-I{}", include.display())])
+    .collect();
+    // Kernel code: every load and store becomes a call into the checkers.
+    let instrumented: Vec<String> = [
+        "-DAK_EMU", "-include", "emu/cuda_emu.h", "-fsanitize=kernel-address",
+        "--param", "asan-instrumentation-with-call-threshold=0", "--param", "asan-stack=0",
+        "--param", "asan-globals=0", "-fno-sanitize-address-use-after-scope",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    let mut headers = Vec::new();
+    collect(Path::new("kernels"), &["cuh", "h"], &mut headers);
+    let mut key = DefaultHasher::new();
+    hash_files(&headers, &mut key);
+    version.hash(&mut key);
+    include.hash(&mut key);
+    common.hash(&mut key);
+    instrumented.hash(&mut key);
+    let key = key.finish();
+
+    // (source, object, instrumented)
+    let mut jobs: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
+    for u in units {
+        let wrapper = dir.join(format!("{}.cpp", u.module));
+        let mut text = format!(
+            "// @generated by build.rs: the {} kernels for the emulated device.\n#include \"{}\"\n#include \"emu/register.h\"\n",
+            u.module,
+            kernels_dir.join(u.source.strip_prefix("kernels").unwrap()).display()
+        );
+        for k in &u.kernels {
+            text += &format!("AK_EMU_KERNEL({:?}, {k})\n", u.module);
+        }
+        if fs::read_to_string(&wrapper).ok().as_deref() != Some(text.as_str()) {
+            fs::write(&wrapper, &text).map_err(|e| e.to_string())?;
+        }
+        jobs.push((wrapper, dir.join(format!("{}.o", u.module)), true));
+    }
+    for src in ["kernels/emu/runtime.cpp", "kernels/emu/driver.cpp"] {
+        let name = Path::new(src).file_stem().unwrap().to_string_lossy().into_owned();
+        jobs.push((PathBuf::from(src).canonicalize().map_err(|e| e.to_string())?, dir.join(format!("emu_{name}.o")), false));
+    }
+    println!("cargo:rerun-if-changed=kernels/emu");
+
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(src, obj, inst)| {
+                let (common, instrumented) = (&common, &instrumented);
+                scope.spawn(move || -> Option<String> {
+                    let mut args: Vec<String> = common.clone();
+                    if *inst {
+                        args.extend(instrumented.iter().cloned());
+                    }
+                    args.extend(["-c".into(), src.to_string_lossy().into_owned(), "-o".into(), obj.to_string_lossy().into_owned()]);
+                    let mut h = DefaultHasher::new();
+                    key.hash(&mut h);
+                    args.hash(&mut h);
+                    fs::read(src).unwrap_or_default().hash(&mut h);
+                    if *inst {
+                        // The wrapper includes one .cu: hash every kernel source it may reach.
+                        let mut cus = Vec::new();
+                        collect(Path::new("kernels"), &["cu"], &mut cus);
+                        hash_files(&cus, &mut h);
+                    } else {
+                        hash_files(&[PathBuf::from("kernels/emu/runtime.cpp"), PathBuf::from("kernels/emu/driver.cpp")], &mut h);
+                    }
+                    let stamp = obj.with_extension("stamp");
+                    let k = format!("{:016x}", h.finish());
+                    if obj.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(k.as_str()) {
+                        return None;
+                    }
+                    match Command::new(cxx).args(&args).output() {
+                        Err(e) => Some(format!("{}: {e}", src.display())),
+                        Ok(o) if !o.status.success() => {
+                            let _ = fs::remove_file(&stamp);
+                            Some(format!("{}:\n{}", src.display(), String::from_utf8_lossy(&o.stderr)))
+                        }
+                        Ok(_) => {
+                            fs::write(&stamp, k).ok();
+                            None
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().unwrap()).collect()
+    });
+    if !failures.is_empty() {
+        // A kernel that does not compile as host C++ is a defect of the kernel or the emulator:
+        // fail loudly rather than quietly building without the emulated device.
+        panic!("attn-kernels: compiling the emulated device failed:\n{}", failures.join("\n"));
+    }
+    let lib = dir.join("libattn_kernels_emu.so");
+    let mut link: Vec<String> =
+        vec!["-shared".into(), "-o".into(), lib.to_string_lossy().into_owned(), "-Wl,-soname,libcuda.so".into(), "-Wl,--no-undefined".into()];
+    link.extend(jobs.iter().map(|(_, o, _)| o.to_string_lossy().into_owned()));
+    link.extend(["-ldl".into(), "-lpthread".into(), "-lm".into()]);
+    let o = Command::new(cxx).args(&link).output().map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        panic!("attn-kernels: linking the emulated device failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(lib)
+}
+
+fn write_emu_manifest(out_dir: &Path, emu: Result<PathBuf, String>) {
+    let (lib, why) = match emu {
+        Ok(p) => (Some(p.to_string_lossy().into_owned()), None),
+        Err(w) => (None, Some(w)),
+    };
+    let s = format!(
+        "// @generated by build.rs: the emulated device library.\npub const EMU_LIBRARY: Option<&str> = {lib:?};\npub const EMU_NOT_BUILT_REASON: Option<&str> = {why:?};\n"
+    );
+    fs::write(out_dir.join("emu_manifest.rs"), s).expect("write emu manifest");
 }

@@ -37,19 +37,45 @@ pub fn bench_gpu() -> Option<Gpu> {
     }
 }
 
-/// The GPU for a GPU test, or `None` after printing why the test is skipped. The message goes
-/// straight to the process's stderr (not through libtest's capture), so a skipped GPU test is
-/// visible in every test log rather than silently reported as passing.
+/// The device for a GPU test, or `None` after printing why the test is skipped.
+///
+/// `ATTN_KERNELS_DEVICE=cuda` asks for the GPU, `=emu` for the emulated device; unset, a GPU is
+/// used where there is one and the emulated device where this build carries it. The outcome
+/// goes straight to the process's stderr (not through libtest's capture), so a skipped GPU test
+/// is visible in every test log rather than silently reported as passing, and is appended to
+/// the file named by `ATTN_KERNELS_TEST_LOG` (if set) as `ran <test> <device>` or
+/// `skipped <test>: <reason>` for CI to count.
 pub fn gpu_for_test(test: &str) -> Option<Gpu> {
+    use crate::runtime::{driver_present, emu};
     use std::io::Write;
-    let reason = if !crate::runtime::kernels_compiled() {
-        "kernels were not compiled into this build".to_string()
-    } else {
-        match Gpu::first() {
-            Ok(g) => return Some(g),
-            Err(e) => e.to_string(),
+    let real = || -> std::result::Result<Gpu, String> {
+        if !crate::runtime::kernels_compiled() {
+            return Err("kernels were not compiled into this build".into());
         }
+        Gpu::new(0).map_err(|e| e.to_string())
     };
-    let _ = writeln!(std::io::stderr(), "skipped GPU test {test}: {reason}");
-    None
+    let outcome = match std::env::var("ATTN_KERNELS_DEVICE").as_deref() {
+        Ok("emu") => Gpu::emulated().map_err(|e| e.to_string()),
+        Ok("cuda") => real(),
+        _ if emu::is_active() => Gpu::emulated().map_err(|e| e.to_string()),
+        _ if driver_present() => real(),
+        _ if emu::is_built() => Gpu::emulated().map_err(|e| e.to_string()),
+        _ => Err(format!(
+            "no CUDA driver, and no emulated device in this build ({})",
+            emu::EMU_NOT_BUILT_REASON.unwrap_or("?")
+        )),
+    };
+    let line = match &outcome {
+        Ok(g) => format!("ran {test} {}", if g.info().emulated { "cuda-emu" } else { "cuda" }),
+        Err(why) => format!("skipped {test}: {why}"),
+    };
+    if outcome.is_err() {
+        let _ = writeln!(std::io::stderr(), "skipped GPU test {test}: {}", line.split_once(": ").map_or("", |x| x.1));
+    }
+    if let Ok(path) = std::env::var("ATTN_KERNELS_TEST_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    outcome.ok()
 }

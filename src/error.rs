@@ -40,6 +40,10 @@ pub enum Error {
     #[error("CUDA kernels were not compiled into this build: {0}")]
     KernelsNotCompiled(String),
 
+    /// The emulated device was asked for but this build does not carry it.
+    #[error("the emulated device is not in this build: {0}")]
+    EmulatorNotBuilt(String),
+
     /// A CUDA driver call failed.
     #[error("CUDA error in {context}: {msg}")]
     Cuda { context: String, msg: String },

@@ -11,6 +11,7 @@
 #include "params.h"
 #include "common/dtype.cuh"
 #include "common/rope.cuh"
+#include "common/ptx.cuh"
 #include <stdint.h>
 
 namespace decode {
@@ -27,13 +28,11 @@ constexpr unsigned FULL = 0xffffffffu;
 
 // 16-byte global -> shared copy; `valid == false` writes zeros and reads nothing.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-    const int n = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n) : "memory");
+    ak::ptx::cp_async_cg_16(ak::ptx::smem_addr(smem), gmem, valid ? 16 : 0);
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() { ak::ptx::cp_async_commit(); }
 template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void cp_async_wait() { ak::ptx::cp_async_wait<N>(); }
 
 // ------------------------------------------------------------------------ 8-element chunks
 
@@ -185,7 +184,7 @@ __device__ __forceinline__ void decode_kernel(const AkDecodeParams& p) {
     constexpr int ELEMS_PER_U4 = 16 / (int)sizeof(T);
     static_assert(LANES >= 1 && LANES <= 32 && (LANES & (LANES - 1)) == 0, "D / 8 lanes must be a power of two <= 32");
 
-    extern __shared__ uint4 smem[];
+    AK_DYNAMIC_SHARED(uint4, smem);
     // Ring layout: [STAGES][KPS][K, V][U4][THREADS] 16-byte vectors (each thread its own column).
     auto ring = [&](int slot, int u, int kv, int q4) -> uint4* {
         return &smem[(((slot * KPS + u) * 2 + kv) * U4 + q4) * THREADS + threadIdx.x];

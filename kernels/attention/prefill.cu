@@ -158,7 +158,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     constexpr int NTILES_S = BN / 8;  // n-tiles of S per m-tile
     constexpr int NTILES_O = DV / 8;  // n-tiles of O per m-tile
 
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    AK_DYNAMIC_SHARED(unsigned char, smem_raw);
     T* sQ = reinterpret_cast<T*>(smem_raw);
     T* sK = sQ + BM * C::QS;          // 2 stages of BN x KS
     T* sV = sK + 2 * BN * C::KS;      // 2 stages of BN x VS

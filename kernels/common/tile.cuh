@@ -19,30 +19,26 @@
 #pragma once
 #include <stdint.h>
 #include "common/dtype.cuh"
+#include "common/ptx.cuh"
 
 namespace ak {
 
 // ------------------------------------------------------------------------- cp.async
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return ptx::smem_addr(p); }
 
 // Copy 16 bytes global -> shared, bypassing L1. When `valid` is false the 16 destination bytes
 // are zero-filled and `src` is not read (it must still be a mapped address; pass a tile base).
 __device__ __forceinline__ void cp_async_16(void* dst_smem, const void* src, bool valid) {
-    const int src_bytes = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst_smem)), "l"(src),
-                 "r"(src_bytes)
-                 : "memory");
+    ptx::cp_async_cg_16(smem_u32(dst_smem), src, valid ? 16 : 0);
 }
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() { ptx::cp_async_commit(); }
 
 // Wait until at most N of this thread's committed groups are still in flight.
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+    ptx::cp_async_wait<N>();
 }
 
 // Cooperative copy of a ROWS x COLS tile (16-bit elements, COLS % 8 == 0) by NT threads:
@@ -71,15 +67,11 @@ __device__ __forceinline__ void load_tile_async(T* dst, const T* src, long long 
 // ------------------------------------------------------------------------- ldmatrix
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(smem_row)));
+    ptx::ldmatrix_x4(r, smem_u32(smem_row));
 }
 
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem_row) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(smem_row)));
+    ptx::ldmatrix_x4_trans(r, smem_u32(smem_row));
 }
 
 // Per-lane (row, col) offsets inside a 16x16 tile for the three ldmatrix.x4 patterns:
@@ -104,11 +96,7 @@ template <>
 struct Mma<__half> {
     // d += a * b, 16x8x16, f16 inputs, f32 accumulators.
     static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-            "{%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        ptx::mma_m16n8k16_f16(d, a, b0, b1);
     }
     // Round two floats and pack them, `lo` in the low 16 bits.
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
@@ -120,11 +108,7 @@ struct Mma<__half> {
 template <>
 struct Mma<__nv_bfloat16> {
     static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-            "{%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        ptx::mma_m16n8k16_bf16(d, a, b0, b1);
     }
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
         __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);

@@ -52,7 +52,7 @@ template <typename T, int D, int GM> __device__ __forceinline__ void diff_decode
     constexpr int CPT = 2 * D / DTHREADS;        // output columns per thread (1 or 2)
     constexpr int RM = 2 * GM;                    // softmax rows per block (at most)
     constexpr int RPW = (RM + 3) / 4;             // softmax rows per warp
-    extern __shared__ __align__(128) unsigned char smem_raw[];
+    AK_DYNAMIC_SHARED(unsigned char, smem_raw);
     T* sK = reinterpret_cast<T*>(smem_raw);                    // [2][DT][KROW]
     T* sV = sK + 2 * L::K_TILE;                                // [2][DT][VROW]
     float* sQ = reinterpret_cast<float*>(sV + 2 * L::V_TILE);  // [RM][D]
@@ -232,7 +232,7 @@ template <typename T, int D, int GM> __device__ __forceinline__ void diff_decode
 
 template <typename T, int D> __device__ __forceinline__ void diff_decode_combine(const AkDiffDecodeParams& p) {
     constexpr int CPT = 2 * D / DTHREADS;
-    __shared__ float red[DTHREADS / 32];
+    AK_SHARED(float, red, [DTHREADS / 32]);
     const int tid = threadIdx.x, h = blockIdx.x, b = blockIdx.y;
     const long long base = (long long)(b * p.heads + h) * p.num_splits * 2;
     float o[2][CPT], lse[2];

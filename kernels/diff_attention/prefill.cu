@@ -59,7 +59,7 @@ __device__ __forceinline__ void rope_tile(T* tile, int rows, const AkRopeTable& 
 template <typename T, int D, int DV, bool SHARED_K>
 __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
     using L = Layout<D, DV, SHARED_K>;
-    extern __shared__ __align__(128) unsigned char smem_raw[];
+    AK_DYNAMIC_SHARED(unsigned char, smem_raw);
     T* sQ = reinterpret_cast<T*>(smem_raw);  // [2][BR][D]
     T* sKV = sQ + 2 * L::Q_TILE;              // [2 stages][K1 (K2) V]
 

@@ -8,41 +8,31 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include "common/ptx.cuh"
 
 namespace chunk_tile {
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return ak::ptx::smem_addr(p); }
 
 // Four 8x8 b16 matrices; lane l gives the address of row (l % 8) of matrix (l / 8).
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
+    ak::ptx::ldmatrix_x4(*reinterpret_cast<uint32_t(*)[4]>(r), smem_addr(p));
 }
 
 // Same, each 8x8 matrix transposed on the way into registers.
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
+    ak::ptx::ldmatrix_x4_trans(*reinterpret_cast<uint32_t(*)[4]>(r), smem_addr(p));
 }
 
 // Hint: bring the 128-byte line holding p into L2 (no register, no completion to wait for).
-__device__ __forceinline__ void prefetch_l2(const void* p) {
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
-}
+__device__ __forceinline__ void prefetch_l2(const void* p) { ak::ptx::prefetch_l2(p); }
 
 template <typename T> struct Mma;
 
 template <> struct Mma<__half> {
     // c += a * b  (16x16 by 16x8, f32 accumulators)
     static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        ak::ptx::mma_m16n8k16_f16(*reinterpret_cast<float(*)[4]>(c), *reinterpret_cast<const uint32_t(*)[4]>(a), b0, b1);
     }
     static __device__ __forceinline__ uint32_t pack(float x, float y) {
         __half2 h = __floats2half2_rn(x, y);
@@ -55,10 +45,7 @@ template <> struct Mma<__half> {
 
 template <> struct Mma<__nv_bfloat16> {
     static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        ak::ptx::mma_m16n8k16_bf16(*reinterpret_cast<float(*)[4]>(c), *reinterpret_cast<const uint32_t(*)[4]>(a), b0, b1);
     }
     static __device__ __forceinline__ uint32_t pack(float x, float y) {
         __nv_bfloat162 h = __floats2bfloat162_rn(x, y);

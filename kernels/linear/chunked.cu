@@ -72,7 +72,7 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
     constexpr int THREADS = 2 * BV, NWARPS = BV / 16;
     using L = Layout<T, K, BV>;
     using M = Mma<T>;
-    extern __shared__ __align__(16) unsigned char smem[];
+    AK_DYNAMIC_SHARED(unsigned char, smem);
     T* sQ = reinterpret_cast<T*>(smem + L::Q_OFF);
     T* sK = reinterpret_cast<T*>(smem + L::K_OFF);
     T* sV = reinterpret_cast<T*>(smem + L::V_OFF);

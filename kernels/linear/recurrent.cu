@@ -26,6 +26,7 @@
 //   as 16 column groups (4 adjacent columns each, so state moves in coalesced 16-byte vectors)
 //   x 16 row groups (rows rg, rg + 16, ...). The few cross-row sums go through shared memory.
 #include "params.h"
+#include "common/ptx.cuh"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -256,7 +257,7 @@ __device__ __forceinline__ void prefill_body(const AkLinearParams& p, float* sme
 
 template <bool DELTA, int KPT, int KSPLIT>
 __device__ __forceinline__ void prefill(const AkLinearParams& p) {
-    extern __shared__ float4 smem4[];
+    AK_DYNAMIC_SHARED(float4, smem4);
     float* smem = reinterpret_cast<float*>(smem4);
     const bool vec = decay_is_vector(p.decay_kind);
     if (DELTA || p.u == nullptr) {
@@ -277,11 +278,15 @@ constexpr int kDecodeThreads = kDecodeColGroups * kDecodeRowGroups;
 template <bool DELTA, int ROWS, bool VEC_DECAY, bool BONUS>
 __device__ __forceinline__ void decode_body(const AkLinearParams& p) {
     constexpr int KPAD = ROWS * kDecodeRowGroups;
-    __shared__ __align__(16) float sq[KPAD], sk[KPAD], sd[VEC_DECAY ? KPAD : 1];
-    __shared__ __align__(16) float sa[DELTA ? KPAD : 1], sb[DELTA ? KPAD : 1], suk[BONUS ? KPAD : 1];
-    __shared__ __align__(16) float sv[kDecodeCols];
-    __shared__ __align__(16) float red[kDecodeRowGroups][kDecodeCols];
-    __shared__ float sds;
+    AK_SHARED(float, sq, [KPAD]);
+    AK_SHARED(float, sk, [KPAD]);
+    AK_SHARED(float, sd, [VEC_DECAY ? KPAD : 1]);
+    AK_SHARED(float, sa, [DELTA ? KPAD : 1]);
+    AK_SHARED(float, sb, [DELTA ? KPAD : 1]);
+    AK_SHARED(float, suk, [BONUS ? KPAD : 1]);
+    AK_SHARED(float, sv, [kDecodeCols]);
+    AK_SHARED(float, red, [kDecodeRowGroups][kDecodeCols]);
+    AK_SHARED(float, sds, );
 
     const int n_slices = (p.value_dim + kDecodeCols - 1) / kDecodeCols;
     const int slice = blockIdx.x % n_slices;

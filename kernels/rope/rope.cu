@@ -5,13 +5,14 @@
 // threads stride over (head, pair). Memory-bound: each element is read once and written once.
 #include "common/dtype.cuh"
 #include "common/rope.cuh"
+#include "common/ptx.cuh"
 
 // The Rust side rejects rotary_dim > 2 * AK_ROPE_MAX_HALF for this kernel.
 #define AK_ROPE_MAX_HALF 1024
 
 template <typename T>
 __device__ void rope_row(const AkRopeParams& p) {
-    __shared__ float2 cos_sin[AK_ROPE_MAX_HALF];  // [rotary_dim / 2]
+    AK_SHARED(float2, cos_sin, [AK_ROPE_MAX_HALF]);  // [rotary_dim / 2]
     const int row = blockIdx.x;
     const int half = p.table.rotary_dim >> 1;
     const int pos = p.position_ids ? p.position_ids[row] : p.position_offset + row % p.seqlen;

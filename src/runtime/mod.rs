@@ -12,6 +12,7 @@
 //! cudarc panics on its first driver call when libcuda is absent; [`Gpu::new`] checks for the
 //! driver library first and returns [`Error::NoDriver`] instead.
 
+pub mod emu;
 pub mod params;
 
 use crate::error::{Error, Result};
@@ -90,6 +91,8 @@ pub struct DeviceInfo {
     pub total_memory: usize,
     /// Driver API version, e.g. 13000 for CUDA 13.0.
     pub driver_version: i32,
+    /// The emulated device (kernels run on the CPU; no timing is GPU timing).
+    pub emulated: bool,
 }
 
 struct Shared {
@@ -138,6 +141,7 @@ impl Gpu {
             max_shared_per_block_optin: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
             total_memory: ctx.total_mem().map_err(|e| cuda_err("cuDeviceTotalMem", e))?,
             driver_version,
+            emulated: emu::is_active(),
         };
         let stream = ctx.new_stream().map_err(|e| cuda_err("cuStreamCreate", e))?;
         Ok(Gpu {
@@ -152,8 +156,19 @@ impl Gpu {
         })
     }
 
-    /// Device 0 if there is one.
+    /// Device 0: the GPU, or the emulated device when `ATTN_KERNELS_DEVICE=emu`.
     pub fn first() -> Result<Gpu> {
+        match std::env::var("ATTN_KERNELS_DEVICE").as_deref() {
+            Ok("emu") => Gpu::emulated(),
+            _ => Gpu::new(0),
+        }
+    }
+
+    /// The emulated device: this crate's kernels executed on the CPU with GPU semantics and
+    /// checkers (memcheck, racecheck, initcheck, synccheck). Loading it makes it this process's
+    /// CUDA driver, so it fails if the real driver is already in use here.
+    pub fn emulated() -> Result<Gpu> {
+        emu::load()?;
         Gpu::new(0)
     }
 
@@ -189,7 +204,9 @@ impl Gpu {
     }
 
     fn module(&self, name: &'static str) -> Result<Arc<CudaModule>> {
-        require_kernels()?;
+        if !self.shared.info.emulated {
+            require_kernels()?;
+        }
         if let Some(m) = self.shared.modules.lock().unwrap().get(name) {
             return Ok(m.clone());
         }
@@ -198,7 +215,10 @@ impl Gpu {
             .find(|m| m.name == name)
             .ok_or_else(|| Error::KernelsNotCompiled(format!("no kernel module named `{name}` in this build")))?;
         // Copy into an owned (malloc-aligned) buffer: include_bytes! gives no alignment guarantee.
-        let image = cudarc::nvrtc::Ptx::from_binary(embedded.fatbin.to_vec());
+        // The emulated driver links the kernels in and takes any image; a build without nvcc
+        // has none, so it gets the module's name.
+        let bytes = if embedded.fatbin.is_empty() { name.as_bytes().to_vec() } else { embedded.fatbin.to_vec() };
+        let image = cudarc::nvrtc::Ptx::from_binary(bytes);
         let module = self.shared.ctx.load_module(image).map_err(|e| cuda_err(&format!("cuModuleLoadData({name})"), e))?;
         self.shared.modules.lock().unwrap().insert(name, module.clone());
         Ok(module)
@@ -260,7 +280,14 @@ impl Gpu {
         // SAFETY: `params` is a #[repr(C)] struct from kernels/params.h (KernelParams), the
         // kernel's only argument; its device pointers were taken from live DeviceTensors that
         // the op validated for shape and size against the same struct's dimensions.
-        unsafe { builder.launch(cfg) }.map_err(|e| cuda_err(&format!("launch {module}::{kernel}"), e))?;
+        unsafe { builder.launch(cfg) }.map_err(|e| {
+            let mut err = cuda_err(&format!("launch {module}::{kernel}"), e);
+            if let (Error::Cuda { msg, .. }, Some(report)) = (&mut err, emu::last_report()) {
+                msg.push('\n');
+                msg.push_str(&report);
+            }
+            err
+        })?;
         Ok(())
     }
 

@@ -1,0 +1,1361 @@
+// The emulated device's execution engine: CUDA kernels compiled as host C++ run here with GPU
+// execution semantics and checkers.
+//
+// Execution. A launch runs its blocks one after another on the calling thread. Each CUDA thread
+// of a block is a fiber (its own stack, switched in user space); a fiber runs until it blocks
+// at a barrier or a warp collective, exits, or (random schedule) is preempted at a memory
+// access. Warp collectives (shfl, vote, syncwarp, ldmatrix, mma) are computed once for the whole
+// group by the last lane to arrive, from every lane's operands, as the PTX ISA defines them.
+//
+// Checkers. The kernel objects are compiled with GCC's kernel-address instrumentation in
+// outline mode, so every load and store they make calls __asan_{load,store}N_noabort below.
+// Each access is classified (the fiber's own stack, the block's shared window, a global
+// allocation, the module's read-only data) and checked:
+// - memcheck: a global access inside a live allocation, a shared access inside one of the
+//   block's shared arrays (dynamic or static); anything else stops the launch at once;
+// - initcheck: a read of global or shared bytes never written (per-byte init shadows);
+// - racecheck: two accesses to a shared byte from different threads, at least one a write, not
+//   ordered by a barrier or, within one warp, by a warp collective (per-byte access shadows);
+//   reading or writing the destination of a cp.async before the wait_group that covers it;
+// - synccheck: divergent barriers or collectives, collectives waiting for exited lanes,
+//   deadlock (no fiber can run but some have not finished).
+// Each finding names the kernel, block, thread and source line (addr2line over the PCs).
+#include "emu/runtime.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdarg>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <vector>
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+#define AK_HIDDEN __attribute__((visibility("hidden")))
+#define AK_NOINLINE __attribute__((noinline))
+
+namespace ak_emu {
+
+// ============================================================================ configuration
+
+static Config read_config() {
+    Config c;
+    auto env = [](const char* k) -> const char* {
+        const char* v = getenv(k);
+        return v && *v ? v : nullptr;
+    };
+    if (const char* s = env("ATTN_KERNELS_EMU_SCHEDULE")) {
+        if (!strcmp(s, "inorder")) {
+            c.schedule = Schedule::InOrder;
+            c.landing = Landing::AtIssue;
+        } else if (!strcmp(s, "reverse")) {
+            c.schedule = Schedule::Reverse;
+            c.landing = Landing::AtWait;
+        } else if (!strcmp(s, "random")) {
+            c.schedule = Schedule::Random;
+            c.landing = Landing::Random;
+        } else {
+            fprintf(stderr, "attn-kernels emulated device: ATTN_KERNELS_EMU_SCHEDULE=%s is not inorder, reverse or random; using inorder\n", s);
+        }
+    }
+    if (const char* s = env("ATTN_KERNELS_EMU_COPIES")) {
+        if (!strcmp(s, "issue")) c.landing = Landing::AtIssue;
+        else if (!strcmp(s, "wait")) c.landing = Landing::AtWait;
+        else if (!strcmp(s, "random")) c.landing = Landing::Random;
+    }
+    if (const char* s = env("ATTN_KERNELS_EMU_SEED")) {
+        c.seed = strtoull(s, nullptr, 0);
+    } else {
+        c.seed = (uint64_t)std::chrono::steady_clock::now().time_since_epoch().count() ^ ((uint64_t)getpid() << 32);
+    }
+    if (const char* s = env("ATTN_KERNELS_EMU_CHECKS")) c.checks = !(strcmp(s, "0") == 0 || strcmp(s, "off") == 0);
+    if (const char* s = env("ATTN_KERNELS_EMU_CC")) {
+        int ma = 0, mi = 0;
+        if (sscanf(s, "%d.%d", &ma, &mi) == 2 && (ma == 8 || ma == 9)) {
+            c.cc_major = ma;
+            c.cc_minor = mi;
+        }
+    }
+    return c;
+}
+
+const Config& config() {
+    static const Config c = read_config();
+    return c;
+}
+
+std::string describe_config() {
+    const Config& c = config();
+    const char* s = c.schedule == Schedule::InOrder ? "inorder" : c.schedule == Schedule::Reverse ? "reverse" : "random";
+    const char* l = c.landing == Landing::AtIssue ? "at issue" : c.landing == Landing::AtWait ? "at wait" : "random";
+    char buf[256];
+    snprintf(buf, sizeof buf, "schedule %s, cp.async landing %s, seed %llu, checkers %s, compute capability %d.%d", s, l,
+             (unsigned long long)c.seed, c.checks ? "on" : "off", c.cc_major, c.cc_minor);
+    return buf;
+}
+
+// ============================================================================ global memory
+
+struct Alloc {
+    uintptr_t base;
+    size_t size;
+    std::unique_ptr<uint8_t[]> init;  // 1 = byte written since allocation
+};
+
+static std::shared_mutex g_alloc_mu;
+static std::map<uintptr_t, std::unique_ptr<Alloc>> g_allocs;  // by base
+static std::atomic<uint64_t> g_alloc_generation{0};
+
+static Alloc* find_alloc_locked(uintptr_t p) {
+    auto it = g_allocs.upper_bound(p);
+    if (it == g_allocs.begin()) return nullptr;
+    --it;
+    Alloc* a = it->second.get();
+    return p - a->base < a->size ? a : nullptr;
+}
+
+void* mem_alloc(size_t bytes) {
+    if (bytes == 0) bytes = 1;
+    // 256-byte aligned like cudaMalloc; the rounding slack is not part of the allocation.
+    void* p = aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!p) return nullptr;
+    auto a = std::make_unique<Alloc>();
+    a->base = (uintptr_t)p;
+    a->size = bytes;
+    a->init.reset(new uint8_t[bytes]());
+    std::unique_lock<std::shared_mutex> lk(g_alloc_mu);
+    g_allocs[(uintptr_t)p] = std::move(a);
+    g_alloc_generation.fetch_add(1);
+    return p;
+}
+
+bool mem_free(void* p) {
+    std::unique_ptr<Alloc> a;
+    {
+        std::unique_lock<std::shared_mutex> lk(g_alloc_mu);
+        auto it = g_allocs.find((uintptr_t)p);
+        if (it == g_allocs.end()) return false;
+        a = std::move(it->second);
+        g_allocs.erase(it);
+        g_alloc_generation.fetch_add(1);
+    }
+    free(p);
+    return true;
+}
+
+bool mem_valid(uintptr_t p, size_t n) {
+    std::shared_lock<std::shared_mutex> lk(g_alloc_mu);
+    Alloc* a = find_alloc_locked(p);
+    return a && (n == 0 || n <= a->size - (p - a->base));
+}
+
+void mem_mark_init(uintptr_t p, size_t n) {
+    std::shared_lock<std::shared_mutex> lk(g_alloc_mu);
+    Alloc* a = find_alloc_locked(p);
+    if (a && n <= a->size - (p - a->base)) memset(a->init.get() + (p - a->base), 1, n);
+}
+
+void mem_copy_init(uintptr_t dst, uintptr_t src, size_t n) {
+    std::shared_lock<std::shared_mutex> lk(g_alloc_mu);
+    Alloc* d = find_alloc_locked(dst);
+    Alloc* s = find_alloc_locked(src);
+    if (d && s && n <= d->size - (dst - d->base) && n <= s->size - (src - s->base))
+        memmove(d->init.get() + (dst - d->base), s->init.get() + (src - s->base), n);
+}
+
+// ============================================================================ kernel registry
+
+struct KernelEntry {
+    std::string module, name;
+    ak_emu_trampoline fn;
+    std::atomic<uint64_t> launches{0};
+};
+static std::vector<std::unique_ptr<KernelEntry>>& registry() {
+    static std::vector<std::unique_ptr<KernelEntry>> r;
+    return r;
+}
+static std::mutex g_registry_mu;
+
+static KernelEntry* find_entry(const char* name) {
+    std::lock_guard<std::mutex> lk(g_registry_mu);
+    for (auto& e : registry())
+        if (e->name == name) return e.get();
+    return nullptr;
+}
+ak_emu_trampoline find_kernel(const char* name) {
+    KernelEntry* e = find_entry(name);
+    return e ? e->fn : nullptr;
+}
+size_t kernel_count() { return registry().size(); }
+const char* kernel_name(size_t i) { return registry()[i]->name.c_str(); }
+uint64_t kernel_launches(size_t i) { return registry()[i]->launches.load(); }
+
+// ============================================================================ fibers
+
+#if defined(__x86_64__)
+// Save callee-saved registers, MXCSR and the x87 control word on the current stack, store the
+// stack pointer in *save, switch to `to` and restore the same from there.
+asm(R"(
+    .text
+    .p2align 4
+    .globl ak_emu_fiber_switch
+    .hidden ak_emu_fiber_switch
+    .type ak_emu_fiber_switch,@function
+ak_emu_fiber_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size ak_emu_fiber_switch,.-ak_emu_fiber_switch
+)");
+extern "C" void ak_emu_fiber_switch(void** save, void* to);
+#endif
+
+static void fiber_entry();
+
+struct Stack {
+    char* lo = nullptr;   // lowest usable byte (a guard page sits below)
+    size_t size = 0;
+    void* map = nullptr;
+    size_t map_size = 0;
+};
+
+static const size_t kStackSize = 256 * 1024;
+
+static Stack new_stack() {
+    Stack s;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    s.map_size = kStackSize + page;
+    s.map = mmap(nullptr, s.map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (s.map == MAP_FAILED) {
+        fprintf(stderr, "attn-kernels emulated device: cannot map a fiber stack\n");
+        abort();
+    }
+    mprotect(s.map, page, PROT_NONE);  // overflow faults instead of corrupting a neighbour
+    s.lo = (char*)s.map + page;
+    s.size = kStackSize;
+    return s;
+}
+
+// ============================================================================ block state
+
+enum class Wait : uint8_t { Ready, Running, Barrier, Collective, Done };
+
+enum CollKind : uint8_t { C_SHFL, C_VOTE, C_SYNCWARP, C_LDMATRIX, C_MMA };
+static const char* coll_name(int k) {
+    static const char* n[] = {"shfl.sync", "vote.sync", "bar.warp.sync (__syncwarp)", "ldmatrix.sync.aligned",
+                              "mma.sync.aligned"};
+    return n[k];
+}
+
+struct AsyncCopy {
+    uint32_t dst;
+    const uint8_t* src;
+    uint8_t size, src_size;
+    bool landed;
+};
+
+struct Thread {
+    // fiber
+    void* sp = nullptr;
+    Stack stack;
+#if !defined(__x86_64__)
+    ucontext_t uc;
+#endif
+    // identity
+    ak_emu_dim3 tid;
+    int linear = 0, warp = 0, lane = 0;
+    Wait wait = Wait::Done;
+    uintptr_t wait_pc = 0;
+    // collective operands and results
+    union {
+        struct { unsigned a, b, c, mode; } shfl;
+        struct { int pred, mode; } vote;
+        uint32_t addr;
+        struct { uint32_t a[4], b[2]; float c[4]; } mma;
+    } in;
+    uint32_t out[4];
+    float outf[4];
+    int out_pred;
+    // cp.async: the open group and the committed groups, oldest first
+    std::vector<AsyncCopy> open;
+    std::vector<std::vector<AsyncCopy>> groups;
+};
+
+struct PendingCollective {
+    uint8_t kind;
+    int extra;
+    unsigned mask, arrived;
+    uintptr_t pc;
+};
+
+struct WarpState {
+    unsigned present = 0, exited = 0;
+    uint32_t gen = 0;  // completed collectives; orders this warp's lanes
+    std::vector<PendingCollective> pending;
+};
+
+// Per shared byte: the last write and a summary of the reads since the last barrier.
+struct ShadowByte {
+    uint32_t w_epoch;   // barrier epoch of the last write (< block base: never written)
+    uint16_t w_tid;
+    uint8_t pending;    // an in-flight cp.async targets this byte
+    uint8_t pad0;
+    uint32_t w_gen;     // writer's warp generation at the write
+    uint32_t r_epoch;   // epoch of the reads summarised below
+    uint16_t r_tid;     // the single reader, or kMany
+    uint16_t pad1;
+    uint32_t r_gen;     // max warp generation of the reads (meaningful when one warp read)
+    uint32_t r_warps;   // warps that read in r_epoch
+    uintptr_t w_pc;
+};
+static const uint16_t kMany = 0xffff;
+
+struct Finding {
+    std::string kind;  // memcheck, initcheck, racecheck, synccheck
+    std::string what;
+    uintptr_t pc, other_pc;
+    ak_emu_dim3 block, thread;
+};
+
+struct LaunchState {
+    const Launch* l;
+    std::vector<Finding> findings;
+    size_t dropped = 0;
+    bool fatal = false;
+    std::vector<std::pair<std::string, uintptr_t>> seen;  // dedupe (kind, pc)
+};
+
+struct SharedRegion {
+    uint32_t off, size;
+    const void* site;
+};
+
+struct Worker;
+
+struct Block {
+    LaunchState* launch;
+    Worker* w;
+    ak_emu_dim3 idx;
+    int nthreads = 0, nwarps = 0, live = 0, done = 0;
+    std::vector<WarpState> warps;
+    // barrier 0
+    int bar_arrived = 0;
+    uintptr_t bar_pc = 0;
+    uint32_t base_epoch = 0;  // epochs below this belong to earlier blocks
+    uint32_t epoch = 0;
+    // shared window: [0, dynamic) dynamic array, then static arrays with red zones between
+    uint8_t* arena = nullptr;
+    uint32_t arena_cap = 0, dynamic = 0, static_top = 0;
+    std::vector<SharedRegion> statics;
+    bool aborted = false;
+    uint64_t rng;
+    std::vector<uint64_t> runnable;  // bitset over threads
+};
+
+struct Worker {
+    std::vector<std::unique_ptr<Thread>> threads;
+    void* sched_sp = nullptr;
+#if !defined(__x86_64__)
+    ucontext_t sched_uc;
+#endif
+    std::vector<uint8_t> arena;
+    std::vector<ShadowByte> shadow;
+    uint32_t epoch = 0;
+    Alloc* alloc_cache = nullptr;
+    uint64_t alloc_cache_gen = ~0ull;
+    ~Worker() {
+        for (auto& t : threads)
+            if (t->stack.map) munmap(t->stack.map, t->stack.map_size);
+    }
+};
+
+static thread_local std::unique_ptr<Worker> tl_worker;  // per host thread, reused by its launches
+static thread_local Block* tl_block = nullptr;
+static thread_local Thread* tl_thread = nullptr;  // the running fiber
+static thread_local Thread* tl_attrib = nullptr;  // a lane an access is attributed to, if not tl_thread
+
+static Worker& worker() {
+    if (!tl_worker) tl_worker.reset(new Worker());
+    return *tl_worker;
+}
+
+static uint64_t rng_next(uint64_t& s) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+}
+
+// ============================================================================ findings
+
+static std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+static std::string fmt(const char* f, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(buf, sizeof buf, f, ap);
+    va_end(ap);
+    return buf;
+}
+
+static void switch_to_scheduler(Thread& t);
+
+static void add_finding(const char* kind, std::string what, uintptr_t pc, uintptr_t other_pc = 0) {
+    Block* b = tl_block;
+    LaunchState* L = b->launch;
+    for (auto& s : L->seen)
+        if (s.first == kind && s.second == pc) return;
+    L->seen.emplace_back(kind, pc);
+    if (L->findings.size() >= 16) {
+        L->dropped++;
+        return;
+    }
+    Finding f;
+    f.kind = kind;
+    f.what = std::move(what);
+    f.pc = pc;
+    f.other_pc = other_pc;
+    f.block = b->idx;
+    const Thread* who = tl_attrib ? tl_attrib : tl_thread;
+    f.thread = who ? who->tid : ak_emu_dim3{0, 0, 0};
+    L->findings.push_back(std::move(f));
+}
+
+// A finding after which the kernel cannot go on (the access would fault or never return):
+// record it, abandon the block's fibers and stop the launch.
+[[noreturn]] static void fatal(const char* kind, std::string what, uintptr_t pc) {
+    Block* b = tl_block;
+    b->launch->seen.clear();  // a fatal finding is always reported
+    add_finding(kind, std::move(what), pc);
+    tl_attrib = nullptr;
+    b->launch->fatal = true;
+    b->aborted = true;
+    switch_to_scheduler(*tl_thread);
+    __builtin_unreachable();
+}
+
+// ============================================================================ scheduling
+
+static inline void set_runnable(Block& b, int t) { b.runnable[t >> 6] |= 1ull << (t & 63); }
+static inline void clear_runnable(Block& b, int t) { b.runnable[t >> 6] &= ~(1ull << (t & 63)); }
+
+static int pick(Block& b) {
+    const size_t n = b.runnable.size();
+    switch (config().schedule) {
+        case Schedule::InOrder:
+            for (size_t i = 0; i < n; ++i)
+                if (b.runnable[i]) return (int)(i * 64 + __builtin_ctzll(b.runnable[i]));
+            return -1;
+        case Schedule::Reverse:
+            for (size_t i = n; i-- > 0;)
+                if (b.runnable[i]) return (int)(i * 64 + 63 - __builtin_clzll(b.runnable[i]));
+            return -1;
+        case Schedule::Random: {
+            int count = 0;
+            for (auto w : b.runnable) count += __builtin_popcountll(w);
+            if (count == 0) return -1;
+            int k = (int)(rng_next(b.rng) % (uint64_t)count);
+            for (size_t i = 0; i < n; ++i) {
+                uint64_t w = b.runnable[i];
+                int c = __builtin_popcountll(w);
+                if (k < c) {
+                    while (k--) w &= w - 1;
+                    return (int)(i * 64 + __builtin_ctzll(w));
+                }
+                k -= c;
+            }
+            return -1;
+        }
+    }
+    return -1;
+}
+
+static void switch_to_scheduler(Thread& t) {
+    Worker& w = *tl_block->w;
+#if defined(__x86_64__)
+    ak_emu_fiber_switch(&t.sp, w.sched_sp);
+#else
+    swapcontext(&t.uc, &w.sched_uc);
+#endif
+}
+
+// Block the calling fiber until someone marks it runnable.
+static void block_here(Thread& t, Wait why, uintptr_t pc) {
+    t.wait = why;
+    t.wait_pc = pc;
+    switch_to_scheduler(t);
+    t.wait = Wait::Running;
+}
+
+static void maybe_preempt(Thread& t) {
+    Block& b = *tl_block;
+    if (config().schedule != Schedule::Random) return;
+    if (rng_next(b.rng) % config().preempt != 0) return;
+    set_runnable(b, t.linear);
+    block_here(t, Wait::Ready, 0);
+}
+
+// ============================================================================ shared memory checks
+
+static inline bool ordered_before(const Block& b, const Thread& t, uint32_t epoch, uint16_t tid, uint32_t gen) {
+    if (tid == t.linear || epoch < b.epoch) return true;
+    return (tid >> 5) == t.warp && gen < b.warps[t.warp].gen;
+}
+
+// [off, off + n) inside one shared array of the block?
+static bool shared_in_bounds(const Block& b, uint32_t off, uint32_t n) {
+    if ((uint64_t)off + n <= b.dynamic) return true;
+    for (auto& r : b.statics)
+        if (off >= r.off && (uint64_t)off + n <= (uint64_t)r.off + r.size) return true;
+    return false;
+}
+
+static void shared_bounds(Block& b, uint32_t off, uint32_t n, bool write, uintptr_t pc) {
+    if (shared_in_bounds(b, off, n)) return;
+    std::string where;
+    if (off >= b.dynamic && off < b.dynamic + 64) where = fmt(" (%u bytes past the end of the dynamic shared array of %u bytes)", off - b.dynamic, b.dynamic);
+    fatal("memcheck",
+          fmt("%s of %u bytes at shared address 0x%x is outside the block's shared arrays%s", write ? "write" : "read", n, off,
+              where.c_str()),
+          pc);
+}
+
+static void shared_read(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t pc) {
+    Worker& w = *b.w;
+    const uint32_t gen = b.warps[t.warp].gen;
+    bool uninit = false, pending = false;
+    int race_tid = -1;
+    uintptr_t race_pc = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+        ShadowByte& s = w.shadow[off + i];
+        if (s.pending) pending = true;
+        if (s.w_epoch < b.base_epoch) {
+            uninit = true;
+        } else if (!ordered_before(b, t, s.w_epoch, s.w_tid, s.w_gen)) {
+            race_tid = s.w_tid;
+            race_pc = s.w_pc;
+        }
+        if (s.r_epoch != b.epoch) {
+            s.r_epoch = b.epoch;
+            s.r_tid = (uint16_t)t.linear;
+            s.r_warps = 1u << (t.warp & 31);
+            s.r_gen = gen;
+        } else {
+            if (s.r_tid != t.linear) s.r_tid = kMany;
+            s.r_warps |= 1u << (t.warp & 31);
+            if (gen > s.r_gen) s.r_gen = gen;
+        }
+    }
+    if (pending)
+        add_finding("racecheck",
+                    fmt("read of %u bytes at shared address 0x%x whose cp.async has not been waited for (no covering "
+                        "cp.async.wait_group yet)", n, off),
+                    pc);
+    if (race_tid >= 0)
+        add_finding("racecheck",
+                    fmt("read of %u bytes at shared address 0x%x races with a write by thread %d (warp %d) not ordered "
+                        "before it by a barrier or a warp collective", n, off, race_tid, race_tid >> 5),
+                    pc, race_pc);
+    if (uninit)
+        add_finding("initcheck", fmt("read of %u bytes at shared address 0x%x never written in this block", n, off), pc);
+}
+
+// Check a write; `stamp` records it (a cp.async issue only checks, its wait stamps).
+static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t pc, bool stamp) {
+    Worker& w = *b.w;
+    WarpState& ws = b.warps[t.warp];
+    int waw = -1, war = -1;
+    bool pending = false;
+    uintptr_t other_pc = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+        ShadowByte& s = w.shadow[off + i];
+        if (s.pending) pending = true;
+        if (s.w_epoch >= b.base_epoch && !ordered_before(b, t, s.w_epoch, s.w_tid, s.w_gen)) {
+            waw = s.w_tid;
+            other_pc = s.w_pc;
+        }
+        if (s.r_epoch == b.epoch && s.r_epoch >= b.base_epoch) {
+            const uint32_t others = s.r_warps & ~(1u << (t.warp & 31));
+            if (others) war = 32 * __builtin_ctz(others);
+            else if (s.r_tid != t.linear && !(s.r_gen < ws.gen)) war = s.r_tid == kMany ? t.warp * 32 : s.r_tid;
+        }
+        if (stamp) {
+            s.w_epoch = b.epoch;
+            s.w_tid = (uint16_t)t.linear;
+            s.w_gen = ws.gen;
+            s.w_pc = pc;
+        }
+    }
+    if (pending)
+        add_finding("racecheck",
+                    fmt("write of %u bytes at shared address 0x%x whose cp.async has not been waited for", n, off), pc);
+    if (waw >= 0)
+        add_finding("racecheck",
+                    fmt("write of %u bytes at shared address 0x%x races with a write by thread %d (warp %d) not ordered "
+                        "before it", n, off, waw, waw >> 5),
+                    pc, other_pc);
+    if (war >= 0)
+        add_finding("racecheck",
+                    fmt("write of %u bytes at shared address 0x%x races with a read by another thread of warp %d not "
+                        "ordered before it by a barrier or a warp collective", n, off, war >> 5),
+                    pc);
+}
+
+// ============================================================================ global memory checks
+
+struct ModuleRange {
+    uintptr_t lo, hi;
+};
+static std::vector<ModuleRange> g_module_ranges;  // read-only data of this library
+static std::once_flag g_module_once;
+
+static int collect_ranges(struct dl_phdr_info* info, size_t, void* self) {
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD) continue;
+        uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
+        if ((uintptr_t)self >= lo && (uintptr_t)self < hi) {
+            // `self` lies in this module: record all of its loadable segments.
+            for (int j = 0; j < info->dlpi_phnum; ++j) {
+                const ElfW(Phdr)& q = info->dlpi_phdr[j];
+                if (q.p_type == PT_LOAD) g_module_ranges.push_back({info->dlpi_addr + q.p_vaddr, info->dlpi_addr + q.p_vaddr + q.p_memsz});
+            }
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static bool in_module(uintptr_t a) {
+    std::call_once(g_module_once, [] { dl_iterate_phdr(collect_ranges, (void*)&collect_ranges); });
+    for (auto& r : g_module_ranges)
+        if (a >= r.lo && a < r.hi) return true;
+    return false;
+}
+
+static Alloc* lookup_alloc(Worker& w, uintptr_t a) {
+    const uint64_t gen = g_alloc_generation.load(std::memory_order_relaxed);
+    if (w.alloc_cache && w.alloc_cache_gen == gen && a - w.alloc_cache->base < w.alloc_cache->size) return w.alloc_cache;
+    std::shared_lock<std::shared_mutex> lk(g_alloc_mu);
+    Alloc* al = find_alloc_locked(a);
+    if (al) {
+        w.alloc_cache = al;
+        w.alloc_cache_gen = gen;
+    }
+    return al;
+}
+
+static void global_access(Block& b, uintptr_t a, uint32_t n, bool write, uintptr_t pc) {
+    Alloc* al = lookup_alloc(*b.w, a);
+    if (!al) {
+        if (in_module(a)) {
+            if (write) fatal("memcheck", fmt("write of %u bytes to read-only kernel data at %#lx", n, (unsigned long)a), pc);
+            return;
+        }
+        fatal("memcheck",
+              fmt("%s of %u bytes at address %#lx, which is in no live device allocation", write ? "write" : "read", n,
+                  (unsigned long)a),
+              pc);
+    }
+    const size_t off = a - al->base;
+    if (n > al->size - off)
+        fatal("memcheck",
+              fmt("%s of %u bytes at offset %zu of a %zu-byte allocation runs %zu bytes past its end",
+                  write ? "write" : "read", n, off, al->size, off + n - al->size),
+              pc);
+    uint8_t* init = al->init.get() + off;
+    if (write) {
+        memset(init, 1, n);
+    } else {
+        for (uint32_t i = 0; i < n; ++i)
+            if (!init[i]) {
+                add_finding("initcheck",
+                            fmt("read of %u bytes at offset %zu of a %zu-byte allocation that was never written", n,
+                                off, al->size),
+                            pc);
+                break;
+            }
+    }
+}
+
+// The hook behind every instrumented load and store of kernel code.
+static inline void on_access(uintptr_t a, uint32_t n, bool write, uintptr_t pc) {
+    Thread* t = tl_thread;
+    if (!t) return;  // not inside a kernel (static initialisers of the kernel objects)
+    if (a - (uintptr_t)t->stack.lo < t->stack.size) return;  // locals, spills, the parameter copy
+    if (!config().checks) return;
+    Block& b = *tl_block;
+    const uintptr_t sh = a - (uintptr_t)b.arena;
+    if (sh < b.arena_cap) {
+        shared_bounds(b, (uint32_t)sh, n, write, pc);
+        if (write) shared_write(b, *t, (uint32_t)sh, n, pc, true);
+        else shared_read(b, *t, (uint32_t)sh, n, pc);
+    } else {
+        global_access(b, a, n, write, pc);
+    }
+    maybe_preempt(*t);
+}
+
+}  // namespace ak_emu
+
+using namespace ak_emu;
+
+#define AK_ACCESS_HOOKS(N)                                                                              \
+    extern "C" AK_HIDDEN void __asan_load##N##_noabort(uintptr_t a) {                                  \
+        on_access(a, N, false, (uintptr_t)__builtin_return_address(0));                               \
+    }                                                                                                   \
+    extern "C" AK_HIDDEN void __asan_store##N##_noabort(uintptr_t a) {                                 \
+        on_access(a, N, true, (uintptr_t)__builtin_return_address(0));                                \
+    }
+AK_ACCESS_HOOKS(1)
+AK_ACCESS_HOOKS(2)
+AK_ACCESS_HOOKS(4)
+AK_ACCESS_HOOKS(8)
+AK_ACCESS_HOOKS(16)
+extern "C" AK_HIDDEN void __asan_loadN_noabort(uintptr_t a, size_t n) {
+    on_access(a, (uint32_t)n, false, (uintptr_t)__builtin_return_address(0));
+}
+extern "C" AK_HIDDEN void __asan_storeN_noabort(uintptr_t a, size_t n) {
+    on_access(a, (uint32_t)n, true, (uintptr_t)__builtin_return_address(0));
+}
+extern "C" AK_HIDDEN void __asan_handle_no_return() {}
+
+namespace ak_emu {
+
+// ============================================================================ collectives
+
+static uint32_t b16_bits(const uint32_t reg, int half) { return half ? reg >> 16 : reg & 0xffff; }
+
+static double b16_to_double(uint32_t bits, int dtype) {
+    if (dtype == AK_EMU_BF16) {
+        uint32_t u = bits << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    // IEEE binary16
+    const uint32_t sign = bits >> 15, exp = (bits >> 10) & 0x1f, man = bits & 0x3ff;
+    double v;
+    if (exp == 0) v = std::ldexp((double)man, -24);
+    else if (exp == 31) v = man ? NAN : INFINITY;
+    else v = std::ldexp((double)(man | 0x400), (int)exp - 25);
+    return sign ? -v : v;
+}
+
+// Read 16 bytes of shared memory for lane `l` (ldmatrix rows), checked as that lane's read.
+static void ldmatrix_row(Block& b, Thread& lt, uint32_t addr, uintptr_t pc, uint16_t out[8]) {
+    if (addr % 16 != 0)
+        fatal("memcheck", fmt("ldmatrix row address 0x%x of lane %d is not 16-byte aligned", addr, lt.lane), pc);
+    if (config().checks) {
+        tl_attrib = &lt;  // attribute the access to the lane that gave the address
+        shared_bounds(b, addr, 16, false, pc);
+        shared_read(b, lt, addr, 16, pc);
+        tl_attrib = nullptr;
+    } else if ((uint64_t)addr + 16 > b.arena_cap) {
+        fatal("memcheck", fmt("ldmatrix row address 0x%x is outside the shared window", addr), pc);
+    }
+    memcpy(out, b.arena + addr, 16);
+}
+
+static void complete(Block& b, WarpState& ws, PendingCollective& pc, std::vector<std::unique_ptr<Thread>>& threads) {
+    const int base = (int)(&ws - b.warps.data()) * 32;
+    auto lane_thread = [&](int l) -> Thread& { return *threads[base + l]; };
+    switch (pc.kind) {
+        case C_SYNCWARP:
+            break;
+        case C_SHFL: {
+            for (int l = 0; l < 32; ++l) {
+                if (!(pc.mask >> l & 1)) continue;
+                Thread& t = lane_thread(l);
+                const unsigned bval = t.in.shfl.b & 0x1f, cval = t.in.shfl.c & 0x1f, seg = (t.in.shfl.c >> 8) & 0x1f;
+                const int max_lane = (int)((l & seg) | (cval & ~seg)), min_lane = (int)(l & seg);
+                int j = 0;
+                bool p = false;
+                switch (t.in.shfl.mode) {
+                    case AK_EMU_SHFL_UP: j = l - (int)bval; p = j >= max_lane; break;
+                    case AK_EMU_SHFL_DOWN: j = l + (int)bval; p = j <= max_lane; break;
+                    case AK_EMU_SHFL_BFLY: j = l ^ (int)bval; p = j <= max_lane; break;
+                    default: j = min_lane | (int)(bval & ~seg); p = j <= max_lane; break;
+                }
+                if (!p) j = l;
+                if (!(pc.mask >> j & 1)) {
+                    tl_attrib = &t;
+                    add_finding("synccheck", fmt("shfl.sync of lane %d reads lane %d, which is not in the member mask 0x%08x (undefined value)", l, j, pc.mask), pc.pc);
+                    tl_attrib = nullptr;
+                    j = l;
+                }
+                t.out[0] = lane_thread(j).in.shfl.a;
+                t.out_pred = p;
+            }
+            break;
+        }
+        case C_VOTE: {
+            unsigned ballot = 0;
+            for (int l = 0; l < 32; ++l)
+                if ((pc.mask >> l & 1) && lane_thread(l).in.vote.pred) ballot |= 1u << l;
+            for (int l = 0; l < 32; ++l) {
+                if (!(pc.mask >> l & 1)) continue;
+                Thread& t = lane_thread(l);
+                switch (pc.extra) {
+                    case AK_EMU_VOTE_ALL: t.out[0] = ballot == pc.mask; break;
+                    case AK_EMU_VOTE_ANY: t.out[0] = ballot != 0; break;
+                    case AK_EMU_VOTE_UNI: t.out[0] = ballot == 0 || ballot == pc.mask; break;
+                    default: t.out[0] = ballot; break;
+                }
+            }
+            break;
+        }
+        case C_LDMATRIX: {
+            const int num = pc.extra & 7, trans = pc.extra >> 3;
+            uint16_t m[4][8][8];  // [matrix][row][col]
+            for (int l = 0; l < 8 * num; ++l) ldmatrix_row(b, lane_thread(l), lane_thread(l).in.addr, pc.pc, m[l / 8][l % 8]);
+            for (int l = 0; l < 32; ++l) {
+                Thread& t = lane_thread(l);
+                const int r = l / 4, c = 2 * (l % 4);
+                for (int i = 0; i < num; ++i) {
+                    uint16_t lo, hi;
+                    if (trans) {
+                        lo = m[i][c][r];
+                        hi = m[i][c + 1][r];
+                    } else {
+                        lo = m[i][r][c];
+                        hi = m[i][r][c + 1];
+                    }
+                    t.out[i] = (uint32_t)lo | ((uint32_t)hi << 16);
+                }
+            }
+            break;
+        }
+        case C_MMA: {
+            const int dtype = pc.extra;
+            double A[16][16], B[16][8];
+            float C[16][8];
+            for (int l = 0; l < 32; ++l) {
+                Thread& t = lane_thread(l);
+                const int g = l >> 2, q = l & 3;
+                // A: a0,a1 (g, 2q..) a2,a3 (g+8, 2q..) a4,a5 (g, 2q+8..) a6,a7 (g+8, 2q+8..)
+                for (int r = 0; r < 4; ++r)
+                    for (int h = 0; h < 2; ++h) {
+                        const int row = g + ((r & 1) ? 8 : 0), col = 2 * q + h + ((r & 2) ? 8 : 0);
+                        A[row][col] = b16_to_double(b16_bits(t.in.mma.a[r], h), dtype);
+                    }
+                // B: b0,b1 (k 2q.., n g)  b2,b3 (k 2q+8.., n g)
+                for (int r = 0; r < 2; ++r)
+                    for (int h = 0; h < 2; ++h) B[2 * q + h + 8 * r][g] = b16_to_double(b16_bits(t.in.mma.b[r], h), dtype);
+                // C: c0,c1 (g, 2q..) c2,c3 (g+8, 2q..)
+                for (int i = 0; i < 4; ++i) C[g + (i >= 2 ? 8 : 0)][2 * q + (i & 1)] = t.in.mma.c[i];
+            }
+            for (int l = 0; l < 32; ++l) {
+                Thread& t = lane_thread(l);
+                const int g = l >> 2, q = l & 3;
+                for (int i = 0; i < 4; ++i) {
+                    const int row = g + (i >= 2 ? 8 : 0), col = 2 * q + (i & 1);
+                    // Products of 16-bit floats are exact in double; the sum is rounded once.
+                    double acc = C[row][col];
+                    for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+                    t.outf[i] = (float)acc;
+                }
+            }
+            break;
+        }
+    }
+}
+
+// Arrive at a warp collective; returns when the whole member group has arrived and the result
+// is in this lane's out slots.
+static void collective(Thread& t, uint8_t kind, unsigned mask, int extra, uintptr_t pc, bool aligned) {
+    Block& b = *tl_block;
+    WarpState& ws = b.warps[t.warp];
+    const unsigned bit = 1u << t.lane;
+    if (mask & ~ws.present)
+        fatal("synccheck",
+              fmt("%s with member mask 0x%08x names lanes that do not exist in this warp (present 0x%08x)", coll_name(kind),
+                  mask, ws.present),
+              pc);
+    if (!(mask & bit))
+        fatal("synccheck", fmt("%s executed by lane %d, which is not in its member mask 0x%08x", coll_name(kind), t.lane, mask), pc);
+    if (mask & ws.exited)
+        fatal("synccheck", fmt("%s waits for lanes 0x%08x that have exited", coll_name(kind), mask & ws.exited), pc);
+    PendingCollective* p = nullptr;
+    for (auto& q : ws.pending)
+        if (q.mask & bit) p = &q;
+    if (!p) {
+        for (auto& q : ws.pending)
+            if (q.mask & mask)
+                fatal("synccheck",
+                      fmt("%s with mask 0x%08x overlaps a pending %s with mask 0x%08x", coll_name(kind), mask,
+                          coll_name(q.kind), q.mask),
+                      pc);
+        ws.pending.push_back({kind, extra, mask, 0, pc});
+        p = &ws.pending.back();
+    } else if (p->kind != kind || p->mask != mask || p->extra != extra || (aligned && p->pc != pc)) {
+        fatal("synccheck",
+              fmt("lanes of one warp diverge at warp-synchronous instructions: %s (mask 0x%08x) here, %s (mask 0x%08x) "
+                  "elsewhere",
+                  coll_name(kind), mask, coll_name(p->kind), p->mask),
+              pc);
+    }
+    p->arrived |= bit;
+    if (p->arrived != p->mask) {
+        block_here(t, Wait::Collective, pc);
+        return;
+    }
+    PendingCollective done = *p;
+    ws.pending.erase(ws.pending.begin() + (p - ws.pending.data()));
+    complete(b, ws, done, b.w->threads);
+    ws.gen++;
+    for (int l = 0; l < 32; ++l)
+        if ((done.mask >> l & 1) && l != t.lane) set_runnable(b, t.warp * 32 + l);
+}
+
+// ============================================================================ cp.async
+
+static void land(Block& b, const AsyncCopy& c) {
+    memcpy(b.arena + c.dst, c.src, c.src_size);
+    memset(b.arena + c.dst + c.src_size, 0, c.size - c.src_size);
+}
+
+static void retire_group(Block& b, Thread& t, std::vector<AsyncCopy>& g, uintptr_t pc) {
+    Worker& w = *b.w;
+    for (auto& c : g) {
+        if (!c.landed) land(b, c);
+        for (uint32_t i = 0; i < c.size; ++i) w.shadow[c.dst + i].pending = 0;
+        if (config().checks) shared_write(b, t, c.dst, c.size, pc, true);
+    }
+}
+
+// ============================================================================ block execution
+
+static void fiber_entry() {
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    t.wait = Wait::Running;
+    b.launch->l->fn(b.launch->l->args);
+    // Thread exit: outstanding copies land (nothing waits for them), barriers and collectives
+    // stop counting this thread.
+    for (auto& g : t.groups) retire_group(b, t, g, 0);
+    retire_group(b, t, t.open, 0);
+    t.groups.clear();
+    t.open.clear();
+    t.wait = Wait::Done;
+    b.done++;
+    b.live--;
+    WarpState& ws = b.warps[t.warp];
+    ws.exited |= 1u << t.lane;
+    for (auto& q : ws.pending)
+        if (q.mask & (1u << t.lane))
+            fatal("synccheck", fmt("lane %d exited while its warp waits for it at %s (mask 0x%08x)", t.lane, coll_name(q.kind), q.mask), q.pc);
+    if (b.bar_arrived > 0 && b.bar_arrived == b.live) {
+        // The exiting thread was the last one holding up barrier 0 (PTX: exit releases it).
+        b.epoch = ++b.w->epoch;
+        b.bar_arrived = 0;
+        for (int i = 0; i < b.nthreads; ++i)
+            if (b.w->threads[i]->wait == Wait::Barrier) set_runnable(b, i);
+    }
+    switch_to_scheduler(t);
+    __builtin_unreachable();
+}
+
+#if !defined(__x86_64__)
+static void fiber_entry_uc() { fiber_entry(); }
+#endif
+
+static void start_fiber(Worker& w, Thread& t) {
+    if (!t.stack.lo) t.stack = new_stack();
+#if defined(__x86_64__)
+    uintptr_t top = ((uintptr_t)t.stack.lo + t.stack.size) & ~(uintptr_t)15;
+    uintptr_t* sp = (uintptr_t*)top;
+    *--sp = 0;                             // fiber_entry's (never used) return address slot
+    *--sp = (uintptr_t)&fiber_entry;       // where ak_emu_fiber_switch's `ret` goes
+    for (int i = 0; i < 6; ++i) *--sp = 0;  // rbp rbx r12 r13 r14 r15
+    uint32_t mxcsr;
+    uint16_t fcw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fcw));
+    *--sp = (uintptr_t)mxcsr | ((uintptr_t)fcw << 32);
+    t.sp = sp;
+#else
+    getcontext(&t.uc);
+    t.uc.uc_stack.ss_sp = t.stack.lo;
+    t.uc.uc_stack.ss_size = t.stack.size;
+    t.uc.uc_link = nullptr;
+    makecontext(&t.uc, fiber_entry_uc, 0);
+#endif
+    (void)w;
+}
+
+static void run_block(LaunchState& L, ak_emu_dim3 bidx) {
+    const Launch& l = *L.l;
+    Worker& w = worker();
+    Block b;
+    b.launch = &L;
+    b.w = &w;
+    b.idx = bidx;
+    b.nthreads = (int)(l.block[0] * l.block[1] * l.block[2]);
+    b.nwarps = (b.nthreads + 31) / 32;
+    b.live = b.nthreads;
+    b.warps.assign(b.nwarps, WarpState());
+    for (int i = 0; i < b.nwarps; ++i) {
+        const int lanes = std::min(32, b.nthreads - 32 * i);
+        b.warps[i].present = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
+    }
+    b.rng = config().seed * 0x9E3779B97F4A7C15ull + ((uint64_t)bidx.x << 40 ^ (uint64_t)bidx.y << 20 ^ bidx.z) + 1;
+    if (!b.rng) b.rng = 1;
+    // Shared window: dynamic array, a red zone, then room for static arrays (48 KB and zones).
+    b.dynamic = l.dynamic_shared;
+    b.static_top = (b.dynamic + 64 + 127) & ~127u;
+    b.arena_cap = b.static_top + 48 * 1024 + 64 * 64;
+    if (w.arena.size() < b.arena_cap) w.arena.resize(b.arena_cap);
+    if (w.shadow.size() < b.arena_cap) w.shadow.resize(b.arena_cap);
+    b.arena = w.arena.data();
+    memset(b.arena, 0xff, b.arena_cap);  // stale shared memory reads as NaN, never as zeros
+    if (w.epoch > 0xF0000000u) {
+        memset((void*)w.shadow.data(), 0, w.shadow.size() * sizeof(ShadowByte));
+        w.epoch = 0;
+    }
+    b.base_epoch = ++w.epoch;
+    b.epoch = b.base_epoch;
+    b.runnable.assign((b.nthreads + 63) / 64, 0);
+    while ((int)w.threads.size() < b.nthreads) w.threads.push_back(std::make_unique<Thread>());
+    for (int i = 0; i < b.nthreads; ++i) {
+        Thread& t = *w.threads[i];
+        t.linear = i;
+        t.warp = i / 32;
+        t.lane = i % 32;
+        t.tid = {(unsigned)(i % l.block[0]), (unsigned)((i / l.block[0]) % l.block[1]), (unsigned)(i / (l.block[0] * l.block[1]))};
+        t.wait = Wait::Ready;
+        t.open.clear();
+        t.groups.clear();
+        start_fiber(w, t);
+        set_runnable(b, i);
+    }
+    tl_block = &b;
+    for (;;) {
+        if (b.aborted) break;
+        const int next = pick(b);
+        if (next < 0) {
+            if (b.done == b.nthreads) break;
+            // Nothing can run: report where every unfinished thread waits.
+            std::string where;
+            int shown = 0;
+            for (int i = 0; i < b.nthreads && shown < 4; ++i) {
+                Thread& t = *w.threads[i];
+                if (t.wait == Wait::Done) continue;
+                where += fmt("%sthread %d at %s", shown ? "; " : "", i, t.wait == Wait::Barrier ? "__syncthreads" : "a warp collective");
+                shown++;
+            }
+            tl_thread = nullptr;
+            L.seen.clear();
+            add_finding("synccheck", fmt("deadlock: no thread of the block can proceed (%d of %d unfinished: %s)", b.nthreads - b.done, b.nthreads, where.c_str()),
+                        w.threads[0]->wait_pc);
+            L.fatal = true;
+            break;
+        }
+        clear_runnable(b, next);
+        Thread& t = *w.threads[next];
+        tl_thread = &t;
+#if defined(__x86_64__)
+        ak_emu_fiber_switch(&w.sched_sp, t.sp);
+#else
+        swapcontext(&w.sched_uc, &t.uc);
+#endif
+        tl_thread = nullptr;
+    }
+    tl_block = nullptr;
+    tl_thread = nullptr;
+}
+
+// ============================================================================ reports
+
+static std::string module_path_of(uintptr_t pc, uintptr_t* base) {
+    Dl_info info;
+    if (pc && dladdr((void*)pc, &info) && info.dli_fname) {
+        *base = (uintptr_t)info.dli_fbase;
+        return info.dli_fname;
+    }
+    return "";
+}
+
+// "file:line" of the kernel source behind a PC (addr2line, run only when there is a finding).
+static std::string source_line(uintptr_t pc) {
+    if (!pc) return "?";
+    uintptr_t base = 0;
+    std::string path = module_path_of(pc, &base);
+    if (path.empty()) return fmt("%#lx", (unsigned long)pc);
+    // The return address points after the call; step back into the calling instruction.
+    std::string cmd = fmt("addr2line -i -e '%s' %#lx 2>/dev/null", path.c_str(), (unsigned long)(pc - base - 1));
+    std::string out;
+    if (FILE* f = popen(cmd.c_str(), "r")) {
+        char line[1024];
+        std::vector<std::string> frames;
+        while (fgets(line, sizeof line, f)) {
+            std::string s(line);
+            while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+            // Trim the directory up to kernels/ so lines read like the sources.
+            size_t k = s.rfind("kernels/");
+            if (k != std::string::npos) s = s.substr(k);
+            size_t disc = s.find(" (discriminator");
+            if (disc != std::string::npos) s = s.substr(0, disc);
+            frames.push_back(s);
+        }
+        pclose(f);
+        for (size_t i = 0; i < frames.size(); ++i) out += (i ? " inlined in " : "") + frames[i];
+    }
+    return out.empty() || out.find("??") == 0 ? fmt("%s+%#lx", path.c_str(), (unsigned long)(pc - base)) : out;
+}
+
+static std::string render(const LaunchState& L) {
+    std::string r;
+    for (auto& f : L.findings) {
+        r += fmt("emulated device %s: kernel %s, block (%u,%u,%u), thread (%u,%u,%u): ", f.kind.c_str(), L.l->name,
+                 f.block.x, f.block.y, f.block.z, f.thread.x, f.thread.y, f.thread.z);
+        r += f.what;
+        r += " at " + source_line(f.pc);
+        if (f.other_pc) r += "; the other access at " + source_line(f.other_pc);
+        r += "\n";
+    }
+    if (L.dropped) r += fmt("emulated device: %zu more findings not shown\n", L.dropped);
+    if (!r.empty()) r += "emulated device settings: " + describe_config() + "\n";
+    return r;
+}
+
+Outcome launch(const Launch& l, std::string& report) {
+    if (Block* outer = tl_block) {
+        (void)outer;
+        report = "emulated device: a kernel launched from inside a kernel";
+        return Outcome::Fatal;
+    }
+    if (KernelEntry* e = find_entry(l.name)) e->launches.fetch_add(1);
+    LaunchState L;
+    L.l = &l;
+    const uint64_t nblocks = (uint64_t)l.grid[0] * l.grid[1] * l.grid[2];
+    std::vector<uint64_t> order;
+    if (config().schedule == Schedule::Random && nblocks <= (1u << 24)) {
+        order.resize(nblocks);
+        for (uint64_t i = 0; i < nblocks; ++i) order[i] = i;
+        uint64_t s = config().seed * 0x2545F4914F6CDD1Dull + nblocks + 7;
+        for (uint64_t i = nblocks; i > 1; --i) std::swap(order[i - 1], order[rng_next(s) % i]);
+    }
+    for (uint64_t k = 0; k < nblocks && !L.fatal; ++k) {
+        uint64_t i = k;
+        if (!order.empty()) i = order[k];
+        else if (config().schedule == Schedule::Reverse) i = nblocks - 1 - k;
+        const ak_emu_dim3 bidx = {(unsigned)(i % l.grid[0]), (unsigned)((i / l.grid[0]) % l.grid[1]),
+                                  (unsigned)(i / ((uint64_t)l.grid[0] * l.grid[1]))};
+        run_block(L, bidx);
+    }
+    report = render(L);
+    if (L.fatal) return Outcome::Fatal;
+    return L.findings.empty() ? Outcome::Ok : Outcome::Findings;
+}
+
+}  // namespace ak_emu
+
+// ============================================================================ emu_api.h
+
+extern "C" {
+
+ak_emu_dim3 ak_emu_thread_idx(void) { return tl_thread->tid; }
+ak_emu_dim3 ak_emu_block_idx(void) { return tl_block->idx; }
+ak_emu_dim3 ak_emu_block_dim(void) {
+    const Launch& l = *tl_block->launch->l;
+    return {l.block[0], l.block[1], l.block[2]};
+}
+ak_emu_dim3 ak_emu_grid_dim(void) {
+    const Launch& l = *tl_block->launch->l;
+    return {l.grid[0], l.grid[1], l.grid[2]};
+}
+
+AK_NOINLINE void ak_emu_syncthreads(void) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    if (!b.warps[t.warp].pending.empty())
+        fatal("synccheck", "__syncthreads reached while lanes of this warp wait at a warp collective", pc);
+    if (b.bar_arrived == 0) b.bar_pc = pc;
+    else if (b.bar_pc != pc)
+        add_finding("synccheck", "threads of the block wait at different __syncthreads (divergent barrier)", pc, b.bar_pc);
+    b.bar_arrived++;
+    if (b.bar_arrived < b.live) {
+        block_here(t, Wait::Barrier, pc);
+        return;
+    }
+    b.bar_arrived = 0;
+    b.epoch = ++b.w->epoch;
+    for (int i = 0; i < b.nthreads; ++i)
+        if (i != t.linear && b.w->threads[i]->wait == Wait::Barrier) set_runnable(b, i);
+}
+
+AK_NOINLINE void ak_emu_syncwarp(unsigned mask) {
+    collective(*tl_thread, C_SYNCWARP, mask, 0, (uintptr_t)__builtin_return_address(0), false);
+}
+
+AK_NOINLINE unsigned ak_emu_shfl(int mode, unsigned mask, unsigned a, unsigned b, unsigned c, int* pred) {
+    Thread& t = *tl_thread;
+    t.in.shfl = {a, b, c, (unsigned)mode};
+    collective(t, C_SHFL, mask, mode, (uintptr_t)__builtin_return_address(0), false);
+    if (pred) *pred = t.out_pred;
+    return t.out[0];
+}
+
+AK_NOINLINE unsigned ak_emu_vote(int mode, unsigned mask, int pred) {
+    Thread& t = *tl_thread;
+    t.in.vote = {pred != 0, mode};
+    collective(t, C_VOTE, mask, mode, (uintptr_t)__builtin_return_address(0), false);
+    return t.out[0];
+}
+
+unsigned ak_emu_activemask(void) {
+    // Lanes of the warp that have not exited (the emulator keeps a warp converged between
+    // collectives, so every live lane counts as active).
+    Thread& t = *tl_thread;
+    WarpState& ws = tl_block->warps[t.warp];
+    return ws.present & ~ws.exited;
+}
+
+uint32_t ak_emu_cvta_to_shared(const void* p) {
+    Block& b = *tl_block;
+    const uintptr_t off = (uintptr_t)p - (uintptr_t)b.arena;
+    if (off >= b.arena_cap)
+        fatal("memcheck", fmt("cvta.to.shared of %p, which is not a shared-memory address", p), (uintptr_t)__builtin_return_address(0));
+    return (uint32_t)off;
+}
+
+void* ak_emu_dynamic_shared(void) { return tl_block->arena; }
+
+void* ak_emu_static_shared(const void* site, size_t bytes, size_t align) {
+    Block& b = *tl_block;
+    for (auto& r : b.statics)
+        if (r.site == site) return b.arena + r.off;
+    if (align < 16) align = 16;
+    const uint32_t off = (uint32_t)((b.static_top + align - 1) & ~(align - 1));
+    const uint64_t static_bytes = off + bytes - ((b.dynamic + 64 + 127) & ~127u);
+    if (off + bytes + 64 > b.arena_cap || static_bytes > 48 * 1024)
+        fatal("memcheck", fmt("static shared arrays exceed 48 KB (%zu more bytes requested)", bytes), (uintptr_t)__builtin_return_address(0));
+    if ((uint64_t)b.dynamic + static_bytes > b.launch->l->max_shared_per_block)
+        fatal("memcheck",
+              fmt("static (%llu) + dynamic (%u) shared memory exceeds the device's %u bytes per block",
+                  (unsigned long long)static_bytes, b.dynamic, b.launch->l->max_shared_per_block),
+              (uintptr_t)__builtin_return_address(0));
+    b.statics.push_back({off, (uint32_t)bytes, site});
+    b.static_top = off + (uint32_t)bytes + 64;
+    return b.arena + off;
+}
+
+AK_NOINLINE void ak_emu_cp_async(uint32_t dst, const void* src, int cp_size, int src_size) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    if (!(cp_size == 4 || cp_size == 8 || cp_size == 16) || src_size < 0 || src_size > cp_size)
+        fatal("memcheck", fmt("cp.async with cp-size %d and src-size %d", cp_size, src_size), pc);
+    if (dst % cp_size != 0 || (src_size > 0 && (uintptr_t)src % cp_size != 0))
+        fatal("memcheck", fmt("cp.async of %d bytes with misaligned operands (shared 0x%x, global %p)", cp_size, dst, src), pc);
+    shared_bounds(b, dst, cp_size, true, pc);
+    if (config().checks) {
+        if (src_size > 0) global_access(b, (uintptr_t)src, src_size, false, pc);
+        shared_write(b, t, dst, cp_size, pc, false);
+    } else if (src_size > 0 && !mem_valid((uintptr_t)src, src_size)) {
+        fatal("memcheck", fmt("cp.async reads %d bytes at %p, outside every device allocation", src_size, src), pc);
+    }
+    AsyncCopy c{dst, (const uint8_t*)src, (uint8_t)cp_size, (uint8_t)src_size, false};
+    bool now = config().landing == Landing::AtIssue || (config().landing == Landing::Random && (rng_next(b.rng) & 1));
+    if (now) {
+        land(b, c);
+        c.landed = true;
+    }
+    for (int i = 0; i < cp_size; ++i) b.w->shadow[dst + i].pending = 1;
+    t.open.push_back(c);
+    maybe_preempt(t);
+}
+
+void ak_emu_cp_async_commit(void) {
+    Thread& t = *tl_thread;
+    t.groups.push_back(std::move(t.open));
+    t.open.clear();
+}
+
+AK_NOINLINE void ak_emu_cp_async_wait(int n) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    size_t keep = n < 0 ? 0 : (size_t)n;
+    if (t.groups.size() <= keep) return;
+    const size_t retire = t.groups.size() - keep;
+    for (size_t i = 0; i < retire; ++i) retire_group(b, t, t.groups[i], pc);
+    t.groups.erase(t.groups.begin(), t.groups.begin() + retire);
+}
+
+AK_NOINLINE void ak_emu_ldmatrix(int num, int trans, uint32_t addr, uint32_t* regs) {
+    Thread& t = *tl_thread;
+    if (!(num == 1 || num == 2 || num == 4)) fatal("synccheck", fmt("ldmatrix .x%d", num), (uintptr_t)__builtin_return_address(0));
+    t.in.addr = addr;
+    collective(t, C_LDMATRIX, 0xffffffffu, num | (trans ? 8 : 0), (uintptr_t)__builtin_return_address(0), true);
+    for (int i = 0; i < num; ++i) regs[i] = t.out[i];
+}
+
+AK_NOINLINE void ak_emu_mma_m16n8k16(int dtype, float* d, const uint32_t* a, const uint32_t* b, const float* c) {
+    Thread& t = *tl_thread;
+    for (int i = 0; i < 4; ++i) t.in.mma.a[i] = a[i];
+    t.in.mma.b[0] = b[0];
+    t.in.mma.b[1] = b[1];
+    for (int i = 0; i < 4; ++i) t.in.mma.c[i] = c[i];
+    collective(t, C_MMA, 0xffffffffu, dtype, (uintptr_t)__builtin_return_address(0), true);
+    for (int i = 0; i < 4; ++i) d[i] = t.outf[i];
+}
+
+float ak_emu_ex2_approx(float x, int ftz) {
+    if (ftz && std::fpclassify(x) == FP_SUBNORMAL) x = std::copysign(0.f, x);
+    float y = (float)std::exp2((double)x);
+    if (ftz && std::fpclassify(y) == FP_SUBNORMAL) y = 0.f;
+    return y;
+}
+
+AK_NOINLINE void ak_emu_prefetch_l2(const void* p) {
+    // A prefetch never faults on the device; the emulator only notes an address outside every
+    // allocation, which is almost always an indexing mistake.
+    if (config().checks && tl_block && !mem_valid((uintptr_t)p, 1) && !in_module((uintptr_t)p))
+        add_finding("memcheck", fmt("prefetch.global.L2 of %p, outside every device allocation", p), (uintptr_t)__builtin_return_address(0));
+}
+
+void ak_emu_register_kernel(const char* module, const char* name, ak_emu_trampoline fn) {
+    std::lock_guard<std::mutex> lk(g_registry_mu);
+    auto e = std::make_unique<KernelEntry>();
+    e->module = module;
+    e->name = name;
+    e->fn = fn;
+    registry().push_back(std::move(e));
+}
+
+}  // extern "C"
