@@ -24,6 +24,7 @@ impl Device {
     pub fn name(&self) -> String {
         match self {
             Device::Cpu => "cpu".into(),
+            Device::Cuda(g) if g.info().emulated => "cuda-emu".into(),
             Device::Cuda(g) => format!("cuda:{} ({})", g.info().ordinal, g.info().name),
         }
     }

@@ -128,7 +128,9 @@ pub fn run_one(c: &CheckCase, device: &Device) -> CheckRow {
         Ok((ms, out, reference)) => {
             let (err, note) = worst_error(&out, &reference);
             row.millis = ms;
-            row.throughput = throughput(c.work, ms);
+            // An emulated run's time is CPU time: no throughput is derived from it.
+            let emulated = device.gpu().is_some_and(|g| g.info().emulated);
+            row.throughput = if emulated { "n/a (emulated)".into() } else { throughput(c.work, ms) };
             row.rel_error = err;
             row.passed = err <= bound;
             row.note = note;

@@ -19,10 +19,12 @@ struct Cli {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DeviceArg {
-    /// GPU if one is usable, else CPU.
+    /// GPU if one is usable, else CPU (never the emulated device).
     Auto,
     Cpu,
     Cuda,
+    /// The emulated device: the CUDA kernels run on the CPU with GPU semantics and checkers.
+    Emu,
 }
 
 #[derive(Subcommand)]
@@ -75,8 +77,9 @@ enum Command {
 fn open_device(arg: DeviceArg) -> Result<Device> {
     match arg {
         DeviceArg::Cpu => Ok(Device::Cpu),
-        DeviceArg::Cuda => Ok(Device::Cuda(Gpu::first()?)),
-        DeviceArg::Auto => Ok(match (runtime::kernels_compiled(), Gpu::first()) {
+        DeviceArg::Cuda => Ok(Device::Cuda(Gpu::new(0)?)),
+        DeviceArg::Emu => Ok(Device::Cuda(Gpu::emulated()?)),
+        DeviceArg::Auto => Ok(match (runtime::kernels_compiled(), Gpu::new(0)) {
             (true, Ok(g)) => Device::Cuda(g),
             _ => Device::Cpu,
         }),
@@ -93,6 +96,12 @@ fn run(input: PathBuf, output: PathBuf, device: DeviceArg) -> Result<()> {
 fn bench(input: PathBuf, device: DeviceArg, warmup: usize, iters: usize) -> Result<()> {
     if iters == 0 {
         return Err(Error::invalid("iters", "must be at least 1"));
+    }
+    if device == DeviceArg::Emu {
+        return Err(Error::unsupported(
+            "device",
+            "the emulated device runs kernels on the CPU; its times are not GPU timings, so `bench` refuses it",
+        ));
     }
     let c = case::read_case(&input)?;
     let dev = open_device(device)?;
@@ -174,7 +183,17 @@ fn info(ptxas: bool) -> Result<()> {
         }
     }
     println!("bindings: {}", runtime::params::BINDINGS_STATUS);
+    match runtime::emu::EMU_LIBRARY {
+        Some(path) => println!("emulated device: built ({path}); emulated (CPU), not a GPU; select it with --device emu or ATTN_KERNELS_DEVICE=emu"),
+        None => println!("emulated device: not built ({})", runtime::emu::EMU_NOT_BUILT_REASON.unwrap_or("?")),
+    }
     match Gpu::first() {
+        Ok(g) if g.info().emulated => {
+            println!("gpu: none selected; ATTN_KERNELS_DEVICE=emu gives the emulated device (CPU), not a GPU");
+            if let Some(d) = runtime::emu::describe() {
+                println!("emulated device settings: {d}");
+            }
+        }
         Ok(g) => {
             let i = g.info();
             println!(
@@ -197,12 +216,17 @@ fn info(ptxas: bool) -> Result<()> {
 fn check_all(device: DeviceArg, filter: Option<String>) -> Result<bool> {
     let dev = open_device(device)?;
     if let Device::Cpu = dev {
-        let why = match Gpu::first() {
+        let why = match Gpu::new(0) {
             Err(e) => e.to_string(),
             Ok(_) if !runtime::kernels_compiled() => "kernels not compiled".into(),
             Ok(_) => "CPU requested".into(),
         };
         println!("device: cpu (reference vs float64 oracle; GPU: {why})");
+    } else if dev.gpu().is_some_and(|g| g.info().emulated) {
+        println!(
+            "device: {} (CUDA kernels on the emulated device vs CPU reference; emulated (CPU), not a GPU: times are not GPU timings)",
+            dev.name()
+        );
     } else {
         println!("device: {} (CUDA vs CPU reference)", dev.name());
     }
