@@ -419,4 +419,18 @@ typedef struct AkCopyParams {
     unsigned long long n_vec16;   /* 16-byte vectors to copy */
 } AkCopyParams;
 
+/* ========================================================================================
+ * probes: conformance probes of the warp-level instructions the kernels use (mma, ldmatrix,
+ * shfl, vote, cp.async, ex2, f16/bf16 conversions), one warp each.  [owner: emulator tests]
+ * Operand and result layouts are per kernel (kernels/probe/collectives.cu, src/runtime/probe.rs).
+ * ====================================================================================== */
+typedef struct AkProbeParams {
+    const void* in;               /* per-lane operands */
+    void* out;                    /* per-lane results */
+    int mode;                     /* kernel-specific variant (dtype, shuffle kind, ...) */
+    int n;                        /* element count of the elementwise probes */
+    unsigned int mask;            /* member mask of the vote probes */
+    int width;                    /* shuffle width: 32, 16, 8 or 4 */
+} AkProbeParams;
+
 #endif /* ATTN_KERNELS_PARAMS_H */

@@ -14,6 +14,7 @@
 
 pub mod emu;
 pub mod params;
+pub mod probe;
 
 use crate::error::{Error, Result};
 use crate::tensor::{checked_numel, DType, Tensor, TensorInfo};

@@ -39,3 +39,4 @@ kernel_params!(AkAttnParams);
 kernel_params!(AkDecodeParams, AkDecodeCombineParams, AkMergeStatesParams, AkAppendKvParams);
 kernel_params!(AkLinearParams, AkRwkv4Params);
 kernel_params!(AkDiffAttnParams, AkDiffEpilogueParams, AkDiffDecodeParams);
+kernel_params!(AkProbeParams);

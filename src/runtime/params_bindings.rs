@@ -505,3 +505,22 @@ impl Default for AkCopyParams {
         }
     }
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct AkProbeParams {
+    pub in_: *const ::core::ffi::c_void,
+    pub out: *mut ::core::ffi::c_void,
+    pub mode: ::core::ffi::c_int,
+    pub n: ::core::ffi::c_int,
+    pub mask: ::core::ffi::c_uint,
+    pub width: ::core::ffi::c_int,
+}
+impl Default for AkProbeParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
