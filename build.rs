@@ -475,6 +475,8 @@ fn build_emulator_with(
         "-DAK_EMU", "-include", "emu/cuda_emu.h", "-fsanitize=kernel-address",
         "--param", "asan-instrumentation-with-call-threshold=0", "--param", "asan-stack=0",
         "--param", "asan-globals=0", "-fno-sanitize-address-use-after-scope",
+        // Undefined behaviour in kernel code becomes a finding too (handlers in runtime.cpp).
+        "-fsanitize=signed-integer-overflow,shift,bounds,integer-divide-by-zero", "-fsanitize-recover=all",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -529,10 +531,10 @@ fn build_emulator_with(
                     args.hash(&mut h);
                     fs::read(src).unwrap_or_default().hash(&mut h);
                     if *inst {
-                        // The wrapper includes one .cu: hash every kernel source it may reach.
-                        let mut cus = Vec::new();
-                        collect(Path::new("kernels"), &["cu"], &mut cus);
-                        hash_files(&cus, &mut h);
+                        // The wrapper includes its .cu (headers are in `key`).
+                        if let Some(u) = units.iter().find(|u| obj.file_stem().is_some_and(|f| f == u.module.as_str())) {
+                            hash_files(std::slice::from_ref(&u.source), &mut h);
+                        }
                     } else {
                         hash_files(&[PathBuf::from("kernels/emu/runtime.cpp"), PathBuf::from("kernels/emu/driver.cpp")], &mut h);
                     }

@@ -768,6 +768,30 @@ extern "C" AK_HIDDEN void __asan_storeN_noabort(uintptr_t a, size_t n) {
 }
 extern "C" AK_HIDDEN void __asan_handle_no_return() {}
 
+// Undefined behaviour in kernel code (GCC's -fsanitize=signed-integer-overflow,shift,bounds,
+// integer-divide-by-zero with recovery): each report is a finding at the kernel source line the
+// compiler recorded. The data structures start with the source location (libsanitizer's ABI).
+struct UbLocation {
+    const char* file;
+    uint32_t line, column;
+};
+static void ub_finding(const void* data, const char* what, uintptr_t pc) {
+    if (!tl_block || !tl_thread) return;
+    const UbLocation& loc = *static_cast<const UbLocation*>(data);
+    const char* f = loc.file ? loc.file : "?";
+    if (const char* k = strstr(f, "kernels/")) f = k;
+    add_finding("ubcheck", fmt("%s (%s:%u:%u)", what, f, loc.line, loc.column), pc);
+}
+extern "C" {
+AK_HIDDEN void __ubsan_handle_add_overflow(void* d, void*, void*) { ub_finding(d, "signed integer overflow in +", (uintptr_t)__builtin_return_address(0)); }
+AK_HIDDEN void __ubsan_handle_sub_overflow(void* d, void*, void*) { ub_finding(d, "signed integer overflow in -", (uintptr_t)__builtin_return_address(0)); }
+AK_HIDDEN void __ubsan_handle_mul_overflow(void* d, void*, void*) { ub_finding(d, "signed integer overflow in *", (uintptr_t)__builtin_return_address(0)); }
+AK_HIDDEN void __ubsan_handle_negate_overflow(void* d, void*) { ub_finding(d, "signed integer overflow in negation", (uintptr_t)__builtin_return_address(0)); }
+AK_HIDDEN void __ubsan_handle_divrem_overflow(void* d, void*, void*) { ub_finding(d, "integer division by zero or overflow", (uintptr_t)__builtin_return_address(0)); }
+AK_HIDDEN void __ubsan_handle_shift_out_of_bounds(void* d, void*, void*) { ub_finding(d, "shift out of bounds", (uintptr_t)__builtin_return_address(0)); }
+AK_HIDDEN void __ubsan_handle_out_of_bounds(void* d, void*) { ub_finding(d, "array index out of bounds", (uintptr_t)__builtin_return_address(0)); }
+}
+
 namespace ak_emu {
 
 // ============================================================================ collectives
