@@ -155,3 +155,42 @@ fn check_rope_on_cpu_passes() {
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("rope") && text.contains("PASS") && !text.contains("FAIL"), "{text}");
 }
+
+/// `--device emu`: the CUDA kernels on the emulated device, labelled `cuda-emu` in the check
+/// table and in a case's outputs; `bench` refuses it (its times are not GPU timings). In a build
+/// without the emulated device the same commands fail with a message that says how to build it.
+#[test]
+fn device_emu_in_check_run_and_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = bin().args(["check", "--device", "emu", "--op", "rope"]).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    let input = dir.path().join("in.safetensors");
+    let output = dir.path().join("out.safetensors");
+    let mut rng = Rng::from_time();
+    let x = Tensor::from_f32(DType::BF16, &[1, 9, 2, 64], &rng.normal_vec(9 * 2 * 64)).unwrap();
+    write_case(&input, &Case::new(json!({"op": "rope", "rope": {"rotary_dim": 64}})).with("x", x)).unwrap();
+    let run = bin()
+        .args(["run", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap(), "--device", "emu"])
+        .output()
+        .unwrap();
+    let bench = bin().args(["bench", "--input", input.to_str().unwrap(), "--device", "emu"]).output().unwrap();
+    assert_eq!(bench.status.code(), Some(2), "bench --device emu must be refused");
+    assert!(String::from_utf8_lossy(&bench.stderr).contains("not GPU timings"));
+    if !attn_kernels::runtime::emu::is_built() {
+        for out in [&check, &run] {
+            assert_eq!(out.status.code(), Some(2));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("emulated device is not in this build"));
+        }
+        eprintln!("device_emu_in_check_run_and_bench: the emulated device is not in this build; checked the error only");
+        return;
+    }
+    assert!(check.status.success(), "{text}\n{}", String::from_utf8_lossy(&check.stderr));
+    assert!(text.contains("cuda-emu") && text.contains("PASS") && !text.contains("FAIL"), "{text}");
+    assert!(text.contains("n/a (emulated)") && !text.contains("GB/s"), "an emulated row must not show throughput:\n{text}");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // safetensors: an 8-byte little-endian header length, then the JSON header with the metadata.
+    let bytes = std::fs::read(&output).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["__metadata__"]["device"].as_str(), Some("cuda-emu"), "{header}");
+}

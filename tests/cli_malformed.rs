@@ -258,7 +258,7 @@ fn malformed_case_files_fail_cleanly_through_the_cli() {
         runs += 1;
     }
     // --device cuda without a usable GPU: a clean error (skipped when there is one).
-    if attn_kernels::Gpu::first().is_err() || !attn_kernels::runtime::kernels_compiled() {
+    if attn_kernels::Gpu::new(0).is_err() || !attn_kernels::runtime::kernels_compiled() {
         let out = run(&input, &output, "cuda");
         expect_clean("--device cuda without a GPU", &out, &output, false);
         runs += 1;
