@@ -27,7 +27,7 @@ run_benches() {
 run_sanitize() {
     local status=0
     for tool in memcheck racecheck initcheck synccheck; do
-        for t in "$here"/tests/*_gpu; do
+        for t in "$here"/tests/gpu; do
             [ -e "$t" ] || continue
             echo "== compute-sanitizer --tool $tool $(basename "$t")"
             compute-sanitizer --tool "$tool" --error-exitcode 99 "$t" --test-threads=1 >"$out/sanitize-$tool-$(basename "$t").log" 2>&1

@@ -74,7 +74,9 @@ pub fn gpu_for_test(test: &str) -> Option<Gpu> {
     }
     if let Ok(path) = std::env::var("ATTN_KERNELS_TEST_LOG") {
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{line}");
+            // One write per line: tests on parallel threads (and processes) append to the same
+            // file, and `writeln!` may split a line over several writes that then interleave.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
     outcome.ok()

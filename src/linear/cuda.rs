@@ -29,16 +29,28 @@ use crate::tensor::{expect_dtype, expect_rank, DType, Tensor, TensorInfo};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Which kernel computes `linear_attention` (and `delta_rule` through [`delta_rule_cuda_mode`]).
+///
+/// Accuracy (spec section 0: every output within the input dtype's bound, rel L2 against
+/// float64): the recurrent and decode kernels keep the state in f32 and do f32 math on the
+/// inputs as given, so `final_state` lands near 1e-5 whatever the input dtype. The chunked
+/// kernel rounds its tensor-core operands (the decay-scaled q and k, the state entering each
+/// chunk's product) to the input dtype, so its `final_state` error sits at that dtype's rounding
+/// (about 1e-4 for f16, 1e-3 for bf16): inside the spec's bound (f16 3e-3, bf16 1.5e-2), not
+/// at the f32 one. `Auto` still takes the chunked kernel for long f16/bf16 inputs, for speed;
+/// a caller that needs an f32-exact state from half-precision inputs asks for
+/// [`LinearMode::Recurrent`] (docs/decisions.md, "Linear-attention recurrences").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LinearMode {
     /// Decode kernel when every sequence has at most [`DECODE_MAX_LEN`] tokens (and `V % 4 == 0`);
     /// else, for `linear_attention`, the chunked kernel where
     /// [`super::chunked::auto_picks_chunked`] says so (f16/bf16, `K`, `V` in {64, 128}, longest
     /// sequence at least [`super::chunked::AUTO_MIN_LEN`] = 256 tokens); else the recurrent
-    /// prefill kernel. The slot calls never pick the chunked kernel.
+    /// prefill kernel. The slot calls never pick the chunked kernel. Where it picks the chunked
+    /// kernel, `final_state` has the chunked kernel's input-dtype accuracy.
     #[default]
     Auto,
-    /// The recurrent prefill kernel (state in registers, chunks of tokens staged).
+    /// The recurrent prefill kernel (state in registers, chunks of tokens staged): f32 state and
+    /// math for every input dtype, the choice for an f32-exact `final_state`.
     Recurrent,
     /// The decode kernel (split state, 16-byte state traffic); any `T`, meant for `T = 1`.
     Decode,

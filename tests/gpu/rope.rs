@@ -1,15 +1,13 @@
 //! RoPE on the GPU against the CPU reference: every rope_type, both layouts, partial rotary,
 //! position ids and varlen, positions up to 2^20, in place and out of place, poisoned outputs.
-//! Skips (printing why) where there is no GPU or the kernels were not compiled.
 
+use super::common::{gpu, randn};
 use attn_kernels::check::Rng;
 use attn_kernels::rope::cuda::{rope_cuda, rope_cuda_inplace, rope_cuda_into};
 use attn_kernels::rope::{rope_cpu, RopeArgs, RopeConfig, RopeOpConfig};
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
-use attn_kernels::bench::gpu_for_test;
 use attn_kernels::Error;
 use serde_json::json;
-
 
 fn scalings() -> Vec<serde_json::Value> {
     let short: Vec<f64> = (0..32).map(|i| 1.0 + 0.1 * i as f64).collect();
@@ -26,7 +24,7 @@ fn scalings() -> Vec<serde_json::Value> {
 
 #[test]
 fn rope_gpu_matches_cpu() {
-    let Some(gpu) = gpu_for_test(module_path!()) else { return };
+    let Some(gpu) = gpu(concat!(module_path!(), "::rope_gpu_matches_cpu")) else { return };
     let mut rng = Rng::from_time();
     let (b, s, h, d) = (3usize, 77usize, 5usize, 128usize);
     for scaling in scalings() {
@@ -36,7 +34,7 @@ fn rope_gpu_matches_cpu() {
                     let rope: RopeConfig = serde_json::from_value(json!({"rotary_dim": 64, "theta": 10000.0,
                         "interleaved": interleaved, "max_position_embeddings": 4096, "scaling": scaling})).unwrap();
                     let op = RopeOpConfig { rope, position_offset: offset };
-                    let x = Tensor::from_f32(dtype, &[b, s, h, d], &rng.normal_vec(b * s * h * d)).unwrap();
+                    let x = randn(&mut rng, dtype, &[b, s, h, d]);
                     let want = rope_cpu(&op, &RopeArgs { x: &x, position_ids: None, cu_seqlens: None }).unwrap();
                     let xd = gpu.upload(&x).unwrap();
                     let mut yd = gpu.alloc_poisoned(dtype, x.shape()).unwrap();
@@ -54,10 +52,10 @@ fn rope_gpu_matches_cpu() {
 
 #[test]
 fn rope_gpu_position_ids_varlen_inplace() {
-    let Some(gpu) = gpu_for_test(module_path!()) else { return };
+    let Some(gpu) = gpu(concat!(module_path!(), "::rope_gpu_position_ids_varlen_inplace")) else { return };
     let mut rng = Rng::from_time();
     let (total, h, d) = (300usize, 4usize, 96usize);
-    let x = Tensor::from_f32(DType::BF16, &[total, h, d], &rng.normal_vec(total * h * d)).unwrap();
+    let x = randn(&mut rng, DType::BF16, &[total, h, d]);
     let op = RopeOpConfig { rope: RopeConfig::new(96, 1e6), position_offset: 7 };
     let cu = [0, 100, 100, 300];
     let ids: Vec<i32> = (0..total).map(|_| rng.below(1 << 20) as i32).collect();
@@ -75,7 +73,7 @@ fn rope_gpu_position_ids_varlen_inplace() {
 
 #[test]
 fn rope_gpu_bad_inputs() {
-    let Some(gpu) = gpu_for_test(module_path!()) else { return };
+    let Some(gpu) = gpu(concat!(module_path!(), "::rope_gpu_bad_inputs")) else { return };
     let x = gpu.upload(&Tensor::from_f32(DType::F16, &[2, 8, 2, 64], &[0.25; 2048]).unwrap()).unwrap();
     let op = RopeOpConfig { rope: RopeConfig::new(64, 1e4), position_offset: 0 };
     let mut wrong = gpu.alloc(DType::F16, &[2, 8, 2, 32]).unwrap();

@@ -2,9 +2,9 @@
 //! different ops at once, every result checked against the CPU; and static checks that the
 //! handles and caches engines share between threads are `Send + Sync`.
 //!
-//! The GPU test uses the realistic shapes of `attn_kernels::check::all_cases()` (every op), and
-//! is skipped, with the reason printed, without a GPU.
+//! The GPU test uses the realistic shapes of `attn_kernels::check::all_cases()` (every op).
 
+use super::common::gpu;
 use attn_kernels::case::{self, Device, Tensors};
 use attn_kernels::check;
 use attn_kernels::tensor::rel_error;
@@ -38,23 +38,22 @@ const ROUNDS: usize = 3;
 
 #[test]
 fn many_threads_on_forked_streams_match_the_cpu() {
-    let Some(gpu) = attn_kernels::bench::gpu_for_test("many_threads_on_forked_streams_match_the_cpu") else {
-        return;
-    };
+    let Some(gpu) = gpu(concat!(module_path!(), "::many_threads_on_forked_streams_match_the_cpu")) else { return };
+    let (threads, rounds) = if gpu.info().emulated { (2, 1) } else { (THREADS, ROUNDS) }; // emulated: still two streams at once, every op; CPU time
     let cases = check::all_cases();
     // CPU results once per case (the reference every thread's GPU result is held to).
     let cpu: Vec<Tensors> = cases
         .iter()
         .map(|c| case::run(&c.case, &Device::Cpu).unwrap_or_else(|e| panic!("{} {}: CPU: {e}", c.op, c.shape)))
         .collect();
-    let barrier = Barrier::new(THREADS);
+    let barrier = Barrier::new(threads);
     std::thread::scope(|s| {
-        for t in 0..THREADS {
+        for t in 0..threads {
             let (gpu, cases, cpu, barrier) = (&gpu, &cases, &cpu, &barrier);
             s.spawn(move || {
                 let dev = Device::Cuda(gpu.fork().expect("fork a stream"));
                 barrier.wait();
-                for round in 0..ROUNDS {
+                for round in 0..rounds {
                     // Each thread walks the cases from a different start, so different ops
                     // run at the same time.
                     for i in 0..cases.len() {
