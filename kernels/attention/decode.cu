@@ -530,7 +530,6 @@ extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r2(const A
 extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r4(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 256, 4>(p); }
 extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r8(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 256, 8>(p); }
 
-extern "C" __global__ void __launch_bounds__(128) ak_decode_combine_f32(const AkDecodeCombineParams p) { decode::combine_kernel<float>(p); }
 extern "C" __global__ void __launch_bounds__(128) ak_decode_combine_f16(const AkDecodeCombineParams p) { decode::combine_kernel<__half>(p); }
 extern "C" __global__ void __launch_bounds__(128) ak_decode_combine_bf16(const AkDecodeCombineParams p) { decode::combine_kernel<__nv_bfloat16>(p); }
 

@@ -369,7 +369,8 @@ fn launch_decode(
             head_dim_v: p.head_dim_v as i32,
             dtype: p.dtype.kernel_code(),
         };
-        let name = by_dtype(p.dtype, "ak_decode_combine_f32", "ak_decode_combine_f16", "ak_decode_combine_bf16");
+        // GPU decode takes f16 and bf16 only (check_gpu_decode), so the combine has no f32 form.
+        let name = if p.dtype == DType::BF16 { "ak_decode_combine_bf16" } else { "ak_decode_combine_f16" };
         let total_rows = (p.batch * p.seqlen_q * p.heads_q) as u32;
         gpu.launch(DECODE_MODULE, name, (total_rows, 1, 1), (128, 1, 1), 0, &cp)?;
     }
