@@ -5,7 +5,7 @@
 #include "common/dtype.cuh"
 #include "common/rope.cuh"
 
-namespace append {
+namespace ak::decode {
 
 template <typename T>
 __device__ __forceinline__ void append_kernel(const AkAppendKvParams& p) {
@@ -45,7 +45,7 @@ __device__ __forceinline__ void append_kernel(const AkAppendKvParams& p) {
                 partner = d < half ? d + half : d - half;
                 sign = d < half ? -1.f : 1.f;
             }
-            const float2 cs = ak_rope_cos_sin(rt, pos, i);
+            const float2 cs = rope_cos_sin(rt, pos, i);
             y = rt.attention_factor * (x * cs.x + sign * to_float(k_src[partner]) * cs.y);
         }
         k_dst[d] = from_float<T>(y);
@@ -53,8 +53,8 @@ __device__ __forceinline__ void append_kernel(const AkAppendKvParams& p) {
     for (int d = threadIdx.x; d < p.head_dim_v; d += blockDim.x) v_dst[d] = v_src[d];
 }
 
-}  // namespace append
+}  // namespace ak::decode
 
-extern "C" __global__ void __launch_bounds__(128) ak_append_kv_f32(const AkAppendKvParams p) { append::append_kernel<float>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_append_kv_f16(const AkAppendKvParams p) { append::append_kernel<__half>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_append_kv_bf16(const AkAppendKvParams p) { append::append_kernel<__nv_bfloat16>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_append_kv_f32(const AkAppendKvParams p) { ak::decode::append_kernel<float>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_append_kv_f16(const AkAppendKvParams p) { ak::decode::append_kernel<__half>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_append_kv_bf16(const AkAppendKvParams p) { ak::decode::append_kernel<__nv_bfloat16>(p); }

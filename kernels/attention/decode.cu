@@ -11,28 +11,16 @@
 #include "params.h"
 #include "common/dtype.cuh"
 #include "common/rope.cuh"
-#include "common/ptx.cuh"
+#include "common/tile.cuh"
 #include <stdint.h>
 
-namespace decode {
+namespace ak::decode {
 
 constexpr int THREADS = 128;
 constexpr int VEC = 8;     // head-dim elements per lane
 constexpr int KPS = 2;     // keys per lane group per pipeline stage
 constexpr int STAGES = 4;  // cp.async pipeline depth (STAGES - 1 stages in flight)
-constexpr float LOG2E = 1.4426950408889634f;
-constexpr float LN2 = 0.6931471805599453f;
 constexpr unsigned FULL = 0xffffffffu;
-
-// ----------------------------------------------------------------------------- cp.async
-
-// 16-byte global -> shared copy; `valid == false` writes zeros and reads nothing.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-    ak::ptx::cp_async_cg_16(ak::ptx::smem_addr(smem), gmem, valid ? 16 : 0);
-}
-__device__ __forceinline__ void cp_async_commit() { ak::ptx::cp_async_commit(); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { ak::ptx::cp_async_wait<N>(); }
 
 // ------------------------------------------------------------------------ 8-element chunks
 
@@ -43,26 +31,16 @@ struct Chunk {
     static constexpr int U4 = WORDS / 4;
 };
 
+// The 8 elements held in `w` widened to f32.
 __device__ __forceinline__ void words_to_float(const uint32_t* w, float* x, float) {
 #pragma unroll
     for (int i = 0; i < VEC; ++i) x[i] = __uint_as_float(w[i]);
 }
-__device__ __forceinline__ void words_to_float(const uint32_t* w, float* x, __half) {
+template <typename T>
+__device__ __forceinline__ void words_to_float(const uint32_t* w, float* x, T) {
 #pragma unroll
     for (int i = 0; i < VEC / 2; ++i) {
-        __half2 h;
-        memcpy(&h, &w[i], 4);
-        const float2 f = __half22float2(h);
-        x[2 * i] = f.x;
-        x[2 * i + 1] = f.y;
-    }
-}
-__device__ __forceinline__ void words_to_float(const uint32_t* w, float* x, __nv_bfloat16) {
-#pragma unroll
-    for (int i = 0; i < VEC / 2; ++i) {
-        __nv_bfloat162 h;
-        memcpy(&h, &w[i], 4);
-        const float2 f = __bfloat1622float2(h);
+        const float2 f = unpack2<T>(w[i]);
         x[2 * i] = f.x;
         x[2 * i + 1] = f.y;
     }
@@ -85,16 +63,16 @@ __device__ __forceinline__ void rope_chunk(const AkRopeTable& t, int d0, float* 
     if (t.interleaved) {
 #pragma unroll
         for (int e = 0; e < VEC; e += 2) {
-            const float2 r = ak_rope_rotate(x[e], x[e + 1], cs[e >> 1], a);
+            const float2 r = rope_rotate(x[e], x[e + 1], cs[e >> 1], a);
             x[e] = r.x;
             x[e + 1] = r.y;
         }
     } else if (d0 < (t.rotary_dim >> 1)) {  // x holds the x1 of its pairs, partner the x2
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) x[e] = ak_rope_rotate(x[e], partner[e], cs[e], a).x;
+        for (int e = 0; e < VEC; ++e) x[e] = rope_rotate(x[e], partner[e], cs[e], a).x;
     } else {
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) x[e] = ak_rope_rotate(partner[e], x[e], cs[e], a).y;
+        for (int e = 0; e < VEC; ++e) x[e] = rope_rotate(partner[e], x[e], cs[e], a).y;
     }
 }
 
@@ -104,7 +82,7 @@ __device__ __forceinline__ void rope_cs_direct(const AkRopeTable& t, int pos, in
     const int nf = t.interleaved ? VEC / 2 : VEC;
 #pragma unroll
     for (int i = 0; i < VEC; ++i)
-        if (i < nf) cs[i] = ak_rope_cos_sin(t, pos, f0 + i);
+        if (i < nf) cs[i] = rope_cos_sin(t, pos, f0 + i);
 }
 
 // (cos, sin) of the lane's frequencies at key positions, walked in increasing order: the `lo`
@@ -148,7 +126,7 @@ struct KeyRope {
         float2 l[VEC];
         load_row(t.lo, lo, half, f0, nf, l);
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) {  // angle addition, as ak_rope_cos_sin (exact for hi = 0)
+        for (int i = 0; i < VEC; ++i) {  // angle addition, as rope_cos_sin (exact for hi = 0)
             if (i < nf) {
                 const float2 h = hcs[i];
                 cs[i] = make_float2(fmaf(h.x, l[i].x, -h.y * l[i].y), fmaf(h.y, l[i].x, h.x * l[i].y));
@@ -273,8 +251,8 @@ __device__ __forceinline__ void decode_kernel(const AkDecodeParams& p) {
             }
 #pragma unroll
             for (int q4 = 0; q4 < U4; ++q4) {
-                cp_async16(ring(slot, u, 0, q4), ks + q4 * ELEMS_PER_U4, valid);
-                cp_async16(ring(slot, u, 1, q4), vs + q4 * ELEMS_PER_U4, valid);
+                cp_async_16(ring(slot, u, 0, q4), ks + q4 * ELEMS_PER_U4, valid);
+                cp_async_16(ring(slot, u, 1, q4), vs + q4 * ELEMS_PER_U4, valid);
             }
         }
         cp_async_commit();  // also when empty, so group counting stays uniform
@@ -344,7 +322,7 @@ __device__ __forceinline__ void decode_kernel(const AkDecodeParams& p) {
                 if (p.causal) ok = ok && j <= qpos[r];
                 if (p.window_left >= 0) ok = ok && j >= qpos[r] - p.window_left;
                 if (p.window_right >= 0) ok = ok && j <= qpos[r] + p.window_right;
-                s[u][r] = ok ? x * LOG2E : -INFINITY;
+                s[u][r] = ok ? x * kLog2e : -INFINITY;
             }
         }
 
@@ -414,7 +392,7 @@ __device__ __forceinline__ void decode_kernel(const AkDecodeParams& p) {
                 osum = fmaf(red_acc[(r * GROUPS + g) * D + d], w, osum);
             }
             out = osum / lsum;
-            lse = (mmax + log2f(lsum)) * LN2;
+            lse = (mmax + log2f(lsum)) * kLn2;
         }
         const long long orow = (long long)(b * sq + t) * p.heads_q + h;  // row of o [B, Sq, Hq, Dv]
         const long long lrow = ((long long)b * p.heads_q + h) * sq + t;   // entry of lse [B, Hq, Sq]
@@ -496,7 +474,7 @@ __device__ __forceinline__ void merge_kernel(const AkMergeStatesParams& p) {
     if (threadIdx.x == 0) p.lse[lidx] = mx + log1pf(fminf(wa, wb));
 }
 
-}  // namespace decode
+}  // namespace ak::decode
 
 // ------------------------------------------------------------------------- entry points
 // ak_decode_<dtype>_d<D>_r<ROWS>: f16/bf16, D = Dv in {64, 128, 256}, ROWS query rows per CTA.
@@ -504,36 +482,36 @@ __device__ __forceinline__ void merge_kernel(const AkMergeStatesParams& p) {
 
 // clang-format off
 
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r1(const AkDecodeParams p) { decode::decode_kernel<__half, 64, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r2(const AkDecodeParams p) { decode::decode_kernel<__half, 64, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r4(const AkDecodeParams p) { decode::decode_kernel<__half, 64, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r8(const AkDecodeParams p) { decode::decode_kernel<__half, 64, 8>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r1(const AkDecodeParams p) { decode::decode_kernel<__half, 128, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r2(const AkDecodeParams p) { decode::decode_kernel<__half, 128, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r4(const AkDecodeParams p) { decode::decode_kernel<__half, 128, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r8(const AkDecodeParams p) { decode::decode_kernel<__half, 128, 8>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r1(const AkDecodeParams p) { decode::decode_kernel<__half, 256, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r2(const AkDecodeParams p) { decode::decode_kernel<__half, 256, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r4(const AkDecodeParams p) { decode::decode_kernel<__half, 256, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r8(const AkDecodeParams p) { decode::decode_kernel<__half, 256, 8>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 64, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 64, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 64, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 64, 8>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 128, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 128, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 128, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 128, 8>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 256, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 256, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 256, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 256, 8>(p); }
 
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r1(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 64, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r2(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 64, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r4(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 64, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r8(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 64, 8>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r1(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 128, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r2(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 128, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r4(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 128, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r8(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 128, 8>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r1(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 256, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r2(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 256, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r4(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 256, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r8(const AkDecodeParams p) { decode::decode_kernel<__nv_bfloat16, 256, 8>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 64, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 64, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 64, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 64, 8>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 128, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 128, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 128, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 128, 8>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 256, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 256, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 256, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 256, 8>(p); }
 
-extern "C" __global__ void __launch_bounds__(128) ak_decode_combine_f16(const AkDecodeCombineParams p) { decode::combine_kernel<__half>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_combine_bf16(const AkDecodeCombineParams p) { decode::combine_kernel<__nv_bfloat16>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_combine_f16(const AkDecodeCombineParams p) { ak::decode::combine_kernel<__half>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_decode_combine_bf16(const AkDecodeCombineParams p) { ak::decode::combine_kernel<__nv_bfloat16>(p); }
 
-extern "C" __global__ void __launch_bounds__(128) ak_merge_states_f32(const AkMergeStatesParams p) { decode::merge_kernel<float>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_merge_states_f16(const AkMergeStatesParams p) { decode::merge_kernel<__half>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_merge_states_bf16(const AkMergeStatesParams p) { decode::merge_kernel<__nv_bfloat16>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_merge_states_f32(const AkMergeStatesParams p) { ak::decode::merge_kernel<float>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_merge_states_f16(const AkMergeStatesParams p) { ak::decode::merge_kernel<__half>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_merge_states_bf16(const AkMergeStatesParams p) { ak::decode::merge_kernel<__nv_bfloat16>(p); }
 // clang-format on

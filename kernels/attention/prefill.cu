@@ -16,13 +16,11 @@
 // Shared memory rows are padded by 8 elements (16 bytes), which makes every ldmatrix phase
 // and the 16-byte cp.async writes bank-conflict free without a swizzle.
 #include "params.h"
+#include "common/dtype.cuh"
 #include "common/tile.cuh"
 #include "common/rope.cuh"
 
-namespace {
-
-using ak::cp_async_commit;
-using ak::cp_async_wait;
+namespace ak::attention {
 
 // Tile shape per (D, Dv).
 template <int D_, int DV_, int MT_, int NWARPS_, int BN_>
@@ -47,19 +45,16 @@ using Cfg256 = Cfg<256, 256, 1, 8, 32>;     // 128 x 32, 8 warps x 16 rows (132 
 using Cfg64v128 = Cfg<64, 128, 2, 4, 32>;   // Dv = 2D, 128 x 32
 using Cfg128v256 = Cfg<128, 256, 1, 8, 32>; // Dv = 2D, 128 x 32 (116 KB)
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
 // tanh(x) = 1 - 2 / (e^{2x} + 1): branch-free, saturates correctly at +-inf, absolute error a
 // few f32 ulps of 1 (the softcap multiplies it, so relative accuracy near 0 is not needed).
 __device__ __forceinline__ float tanh_fast(float x) {
-    return 1.f - __fdividef(2.f, exp2f(x * (2.f * 1.4426950408889634f)) + 1.f);
+    return 1.f - __fdividef(2.f, exp2f(x * (2.f * kLog2e)) + 1.f);
 }
 
 // (cos, sin) of a possibly negative position: cos(-x) = cos x, sin(-x) = -sin x.
 __device__ __forceinline__ float2 rope_cs(const AkRopeTable& tab, long long pos, int i) {
     const long long a = pos < 0 ? -pos : pos;
-    float2 cs = ak_rope_cos_sin(tab, a > 0x7fffffffLL ? 0x7fffffff : (int)a, i);
+    float2 cs = rope_cos_sin(tab, a > 0x7fffffffLL ? 0x7fffffff : (int)a, i);
     if (pos < 0) cs.y = -cs.y;
     return cs;
 }
@@ -74,8 +69,8 @@ __device__ __forceinline__ void rope_tile(T* s, int rows_valid, const AkRopeTabl
         const long long pos = ids ? (long long)ids[r] : first + r;
         T* row = s + r * STRIDE;
         for (int i = lane; i < half; i += 32) {
-            const int2 pr = ak_rope_pair(tab, i);
-            const float2 y = ak_rope_rotate(to_float(row[pr.x]), to_float(row[pr.y]), rope_cs(tab, pos, i),
+            const int2 pr = rope_pair(tab, i);
+            const float2 y = rope_rotate(to_float(row[pr.x]), to_float(row[pr.y]), rope_cs(tab, pos, i),
                                             tab.attention_factor);
             row[pr.x] = from_float<T>(y.x);
             row[pr.y] = from_float<T>(y.y);
@@ -84,7 +79,7 @@ __device__ __forceinline__ void rope_tile(T* s, int rows_valid, const AkRopeTabl
 }
 
 // (cos, sin) of pairs i and i+1 (i even, rotary_dim % 4 == 0) at position pos >= 0 in one
-// 16-byte load per table level; the same arithmetic as ak_rope_cos_sin, so results are identical.
+// 16-byte load per table level; the same arithmetic as rope_cos_sin, so results are identical.
 __device__ __forceinline__ float4 rope_cs2(const AkRopeTable& tab, long long pos, int i) {
     const int half = tab.rotary_dim >> 1;
     const long long max_pos = (long long)tab.n_hi * AK_ROPE_LO_SIZE - 1;
@@ -122,21 +117,20 @@ __device__ __forceinline__ void rope_tile_vec(T* s, int rows_valid, const AkRope
             float a0, a1, b0, b1;  // pair i = (a0, b0), pair i+1 = (a1, b1)
             if (tab.interleaved) {
                 const uint2 u = *reinterpret_cast<const uint2*>(row + 2 * i);
-                const float2 x01 = ak::unpack2<T>(u.x), x23 = ak::unpack2<T>(u.y);
+                const float2 x01 = unpack2<T>(u.x), x23 = unpack2<T>(u.y);
                 a0 = x01.x, b0 = x01.y, a1 = x23.x, b1 = x23.y;
             } else {
-                const float2 xa = ak::unpack2<T>(*reinterpret_cast<const uint32_t*>(row + i));
-                const float2 xb = ak::unpack2<T>(*reinterpret_cast<const uint32_t*>(row + i + half));
+                const float2 xa = unpack2<T>(*reinterpret_cast<const uint32_t*>(row + i));
+                const float2 xb = unpack2<T>(*reinterpret_cast<const uint32_t*>(row + i + half));
                 a0 = xa.x, a1 = xa.y, b0 = xb.x, b1 = xb.y;
             }
-            const float2 y0 = ak_rope_rotate(a0, b0, make_float2(cs.x, cs.y), f);
-            const float2 y1 = ak_rope_rotate(a1, b1, make_float2(cs.z, cs.w), f);
+            const float2 y0 = rope_rotate(a0, b0, make_float2(cs.x, cs.y), f);
+            const float2 y1 = rope_rotate(a1, b1, make_float2(cs.z, cs.w), f);
             if (tab.interleaved) {
-                *reinterpret_cast<uint2*>(row + 2 * i) =
-                    make_uint2(ak::Mma<T>::pack(y0.x, y0.y), ak::Mma<T>::pack(y1.x, y1.y));
+                *reinterpret_cast<uint2*>(row + 2 * i) = make_uint2(pack2<T>(y0.x, y0.y), pack2<T>(y1.x, y1.y));
             } else {
-                *reinterpret_cast<uint32_t*>(row + i) = ak::Mma<T>::pack(y0.x, y1.x);
-                *reinterpret_cast<uint32_t*>(row + i + half) = ak::Mma<T>::pack(y0.y, y1.y);
+                *reinterpret_cast<uint32_t*>(row + i) = pack2<T>(y0.x, y1.x);
+                *reinterpret_cast<uint32_t*>(row + i + half) = pack2<T>(y0.y, y1.y);
             }
         }
     }
@@ -202,11 +196,11 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     const int t_end = j_end > j_begin ? (j_end + BN - 1) / BN : t_begin;
 
     // Prologue: Q and the first K/V tile in one group.
-    ak::load_tile_async<BM, D, C::QS, NT>(sQ, q, p.q_row_stride, sq - m0, tid);
+    load_tile_async<BM, D, C::QS, NT>(sQ, q, p.q_row_stride, sq - m0, tid);
     if (t_begin < t_end) {
         const int n0 = t_begin * BN;
-        ak::load_tile_async<BN, D, C::KS, NT>(sK, k + n0 * p.k_row_stride, p.k_row_stride, sk - n0, tid);
-        ak::load_tile_async<BN, DV, C::VS, NT>(sV, v + n0 * p.v_row_stride, p.v_row_stride, sk - n0, tid);
+        load_tile_async<BN, D, C::KS, NT>(sK, k + n0 * p.k_row_stride, p.k_row_stride, sk - n0, tid);
+        load_tile_async<BN, DV, C::VS, NT>(sV, v + n0 * p.v_row_stride, p.v_row_stride, sk - n0, tid);
     }
     cp_async_commit();
 
@@ -228,12 +222,12 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
 
     const int row_w = warp * C::WM;  // first block row of this warp
     float acc_o[MT][NTILES_O][4];
-    ak::SoftmaxRow stat[MT][2];
+    SoftmaxRow stat[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
         for (int nt = 0; nt < NTILES_O; ++nt) acc_o[mt][nt][0] = acc_o[mt][nt][1] = acc_o[mt][nt][2] = acc_o[mt][nt][3] = 0.f;
-        stat[mt][0] = stat[mt][1] = ak::SoftmaxRow{-INFINITY, 0.f};
+        stat[mt][0] = stat[mt][1] = SoftmaxRow{-INFINITY, 0.f};
     }
 
     for (int t = t_begin; t < t_end; ++t) {
@@ -241,9 +235,9 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         const int n0 = t * BN;
         if (t + 1 < t_end) {  // prefetch the next tile into the other stage
             const int n1 = n0 + BN;
-            ak::load_tile_async<BN, D, C::KS, NT>(sK + (stage ^ 1) * BN * C::KS, k + n1 * p.k_row_stride,
+            load_tile_async<BN, D, C::KS, NT>(sK + (stage ^ 1) * BN * C::KS, k + n1 * p.k_row_stride,
                                                   p.k_row_stride, sk - n1, tid);
-            ak::load_tile_async<BN, DV, C::VS, NT>(sV + (stage ^ 1) * BN * C::VS, v + n1 * p.v_row_stride,
+            load_tile_async<BN, DV, C::VS, NT>(sV + (stage ^ 1) * BN * C::VS, v + n1 * p.v_row_stride,
                                                    p.v_row_stride, sk - n1, tid);
         }
         cp_async_commit();   // possibly empty: keeps "wait for all but the newest" uniform
@@ -268,15 +262,15 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
             uint32_t a[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt)
-                ak::ldmatrix_x4(a[mt], sQ + (row_w + mt * 16 + ak::a_row(lane)) * C::QS + kt * 16 + ak::a_col(lane));
+                ldmatrix_x4(a[mt], sQ + (row_w + mt * 16 + a_row(lane)) * C::QS + kt * 16 + a_col(lane));
 #pragma unroll
             for (int np = 0; np < BN / 16; ++np) {
                 uint32_t bk[4];
-                ak::ldmatrix_x4(bk, k_s + (np * 16 + ak::bt_row(lane)) * C::KS + kt * 16 + ak::bt_col(lane));
+                ldmatrix_x4(bk, k_s + (np * 16 + bt_row(lane)) * C::KS + kt * 16 + bt_col(lane));
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
-                    ak::Mma<T>::run(acc_s[mt][2 * np], a[mt], bk[0], bk[1]);
-                    ak::Mma<T>::run(acc_s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+                    Mma<T>::run(acc_s[mt][2 * np], a[mt], bk[0], bk[1]);
+                    Mma<T>::run(acc_s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
                 }
             }
         }
@@ -314,9 +308,9 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
                         mx = fmaxf(mx, x);
                     }
                 }
-                mx = ak::quad_max(mx);
+                mx = quad_max(mx);
                 const float m_new = fmaxf(stat[mt][rh].m, mx);
-                const float m_use = ak::safe_max(m_new);
+                const float m_use = safe_max(m_new);
                 const float alpha = exp2f(stat[mt][rh].m - m_use);  // 0 while the old max is -inf
                 stat[mt][rh].m = m_new;
                 float sum = 0.f;
@@ -326,7 +320,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
                     const float e1 = exp2f(acc_s[mt][nt][rh * 2 + 1] - m_use);
                     sum += e0 + e1;
                     // P as the A operand of P V: n-tile nt is half (nt % 2) of k-step nt / 2.
-                    p_frag[mt][nt / 2][rh + 2 * (nt % 2)] = ak::Mma<T>::pack(e0, e1);
+                    p_frag[mt][nt / 2][rh + 2 * (nt % 2)] = Mma<T>::pack(e0, e1);
                 }
                 stat[mt][rh].l = stat[mt][rh].l * alpha + sum;
 #pragma unroll
@@ -343,11 +337,11 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
 #pragma unroll
             for (int np = 0; np < DV / 16; ++np) {
                 uint32_t bv[4];
-                ak::ldmatrix_x4_trans(bv, v_s + (kt * 16 + ak::bk_row(lane)) * C::VS + np * 16 + ak::bk_col(lane));
+                ldmatrix_x4_trans(bv, v_s + (kt * 16 + bk_row(lane)) * C::VS + np * 16 + bk_col(lane));
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
-                    ak::Mma<T>::run(acc_o[mt][2 * np], p_frag[mt][kt], bv[0], bv[1]);
-                    ak::Mma<T>::run(acc_o[mt][2 * np + 1], p_frag[mt][kt], bv[2], bv[3]);
+                    Mma<T>::run(acc_o[mt][2 * np], p_frag[mt][kt], bv[0], bv[1]);
+                    Mma<T>::run(acc_o[mt][2 * np + 1], p_frag[mt][kt], bv[2], bv[3]);
                 }
             }
         }
@@ -361,14 +355,14 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
         for (int rh = 0; rh < 2; ++rh) {
-            const float l = ak::quad_sum(stat[mt][rh].l);
+            const float l = quad_sum(stat[mt][rh].l);
             const float inv = l > 0.f ? 1.f / l : 0.f;  // fully masked row: o = 0
             const int r = row_w + mt * 16 + g + rh * 8;  // block row
             T* srow = sQ + r * C::QS + 2 * tq;
 #pragma unroll
             for (int nt = 0; nt < NTILES_O; ++nt) {
                 *reinterpret_cast<uint32_t*>(srow + nt * 8) =
-                    ak::Mma<T>::pack(acc_o[mt][nt][rh * 2] * inv, acc_o[mt][nt][rh * 2 + 1] * inv);
+                    Mma<T>::pack(acc_o[mt][nt][rh * 2] * inv, acc_o[mt][nt][rh * 2 + 1] * inv);
             }
             if (p.lse && tq == 0 && m0 + r < sq) {
                 const float lse = l > 0.f ? (stat[mt][rh].m + log2f(l)) * kLn2 : -INFINITY;
@@ -388,41 +382,42 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     }
 }
 
-}  // namespace
-
-// Entry points: ak_attn_fwd_<dtype>_d<D>[_dv<Dv>]. Grid (ceil(max Sq / BM), Hq, batch), block
-// NT threads, Cfg::SMEM_BYTES of dynamic shared memory. __launch_bounds__ repeat NT literally
-// (build.rs reads these declarations); the static_asserts keep them equal to the configs.
+// The entry points' __launch_bounds__ repeat NT literally (build.rs reads those declarations);
+// these keep them equal to the configs.
 static_assert(Cfg64::NT == 128 && Cfg128::NT == 128 && Cfg64v128::NT == 128, "launch bounds");
 static_assert(Cfg256::NT == 256 && Cfg128v256::NT == 256, "launch bounds");
 
+}  // namespace ak::attention
+
+// Entry points: ak_attn_fwd_<dtype>_d<D>[_dv<Dv>]. Grid (ceil(max Sq / BM), Hq, batch), block
+// NT threads, Cfg::SMEM_BYTES of dynamic shared memory.
 extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_f16_d64(const AkAttnParams p) {
-    attention_forward<__half, Cfg64>(p);
+    ak::attention::attention_forward<__half, ak::attention::Cfg64>(p);
 }
 extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_bf16_d64(const AkAttnParams p) {
-    attention_forward<__nv_bfloat16, Cfg64>(p);
+    ak::attention::attention_forward<__nv_bfloat16, ak::attention::Cfg64>(p);
 }
 extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_f16_d128(const AkAttnParams p) {
-    attention_forward<__half, Cfg128>(p);
+    ak::attention::attention_forward<__half, ak::attention::Cfg128>(p);
 }
 extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_bf16_d128(const AkAttnParams p) {
-    attention_forward<__nv_bfloat16, Cfg128>(p);
+    ak::attention::attention_forward<__nv_bfloat16, ak::attention::Cfg128>(p);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_f16_d256(const AkAttnParams p) {
-    attention_forward<__half, Cfg256>(p);
+    ak::attention::attention_forward<__half, ak::attention::Cfg256>(p);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_bf16_d256(const AkAttnParams p) {
-    attention_forward<__nv_bfloat16, Cfg256>(p);
+    ak::attention::attention_forward<__nv_bfloat16, ak::attention::Cfg256>(p);
 }
 extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_f16_d64_dv128(const AkAttnParams p) {
-    attention_forward<__half, Cfg64v128>(p);
+    ak::attention::attention_forward<__half, ak::attention::Cfg64v128>(p);
 }
 extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_bf16_d64_dv128(const AkAttnParams p) {
-    attention_forward<__nv_bfloat16, Cfg64v128>(p);
+    ak::attention::attention_forward<__nv_bfloat16, ak::attention::Cfg64v128>(p);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_f16_d128_dv256(const AkAttnParams p) {
-    attention_forward<__half, Cfg128v256>(p);
+    ak::attention::attention_forward<__half, ak::attention::Cfg128v256>(p);
 }
 extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_bf16_d128_dv256(const AkAttnParams p) {
-    attention_forward<__nv_bfloat16, Cfg128v256>(p);
+    ak::attention::attention_forward<__nv_bfloat16, ak::attention::Cfg128v256>(p);
 }

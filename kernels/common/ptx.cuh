@@ -25,8 +25,7 @@
 #define AK_DYNAMIC_SHARED(T, name) extern __shared__ __align__(128) T name[]
 #endif
 
-namespace ak {
-namespace ptx {
+namespace ak::ptx {
 
 // Generic pointer to shared memory -> shared-window address (cvta.to.shared).
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -184,5 +183,4 @@ __device__ __forceinline__ float ex2_approx_ftz(float x) {
 #endif
 }
 
-}  // namespace ptx
-}  // namespace ak
+}  // namespace ak::ptx

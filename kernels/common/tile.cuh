@@ -1,6 +1,8 @@
-// Tile primitives for tensor-core kernels on sm_80+ (Ampere, Hopper through mma.sync):
-// cp.async global->shared copies, ldmatrix fragment loads, mma.sync m16n8k16 (f16/bf16 in,
-// f32 accumulate), and the warp reductions an online softmax needs.
+// Tile primitives for tensor-core kernels on sm_80+ (Ampere, Hopper through mma.sync), over the
+// PTX wrappers of common/ptx.cuh: cp.async global->shared copies, ldmatrix fragment loads and
+// their per-lane addresses, mma.sync m16n8k16 (f16/bf16 in, f32 accumulate) with the fragment
+// packing helpers, the XOR swizzle of shared tiles, warp reductions and the online-softmax row.
+// Kernels use these (and dtype.cuh); only the probe kernels call ak::ptx directly.
 //
 // Fragment layouts of mma.sync.m16n8k16.row.col (per warp; g = lane / 4, t = lane % 4):
 //   A 16x16 (row-major), 4 regs of 2 elements, low half = lower column:
@@ -15,7 +17,7 @@
 // ldmatrix.x4 loads four 8x8 matrices of 16-bit elements; lane l gives the shared address of
 // row (l % 8) of matrix (l / 8), and register i of every lane receives matrix i, with lane l
 // holding row l/4, columns 2(l%4), 2(l%4)+1 (.trans: column l/4, rows 2(l%4), 2(l%4)+1).
-// The *_addr helpers below compute the per-lane row and column for the three uses.
+// The *_row / *_col helpers below compute the per-lane row and column for the four uses.
 #pragma once
 #include <stdint.h>
 #include "common/dtype.cuh"
@@ -25,12 +27,10 @@ namespace ak {
 
 // ------------------------------------------------------------------------- cp.async
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return ptx::smem_addr(p); }
-
 // Copy 16 bytes global -> shared, bypassing L1. When `valid` is false the 16 destination bytes
 // are zero-filled and `src` is not read (it must still be a mapped address; pass a tile base).
 __device__ __forceinline__ void cp_async_16(void* dst_smem, const void* src, bool valid) {
-    ptx::cp_async_cg_16(smem_u32(dst_smem), src, valid ? 16 : 0);
+    ptx::cp_async_cg_16(ptx::smem_addr(dst_smem), src, valid ? 16 : 0);
 }
 
 __device__ __forceinline__ void cp_async_commit() { ptx::cp_async_commit(); }
@@ -40,6 +40,9 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     ptx::cp_async_wait<N>();
 }
+
+// Hint: bring the 128-byte line holding p into L2 (no register, nothing to wait for).
+__device__ __forceinline__ void prefetch_l2(const void* p) { ptx::prefetch_l2(p); }
 
 // Cooperative copy of a ROWS x COLS tile (16-bit elements, COLS % 8 == 0) by NT threads:
 // global row r at `src + r * src_row_stride`, shared row r at `dst + r * DST_STRIDE`.
@@ -67,17 +70,20 @@ __device__ __forceinline__ void load_tile_async(T* dst, const T* src, long long 
 // ------------------------------------------------------------------------- ldmatrix
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row) {
-    ptx::ldmatrix_x4(r, smem_u32(smem_row));
+    ptx::ldmatrix_x4(r, ptx::smem_addr(smem_row));
 }
 
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem_row) {
-    ptx::ldmatrix_x4_trans(r, smem_u32(smem_row));
+    ptx::ldmatrix_x4_trans(r, ptx::smem_addr(smem_row));
 }
 
-// Per-lane (row, col) offsets inside a 16x16 tile for the three ldmatrix.x4 patterns:
+// Per-lane (row, col) offsets inside a 16x16 tile for the four ldmatrix.x4 patterns:
 // A operand from a row-major [m][k] tile -> regs a0..a3.
 __device__ __forceinline__ int a_row(int lane) { return lane & 15; }
 __device__ __forceinline__ int a_col(int lane) { return (lane >> 4) << 3; }
+// A operand from a [k][m] tile with .trans (e.g. V^T from V) -> regs a0..a3.
+__device__ __forceinline__ int at_row(int lane) { return (lane & 7) + ((lane >> 4) << 3); }
+__device__ __forceinline__ int at_col(int lane) { return ((lane >> 3) & 1) << 3; }
 // B operand of two n-tiles from an [n][k] tile (B = tile^T, e.g. K for Q.K^T)
 // -> regs {b0, b1} of n-tile 0, then {b0, b1} of n-tile 1.
 __device__ __forceinline__ int bt_row(int lane) { return (lane & 7) + ((lane >> 4) << 3); }
@@ -87,22 +93,31 @@ __device__ __forceinline__ int bt_col(int lane) { return ((lane >> 3) & 1) << 3;
 __device__ __forceinline__ int bk_row(int lane) { return (lane & 7) + (((lane >> 3) & 1) << 3); }
 __device__ __forceinline__ int bk_col(int lane) { return (lane >> 4) << 3; }
 
+// ------------------------------------------------------------------------- swizzle
+
+// Element offset of (row, col) in a row-major tile of COLS 16-bit columns whose 16-byte chunks
+// are XOR-swizzled by (row % 8): the eight row addresses of one ldmatrix 8x8 matrix (and of one
+// cp.async pass over a row) then hit distinct banks without padding.
+template <int COLS>
+__device__ __forceinline__ int swizzle(int row, int col) {
+    static_assert(COLS % 64 == 0, "the swizzle needs at least eight 16-byte chunks per row");
+    return row * COLS + (((col >> 3) ^ (row & 7)) << 3) + (col & 7);
+}
+
 // ------------------------------------------------------------------------- mma
 
+// d += a * b, 16x8x16, f32 accumulators; pack / unpack convert between f32 pairs and the
+// packed 16-bit register form of the operands (dtype.cuh's pack2 / unpack2).
 template <typename T>
 struct Mma;
 
 template <>
 struct Mma<__half> {
-    // d += a * b, 16x8x16, f16 inputs, f32 accumulators.
     static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
         ptx::mma_m16n8k16_f16(d, a, b0, b1);
     }
-    // Round two floats and pack them, `lo` in the low 16 bits.
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __half2 h = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<uint32_t*>(&h);
-    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return pack2<__half>(lo, hi); }
+    static __device__ __forceinline__ float2 unpack(uint32_t u) { return unpack2<__half>(u); }
 };
 
 template <>
@@ -110,22 +125,15 @@ struct Mma<__nv_bfloat16> {
     static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
         ptx::mma_m16n8k16_bf16(d, a, b0, b1);
     }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<uint32_t*>(&h);
-    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return pack2<__nv_bfloat16>(lo, hi); }
+    static __device__ __forceinline__ float2 unpack(uint32_t u) { return unpack2<__nv_bfloat16>(u); }
 };
 
-// Two packed 16-bit elements (low half first) widened to f32.
+// A packed pair multiplied elementwise by (s.x, s.y), rounded once back to T.
 template <typename T>
-__device__ __forceinline__ float2 unpack2(uint32_t u);
-template <>
-__device__ __forceinline__ float2 unpack2<__half>(uint32_t u) {
-    return __half22float2(*reinterpret_cast<const __half2*>(&u));
-}
-template <>
-__device__ __forceinline__ float2 unpack2<__nv_bfloat16>(uint32_t u) {
-    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+__device__ __forceinline__ uint32_t scale_pair(uint32_t r, float2 s) {
+    const float2 f = Mma<T>::unpack(r);
+    return Mma<T>::pack(f.x * s.x, f.y * s.y);
 }
 
 // The A fragment (k-step kk) made of the f32 accumulators of n-tiles 2kk and 2kk+1.
@@ -160,6 +168,9 @@ __device__ __forceinline__ float warp_sum(float x) {
 }
 
 // ------------------------------------------------------------------------- online softmax
+
+constexpr float kLog2e = 1.4426950408889634f;  // log2(e): natural-log scores -> base-2 units
+constexpr float kLn2 = 0.6931471805599453f;    // ln(2): base-2 statistics -> natural-log lse
 
 // Running statistics of one softmax row in base-2 units: max `m` (-inf until a finite score
 // arrives) and the sum `l` of exp2(x - m) (this lane's share until reduced).

@@ -14,16 +14,14 @@
 // The query sits at position P = seqlen - 1, so the causal mask allows every cached key; a
 // left window keeps keys j >= P - window_left. A sequence with no key gives o = 0, lse = -inf.
 #include "params.h"
-#include "diff_attention/diff_tile.cuh"
+#include "common/dtype.cuh"
+#include "common/tile.cuh"
 #include <math.h>
 
-using namespace diff;
-
-namespace {
+namespace ak::diff {
 
 constexpr int DT = 32;         // keys per tile
 constexpr int DTHREADS = 128;  // 4 warps
-constexpr float LOG2E = 1.4426950408889634f;
 
 template <int D> struct DecodeLayout {
     static constexpr int KROW = 2 * D + 8;  // [k1 | k2] of one key, padded 16 B against bank conflicts
@@ -82,7 +80,7 @@ template <typename T, int D, int GM> __device__ __forceinline__ void diff_decode
 
     // Query rows 2 * h0 .. 2 * h0 + R - 1 are exactly rows 0 .. R - 1 (q head 2h + map).
     const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + 2 * h0 * p.q_head_stride;
-    for (int i = tid; i < R * D; i += DTHREADS) sQ[i] = Elem<T>::to_f(q[(i / D) * p.q_head_stride + i % D]);
+    for (int i = tid; i < R * D; i += DTHREADS) sQ[i] = to_float(q[(i / D) * p.q_head_stride + i % D]);
 
     auto load_tile = [&](int n0, int stage) {
         T* k = sK + stage * L::K_TILE;
@@ -95,10 +93,10 @@ template <typename T, int D, int GM> __device__ __forceinline__ void diff_decode
             const int jj = ok ? j : lo;
             const T* ks = cache_row<T>(p, p.k_cache, p.k_batch_stride, p.k_row_stride, b, jj) +
                           kvh * p.k_head_stride + col;  // [k1 | k2] of kv head kvh
-            cp_async16(k + r * L::KROW + col, ks, ok);
+            cp_async_16(k + r * L::KROW + col, ks, ok);
             const T* vs = cache_row<T>(p, p.v_cache, p.v_batch_stride, p.v_row_stride, b, jj) +
                           kvh * p.v_head_stride + col;
-            cp_async16(v + r * L::VROW + col, vs, ok);
+            cp_async_16(v + r * L::VROW + col, vs, ok);
         }
     };
 
@@ -144,8 +142,8 @@ template <typename T, int D, int GM> __device__ __forceinline__ void diff_decode
                 for (int c = 0; c < D / 16; ++c) {
                     const float4 qa = *reinterpret_cast<const float4*>(qv + 8 * c);
                     const float4 qb = *reinterpret_cast<const float4*>(qv + 8 * c + 4);
-                    const float2 k0 = Elem<T>::unpack(kr[c].x), k1 = Elem<T>::unpack(kr[c].y);
-                    const float2 k2 = Elem<T>::unpack(kr[c].z), k3 = Elem<T>::unpack(kr[c].w);
+                    const float2 k0 = unpack2<T>(kr[c].x), k1 = unpack2<T>(kr[c].y);
+                    const float2 k2 = unpack2<T>(kr[c].z), k3 = unpack2<T>(kr[c].w);
                     dot = fmaf(k0.x, qa.x, fmaf(k0.y, qa.y, dot));
                     dot = fmaf(k1.x, qa.z, fmaf(k1.y, qa.w, dot));
                     dot = fmaf(k2.x, qb.x, fmaf(k2.y, qb.y, dot));
@@ -167,9 +165,9 @@ template <typename T, int D, int GM> __device__ __forceinline__ void diff_decode
             if (r < R) {
                 const float x = sS[r * DT + lane];
                 const float m_new = fmaxf(m_run[i], warp_max(x));
-                const float m_use = m_new == -INFINITY ? 0.f : m_new;
-                const float pe = exp2f((x - m_use) * LOG2E);
-                const float alpha = exp2f((m_run[i] - m_use) * LOG2E);
+                const float m_use = safe_max(m_new);
+                const float pe = exp2f((x - m_use) * kLog2e);
+                const float alpha = exp2f((m_run[i] - m_use) * kLog2e);
                 l_run[i] = l_run[i] * alpha + warp_sum(pe);
                 m_run[i] = m_new;
                 sS[r * DT + lane] = pe;
@@ -189,11 +187,11 @@ template <typename T, int D, int GM> __device__ __forceinline__ void diff_decode
             for (int t = 0; t < DT; ++t) {
                 float vf[CPT];
                 if constexpr (CPT == 2) {
-                    const float2 f = Elem<T>::unpack(*reinterpret_cast<const uint32_t*>(v + t * L::VROW));
+                    const float2 f = unpack2<T>(*reinterpret_cast<const uint32_t*>(v + t * L::VROW));
                     vf[0] = f.x;
                     vf[1] = f.y;
                 } else {
-                    vf[0] = Elem<T>::to_f(v[t * L::VROW]);
+                    vf[0] = to_float(v[t * L::VROW]);
                 }
 #pragma unroll
                 for (int r = 0; r < RM; ++r) {
@@ -278,73 +276,73 @@ template <typename T, int D> __device__ __forceinline__ void diff_decode_combine
     }
     T* ob = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride + tid * CPT;
 #pragma unroll
-    for (int c = 0; c < CPT; ++c) ob[c] = Elem<T>::from_f(out[c]);
+    for (int c = 0; c < CPT; ++c) ob[c] = from_float<T>(out[c]);
     if (tid == 0) {
         p.lse1[b * p.heads + h] = lse[0];
         p.lse2[b * p.heads + h] = lse[1];
     }
 }
 
-}  // namespace
+}  // namespace ak::diff
 
 // Entry points, spelled out so build.rs can list them (`attn-kernels info`).
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d64_g1(const AkDiffDecodeParams p) {
-    diff_decode_split<__half, 64, 1>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d64_g1(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__half, 64, 1>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d64_g2(const AkDiffDecodeParams p) {
-    diff_decode_split<__half, 64, 2>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d64_g2(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__half, 64, 2>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d64_g4(const AkDiffDecodeParams p) {
-    diff_decode_split<__half, 64, 4>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d64_g4(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__half, 64, 4>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d64_g8(const AkDiffDecodeParams p) {
-    diff_decode_split<__half, 64, 8>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d64_g8(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__half, 64, 8>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_combine_f16_d64(const AkDiffDecodeParams p) {
-    diff_decode_combine<__half, 64>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_combine_f16_d64(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_combine<__half, 64>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d128_g1(const AkDiffDecodeParams p) {
-    diff_decode_split<__half, 128, 1>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d128_g1(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__half, 128, 1>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d128_g2(const AkDiffDecodeParams p) {
-    diff_decode_split<__half, 128, 2>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d128_g2(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__half, 128, 2>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d128_g4(const AkDiffDecodeParams p) {
-    diff_decode_split<__half, 128, 4>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d128_g4(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__half, 128, 4>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_f16_d128_g8(const AkDiffDecodeParams p) {
-    diff_decode_split<__half, 128, 8>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d128_g8(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__half, 128, 8>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_combine_f16_d128(const AkDiffDecodeParams p) {
-    diff_decode_combine<__half, 128>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_combine_f16_d128(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_combine<__half, 128>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d64_g1(const AkDiffDecodeParams p) {
-    diff_decode_split<__nv_bfloat16, 64, 1>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d64_g1(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__nv_bfloat16, 64, 1>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d64_g2(const AkDiffDecodeParams p) {
-    diff_decode_split<__nv_bfloat16, 64, 2>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d64_g2(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__nv_bfloat16, 64, 2>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d64_g4(const AkDiffDecodeParams p) {
-    diff_decode_split<__nv_bfloat16, 64, 4>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d64_g4(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__nv_bfloat16, 64, 4>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d64_g8(const AkDiffDecodeParams p) {
-    diff_decode_split<__nv_bfloat16, 64, 8>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d64_g8(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__nv_bfloat16, 64, 8>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_combine_bf16_d64(const AkDiffDecodeParams p) {
-    diff_decode_combine<__nv_bfloat16, 64>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_combine_bf16_d64(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_combine<__nv_bfloat16, 64>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d128_g1(const AkDiffDecodeParams p) {
-    diff_decode_split<__nv_bfloat16, 128, 1>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d128_g1(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__nv_bfloat16, 128, 1>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d128_g2(const AkDiffDecodeParams p) {
-    diff_decode_split<__nv_bfloat16, 128, 2>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d128_g2(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__nv_bfloat16, 128, 2>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d128_g4(const AkDiffDecodeParams p) {
-    diff_decode_split<__nv_bfloat16, 128, 4>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d128_g4(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__nv_bfloat16, 128, 4>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_split_bf16_d128_g8(const AkDiffDecodeParams p) {
-    diff_decode_split<__nv_bfloat16, 128, 8>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d128_g8(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_split<__nv_bfloat16, 128, 8>(p);
 }
-extern "C" __global__ void __launch_bounds__(DTHREADS) ak_diff_decode_combine_bf16_d128(const AkDiffDecodeParams p) {
-    diff_decode_combine<__nv_bfloat16, 128>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_combine_bf16_d128(const AkDiffDecodeParams p) {
+    ak::diff::diff_decode_combine<__nv_bfloat16, 128>(p);
 }

@@ -5,27 +5,27 @@
 //   warp w % 4 owns query rows 16 * (w % 4) .. +16 of the tile in both groups.
 // Per KV tile, K1, K2 and the shared V are copied to shared memory once (cp.async, double
 // buffer) and read by both groups, so each map keeps its own online-softmax state (m, l, acc)
-// in registers while V traffic is paid once. The epilogue hands lambda * O2 / l2 to the map-1
-// warps through shared memory; they form O1 / l1 - lambda * O2 / l2, apply the RMSNorm over the
-// full Dv-wide row (the row sits in one quad of lanes: a two-step shuffle reduction) and store.
+// in registers while V traffic is paid once. Shared tiles are unpadded and XOR-swizzled
+// (ak::swizzle), so ldmatrix and cp.async rows hit distinct banks. The epilogue hands
+// lambda * O2 / l2 to the map-1 warps through shared memory; they form O1 / l1 - lambda * O2 / l2,
+// apply the RMSNorm over the full Dv-wide row (the row sits in one quad of lanes: a two-step
+// shuffle reduction) and store.
 // A row with no allowed key has O1 = O2 = 0, so it comes out as 0 (norm of zero is 0) and its
 // lse is -inf.
 //
 // v1: K1 = k head 2g, K2 = k head 2g+1, V = v head g of width Dv = 2d, lambda per head, norm.
 // v2: K1 = K2 = k head g (loaded once), V width Dv = d, lambda per token, no norm.
 #include "params.h"
+#include "common/dtype.cuh"
 #include "common/rope.cuh"
-#include "diff_attention/diff_tile.cuh"
+#include "common/tile.cuh"
 #include <math.h>
 
-using namespace diff;
-
-namespace {
+namespace ak::diff {
 
 constexpr int BR = 64;        // query rows per block
 constexpr int BC = 64;        // keys per KV tile
 constexpr int THREADS = 256;  // 8 warps: two groups of four
-constexpr float LOG2E = 1.4426950408889634f;
 
 template <int D, int DV, bool SHARED_K> struct Layout {
     static constexpr int NK = SHARED_K ? 1 : 2;  // K tiles per stage
@@ -45,14 +45,14 @@ __device__ __forceinline__ void rope_tile(T* tile, int rows, const AkRopeTable& 
     for (int it = threadIdx.x; it < rows * half; it += THREADS) {
         const int r = it / half, i = it - r * half;
         const int pp = pos(r);  // may be negative (default query positions with Sq > Sk)
-        float2 cs = ak_rope_cos_sin(rt, pp < 0 ? -pp : pp, i);
+        float2 cs = rope_cos_sin(rt, pp < 0 ? -pp : pp, i);
         if (pp < 0) cs.y = -cs.y;  // cos(-x) = cos x, sin(-x) = -sin x
-        const int2 pr = ak_rope_pair(rt, i);
-        T& a = tile[swz<COLS>(r, pr.x)];
-        T& b = tile[swz<COLS>(r, pr.y)];
-        const float2 y = ak_rope_rotate(Elem<T>::to_f(a), Elem<T>::to_f(b), cs, rt.attention_factor);
-        a = Elem<T>::from_f(y.x);
-        b = Elem<T>::from_f(y.y);
+        const int2 pr = rope_pair(rt, i);
+        T& a = tile[swizzle<COLS>(r, pr.x)];
+        T& b = tile[swizzle<COLS>(r, pr.y)];
+        const float2 y = rope_rotate(to_float(a), to_float(b), cs, rt.attention_factor);
+        a = from_float<T>(y.x);
+        b = from_float<T>(y.y);
     }
 }
 
@@ -87,7 +87,7 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
             const int m = c / CH, rem = c - m * CH, r = rem / (D / 8), col = (rem % (D / 8)) * 8;
             const bool ok = row0 + r < Sq;
             const T* src = qb + (long long)(ok ? row0 + r : 0) * p.q_row_stride + (2 * h + m) * p.q_head_stride + col;
-            cp_async16(sQ + m * L::Q_TILE + swz<D>(r, col), src, ok);
+            cp_async_16(sQ + m * L::Q_TILE + swizzle<D>(r, col), src, ok);
         }
         cp_async_commit();
     }
@@ -100,14 +100,14 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
             const int m = c / KCH, rem = c - m * KCH, r = rem / (D / 8), col = (rem % (D / 8)) * 8;
             const bool ok = n0 + r < Sk;
             const T* src = (m ? k2 : k1) + (long long)(ok ? n0 + r : 0) * p.k_row_stride + col;
-            cp_async16(sK + m * L::K_TILE + swz<D>(r, col), src, ok);
+            cp_async_16(sK + m * L::K_TILE + swizzle<D>(r, col), src, ok);
         }
         constexpr int VCH = BC * DV / 8;
         for (int c = tid; c < VCH; c += THREADS) {
             const int r = c / (DV / 8), col = (c % (DV / 8)) * 8;
             const bool ok = n0 + r < Sk;
             const T* src = vb + (long long)(ok ? n0 + r : 0) * p.v_row_stride + col;
-            cp_async16(sV + swz<DV>(r, col), src, ok);
+            cp_async_16(sV + swizzle<DV>(r, col), src, ok);
         }
     };
 
@@ -183,13 +183,13 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
             uint32_t a[4];
-            ldmatrix_x4(a, sQm + swz<D>(wrow + (lane & 15), kk * 16 + (lane >> 4) * 8));
+            ldmatrix_x4(a, sQm + swizzle<D>(wrow + a_row(lane), kk * 16 + a_col(lane)));
 #pragma unroll
             for (int n2 = 0; n2 < BC / 16; ++n2) {
                 uint32_t kf[4];
-                ldmatrix_x4(kf, sKm + swz<D>(n2 * 16 + (lane & 7) + (lane >> 4) * 8, kk * 16 + ((lane >> 3) & 1) * 8));
-                mma16816<T>(s[2 * n2], a, kf[0], kf[1]);
-                mma16816<T>(s[2 * n2 + 1], a, kf[2], kf[3]);
+                ldmatrix_x4(kf, sKm + swizzle<D>(n2 * 16 + bt_row(lane), kk * 16 + bt_col(lane)));
+                Mma<T>::run(s[2 * n2], a, kf[0], kf[1]);
+                Mma<T>::run(s[2 * n2 + 1], a, kf[2], kf[3]);
             }
         }
 
@@ -224,16 +224,16 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
             for (int n = 0; n < BC / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * rr], s[n][2 * rr + 1]));
             mx = quad_max(mx);
             const float m_new = fmaxf(m_run[rr], mx);
-            const float m_use = m_new == -INFINITY ? 0.f : m_new;  // all masked so far: p = 0
-            const float alpha = exp2f((m_run[rr] - m_use) * LOG2E);
-            const float mb = m_use * LOG2E;
+            const float m_use = safe_max(m_new);  // all masked so far: p = 0
+            const float alpha = exp2f((m_run[rr] - m_use) * kLog2e);
+            const float mb = m_use * kLog2e;
             m_run[rr] = m_new;
             float sum = 0.f;
 #pragma unroll
             for (int n = 0; n < BC / 8; ++n) {
 #pragma unroll
                 for (int e = 2 * rr; e < 2 * rr + 2; ++e) {
-                    const float pe = exp2f(fmaf(s[n][e], LOG2E, -mb));
+                    const float pe = exp2f(fmaf(s[n][e], kLog2e, -mb));
                     s[n][e] = pe;
                     sum += pe;
                 }
@@ -250,16 +250,13 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
 #pragma unroll
         for (int kk = 0; kk < BC / 16; ++kk) {
             uint32_t a[4];
-            a[0] = Elem<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = Elem<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = Elem<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = Elem<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            pack_c_as_a<T>(a, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
             for (int n2 = 0; n2 < DV / 16; ++n2) {
                 uint32_t vf[4];
-                ldmatrix_x4_trans(vf, sV + swz<DV>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, n2 * 16 + (lane >> 4) * 8));
-                mma16816<T>(acc[2 * n2], a, vf[0], vf[1]);
-                mma16816<T>(acc[2 * n2 + 1], a, vf[2], vf[3]);
+                ldmatrix_x4_trans(vf, sV + swizzle<DV>(kk * 16 + bk_row(lane), n2 * 16 + bk_col(lane)));
+                Mma<T>::run(acc[2 * n2], a, vf[0], vf[1]);
+                Mma<T>::run(acc[2 * n2 + 1], a, vf[2], vf[3]);
             }
         }
         __syncthreads();  // the stage is refilled two iterations on
@@ -326,7 +323,7 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
         T* orow = ob + (long long)iloc[rr] * p.o_row_stride;
 #pragma unroll
         for (int n = 0; n < DV / 8; ++n)
-            *reinterpret_cast<uint32_t*>(orow + n * 8 + 2 * tq) = Elem<T>::pack(acc[n][2 * rr], acc[n][2 * rr + 1]);
+            *reinterpret_cast<uint32_t*>(orow + n * 8 + 2 * tq) = Mma<T>::pack(acc[n][2 * rr], acc[n][2 * rr + 1]);
     }
 }
 
@@ -342,7 +339,7 @@ template <typename T> __device__ __forceinline__ void diff_epilogue(const AkDiff
     // Column c of the a (or b) row, whichever buffer holds it.
     auto at = [&](const void* lo, const void* hi, long long off, int c) {
         const T* base = c < half ? static_cast<const T*>(lo) + off + c : static_cast<const T*>(hi) + off + (c - half);
-        return Elem<T>::unpack(*reinterpret_cast<const uint32_t*>(base));
+        return unpack2<T>(*reinterpret_cast<const uint32_t*>(base));
     };
     T* o = static_cast<T*>(p.o) + row * p.o_row_stride + h * p.o_head_stride;
     const float lam = p.lambda[h];
@@ -363,41 +360,41 @@ template <typename T> __device__ __forceinline__ void diff_epilogue(const AkDiff
         const float2 y = at(p.b, p.b_hi, b_off, c);
         float o0 = (x.x - lam * y.x) * r, o1 = (x.y - lam * y.y) * r;
         if (p.norm_weight) { o0 *= p.norm_weight[c]; o1 *= p.norm_weight[c + 1]; }
-        *reinterpret_cast<uint32_t*>(o + c) = Elem<T>::pack(o0, o1);
+        *reinterpret_cast<uint32_t*>(o + c) = pack2<T>(o0, o1);
     }
 }
 
-}  // namespace
+}  // namespace ak::diff
 
 // Entry points, spelled out so build.rs can list them (`attn-kernels info`).
-extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v1_f16_d64(const AkDiffAttnParams p) {
-    diff_prefill<__half, 64, 128, false>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v1_f16_d64(const AkDiffAttnParams p) {
+    ak::diff::diff_prefill<__half, 64, 128, false>(p);
 }
-extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v1_f16_d128(const AkDiffAttnParams p) {
-    diff_prefill<__half, 128, 256, false>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v1_f16_d128(const AkDiffAttnParams p) {
+    ak::diff::diff_prefill<__half, 128, 256, false>(p);
 }
-extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v1_bf16_d64(const AkDiffAttnParams p) {
-    diff_prefill<__nv_bfloat16, 64, 128, false>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v1_bf16_d64(const AkDiffAttnParams p) {
+    ak::diff::diff_prefill<__nv_bfloat16, 64, 128, false>(p);
 }
-extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v1_bf16_d128(const AkDiffAttnParams p) {
-    diff_prefill<__nv_bfloat16, 128, 256, false>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v1_bf16_d128(const AkDiffAttnParams p) {
+    ak::diff::diff_prefill<__nv_bfloat16, 128, 256, false>(p);
 }
-extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v2_f16_d64(const AkDiffAttnParams p) {
-    diff_prefill<__half, 64, 64, true>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v2_f16_d64(const AkDiffAttnParams p) {
+    ak::diff::diff_prefill<__half, 64, 64, true>(p);
 }
-extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v2_f16_d128(const AkDiffAttnParams p) {
-    diff_prefill<__half, 128, 128, true>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v2_f16_d128(const AkDiffAttnParams p) {
+    ak::diff::diff_prefill<__half, 128, 128, true>(p);
 }
-extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v2_bf16_d64(const AkDiffAttnParams p) {
-    diff_prefill<__nv_bfloat16, 64, 64, true>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v2_bf16_d64(const AkDiffAttnParams p) {
+    ak::diff::diff_prefill<__nv_bfloat16, 64, 64, true>(p);
 }
-extern "C" __global__ void __launch_bounds__(THREADS, 1) ak_diff_prefill_v2_bf16_d128(const AkDiffAttnParams p) {
-    diff_prefill<__nv_bfloat16, 128, 128, true>(p);
+extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v2_bf16_d128(const AkDiffAttnParams p) {
+    ak::diff::diff_prefill<__nv_bfloat16, 128, 128, true>(p);
 }
 
 extern "C" __global__ void __launch_bounds__(128) ak_diff_epilogue_f16(const AkDiffEpilogueParams p) {
-    diff_epilogue<__half>(p);
+    ak::diff::diff_epilogue<__half>(p);
 }
 extern "C" __global__ void __launch_bounds__(128) ak_diff_epilogue_bf16(const AkDiffEpilogueParams p) {
-    diff_epilogue<__nv_bfloat16>(p);
+    ak::diff::diff_epilogue<__nv_bfloat16>(p);
 }

@@ -9,7 +9,7 @@
 #endif
 
 // A plain `__shared__` declaration inside a kernel would compile as a per-thread local here,
-// silently. Kernels declare shared memory with AK_SHARED / AK_DYNAMIC_SHARED (common/shared.cuh);
+// silently. Kernels declare shared memory with AK_SHARED / AK_DYNAMIC_SHARED (common/ptx.cuh);
 // any other use of the keyword fails to compile, naming the fix.
 #define __shared__ AK_EMU_ERROR_raw___shared___is_per_thread_under_emulation_use_AK_SHARED
 #define __constant__ AK_EMU_ERROR___constant___is_not_emulated

@@ -19,17 +19,14 @@
 // The inter-chunk product reuses q e^{Gq - E_a} times e^{E_a}, the state update k e^{E_{b+1} - G}
 // times e^{E_4 - E_{b+1}}; both products run on tensor cores (f16 / bf16 in, f32 accumulate).
 // Scalar decays are broadcast over keys when loaded, so one kernel serves every decay shape.
+// The B-operand and .trans ldmatrix addresses spell out tile.cuh's bt_ / bk_ / at_ lane patterns:
+// through the helpers, the shared per-lane value they form moves ptxas's register allocation of
+// this register-bound kernel (spills on sm_80).
 #include "params.h"
 #include "common/dtype.cuh"
-#include "linear/chunk_tile.cuh"
+#include "common/tile.cuh"
 
-using chunk_tile::ldsm_x4;
-using chunk_tile::ldsm_x4_trans;
-using chunk_tile::prefetch_l2;
-using chunk_tile::Mma;
-using chunk_tile::scale_pair;
-
-namespace chunked {
+namespace ak::linear {
 
 constexpr int C = 64;          // tokens per chunk
 constexpr int PAD = 8;         // row padding in elements: rows stay 16-byte aligned, banks spread
@@ -57,12 +54,6 @@ template <typename T, int K, int BV> struct Layout {
     static constexpr int R_OFF = U_OFF + K * 4;          // per-warp sub-block decay ranges [4][4]
     static constexpr int BYTES = R_OFF + 16 * 4;
 };
-
-__device__ __forceinline__ float load_any(const void* p, long long i, int dtype) {
-    if (dtype == AK_F32) return static_cast<const float*>(p)[i];
-    if (dtype == AK_F16) return __half2float(static_cast<const __half*>(p)[i]);
-    return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-}
 
 template <typename T> struct IsHalf { static constexpr bool value = false; };
 template <> struct IsHalf<__half> { static constexpr bool value = true; };
@@ -176,9 +167,7 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
             }
 #pragma unroll
             for (int a = 0; a < 4; ++a) {  // decay range of sub-block a, max over this warp's keys
-                float r = dev[a];
-#pragma unroll
-                for (int s = 16; s > 0; s >>= 1) r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, s));
+                const float r = warp_max(dev[a]);
                 if (lane == 0) sRange[warp * 4 + a] = r;
             }
         }
@@ -278,8 +267,8 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
 #pragma unroll
             for (int ks = 0; ks < K / 16; ++ks) {
                 uint32_t af[4], bf[4];
-                ldsm_x4(af, sQ + (16 * a + (lane & 15)) * L::QK_LD + 16 * ks + (lane >> 4) * 8);
-                ldsm_x4(bf, sK + (16 * b + (lane & 7) + (lane >> 4) * 8) * L::QK_LD + 16 * ks + ((lane >> 3) & 1) * 8);
+                ldmatrix_x4(af, sQ + (16 * a + a_row(lane)) * L::QK_LD + 16 * ks + a_col(lane));
+                ldmatrix_x4(bf, sK + (16 * b + (lane & 7) + (lane >> 4) * 8) * L::QK_LD + 16 * ks + ((lane >> 3) & 1) * 8);
                 const float* cf = sCf + (a * 5 + b + 1) * K + 16 * ks + 2 * t4;  // e^{E_a - E_{b+1}}
                 const float2 c0 = make_float2(cf[0], cf[1]), c1 = make_float2(cf[8], cf[9]);
                 bf[0] = scale_pair<T>(bf[0], c0);
@@ -320,8 +309,7 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
                 for (int nt = 0; nt < K / 8; ++nt)
 #pragma unroll
                     for (int i = 0; i < 4; ++i) mx = fmaxf(mx, fabsf(st[nt][i]));
-#pragma unroll
-                for (int s = 16; s > 0; s >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, s));
+                mx = warp_max(mx);
                 if (IsHalf<T>::value && mx > 16384.f) {
                     const int e = ilogbf(mx) - 13;  // mx * 2^-e < 2^15
                     inv = ldexpf(1.f, -e);
@@ -342,7 +330,7 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
 #pragma unroll
                 for (int ks = 0; ks < K / 16; ++ks) {
                     uint32_t af[4];
-                    ldsm_x4(af, sQ + (16 * a + (lane & 15)) * L::QK_LD + 16 * ks + (lane >> 4) * 8);
+                    ldmatrix_x4(af, sQ + (16 * a + a_row(lane)) * L::QK_LD + 16 * ks + a_col(lane));
                     const float* cf = sCf + (a * 5) * K + 16 * ks + 2 * t4;  // e^{E_a}
                     const float2 c0 = make_float2(cf[0], cf[1]), c1 = make_float2(cf[8], cf[9]);
                     af[0] = scale_pair<T>(af[0], c0);
@@ -360,8 +348,8 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
 #pragma unroll
                 for (int ks = 0; ks <= a; ++ks) {
                     uint32_t af[4], bf[4];
-                    ldsm_x4(af, sA + (16 * a + (lane & 15)) * L::A_LD + 16 * ks + (lane >> 4) * 8);
-                    ldsm_x4_trans(bf, sV + (16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8) * L::V_LD + 16 * warp + (lane >> 4) * 8);
+                    ldmatrix_x4(af, sA + (16 * a + a_row(lane)) * L::A_LD + 16 * ks + a_col(lane));
+                    ldmatrix_x4_trans(bf, sV + (16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8) * L::V_LD + 16 * warp + (lane >> 4) * 8);
                     M::run(acc[a][0], af, bf[0], bf[1]);
                     M::run(acc[a][1], af, bf[2], bf[3]);
                 }
@@ -390,12 +378,12 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
 #pragma unroll
         for (int ks = 0; ks < 4; ++ks) {
             uint32_t af[4];
-            ldsm_x4_trans(af, sV + (16 * ks + (lane & 7) + (lane >> 4) * 8) * L::V_LD + 16 * warp + ((lane >> 3) & 1) * 8);
+            ldmatrix_x4_trans(af, sV + (16 * ks + (lane & 7) + (lane >> 4) * 8) * L::V_LD + 16 * warp + ((lane >> 3) & 1) * 8);
             const float* cf = sCf + (4 * 5 + ks + 1) * K + g8;  // e^{E_4 - E_{ks+1}}
 #pragma unroll
             for (int nn = 0; nn < K / 16; ++nn) {
                 uint32_t bf[4];
-                ldsm_x4_trans(bf, sK + (16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8) * L::QK_LD + 16 * nn + (lane >> 4) * 8);
+                ldmatrix_x4_trans(bf, sK + (16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8) * L::QK_LD + 16 * nn + (lane >> 4) * 8);
                 const float c0 = cf[16 * nn], c1 = cf[16 * nn + 8];
                 bf[0] = scale_pair<T>(bf[0], make_float2(c0, c0));
                 bf[1] = scale_pair<T>(bf[1], make_float2(c0, c0));
@@ -417,29 +405,29 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
         }
 }
 
-}  // namespace chunked
+}  // namespace ak::linear
 
 extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_f16_k64_v64(const AkChunkedParams p) {
-    chunked::chunked_forward<__half, 64, 64>(p);
+    ak::linear::chunked_forward<__half, 64, 64>(p);
 }
 extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_f16_k64_v128(const AkChunkedParams p) {
-    chunked::chunked_forward<__half, 64, 128>(p);
+    ak::linear::chunked_forward<__half, 64, 128>(p);
 }
 extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_f16_k128_v64(const AkChunkedParams p) {
-    chunked::chunked_forward<__half, 128, 64>(p);
+    ak::linear::chunked_forward<__half, 128, 64>(p);
 }
 extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_f16_k128_v128(const AkChunkedParams p) {
-    chunked::chunked_forward<__half, 128, 128>(p);
+    ak::linear::chunked_forward<__half, 128, 128>(p);
 }
 extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_bf16_k64_v64(const AkChunkedParams p) {
-    chunked::chunked_forward<__nv_bfloat16, 64, 64>(p);
+    ak::linear::chunked_forward<__nv_bfloat16, 64, 64>(p);
 }
 extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_bf16_k64_v128(const AkChunkedParams p) {
-    chunked::chunked_forward<__nv_bfloat16, 64, 128>(p);
+    ak::linear::chunked_forward<__nv_bfloat16, 64, 128>(p);
 }
 extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_bf16_k128_v64(const AkChunkedParams p) {
-    chunked::chunked_forward<__nv_bfloat16, 128, 64>(p);
+    ak::linear::chunked_forward<__nv_bfloat16, 128, 64>(p);
 }
 extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_bf16_k128_v128(const AkChunkedParams p) {
-    chunked::chunked_forward<__nv_bfloat16, 128, 128>(p);
+    ak::linear::chunked_forward<__nv_bfloat16, 128, 128>(p);
 }

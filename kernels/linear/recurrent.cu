@@ -25,27 +25,13 @@
 // decode (T = 1, many sequences): one block per (sequence, head, 64 value columns), 256 threads
 //   as 16 column groups (4 adjacent columns each, so state moves in coalesced 16-byte vectors)
 //   x 16 row groups (rows rg, rg + 16, ...). The few cross-row sums go through shared memory.
+// Element types are a uniform runtime branch (ak::load_any / store_any): loads happen only while
+// staging, outside the register-resident loops, and one kernel per shape keeps the build small.
 #include "params.h"
-#include "common/ptx.cuh"
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#include "common/dtype.cuh"
+#include "common/tile.cuh"
 
-namespace {
-
-// ------------------------------------------------------------------------------ element types
-// The element type is a uniform runtime branch: loads happen only while staging, outside the
-// register-resident loops, and one kernel per shape keeps the build small.
-__device__ __forceinline__ float load_any(const void* p, long long i, int dtype) {
-    if (dtype == AK_F16) return __half2float(static_cast<const __half*>(p)[i]);
-    if (dtype == AK_BF16) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    return static_cast<const float*>(p)[i];
-}
-
-__device__ __forceinline__ void store_any(void* p, long long i, int dtype, float x) {
-    if (dtype == AK_F16) static_cast<__half*>(p)[i] = __float2half_rn(x);
-    else if (dtype == AK_BF16) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(x);
-    else static_cast<float*>(p)[i] = x;
-}
+namespace ak::linear {
 
 // --------------------------------------------------------------------------- shared helpers
 struct SeqSpan {
@@ -186,8 +172,7 @@ __device__ __forceinline__ void prefill_body(const AkLinearParams& p, float* sme
                     const int si = L::at(t, kk);
                     acc = fmaf(sq[si] * sk[si], su[kk], acc);
                 }
-#pragma unroll
-                for (int m = 16; m > 0; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+                acc = warp_sum(acc);
                 if (lane == 0) squk[t] = acc;
             }
             __syncthreads();
@@ -389,27 +374,27 @@ __device__ __forceinline__ void decode(const AkLinearParams& p) {
     }
 }
 
-}  // namespace
+}  // namespace ak::linear
 
 // ============================================================================== entry points
 // prefill, by K: _k64 (K <= 64, 32 threads), _k128 (K <= 128, 32 threads), _k256 (K <= 256,
 // 128 threads: four per column, 64 rows each). Grid: n_seqs * heads * ceil(V / 32); dynamic shared memory as
 // PrefillLayout says. Any V >= 1.
-extern "C" __global__ void __launch_bounds__(32) ak_linear_prefill_k64(const AkLinearParams p) { prefill<false, 64, 1>(p); }
-extern "C" __global__ void __launch_bounds__(32) ak_linear_prefill_k128(const AkLinearParams p) { prefill<false, 128, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128, 1) ak_linear_prefill_k256(const AkLinearParams p) { prefill<false, 64, 4>(p); }
-extern "C" __global__ void __launch_bounds__(32) ak_delta_prefill_k64(const AkLinearParams p) { prefill<true, 64, 1>(p); }
-extern "C" __global__ void __launch_bounds__(32) ak_delta_prefill_k128(const AkLinearParams p) { prefill<true, 128, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128, 1) ak_delta_prefill_k256(const AkLinearParams p) { prefill<true, 64, 4>(p); }
+extern "C" __global__ void __launch_bounds__(32) ak_linear_prefill_k64(const AkLinearParams p) { ak::linear::prefill<false, 64, 1>(p); }
+extern "C" __global__ void __launch_bounds__(32) ak_linear_prefill_k128(const AkLinearParams p) { ak::linear::prefill<false, 128, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128, 1) ak_linear_prefill_k256(const AkLinearParams p) { ak::linear::prefill<false, 64, 4>(p); }
+extern "C" __global__ void __launch_bounds__(32) ak_delta_prefill_k64(const AkLinearParams p) { ak::linear::prefill<true, 64, 1>(p); }
+extern "C" __global__ void __launch_bounds__(32) ak_delta_prefill_k128(const AkLinearParams p) { ak::linear::prefill<true, 128, 1>(p); }
+extern "C" __global__ void __launch_bounds__(128, 1) ak_delta_prefill_k256(const AkLinearParams p) { ak::linear::prefill<true, 64, 4>(p); }
 
 // decode, by K (same bins); V % 4 == 0. 256 threads; grid n_seqs * heads * ceil(V / 64).
 // Bandwidth-bound at T = 1: the launch bounds ask for 3 (K <= 128) or 2 resident blocks per SM
 // so enough state loads are in flight.
 // Loops over the tokens of each sequence, but pays a global-load round trip per token: meant
 // for T = 1 (and a few speculative tokens).
-extern "C" __global__ void __launch_bounds__(256, 3) ak_linear_decode_k64(const AkLinearParams p) { decode<false, 4>(p); }
-extern "C" __global__ void __launch_bounds__(256, 3) ak_linear_decode_k128(const AkLinearParams p) { decode<false, 8>(p); }
-extern "C" __global__ void __launch_bounds__(256, 2) ak_linear_decode_k256(const AkLinearParams p) { decode<false, 16>(p); }
-extern "C" __global__ void __launch_bounds__(256, 3) ak_delta_decode_k64(const AkLinearParams p) { decode<true, 4>(p); }
-extern "C" __global__ void __launch_bounds__(256, 3) ak_delta_decode_k128(const AkLinearParams p) { decode<true, 8>(p); }
-extern "C" __global__ void __launch_bounds__(256, 2) ak_delta_decode_k256(const AkLinearParams p) { decode<true, 16>(p); }
+extern "C" __global__ void __launch_bounds__(256, 3) ak_linear_decode_k64(const AkLinearParams p) { ak::linear::decode<false, 4>(p); }
+extern "C" __global__ void __launch_bounds__(256, 3) ak_linear_decode_k128(const AkLinearParams p) { ak::linear::decode<false, 8>(p); }
+extern "C" __global__ void __launch_bounds__(256, 2) ak_linear_decode_k256(const AkLinearParams p) { ak::linear::decode<false, 16>(p); }
+extern "C" __global__ void __launch_bounds__(256, 3) ak_delta_decode_k64(const AkLinearParams p) { ak::linear::decode<true, 4>(p); }
+extern "C" __global__ void __launch_bounds__(256, 3) ak_delta_decode_k128(const AkLinearParams p) { ak::linear::decode<true, 8>(p); }
+extern "C" __global__ void __launch_bounds__(256, 2) ak_delta_decode_k256(const AkLinearParams p) { ak::linear::decode<true, 16>(p); }

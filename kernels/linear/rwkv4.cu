@@ -16,20 +16,9 @@
 // inf - inf. lo, ca, cb are folded in at the end, so the stored (aa, bb, pp) is the plain form.
 // Step for step the same f32 operations as rwkv4_cpu (src/linear/cpu.rs), no fma contraction.
 #include "params.h"
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#include "common/dtype.cuh"
 
-namespace {
-
-template <typename T> __device__ __forceinline__ float to_f32(T x);
-template <> __device__ __forceinline__ float to_f32<float>(float x) { return x; }
-template <> __device__ __forceinline__ float to_f32<__half>(__half x) { return __half2float(x); }
-template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T> __device__ __forceinline__ T from_f32(float x);
-template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+namespace ak::linear {
 
 // Round-to-nearest f32 ops that nvcc may not contract into fma: the two-sum steps need exact
 // rounding, and the rest must round as the CPU reference does.
@@ -70,8 +59,8 @@ __device__ __forceinline__ void rwkv4_forward(const AkRwkv4Params& p) {
 #pragma unroll
         for (int j = 0; j < kPrefetch; ++j) {
             const bool in = t0 + j < T_;
-            kk[j] = in ? to_f32(k[base + (long long)(t0 + j) * C]) : 0.f;
-            vv[j] = in ? to_f32(v[base + (long long)(t0 + j) * C]) : 0.f;
+            kk[j] = in ? to_float(k[base + (long long)(t0 + j) * C]) : 0.f;
+            vv[j] = in ? to_float(v[base + (long long)(t0 + j) * C]) : 0.f;
         }
 #pragma unroll
         for (int j = 0; j < kPrefetch; ++j) {
@@ -83,7 +72,7 @@ __device__ __forceinline__ void rwkv4_forward(const AkRwkv4Params& p) {
                 float e2 = d > 0.f ? 1.f : expf(d);
                 const float num = add(mul(e1, add(aa, ca)), mul(e2, vt));
                 const float den = add(mul(e1, add(bb, cb)), e2);
-                y[base + (long long)(t0 + j) * C] = from_f32<T>(__fdiv_rn(num, den));
+                y[base + (long long)(t0 + j) * C] = from_float<T>(__fdiv_rn(num, den));
                 // State: the log scale pp + w held exactly as s + l (w = -inf: decay 0, l = lo).
                 const float s = add(pp, w);
                 const float l = isfinite(s) ? add(lo, two_sum(pp, w).y) : lo;
@@ -118,9 +107,9 @@ __device__ __forceinline__ void rwkv4_forward(const AkRwkv4Params& p) {
     p.state_out[sbase + 2 * C] = pp;
 }
 
-}  // namespace
+}  // namespace ak::linear
 
 // Grid: ceil(batch * channels / 128) blocks of 128 threads; one entry per k/v/y dtype.
-extern "C" __global__ void __launch_bounds__(128) ak_rwkv4_f32(const AkRwkv4Params p) { rwkv4_forward<float>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_rwkv4_f16(const AkRwkv4Params p) { rwkv4_forward<__half>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_rwkv4_bf16(const AkRwkv4Params p) { rwkv4_forward<__nv_bfloat16>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_rwkv4_f32(const AkRwkv4Params p) { ak::linear::rwkv4_forward<float>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_rwkv4_f16(const AkRwkv4Params p) { ak::linear::rwkv4_forward<__half>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_rwkv4_bf16(const AkRwkv4Params p) { ak::linear::rwkv4_forward<__nv_bfloat16>(p); }

@@ -10,14 +10,14 @@
 #include "params.h"
 #include "common/ptx.cuh"
 
-namespace probe {
+namespace ak::probe {
 __device__ __forceinline__ unsigned lane() { return threadIdx.x & 31u; }
-}  // namespace probe
+}  // namespace ak::probe
 
 // mma.sync m16n8k16, f32 accumulate. in: per lane 10 words {a0..a3, b0, b1, c0..c3 (f32 bits)};
 // out: per lane 4 floats d0..d3. mode 0: f16 operands, 1: bf16. One warp.
 extern "C" __global__ void ak_probe_mma(const AkProbeParams p) {
-    const unsigned l = probe::lane();
+    const unsigned l = ak::probe::lane();
     const uint32_t* in = static_cast<const uint32_t*>(p.in) + l * 10;
     const uint32_t a[4] = {in[0], in[1], in[2], in[3]};
     float d[4];
@@ -33,7 +33,7 @@ extern "C" __global__ void ak_probe_mma(const AkProbeParams p) {
 // (1, 2, 4) plus 8 for .trans. out: per lane 4 words (registers beyond .num are written as 0).
 extern "C" __global__ void ak_probe_ldmatrix(const AkProbeParams p) {
     AK_SHARED(uint32_t, tile, [256]);
-    const unsigned l = probe::lane();
+    const unsigned l = ak::probe::lane();
     const uint32_t* in = static_cast<const uint32_t*>(p.in);
     for (int i = l; i < 256; i += 32) tile[i] = in[i];
     __syncthreads();
@@ -56,7 +56,7 @@ extern "C" __global__ void ak_probe_ldmatrix(const AkProbeParams p) {
 // mask or delta). mode 0: __shfl_sync, 1: __shfl_xor_sync, 2: __shfl_up_sync, 3: __shfl_down_sync;
 // width from p.width. out: 32 words.
 extern "C" __global__ void ak_probe_shfl(const AkProbeParams p) {
-    const unsigned l = probe::lane();
+    const unsigned l = ak::probe::lane();
     const uint32_t* in = static_cast<const uint32_t*>(p.in);
     const uint32_t v = in[l], b = in[32 + l];
     uint32_t r = 0;
@@ -73,7 +73,7 @@ extern "C" __global__ void ak_probe_shfl(const AkProbeParams p) {
 // __ballot_sync / __any_sync / __all_sync over p.mask: only the lanes in the mask vote, the others
 // write 0xffffffff. in: 32 predicates (int). mode 0: ballot, 1: any, 2: all. out: 32 words.
 extern "C" __global__ void ak_probe_vote(const AkProbeParams p) {
-    const unsigned l = probe::lane();
+    const unsigned l = ak::probe::lane();
     const int pred = static_cast<const int*>(p.in)[l];
     uint32_t r = 0xffffffffu;
     if ((p.mask >> l) & 1u) {
@@ -93,7 +93,7 @@ extern "C" __global__ void ak_probe_vote(const AkProbeParams p) {
 extern "C" __global__ void ak_probe_cp_async(const AkProbeParams p) {
     AK_SHARED(uint32_t, slot_a, [128]);
     AK_SHARED(uint32_t, slot_b, [128]);
-    const unsigned l = probe::lane(), next = (l + 1) & 31u;
+    const unsigned l = ak::probe::lane(), next = (l + 1) & 31u;
     const uint8_t* src = static_cast<const uint8_t*>(p.in) + 16 * l;
     const int size = static_cast<const int*>(p.in)[128 + l];
     for (int i = 0; i < 4; ++i) slot_a[4 * l + i] = slot_b[4 * l + i] = 0xa5a5a5a5u;
@@ -153,7 +153,7 @@ extern "C" __global__ void ak_probe_cvt(const AkProbeParams p) {
 // mode 3: mode 2 with the __syncwarp: correct, must run clean.
 extern "C" __global__ void ak_probe_misbehave(const AkProbeParams p) {
     AK_SHARED(uint32_t, buf, [128]);
-    const unsigned l = probe::lane();
+    const unsigned l = ak::probe::lane();
     uint32_t* out = static_cast<uint32_t*>(p.out);
     uint32_t r = 0;
     if (p.mode == 0) {

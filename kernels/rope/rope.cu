@@ -10,13 +10,15 @@
 // The Rust side rejects rotary_dim > 2 * AK_ROPE_MAX_HALF for this kernel.
 #define AK_ROPE_MAX_HALF 1024
 
+namespace ak::rope {
+
 template <typename T>
 __device__ void rope_row(const AkRopeParams& p) {
     AK_SHARED(float2, cos_sin, [AK_ROPE_MAX_HALF]);  // [rotary_dim / 2]
     const int row = blockIdx.x;
     const int half = p.table.rotary_dim >> 1;
     const int pos = p.position_ids ? p.position_ids[row] : p.position_offset + row % p.seqlen;
-    for (int i = threadIdx.x; i < half; i += blockDim.x) cos_sin[i] = ak_rope_cos_sin(p.table, pos, i);
+    for (int i = threadIdx.x; i < half; i += blockDim.x) cos_sin[i] = rope_cos_sin(p.table, pos, i);
     __syncthreads();
 
     const T* x = static_cast<const T*>(p.x) + (long long)row * p.x_row_stride;
@@ -25,10 +27,10 @@ __device__ void rope_row(const AkRopeParams& p) {
     // Rotated pairs. In place is safe: each pair is read and written by the same thread.
     for (int idx = threadIdx.x; idx < p.heads * half; idx += blockDim.x) {
         const int h = idx / half, i = idx - h * half;
-        const int2 e = ak_rope_pair(p.table, i);
+        const int2 e = rope_pair(p.table, i);
         const T* xh = x + h * p.x_head_stride;
         T* yh = y + h * p.y_head_stride;
-        const float2 r = ak_rope_rotate(to_float(xh[e.x]), to_float(xh[e.y]), cos_sin[i], factor);
+        const float2 r = rope_rotate(to_float(xh[e.x]), to_float(xh[e.y]), cos_sin[i], factor);
         yh[e.x] = from_float<T>(r.x);
         yh[e.y] = from_float<T>(r.y);
     }
@@ -42,6 +44,8 @@ __device__ void rope_row(const AkRopeParams& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) ak_rope_f32(const AkRopeParams p) { rope_row<float>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_rope_f16(const AkRopeParams p) { rope_row<__half>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_rope_bf16(const AkRopeParams p) { rope_row<__nv_bfloat16>(p); }
+}  // namespace ak::rope
+
+extern "C" __global__ void __launch_bounds__(128) ak_rope_f32(const AkRopeParams p) { ak::rope::rope_row<float>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_rope_f16(const AkRopeParams p) { ak::rope::rope_row<__half>(p); }
+extern "C" __global__ void __launch_bounds__(128) ak_rope_bf16(const AkRopeParams p) { ak::rope::rope_row<__nv_bfloat16>(p); }
