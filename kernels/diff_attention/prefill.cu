@@ -193,7 +193,9 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
             }
         }
 
-        // scale, softcap, ALiBi, mask (natural-log units)
+        // scale, softcap, ALiBi, mask; scores leave in base-2 units (x log2 e) so the softmax
+        // subtracts its row max from values rounded the same way (the max element gives exactly
+        // exp2(0) = 1 however large the logits are)
         const bool need_mask = (n0 + BC > Sk) || (p.causal && n0 + BC - 1 > P0) ||
                                (p.window_left >= 0 && n0 < Plast - p.window_left) ||
                                (p.window_right >= 0 && n0 + BC - 1 > P0 + p.window_right);
@@ -212,7 +214,7 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
                                     (p.window_right < 0 || j <= Pi + p.window_right);
                     if (!ok) x = -INFINITY;
                 }
-                s[n][e] = x;
+                s[n][e] = x * kLog2e;
             }
         }
 
@@ -225,15 +227,14 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
             mx = quad_max(mx);
             const float m_new = fmaxf(m_run[rr], mx);
             const float m_use = safe_max(m_new);  // all masked so far: p = 0
-            const float alpha = exp2f((m_run[rr] - m_use) * kLog2e);
-            const float mb = m_use * kLog2e;
+            const float alpha = exp2f(m_run[rr] - m_use);
             m_run[rr] = m_new;
             float sum = 0.f;
 #pragma unroll
             for (int n = 0; n < BC / 8; ++n) {
 #pragma unroll
                 for (int e = 2 * rr; e < 2 * rr + 2; ++e) {
-                    const float pe = exp2f(fmaf(s[n][e], kLog2e, -mb));
+                    const float pe = exp2f(s[n][e] - m_use);
                     s[n][e] = pe;
                     sum += pe;
                 }
@@ -274,7 +275,7 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
         if (tq == 0 && iloc[rr] < Sq) {
             float* lse = map ? p.lse2 : p.lse1;
             lse[b * p.lse_batch_stride + h * p.lse_head_stride + q_start + iloc[rr]] =
-                l > 0.f ? m_run[rr] + logf(l) : -INFINITY;
+                l > 0.f ? m_run[rr] * kLn2 + logf(l) : -INFINITY;
         }
     }
     float* sX = reinterpret_cast<float*>(sKV) + (warp & 3) * (DV / 2) * 32;
