@@ -1,18 +1,28 @@
-//! Build script: generates the Rust view of `kernels/params.h` (bindgen) and compiles every
-//! `kernels/**/*.cu` into a fatbin that the library embeds.
+//! Build script: generates the Rust view of `kernels/params.h` (bindgen), compiles every
+//! `kernels/**/*.cu` into a fatbin that the library embeds, and (feature `emulator`) builds the
+//! emulated device.
+//!
+//! Cargo features read here:
+//! - `require-kernels`: a missing or non-running nvcc is a build error (as
+//!   `ATTN_KERNELS_REQUIRE_NVCC=1`); without it the build warns and CUDA entry points return
+//!   `Error::KernelsNotCompiled`.
+//! - `emulator`: build the emulated device; without it the device is not built and
+//!   `Gpu::emulated()` returns `Error::EmulatorNotBuilt`.
 //!
 //! Environment (all optional):
 //! - `NVCC`: path of nvcc. Otherwise `$CUDA_HOME/bin/nvcc`, `$CUDA_PATH/bin/nvcc`, `nvcc` on
 //!   `PATH`, `/usr/local/cuda/bin/nvcc`, in that order.
 //! - `ATTN_KERNELS_CUDA_ARCHS`: comma-separated targets, `sm_XX` for machine code and
 //!   `compute_XX` for PTX. Default `sm_80,sm_90a,compute_90`.
-//! - `ATTN_KERNELS_SKIP_NVCC=1`: do not compile kernels (CPU-only build).
+//! - `ATTN_KERNELS_SKIP_NVCC=1`: do not compile kernels (CPU-only build; an error with
+//!   `require-kernels`).
 //! - `ATTN_KERNELS_REQUIRE_NVCC=1`: fail the build when nvcc is missing (CI).
 //! - `ATTN_KERNELS_REQUIRE_BINDGEN=1`: fail the build when libclang is missing (CI).
 //! - `ATTN_KERNELS_UPDATE_BINDINGS=1`: rewrite the checked-in `src/runtime/params_bindings.rs`.
 //! - `ATTN_KERNELS_NVCC_FLAGS`: extra flags appended to every nvcc call.
-//! - `ATTN_KERNELS_SKIP_EMU=1`: do not build the emulated device.
-//! - `ATTN_KERNELS_REQUIRE_EMU=1`: fail the build when the emulated device cannot be built (CI).
+//! - `ATTN_KERNELS_SKIP_EMU=1`: do not build the emulated device (feature `emulator` only).
+//! - `ATTN_KERNELS_REQUIRE_EMU=1`: fail the build when the emulated device is not built, also
+//!   when the `emulator` feature is off (CI).
 //! - `ATTN_KERNELS_EMU_CXX`: the GNU C++ compiler for the emulated device (else `CXX`, `g++`).
 //! - `ATTN_KERNELS_CUDA_INCLUDE`: CUDA headers for the emulated device (else nvcc's `../include`).
 //!
@@ -56,8 +66,20 @@ fn main() {
     println!("cargo:rerun-if-changed={CHECKED_IN_BINDINGS}");
     generate_bindings(&out_dir);
     let units = compile_kernels(&out_dir);
-    let emu = build_emulator(&out_dir, &units);
+    let emu = if feature("EMULATOR") {
+        build_emulator(&out_dir, &units)
+    } else {
+        if flag("ATTN_KERNELS_REQUIRE_EMU") {
+            panic!("attn-kernels: ATTN_KERNELS_REQUIRE_EMU is set but the `emulator` feature is off");
+        }
+        Err("the `emulator` feature of attn-kernels is off".into())
+    };
     write_emu_manifest(&out_dir, emu);
+}
+
+/// Whether cargo feature `name` (upper case, `-` as `_`) of this package is enabled.
+fn feature(name: &str) -> bool {
+    env::var_os(format!("CARGO_FEATURE_{name}")).is_some()
 }
 
 fn flag(name: &str) -> bool {
@@ -267,6 +289,9 @@ fn compile_kernels(out_dir: &Path) -> Vec<KernelUnit> {
     let reason = skip_reason.unwrap();
     if flag("ATTN_KERNELS_REQUIRE_NVCC") {
         panic!("attn-kernels: kernels not compiled ({reason}) and ATTN_KERNELS_REQUIRE_NVCC is set");
+    }
+    if feature("REQUIRE_KERNELS") {
+        panic!("attn-kernels: kernels not compiled ({reason}) and the `require-kernels` feature is on");
     }
     println!("cargo:warning=attn-kernels: CUDA kernels were not compiled: {reason}. CUDA entry points will return Error::KernelsNotCompiled.");
     write_manifest(out_dir, &units, None, &archs, Some(&reason));

@@ -4,10 +4,10 @@
 //! separate timed run.
 
 use attn_kernels::attention::{alibi_slopes, attention_cpu, plan, AttentionArgs, AttentionConfig};
-use attn_kernels::check::Rng;
 use attn_kernels::diff_attention::{diff_attention_cpu, DiffAttentionArgs, DiffAttentionConfig};
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{DType, Tensor};
+use attn_kernels_harness::check::Rng;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 use std::time::Instant;

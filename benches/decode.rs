@@ -6,13 +6,13 @@
 //! except at the smallest points, which are marked. A small CPU decode runs under criterion.
 
 use attn_kernels::attention::AttentionConfig;
-use attn_kernels::bench::{bench_gpu, copy_bandwidth_gbs, median_ms};
-use attn_kernels::check::Rng;
 use attn_kernels::decode::cuda::{decode_cuda_with_index, num_splits, DeviceKvIndex};
 use attn_kernels::decode::{self, decode_cpu, DecodeOptions, KvCacheRef};
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{DType, Tensor};
 use attn_kernels::{DeviceTensor, Gpu};
+use attn_kernels_harness::bench::{bench_gpu, copy_bandwidth_gbs, median_ms};
+use attn_kernels_harness::check::Rng;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const D: usize = 128;

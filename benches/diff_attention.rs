@@ -18,7 +18,6 @@
 
 use attn_kernels::attention::cuda::attention_cuda_into;
 use attn_kernels::attention::{AttentionArgs, AttentionConfig};
-use attn_kernels::bench::{bench_gpu, copy_bandwidth_gbs, median_ms};
 use attn_kernels::decode::cuda::{decode_cuda_with_index, DeviceKvIndex};
 use attn_kernels::decode::{DecodeOptions, KvCacheRef, SplitPolicy};
 use attn_kernels::diff_attention::cpu::DiffAttentionOutput;
@@ -29,6 +28,7 @@ use attn_kernels::diff_attention::cuda::{
 use attn_kernels::diff_attention::{plan_diff, DiffAttentionArgs, DiffAttentionConfig};
 use attn_kernels::tensor::{rel_error, DType, Tensor};
 use attn_kernels::{DeviceTensor, Gpu, Result};
+use attn_kernels_harness::bench::{bench_gpu, copy_bandwidth_gbs, median_ms};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 const WARMUP: usize = 3;

@@ -12,12 +12,12 @@
 //!
 //! Without a GPU (or without compiled kernels) it prints why and measures nothing.
 
-use attn_kernels::bench::{bench_gpu, copy_bandwidth_gbs, median_ms};
-use attn_kernels::check::Rng;
 use attn_kernels::linear::cuda::*;
 use attn_kernels::linear::*;
 use attn_kernels::tensor::{DType, Tensor};
 use attn_kernels::{DeviceTensor, Gpu, Result};
+use attn_kernels_harness::bench::{bench_gpu, copy_bandwidth_gbs, median_ms};
+use attn_kernels_harness::check::Rng;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn dev(gpu: &Gpu, rng: &mut Rng, dtype: DType, shape: &[usize], lo: f32, hi: f32) -> DeviceTensor {

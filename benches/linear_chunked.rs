@@ -5,12 +5,12 @@
 //! decays. Inputs (1 to 4 GB) are far larger than the H100's 50 MB L2. Without a GPU it prints
 //! why and measures nothing.
 
-use attn_kernels::bench::{bench_gpu, median_ms};
-use attn_kernels::check::Rng;
 use attn_kernels::linear::chunked::linear_attention_chunked_cuda;
 use attn_kernels::linear::cuda::{linear_attention_cuda, LinearMode};
 use attn_kernels::linear::{LinearArgs, LinearAttentionConfig};
 use attn_kernels::tensor::{DType, Tensor};
+use attn_kernels_harness::bench::{bench_gpu, median_ms};
+use attn_kernels_harness::check::Rng;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 #[derive(Clone, Copy, Debug)]

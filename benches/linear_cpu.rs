@@ -3,9 +3,9 @@
 //! `rwkv4` (one token = one step of every channel). Shapes are model-like (H = 8, K = V = 64;
 //! C = 1024) and small enough for a 2-core machine.
 
-use attn_kernels::check::Rng;
 use attn_kernels::linear::*;
 use attn_kernels::tensor::{DType, Tensor};
+use attn_kernels_harness::check::Rng;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn tensor(rng: &mut Rng, dtype: DType, shape: &[usize], scale: f32) -> Tensor {

@@ -2,11 +2,11 @@
 //! copy bandwidth is measured in the same run and the kernel is reported as a share of it
 //! (goal: at least 80%). Inputs are larger than the H100's 50 MB L2.
 
-use attn_kernels::bench::{bench_gpu, copy_bandwidth_gbs, median_ms};
-use attn_kernels::check::Rng;
 use attn_kernels::rope::cuda::rope_cuda_into;
 use attn_kernels::rope::{rope_cpu, RopeArgs, RopeConfig, RopeOpConfig};
 use attn_kernels::tensor::{DType, Tensor};
+use attn_kernels_harness::bench::{bench_gpu, copy_bandwidth_gbs, median_ms};
+use attn_kernels_harness::check::Rng;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 

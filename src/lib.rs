@@ -2,17 +2,22 @@
 //! (fused differential attention, ALiBi / scaled-RoPE flash attention, linear-attention
 //! recurrences), each with a CPU reference, behind safe Rust APIs.
 //!
-//! The contract of every operation is `spec/ops.md` (the project's spec); see the README for a
-//! guide. Layout of the crate:
+//! The contract of every operation is `docs/ops.md`; see the README for a guide. Layout of the
+//! crate:
 //! - [`tensor`]: dtypes, host tensors, shared validation.
 //! - [`runtime`]: the only `unsafe` layer: driver check, device, module cache, launches.
-//! - one module per kernel family ([`rope`], ...): config, validation, CPU reference, CUDA path.
-//! - [`case`] and [`check`]: the case-file contract and the self-check behind the CLI.
+//! - one module per kernel family ([`rope`], [`attention`], [`diff_attention`], [`linear`],
+//!   [`decode`]): config, validation, CPU reference, CUDA path, and (feature `oracle`) the
+//!   naive float64 oracle the tests compare against.
+//!
+//! Case files, the `check` table, the test and bench helpers and the `attn-kernels` CLI live in
+//! the `attn-kernels-harness` crate of this workspace; the library does not depend on it.
+//!
+//! Features: `dynamic-loading` (default: the driver is loaded at run time), `cuda-XXXXX` (the
+//! CUDA version of cudarc's bindings, `cuda-13000` by default), `oracle`, `emulator`,
+//! `require-kernels`; see Cargo.toml and the README.
 
 pub mod attention;
-pub mod bench;
-pub mod case;
-pub mod check;
 pub mod decode;
 pub mod diff_attention;
 pub mod error;
@@ -21,7 +26,6 @@ pub mod rope;
 pub mod runtime;
 pub mod tensor;
 
-pub use case::Device;
 pub use error::{Error, Result};
 pub use runtime::{DeviceTensor, Gpu};
 pub use tensor::{DType, Tensor, TensorInfo};

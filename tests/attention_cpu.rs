@@ -2,11 +2,11 @@
 //! every run (replay a failure with ATTN_KERNELS_SEED=<seed printed in the message>).
 
 use attn_kernels::attention::{self, alibi_slopes, attention_cpu, oracle, AttentionArgs, AttentionConfig};
-use attn_kernels::case::{self, Case, Device};
-use attn_kernels::check::Rng;
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::Error;
+use attn_kernels_harness::case::{self, Case, Device};
+use attn_kernels_harness::check::Rng;
 use serde_json::json;
 
 fn rand_t(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
@@ -369,7 +369,7 @@ fn run_case_matches_oracle() {
         .with("alibi_slopes", f32t(&[h], &alibi_slopes(h)))
         .with("position_ids_q", Tensor::from_i32(&[b, s], &(0..b * s).map(|x| (x % s) as i32 + 3).collect::<Vec<_>>()).unwrap());
     let out = case::run(&c, &Device::Cpu).unwrap();
-    let reference = oracle::oracle(&c).unwrap();
+    let reference = attn_kernels_harness::cases::attention::attention_oracle_case(&c).unwrap();
     for name in ["o", "lse"] {
         let e = rel_error(&out[name].to_f64_vec(), &reference[name]);
         assert!(e <= 1.5e-2, "{name}: {e} (seed {})", rng.seed);

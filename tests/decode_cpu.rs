@@ -2,14 +2,14 @@
 //! with fresh random inputs every run (replay a failure with ATTN_KERNELS_SEED=<seed>).
 
 use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs, AttentionConfig};
-use attn_kernels::case::{self, Case, Device};
-use attn_kernels::check::Rng;
 use attn_kernels::decode::{
     self, append_kv_cpu, decode_cpu, merge_states_cpu, oracle, DecodeOptions, KvCacheMut, KvCacheRef, SplitPolicy,
 };
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::Error;
+use attn_kernels_harness::case::{self, Case, Device};
+use attn_kernels_harness::check::Rng;
 use serde_json::json;
 
 fn rand_t(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
@@ -444,11 +444,11 @@ fn merge_states_neg_inf_cases_and_oracle() {
 #[test]
 fn case_files_run_on_cpu() {
     // Every decode check case through the case-file path, against its oracle.
-    let cases = attn_kernels::check::all_cases();
+    let cases = attn_kernels_harness::check::all_cases();
     let mine: Vec<_> = cases.iter().filter(|c| c.op == "decode_attention" || c.op == "merge_states").collect();
     assert!(mine.len() >= 3);
     for c in mine {
-        let row = attn_kernels::check::run_one(c, &Device::Cpu);
+        let row = attn_kernels_harness::check::run_one(c, &Device::Cpu);
         assert!(row.passed, "{} {}: rel {:.2e} > {:.1e} ({})", c.op, c.shape, row.rel_error, row.bound, row.note);
     }
     // Unknown config keys and tensors are rejected.

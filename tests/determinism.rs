@@ -6,9 +6,9 @@
 //! forked stream, and every output must be byte-for-byte the same.
 
 use attn_kernels::attention::alibi_slopes;
-use attn_kernels::case::{self, Case, Device, Tensors};
-use attn_kernels::check::Rng;
 use attn_kernels::{DType, Tensor, TensorInfo};
+use attn_kernels_harness::case::{self, Case, Device, Tensors};
+use attn_kernels_harness::check::Rng;
 use serde_json::json;
 
 fn ten(rng: &mut Rng, dtype: DType, shape: &[usize], scale: f32) -> Tensor {
@@ -186,7 +186,7 @@ fn cpu_outputs_are_bit_identical_across_runs_and_thread_counts() {
 
 #[test]
 fn gpu_outputs_are_bit_identical_across_runs_and_streams() {
-    let Some(gpu) = attn_kernels::bench::gpu_for_test("gpu_outputs_are_bit_identical_across_runs_and_streams") else {
+    let Some(gpu) = attn_kernels_harness::bench::gpu_for_test("gpu_outputs_are_bit_identical_across_runs_and_streams") else {
         return;
     };
     let forked = gpu.fork().expect("fork a stream");

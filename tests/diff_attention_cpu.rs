@@ -2,14 +2,15 @@
 //! random inputs every run (replay a failure with ATTN_KERNELS_SEED=<seed>).
 
 use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs};
-use attn_kernels::case::{self, Case, Device};
-use attn_kernels::check::Rng;
 use attn_kernels::diff_attention::{
-    self, diff_attention_cpu, oracle, plan_diff, DiffAttentionArgs, DiffAttentionConfig, DiffVariant,
+    diff_attention_cpu, oracle, plan_diff, DiffAttentionArgs, DiffAttentionConfig, DiffVariant,
 };
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::Error;
+use attn_kernels_harness::case::{self, Case, Device};
+use attn_kernels_harness::cases::diff_attention::diff_attention_oracle_case;
+use attn_kernels_harness::check::Rng;
 use serde_json::json;
 
 fn rand_t(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
@@ -293,7 +294,7 @@ fn run_case_matches_oracle() {
         .with("lambda", f32t(&[h], &[0.4, 0.6]))
         .with("norm_weight", f32t(&[2 * d], &rng.uniform_vec(2 * d, 0.5, 1.5)));
     let out = case::run(&c, &Device::Cpu).unwrap();
-    let r = diff_attention::oracle::oracle(&c).unwrap();
+    let r = diff_attention_oracle_case(&c).unwrap();
     for name in ["o", "lse1", "lse2"] {
         let e = rel_error(&out[name].to_f64_vec(), &r[name]);
         assert!(e <= 3e-2, "{name}: {e} (seed {})", rng.seed);

@@ -19,10 +19,10 @@
 //! The checker tests (racecheck / synccheck on probes that misbehave on purpose) are for the
 //! emulator only and say so when they skip on a GPU.
 
-use attn_kernels::bench::gpu_for_test;
-use attn_kernels::check::Rng;
 use attn_kernels::runtime::probe::{self, Cvt, Misbehave, Shfl, Vote, LDMATRIX_ROWS, NOT_A_MEMBER};
 use attn_kernels::{DType, Gpu};
+use attn_kernels_harness::bench::gpu_for_test;
+use attn_kernels_harness::check::Rng;
 
 // ============================================================================ floating point
 

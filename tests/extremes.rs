@@ -1,5 +1,5 @@
 //! Extremes (issue 10): every op at the edges of its numeric range, on the CPU and, in the same
-//! test, on the GPU when one is usable (`attn_kernels::bench::gpu_for_test` prints why not).
+//! test, on the GPU when one is usable (`attn_kernels_harness::bench::gpu_for_test` prints why not).
 //!
 //! - attention logits of magnitude ~1e4 with softcap off;
 //! - fully masked rows (`o = 0` exactly, `lse = -inf`);
@@ -14,10 +14,10 @@
 //! (replay with `ATTN_KERNELS_SEED=<seed>`).
 
 use attn_kernels::attention::alibi_slopes;
-use attn_kernels::case::{self, Case, Device};
-use attn_kernels::check::{Reference, Rng};
 use attn_kernels::tensor::rel_error;
 use attn_kernels::{DType, Error, Result, Tensor, TensorInfo};
+use attn_kernels_harness::case::{self, Case, Device};
+use attn_kernels_harness::check::{Reference, Rng};
 use serde_json::{json, Value};
 
 type Oracle = fn(&Case) -> Result<Reference>;
@@ -25,7 +25,7 @@ type Oracle = fn(&Case) -> Result<Reference>;
 /// The CPU, plus the GPU when one is usable.
 fn devices(test: &str) -> Vec<Device> {
     let mut v = vec![Device::Cpu];
-    if let Some(g) = attn_kernels::bench::gpu_for_test(test) {
+    if let Some(g) = attn_kernels_harness::bench::gpu_for_test(test) {
         v.push(Device::Cuda(g));
     }
     v
@@ -134,10 +134,10 @@ fn attention_logits_of_magnitude_1e4_softcap_off() {
             // q, k ~ N(0, 60^2), D = 64: scaled logits have a standard deviation of ~3600, so
             // the largest reach ~1e4.
             let case = attention_case(&mut rng, dt, config.clone(), 2, 33, 47, 4, 2, 64, 60.0, 1.0);
-            let o = attn_kernels::attention::oracle::oracle(&case).expect("oracle");
+            let o = attn_kernels_harness::cases::attention::attention_oracle_case(&case).expect("oracle");
             let max_lse = o["lse"].iter().copied().filter(|x| x.is_finite()).fold(0f64, |m, x| m.max(x.abs()));
             assert!(max_lse > 3e3, "the test must reach logits of ~1e4, max |lse| = {max_lse} (seed {seed})");
-            verify("logits_1e4", &format!("{dt} {config}"), &case, dt, 1.0, attn_kernels::attention::oracle::oracle, &devs, seed);
+            verify("logits_1e4", &format!("{dt} {config}"), &case, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
         }
     }
     report("attention_logits_of_magnitude_1e4_softcap_off");
@@ -145,7 +145,7 @@ fn attention_logits_of_magnitude_1e4_softcap_off() {
 
 /// Rows whose reference lse is -inf must have o == 0 exactly.
 fn assert_masked_rows_zero(case: &Case, devs: &[Device], seed: u64) {
-    let reference = attn_kernels::attention::oracle::oracle(case).expect("oracle");
+    let reference = attn_kernels_harness::cases::attention::attention_oracle_case(case).expect("oracle");
     let n_masked = reference["lse"].iter().filter(|x| **x == f64::NEG_INFINITY).count();
     assert!(n_masked > 0, "the case must contain fully masked rows (seed {seed})");
     for dev in devs {
@@ -183,7 +183,7 @@ fn attention_fully_masked_rows() {
             .with("cu_seqlens_q", ids(vec![0, 3, 5]))
             .with("cu_seqlens_k", ids(vec![0, 0, 6]));
         for (what, case) in [("causal Sq > Sk", causal), ("window", window), ("alibi softcap", alibi), ("varlen empty keys", varlen)] {
-            verify("fully_masked", &format!("{dt} {what}"), &case, dt, 1.0, attn_kernels::attention::oracle::oracle, &devs, seed);
+            verify("fully_masked", &format!("{dt} {what}"), &case, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
             if dt != DType::F32 {
                 assert_masked_rows_zero(&case, &devs, seed);
             } else {
@@ -201,29 +201,29 @@ fn single_token_sequences() {
     let seed = rng.seed;
     for dt in ATTN_DTYPES {
         let dense = attention_case(&mut rng, dt, json!({"causal": true}), 3, 1, 1, 4, 2, 64, 1.0, 1.0);
-        verify("single_token", &format!("attention dense {dt}"), &dense, dt, 1.0, attn_kernels::attention::oracle::oracle, &devs, seed);
+        verify("single_token", &format!("attention dense {dt}"), &dense, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
         let varlen = Case::new(json!({"op": "attention", "causal": true}))
             .with("q", ten(dt, &[3, 2, 64], &normal(&mut rng, 3 * 2 * 64, 1.0)))
             .with("k", ten(dt, &[3, 2, 64], &normal(&mut rng, 3 * 2 * 64, 1.0)))
             .with("v", ten(dt, &[3, 2, 64], &normal(&mut rng, 3 * 2 * 64, 1.0)))
             .with("cu_seqlens_q", ids(vec![0, 1, 2, 3]))
             .with("cu_seqlens_k", ids(vec![0, 1, 2, 3]));
-        verify("single_token", &format!("attention varlen {dt}"), &varlen, dt, 1.0, attn_kernels::attention::oracle::oracle, &devs, seed);
+        verify("single_token", &format!("attention varlen {dt}"), &varlen, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
         let diff = Case::new(json!({"op": "diff_attention", "causal": true}))
             .with("q", ten(dt, &[2, 1, 4, 64], &normal(&mut rng, 2 * 4 * 64, 1.0)))
             .with("k", ten(dt, &[2, 1, 2, 64], &normal(&mut rng, 2 * 2 * 64, 1.0)))
             .with("v", ten(dt, &[2, 1, 1, 128], &normal(&mut rng, 2 * 128, 1.0)))
             .with("lambda", ten(DType::F32, &[2], &[0.3, 0.7]));
-        verify("single_token", &format!("diff_attention {dt}"), &diff, dt, 2.0, attn_kernels::diff_attention::oracle::oracle, &devs, seed);
+        verify("single_token", &format!("diff_attention {dt}"), &diff, dt, 2.0, attn_kernels_harness::cases::diff_attention::diff_attention_oracle_case, &devs, seed);
         let decode = Case::new(json!({"op": "decode_attention"}))
             .with("q", ten(dt, &[2, 1, 4, 64], &normal(&mut rng, 2 * 4 * 64, 1.0)))
             .with("k_cache", ten(dt, &[2, 3, 2, 64], &normal(&mut rng, 2 * 3 * 2 * 64, 1.0)))
             .with("v_cache", ten(dt, &[2, 3, 2, 64], &normal(&mut rng, 2 * 3 * 2 * 64, 1.0)))
             .with("cache_seqlens", ids(vec![1, 1]));
-        verify("single_token", &format!("decode {dt}"), &decode, dt, 1.0, attn_kernels::decode::oracle::decode_oracle_case, &devs, seed);
+        verify("single_token", &format!("decode {dt}"), &decode, dt, 1.0, attn_kernels_harness::cases::decode::decode_oracle_case, &devs, seed);
         let rope = Case::new(json!({"op": "rope", "rope": {"rotary_dim": 64}, "position_offset": 7}))
             .with("x", ten(dt, &[1, 1, 2, 64], &normal(&mut rng, 128, 1.0)));
-        verify("single_token", &format!("rope {dt}"), &rope, dt, 1.0, attn_kernels::rope::oracle::rope_oracle_case, &devs, seed);
+        verify("single_token", &format!("rope {dt}"), &rope, dt, 1.0, attn_kernels_harness::cases::rope::rope_oracle_case, &devs, seed);
         let (h, k, v) = (2usize, 16usize, 16usize);
         let lin = Case::new(json!({"op": "linear_attention"}))
             .with("q", ten(dt, &[3, 1, h, k], &normal(&mut rng, 3 * h * k, 1.0)))
@@ -231,7 +231,7 @@ fn single_token_sequences() {
             .with("v", ten(dt, &[3, 1, h, v], &normal(&mut rng, 3 * h * v, 1.0)))
             .with("g", ten(DType::F32, &[3, 1, h, k], &rng.uniform_vec(3 * h * k, -1.0, 0.0)))
             .with("initial_state", ten(DType::F32, &[3, h, k, v], &normal(&mut rng, 3 * h * k * v, 1.0)));
-        verify("single_token", &format!("linear_attention {dt}"), &lin, dt, 1.0, attn_kernels::linear::oracle::linear_attention_case, &devs, seed);
+        verify("single_token", &format!("linear_attention {dt}"), &lin, dt, 1.0, attn_kernels_harness::cases::linear::linear_attention_oracle_case, &devs, seed);
         let kk: Vec<f32> = normal(&mut rng, h * k, 0.25);
         let delta = Case::new(json!({"op": "delta_rule"}))
             .with("q", ten(dt, &[1, 1, h, k], &normal(&mut rng, h * k, 1.0)))
@@ -240,14 +240,14 @@ fn single_token_sequences() {
             .with("a", ten(dt, &[1, 1, h, k], &kk.iter().map(|x| -x).collect::<Vec<_>>()))
             .with("b", ten(dt, &[1, 1, h, k], &kk.iter().map(|x| 0.5 * x).collect::<Vec<_>>()))
             .with("initial_state", ten(DType::F32, &[1, h, k, v], &normal(&mut rng, h * k * v, 1.0)));
-        verify("single_token", &format!("delta_rule {dt}"), &delta, dt, 1.0, attn_kernels::linear::oracle::delta_rule_case, &devs, seed);
+        verify("single_token", &format!("delta_rule {dt}"), &delta, dt, 1.0, attn_kernels_harness::cases::linear::delta_rule_oracle_case, &devs, seed);
         let c = 40usize;
         let rwkv = Case::new(json!({"op": "rwkv4"}))
             .with("k", ten(dt, &[2, 1, c], &normal(&mut rng, 2 * c, 2.0)))
             .with("v", ten(dt, &[2, 1, c], &normal(&mut rng, 2 * c, 1.0)))
             .with("w", ten(DType::F32, &[c], &rng.uniform_vec(c, -3.0, 0.0)))
             .with("u", ten(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
-        verify("single_token", &format!("rwkv4 {dt}"), &rwkv, dt, 1.0, attn_kernels::linear::oracle::rwkv4_case, &devs, seed);
+        verify("single_token", &format!("rwkv4 {dt}"), &rwkv, dt, 1.0, attn_kernels_harness::cases::linear::rwkv4_oracle_case, &devs, seed);
     }
     report("single_token_sequences");
 }
@@ -270,13 +270,13 @@ fn rope_at_position_2_pow_20() {
             let s = 16usize;
             let case = Case::new(json!({"op": "rope", "rope": rope, "position_offset": p20 - s as i64}))
                 .with("x", ten(dt, &[2, s, 3, 128], &normal(&mut rng, 2 * s * 3 * 128, 1.0)));
-            verify("rope_2^20", &format!("offset {dt} {scaling}"), &case, dt, 1.0, attn_kernels::rope::oracle::rope_oracle_case, &devs, seed);
+            verify("rope_2^20", &format!("offset {dt} {scaling}"), &case, dt, 1.0, attn_kernels_harness::cases::rope::rope_oracle_case, &devs, seed);
             // Explicit position ids at and just beyond 2^20.
             let pos: Vec<i32> = vec![(p20 - 1) as i32, p20 as i32, (p20 + 1) as i32, (p20 + 4097) as i32, 0, (p20 / 2 + 3) as i32];
             let case = Case::new(json!({"op": "rope", "rope": rope}))
                 .with("x", ten(dt, &[pos.len(), 2, 64], &normal(&mut rng, pos.len() * 128, 1.0)))
                 .with("position_ids", ids(pos));
-            verify("rope_2^20", &format!("ids {dt} {scaling}"), &case, dt, 1.0, attn_kernels::rope::oracle::rope_oracle_case, &devs, seed);
+            verify("rope_2^20", &format!("ids {dt} {scaling}"), &case, dt, 1.0, attn_kernels_harness::cases::rope::rope_oracle_case, &devs, seed);
             // Fused in attention, with query and key positions near 2^20.
             let (sq, sk) = (12usize, 40usize);
             let pq: Vec<i32> = (0..sq).map(|i| (p20 - sq as i64 + i as i64) as i32).collect();
@@ -284,7 +284,7 @@ fn rope_at_position_2_pow_20() {
             let case = attention_case(&mut rng, dt, json!({"causal": true, "rope": rope}), 1, sq, sk, 4, 2, 64, 1.0, 1.0)
                 .with("position_ids_q", Tensor::from_i32(&[1, sq], &pq).expect("ids"))
                 .with("position_ids_k", Tensor::from_i32(&[1, sk], &pk).expect("ids"));
-            verify("rope_2^20", &format!("fused attention {dt} {scaling}"), &case, dt, 1.0, attn_kernels::attention::oracle::oracle, &devs, seed);
+            verify("rope_2^20", &format!("fused attention {dt} {scaling}"), &case, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
         }
     }
     report("rope_at_position_2_pow_20");
@@ -313,7 +313,7 @@ fn linear_attention_decay_exactly_0_and_1_over_64k_steps() {
                     .with("k", kt.clone())
                     .with("v", vt.clone())
                     .with("g", ten(DType::F32, &g_shape, &vec![g; n]));
-                verify("64k", &format!("linear_attention {dt} {what} g{g_shape:?}"), &lin, dt, 1.0, attn_kernels::linear::oracle::linear_attention_case, &devs, seed);
+                verify("64k", &format!("linear_attention {dt} {what} g{g_shape:?}"), &lin, dt, 1.0, attn_kernels_harness::cases::linear::linear_attention_oracle_case, &devs, seed);
             }
             // Bonus (RWKV-5/6) form with the same decay.
             let lin_u = Case::new(json!({"op": "linear_attention", "scale": 1.0}))
@@ -322,7 +322,7 @@ fn linear_attention_decay_exactly_0_and_1_over_64k_steps() {
                 .with("v", vt)
                 .with("g", ten(DType::F32, &[h, k], &vec![g; h * k]))
                 .with("u", ten(DType::F32, &[h, k], &rng.uniform_vec(h * k, -1.0, 1.0)));
-            verify("64k", &format!("linear_attention bonus {dt} {what}"), &lin_u, dt, 1.0, attn_kernels::linear::oracle::linear_attention_case, &devs, seed);
+            verify("64k", &format!("linear_attention bonus {dt} {what}"), &lin_u, dt, 1.0, attn_kernels_harness::cases::linear::linear_attention_oracle_case, &devs, seed);
         }
     }
     report("linear_attention_decay_exactly_0_and_1_over_64k_steps");
@@ -353,7 +353,7 @@ fn delta_rule_decay_exactly_0_and_1_over_64k_steps() {
                 .with("a", ten(dt, &[1, t, h, k], &kn.iter().map(|x| -x).collect::<Vec<_>>()))
                 .with("b", ten(dt, &[1, t, h, k], &bvals))
                 .with("g", ten(DType::F32, &[1, t, h], &vec![g; t * h]));
-            verify("64k", &format!("delta_rule {dt} {what}"), &delta, dt, 1.0, attn_kernels::linear::oracle::delta_rule_case, &devs, seed);
+            verify("64k", &format!("delta_rule {dt} {what}"), &delta, dt, 1.0, attn_kernels_harness::cases::linear::delta_rule_oracle_case, &devs, seed);
         }
     }
     report("delta_rule_decay_exactly_0_and_1_over_64k_steps");
@@ -373,7 +373,7 @@ fn rwkv4_decay_exactly_0_and_1_over_64k_steps() {
                 .with("v", ten(dt, &[1, t, c], &normal(&mut rng, t * c, 1.0)))
                 .with("w", ten(DType::F32, &[c], &vec![w; c]))
                 .with("u", ten(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
-            verify("64k", &format!("rwkv4 {dt} {what}"), &rwkv, dt, 1.0, attn_kernels::linear::oracle::rwkv4_case, &devs, seed);
+            verify("64k", &format!("rwkv4 {dt} {what}"), &rwkv, dt, 1.0, attn_kernels_harness::cases::linear::rwkv4_oracle_case, &devs, seed);
         }
     }
     report("rwkv4_decay_exactly_0_and_1_over_64k_steps");
@@ -398,7 +398,7 @@ fn f16_inputs_near_the_top_of_its_range() {
             .with("q", ten(dt, &[b, sq, hq, d], &near_top(&mut rng, b * sq * hq * d, top)))
             .with("k", ten(dt, &[b, sk, hkv, d], &near_top(&mut rng, b * sk * hkv * d, top)))
             .with("v", ten(dt, &[b, sk, hkv, d], &near_top(&mut rng, b * sk * hkv * d, top)));
-        verify("f16_top", &format!("attention {config}"), &case, dt, 1.0, attn_kernels::attention::oracle::oracle, &devs, seed);
+        verify("f16_top", &format!("attention {config}"), &case, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
     }
     // Decode against a cache near the top of the range.
     let decode = Case::new(json!({"op": "decode_attention"}))
@@ -406,14 +406,14 @@ fn f16_inputs_near_the_top_of_its_range() {
         .with("k_cache", ten(dt, &[2, 37, 2, 64], &near_top(&mut rng, 2 * 37 * 2 * 64, top)))
         .with("v_cache", ten(dt, &[2, 37, 2, 64], &near_top(&mut rng, 2 * 37 * 2 * 64, top)))
         .with("cache_seqlens", ids(vec![37, 20]));
-    verify("f16_top", "decode", &decode, dt, 1.0, attn_kernels::decode::oracle::decode_oracle_case, &devs, seed);
+    verify("f16_top", "decode", &decode, dt, 1.0, attn_kernels_harness::cases::decode::decode_oracle_case, &devs, seed);
     // Differential attention: |O| <= (1 + lambda) max |v| = 63000 < 65504.
     let diff = Case::new(json!({"op": "diff_attention", "causal": true}))
         .with("q", ten(dt, &[1, 13, 4, 64], &near_top(&mut rng, 13 * 4 * 64, top)))
         .with("k", ten(dt, &[1, 13, 2, 64], &near_top(&mut rng, 13 * 2 * 64, top)))
         .with("v", ten(dt, &[1, 13, 1, 128], &near_top(&mut rng, 13 * 128, top)))
         .with("lambda", ten(DType::F32, &[2], &[0.05, 0.01]));
-    verify("f16_top", "diff_attention", &diff, dt, 2.0, attn_kernels::diff_attention::oracle::oracle, &devs, seed);
+    verify("f16_top", "diff_attention", &diff, dt, 2.0, attn_kernels_harness::cases::diff_attention::diff_attention_oracle_case, &devs, seed);
     // RoPE: each rotated pair has norm <= 60000, so the rotation stays in range.
     let (rows, heads, hd, rd) = (9usize, 2usize, 128usize, 64usize);
     let mut x = near_top(&mut rng, rows * heads * hd, top);
@@ -426,7 +426,7 @@ fn f16_inputs_near_the_top_of_its_range() {
     }
     let rope = Case::new(json!({"op": "rope", "rope": {"rotary_dim": rd, "theta": 10000.0}, "position_offset": 1000}))
         .with("x", ten(dt, &[rows, heads, hd], &x));
-    verify("f16_top", "rope", &rope, dt, 1.0, attn_kernels::rope::oracle::rope_oracle_case, &devs, seed);
+    verify("f16_top", "rope", &rope, dt, 1.0, attn_kernels_harness::cases::rope::rope_oracle_case, &devs, seed);
     // Linear attention: v near 60000 with small q, k, so o stays well inside the range.
     let (t, h, k, v) = (16usize, 2usize, 8usize, 8usize);
     let lin = Case::new(json!({"op": "linear_attention"}))
@@ -434,7 +434,7 @@ fn f16_inputs_near_the_top_of_its_range() {
         .with("k", ten(dt, &[1, t, h, k], &normal(&mut rng, t * h * k, 0.01)))
         .with("v", ten(dt, &[1, t, h, v], &near_top(&mut rng, t * h * v, top)))
         .with("g", ten(DType::F32, &[h], &[-0.1, 0.0]));
-    verify("f16_top", "linear_attention", &lin, dt, 1.0, attn_kernels::linear::oracle::linear_attention_case, &devs, seed);
+    verify("f16_top", "linear_attention", &lin, dt, 1.0, attn_kernels_harness::cases::linear::linear_attention_oracle_case, &devs, seed);
     // RWKV-4: y is a weighted average of v.
     let c = 24usize;
     let rwkv = Case::new(json!({"op": "rwkv4"}))
@@ -442,7 +442,7 @@ fn f16_inputs_near_the_top_of_its_range() {
         .with("v", ten(dt, &[2, t, c], &near_top(&mut rng, 2 * t * c, top)))
         .with("w", ten(DType::F32, &[c], &rng.uniform_vec(c, -2.0, 0.0)))
         .with("u", ten(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
-    verify("f16_top", "rwkv4", &rwkv, dt, 1.0, attn_kernels::linear::oracle::rwkv4_case, &devs, seed);
+    verify("f16_top", "rwkv4", &rwkv, dt, 1.0, attn_kernels_harness::cases::linear::rwkv4_oracle_case, &devs, seed);
     // merge_states: the merged o is a convex combination of the two.
     let (mb, ms, mh, mdv) = (2usize, 5usize, 3usize, 64usize);
     let merge = Case::new(json!({"op": "merge_states"}))
@@ -450,7 +450,7 @@ fn f16_inputs_near_the_top_of_its_range() {
         .with("o_b", ten(dt, &[mb, ms, mh, mdv], &near_top(&mut rng, mb * ms * mh * mdv, top)))
         .with("lse_a", ten(DType::F32, &[mb, mh, ms], &normal(&mut rng, mb * mh * ms, 3.0)))
         .with("lse_b", ten(DType::F32, &[mb, mh, ms], &normal(&mut rng, mb * mh * ms, 3.0)));
-    verify("f16_top", "merge_states", &merge, dt, 1.0, attn_kernels::decode::oracle::merge_oracle_case, &devs, seed);
+    verify("f16_top", "merge_states", &merge, dt, 1.0, attn_kernels_harness::cases::decode::merge_oracle_case, &devs, seed);
     report("f16_inputs_near_the_top_of_its_range");
 }
 

@@ -16,12 +16,13 @@
 //! ("hostile: N cases").
 
 use attn_kernels::attention::{self, AttentionArgs, AttentionConfig};
-use attn_kernels::case::{self, parse_config, Case, Device};
-use attn_kernels::decode::{self, DecodeCaseConfig, KvCacheRef};
+use attn_kernels::decode::{self, KvCacheRef};
 use attn_kernels::diff_attention::{self, DiffAttentionArgs, DiffAttentionConfig};
 use attn_kernels::linear::{self, DeltaRuleArgs, DeltaRuleConfig, LinearArgs, LinearAttentionConfig, Rwkv4Args, Rwkv4Config};
 use attn_kernels::rope::{self, RopeArgs, RopeOpConfig};
 use attn_kernels::{DType, Error, Result, Tensor, TensorInfo};
+use attn_kernels_harness::case::{self, parse_config, Case, Device};
+use attn_kernels_harness::cases::decode::DecodeCaseConfig;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 use serde_json::{json, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -2051,7 +2052,7 @@ fn valid_generated_calls_produce_outputs() {
 /// duplicated or miscounted. Skipped (with the reason printed) without a GPU.
 #[test]
 fn hostile_cuda_entry_points() {
-    let Some(gpu) = attn_kernels::bench::gpu_for_test("hostile_cuda_entry_points") else {
+    let Some(gpu) = attn_kernels_harness::bench::gpu_for_test("hostile_cuda_entry_points") else {
         return;
     };
     use attn_kernels::linear::cuda::{linear_attention_cuda_slots, StatePool};

@@ -5,12 +5,12 @@
 //! Inputs are random and drawn fresh each run; every failure message carries the seed
 //! (replay with `ATTN_KERNELS_SEED=<seed>`).
 
-use attn_kernels::case::{self, Case, Device};
-use attn_kernels::check::Rng;
 use attn_kernels::linear::oracle;
 use attn_kernels::linear::*;
 use attn_kernels::tensor::rel_error;
 use attn_kernels::{DType, Error, Tensor, TensorInfo};
+use attn_kernels_harness::case::{self, Case, Device};
+use attn_kernels_harness::check::Rng;
 
 const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 const DECAYS: [DecayShape; 5] =
@@ -551,7 +551,7 @@ fn case_files_run_through_the_dispatcher() {
     let out = case::run(&lin, &Device::Cpu).unwrap();
     assert_eq!(out.keys().collect::<Vec<_>>(), ["final_state", "o"]);
     assert_eq!(out["final_state"].shape(), &[2, h, k, v]);
-    let r = oracle::linear_attention_case(&lin).unwrap();
+    let r = attn_kernels_harness::cases::linear::linear_attention_oracle_case(&lin).unwrap();
     assert!(rel_error(&out["o"].to_f64_vec(), &r["o"]) <= 3e-3);
 
     let delta = Case::new(serde_json::json!({"op": "delta_rule"}))

@@ -2,10 +2,10 @@
 //! here from the published sources, rotation against a float64 scalar evaluation, positions up
 //! to 2^20, and every bad-input path.
 
-use attn_kernels::check::Rng;
 use attn_kernels::rope::{plan_rope, rope_cpu, rope_cpu_inplace, RopeArgs, RopeConfig, RopeOpConfig};
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::Error;
+use attn_kernels_harness::check::Rng;
 use serde_json::json;
 use std::f64::consts::PI;
 

@@ -2,9 +2,8 @@
 //! CUDA-event medians. Used by every `benches/*.rs` so the ceilings are measured one way.
 
 use crate::check::median;
-use crate::error::Result;
-use crate::runtime::Gpu;
-use crate::tensor::DType;
+use attn_kernels::tensor::DType;
+use attn_kernels::{runtime, Gpu, Result};
 
 /// Device-to-device copy bandwidth in GB/s (bytes read + bytes written), over a buffer of
 /// `bytes` (use well over the L2 size: 1 GiB), median of `iters` copies after warm-up.
@@ -24,7 +23,7 @@ pub fn median_ms(gpu: &Gpu, warmup: usize, iters: usize, work: impl FnMut() -> R
 
 /// The GPU to benchmark on, or `None` after printing why there is none.
 pub fn bench_gpu() -> Option<Gpu> {
-    if !crate::runtime::kernels_compiled() {
+    if !runtime::kernels_compiled() {
         eprintln!("GPU benches skipped: kernels were not compiled into this build");
         return None;
     }
@@ -46,10 +45,10 @@ pub fn bench_gpu() -> Option<Gpu> {
 /// the file named by `ATTN_KERNELS_TEST_LOG` (if set) as `ran <test> <device>` or
 /// `skipped <test>: <reason>` for CI to count.
 pub fn gpu_for_test(test: &str) -> Option<Gpu> {
-    use crate::runtime::{driver_present, emu};
+    use runtime::{driver_present, emu};
     use std::io::Write;
     let real = || -> std::result::Result<Gpu, String> {
-        if !crate::runtime::kernels_compiled() {
+        if !runtime::kernels_compiled() {
             return Err("kernels were not compiled into this build".into());
         }
         Gpu::new(0).map_err(|e| e.to_string())

@@ -1,11 +1,12 @@
-//! Case files (spec section 5) and op dispatch: one place that maps an op name to its family.
+//! Case files (docs/ops.md section 7) and op dispatch: one place that maps an op name to its
+//! family's case module ([`crate::cases`]).
 //!
 //! A case is a JSON config (with `op`) plus named tensors. `run` executes it on a [`Device`];
 //! the CLI reads and writes cases as safetensors files with the config in the metadata.
 
-use crate::error::{Error, Result};
-use crate::runtime::{DeviceTensor, Gpu};
-use crate::tensor::{DType, Tensor, TensorInfo};
+use crate::cases;
+use attn_kernels::tensor::{DType, Tensor, TensorInfo};
+use attn_kernels::{DeviceTensor, Error, Gpu, Result};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -91,14 +92,14 @@ pub const OPS: &[&str] = &["rope", "attention", "diff_attention", "linear_attent
 pub fn run(case: &Case, device: &Device) -> Result<Tensors> {
     let op = case.op()?;
     match op {
-        "rope" => crate::rope::run_case(&case.config, &case.inputs, device),
-        "attention" => crate::attention::run_case(&case.config, &case.inputs, device),
-        "diff_attention" => crate::diff_attention::run_case(&case.config, &case.inputs, device),
-        "linear_attention" => crate::linear::run_linear_case(&case.config, &case.inputs, device),
-        "delta_rule" => crate::linear::run_delta_rule_case(&case.config, &case.inputs, device),
-        "rwkv4" => crate::linear::run_rwkv4_case(&case.config, &case.inputs, device),
-        "merge_states" => crate::decode::run_case(&case.config, &case.inputs, device),
-        "decode_attention" => crate::decode::run_decode_case(&case.config, &case.inputs, device),
+        "rope" => cases::rope::run_case(&case.config, &case.inputs, device),
+        "attention" => cases::attention::run_case(&case.config, &case.inputs, device),
+        "diff_attention" => cases::diff_attention::run_case(&case.config, &case.inputs, device),
+        "linear_attention" => cases::linear::run_linear_case(&case.config, &case.inputs, device),
+        "delta_rule" => cases::linear::run_delta_rule_case(&case.config, &case.inputs, device),
+        "rwkv4" => cases::linear::run_rwkv4_case(&case.config, &case.inputs, device),
+        "merge_states" => cases::decode::run_merge_case(&case.config, &case.inputs, device),
+        "decode_attention" => cases::decode::run_decode_case(&case.config, &case.inputs, device),
         other => Err(unknown_op(other)),
     }
 }
@@ -126,11 +127,11 @@ pub fn download_all(gpu: &Gpu, outputs: &DeviceTensors) -> Result<Tensors> {
 pub fn run_resident(case: &Case, gpu: &Gpu, resident: &DeviceTensors) -> Result<DeviceTensors> {
     let op = case.op()?;
     match op {
-        "rope" => crate::rope::run_resident(&case.config, &case.inputs, resident, gpu),
-        "attention" => crate::attention::cuda::run_resident(&case.config, &case.inputs, resident, gpu),
-        "diff_attention" => crate::diff_attention::run_resident(&case.config, &case.inputs, resident, gpu),
-        "merge_states" => crate::decode::run_merge_resident(&case.config, &case.inputs, resident, gpu),
-        "decode_attention" => crate::decode::run_decode_resident(&case.config, &case.inputs, resident, gpu),
+        "rope" => cases::rope::run_resident(&case.config, &case.inputs, resident, gpu),
+        "attention" => cases::attention::run_resident(&case.config, &case.inputs, resident, gpu),
+        "diff_attention" => cases::diff_attention::run_resident(&case.config, &case.inputs, resident, gpu),
+        "merge_states" => cases::decode::run_merge_resident(&case.config, &case.inputs, resident, gpu),
+        "decode_attention" => cases::decode::run_decode_resident(&case.config, &case.inputs, resident, gpu),
         other if OPS.contains(&other) => {
             Err(Error::unsupported("device", format!("op `{other}` has no resident CUDA path in this build")))
         }

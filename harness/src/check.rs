@@ -2,12 +2,13 @@
 //! compared with a reference, printed as one table.
 //!
 //! On a GPU the CUDA result is compared with the CPU reference; on a CPU-only machine the CPU
-//! reference is compared with the family's naive float64 oracle. Each family contributes its
-//! cases through a `check_cases()` function listed in [`all_cases`].
+//! reference is compared with the family's naive float64 oracle (the library's `oracle` feature).
+//! Each family contributes its cases through a `check_cases()` function in [`crate::cases`],
+//! listed in [`all_cases`].
 
 use crate::case::{self, Case, Device, Tensors};
-use crate::error::Result;
-use crate::tensor::{rel_error, DType};
+use attn_kernels::tensor::{rel_error, DType};
+use attn_kernels::Result;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -53,11 +54,11 @@ pub struct CheckRow {
 /// Every family's check cases.
 pub fn all_cases() -> Vec<CheckCase> {
     let mut v = Vec::new();
-    v.extend(crate::rope::check_cases());
-    v.extend(crate::attention::check_cases());
-    v.extend(crate::diff_attention::check_cases());
-    v.extend(crate::linear::check_cases());
-    v.extend(crate::decode::check_cases());
+    v.extend(crate::cases::rope::check_cases());
+    v.extend(crate::cases::attention::check_cases());
+    v.extend(crate::cases::diff_attention::check_cases());
+    v.extend(crate::cases::linear::check_cases());
+    v.extend(crate::cases::decode::check_cases());
     v
 }
 

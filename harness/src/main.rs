@@ -1,11 +1,11 @@
 //! `attn-kernels`: run case files, time them, print RoPE frequencies, describe the build, and
 //! check every op against its reference (spec section 5).
 
-use attn_kernels::case::{self, Device};
-use attn_kernels::check;
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::runtime::{self, Gpu};
 use attn_kernels::{Error, Result, TensorInfo};
+use attn_kernels_harness::case::{self, Device};
+use attn_kernels_harness::check;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -2,9 +2,9 @@
 //! partial rotary and positions up to 2^20 against a float64 evaluation; `rope-freqs`; `info`;
 //! `check`; and malformed case files (clear error, non-zero exit, no output file left behind).
 
-use attn_kernels::case::{read_case, write_case, Case};
-use attn_kernels::check::Rng;
 use attn_kernels::tensor::{rel_error, DType, Tensor};
+use attn_kernels_harness::case::{read_case, write_case, Case};
+use attn_kernels_harness::check::Rng;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -112,12 +112,12 @@ fn malformed_case_files_fail_cleanly() {
         })),
         ("config not JSON", Box::new(|p: &Path| {
             let meta = std::collections::HashMap::from([("config".to_string(), "{not json".to_string())]);
-            let t = attn_kernels::case::Tensors::from([("x".to_string(), x.clone())]);
-            std::fs::write(p, attn_kernels::case::to_safetensors(&t, meta).unwrap()).unwrap();
+            let t = attn_kernels_harness::case::Tensors::from([("x".to_string(), x.clone())]);
+            std::fs::write(p, attn_kernels_harness::case::to_safetensors(&t, meta).unwrap()).unwrap();
         })),
         ("no config", Box::new(|p: &Path| {
-            let t = attn_kernels::case::Tensors::from([("x".to_string(), x.clone())]);
-            std::fs::write(p, attn_kernels::case::to_safetensors(&t, Default::default()).unwrap()).unwrap();
+            let t = attn_kernels_harness::case::Tensors::from([("x".to_string(), x.clone())]);
+            std::fs::write(p, attn_kernels_harness::case::to_safetensors(&t, Default::default()).unwrap()).unwrap();
         })),
     ];
     for (what, make) in cases {

@@ -7,9 +7,9 @@
 //! a readable output. A process killed by a signal (abort, segfault) always fails the test.
 //! Prints the number of runs ("cli_malformed: N runs").
 
-use attn_kernels::case::{read_case, to_safetensors, write_case, Case};
-use attn_kernels::check::Rng;
 use attn_kernels::{DType, Tensor, TensorInfo};
+use attn_kernels_harness::case::{read_case, to_safetensors, write_case, Case};
+use attn_kernels_harness::check::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;

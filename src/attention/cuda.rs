@@ -11,7 +11,6 @@
 //! an A100 / H100 class GPU (consumer Ampere / Ada allow 99 KB and get `Error::Unsupported`).
 
 use super::{plan, AttentionArgs, AttentionConfig, AttentionOutput, AttentionPlan};
-use crate::case::{self, DeviceTensors, Tensors};
 use crate::error::{Error, Result};
 use crate::runtime::params::AkAttnParams;
 use crate::runtime::{DeviceTensor, Gpu};
@@ -270,8 +269,8 @@ pub fn attention_cuda(
     Ok(AttentionOutput { o, lse })
 }
 
-/// Host tensors in, host tensors out (uploads, runs, downloads): the `--device cuda` path of
-/// `attn-kernels run` and a convenience for tests.
+/// Host tensors in, host tensors out (uploads, runs, downloads): a convenience for tests and callers
+/// with host data.
 pub fn attention_cuda_host(
     gpu: &Gpu,
     cfg: &AttentionConfig,
@@ -294,39 +293,6 @@ pub fn attention_cuda_host(
     };
     let out = attention_cuda(gpu, cfg, &dargs)?;
     Ok(AttentionOutput { o: gpu.download(&out.o)?, lse: gpu.download(&out.lse)? })
-}
-
-/// `run_resident` for op `attention`: q, k, v (and alibi_slopes) from the device copies, index
-/// tensors from the host copies in `inputs`; outputs `o` and `lse` stay on the device.
-pub(crate) fn run_resident(
-    config: &serde_json::Value,
-    inputs: &Tensors,
-    resident: &DeviceTensors,
-    gpu: &Gpu,
-) -> Result<DeviceTensors> {
-    let cfg: AttentionConfig = case::parse_config(config)?;
-    let host = super::case_args(inputs)?;
-    let args = AttentionArgs {
-        q: case::resident_input(resident, "q")?,
-        k: case::resident_input(resident, "k")?,
-        v: case::resident_input(resident, "v")?,
-        alibi_slopes: match host.alibi_slopes {
-            Some(_) => Some(case::resident_input(resident, "alibi_slopes")?),
-            None => None,
-        },
-        cu_seqlens_q: host.cu_seqlens_q,
-        cu_seqlens_k: host.cu_seqlens_k,
-        position_ids_q: host.position_ids_q,
-        position_ids_k: host.position_ids_k,
-    };
-    let out = attention_cuda(gpu, &cfg, &args)?;
-    Ok(DeviceTensors::from([("o".to_string(), out.o), ("lse".to_string(), out.lse)]))
-}
-
-/// The `--device cuda` arm of `run_case`: upload, [`run_resident`], download.
-pub(crate) fn run_case(config: &serde_json::Value, inputs: &Tensors, gpu: &Gpu) -> Result<Tensors> {
-    let resident = case::upload_inputs(gpu, inputs)?;
-    case::download_all(gpu, &run_resident(config, inputs, &resident, gpu)?)
 }
 
 #[cfg(test)]

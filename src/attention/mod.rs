@@ -1,11 +1,11 @@
 //! Attention (spec section 1): softmax attention with causal / sliding-window masks, softcap,
 //! ALiBi, fused RoPE, GQA/MQA, variable-length batches and LSE output.
 //!
-//! One validation routine, [`plan`], turns a configuration and arguments (host [`Tensor`]s or
+//! One validation routine, [`plan`], turns a configuration and arguments (host [`Tensor`](crate::Tensor)s or
 //! device tensors, anything implementing [`TensorInfo`]) into an [`AttentionPlan`]: every
 //! number a backend needs, checked. [`attention_cpu`] is the CPU backend (a tiled online-softmax
-//! computation, see [`cpu`]); [`oracle`] is the naive float64 evaluation the tests and `check`
-//! compare against; [`cuda`] is the GPU path.
+//! computation, see [`cpu`]); `oracle` (feature `oracle`) is the naive float64 evaluation the tests and
+//! `check` compare against; [`cuda`] is the GPU path.
 //!
 //! # Layouts
 //! - dense: `q [B, Sq, Hq, D]`, `k [B, Sk, Hkv, D]`, `v [B, Sk, Hkv, Dv]`,
@@ -36,6 +36,7 @@
 
 pub mod cpu;
 pub mod cuda;
+#[cfg(feature = "oracle")]
 pub mod oracle;
 
 pub use cpu::attention_cpu;
@@ -274,7 +275,7 @@ pub fn alibi_slopes(n: usize) -> Vec<f32> {
 
 /// Ranks and sizes read off q, k, v (rank checks only).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Dims {
+pub struct Dims {
     pub varlen: bool,
     /// B (dense) or 1 (varlen; sequences come from cu_seqlens).
     pub b: usize,
@@ -290,7 +291,7 @@ pub(crate) struct Dims {
 
 /// Read and rank-check q, k, v; batch and sequence dims must agree between k and v (and B
 /// between q and k).
-pub(crate) fn read_dims<T: TensorInfo>(q: &T, k: &T, v: &T, varlen: bool) -> Result<Dims> {
+pub fn read_dims<T: TensorInfo>(q: &T, k: &T, v: &T, varlen: bool) -> Result<Dims> {
     if varlen {
         expect_rank("q", q, 3, "[total_q, Hq, D] (varlen)")?;
         expect_rank("k", k, 3, "[total_k, Hkv, D] (varlen)")?;
@@ -562,113 +563,4 @@ pub fn plan<T: TensorInfo>(cfg: &AttentionConfig, args: &AttentionArgs<'_, T>) -
         return Err(Error::shape("v", format!("Hkv = {} heads (of k)", dims.hk), args.v.shape()));
     }
     plan_common(&cfg.common(), args, &dims, dims.hq, dims.hk, dims.hq)
-}
-
-// ------------------------------------------------------------------------------- case files
-
-use crate::case::{self, Device, Tensors};
-use crate::tensor::{i32_data, Tensor};
-
-/// Host index data of an optional int32 case tensor, with its expected shapes checked.
-pub(crate) fn opt_i32<'a>(inputs: &'a Tensors, name: &str) -> Result<Option<&'a Tensor>> {
-    match inputs.get(name) {
-        None => Ok(None),
-        Some(t) => {
-            i32_data(name, t)?;
-            Ok(Some(t))
-        }
-    }
-}
-
-/// Check that a position-id tensor has shape `[B, S]` (dense) or `[total]` (varlen).
-pub(crate) fn check_ids_shape(name: &str, t: &Tensor, varlen: bool, dense_bs: (usize, usize), total: usize) -> Result<()> {
-    let ok = if varlen { t.shape() == [total] } else { t.shape() == [dense_bs.0, dense_bs.1] };
-    if !ok {
-        let want = if varlen { format!("[{total}] (varlen)") } else { format!("[{}, {}]", dense_bs.0, dense_bs.1) };
-        return Err(Error::shape(name, want, t.shape()));
-    }
-    Ok(())
-}
-
-/// The tensor names `attention` case files may carry.
-pub(crate) const CASE_TENSORS: &[&str] =
-    &["q", "k", "v", "alibi_slopes", "cu_seqlens_q", "cu_seqlens_k", "position_ids_q", "position_ids_k"];
-
-/// Arguments from case-file tensors (shared with `diff_attention`): q, k, v, ALiBi and the index
-/// tensors, with the index tensors' ranks and shapes checked.
-pub(crate) fn case_args(inputs: &Tensors) -> Result<AttentionArgs<'_, Tensor>> {
-    let q = case::input(inputs, "q")?;
-    let k = case::input(inputs, "k")?;
-    let v = case::input(inputs, "v")?;
-    let cu_q = opt_i32(inputs, "cu_seqlens_q")?;
-    let cu_k = opt_i32(inputs, "cu_seqlens_k")?;
-    let pid_q = opt_i32(inputs, "position_ids_q")?;
-    let pid_k = opt_i32(inputs, "position_ids_k")?;
-    for (name, t) in [("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)] {
-        if let Some(t) = t {
-            expect_rank(name, t, 1, "[N + 1]")?;
-        }
-    }
-    let varlen = cu_q.is_some() || cu_k.is_some();
-    let dims = read_dims(q, k, v, varlen)?;
-    if let Some(t) = pid_q {
-        check_ids_shape("position_ids_q", t, varlen, (dims.b, dims.sq), dims.sq)?;
-    }
-    if let Some(t) = pid_k {
-        check_ids_shape("position_ids_k", t, varlen, (dims.b, dims.sk), dims.sk)?;
-    }
-    Ok(AttentionArgs {
-        q,
-        k,
-        v,
-        alibi_slopes: inputs.get("alibi_slopes"),
-        cu_seqlens_q: cu_q.and_then(Tensor::as_i32),
-        cu_seqlens_k: cu_k.and_then(Tensor::as_i32),
-        position_ids_q: pid_q.and_then(Tensor::as_i32),
-        position_ids_k: pid_k.and_then(Tensor::as_i32),
-    })
-}
-
-/// `attn-kernels run` for op `attention`.
-pub(crate) fn run_case(config: &serde_json::Value, inputs: &Tensors, device: &Device) -> Result<Tensors> {
-    let cfg: AttentionConfig = case::parse_config(config)?;
-    case::allow_only(inputs, "attention", CASE_TENSORS)?;
-    let out = match device {
-        Device::Cpu => attention_cpu(&cfg, &case_args(inputs)?)?,
-        Device::Cuda(gpu) => return cuda::run_case(config, inputs, gpu),
-    };
-    Ok(Tensors::from([("o".to_string(), out.o), ("lse".to_string(), out.lse)]))
-}
-
-/// `check` rows for attention: a realistic prefill shape (bf16, causal, ALiBi, YaRN RoPE, GQA)
-/// small enough for the CPU path and the float64 oracle to finish in seconds.
-pub(crate) fn check_cases() -> Vec<crate::check::CheckCase> {
-    use crate::check::{CheckCase, Rng, Work};
-    let (b, s, hq, hkv, d) = (1usize, 1024usize, 8usize, 2usize, 128usize);
-    let mut rng = Rng::from_time();
-    let dtype = DType::BF16;
-    let mk = |rng: &mut Rng, shape: &[usize]| {
-        Tensor::from_f32(dtype, shape, &rng.normal_vec(shape.iter().product())).expect("shape matches")
-    };
-    let config = serde_json::json!({
-        "op": "attention",
-        "causal": true,
-        "rope": {"rotary_dim": d, "theta": 10000.0, "max_position_embeddings": 131072,
-                 "scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}},
-    });
-    let case = case::Case::new(config)
-        .with("q", mk(&mut rng, &[b, s, hq, d]))
-        .with("k", mk(&mut rng, &[b, s, hkv, d]))
-        .with("v", mk(&mut rng, &[b, s, hkv, d]))
-        .with("alibi_slopes", Tensor::from_f32(DType::F32, &[hq], &alibi_slopes(hq)).expect("shape matches"));
-    let pairs = (b * s * (s + 1) / 2 * hq) as f64;
-    vec![CheckCase {
-        op: "attention",
-        shape: format!("q[{b},{s},{hq},{d}] kv{hkv} causal alibi yarn"),
-        dtype,
-        case,
-        work: Work::Flops(pairs * 2.0 * (2 * d) as f64),
-        tol_factor: 1.0,
-        oracle: oracle::oracle,
-    }]
 }

@@ -8,8 +8,6 @@
 //! path, through [`super::plan`].
 
 use super::{plan, AttentionArgs, AttentionConfig};
-use crate::case::Case;
-use crate::check::Reference;
 use crate::error::Result;
 use crate::rope::ResolvedRope;
 use crate::tensor::{f32_data, Tensor, TensorInfo};
@@ -195,13 +193,4 @@ pub fn attention_f64(cfg: &AttentionConfig, args: &AttentionArgs<'_, Tensor>) ->
         }
     }
     Ok((out.o, lse))
-}
-
-/// The `check` oracle of a case with op `attention`.
-pub fn oracle(case: &Case) -> Result<Reference> {
-    let cfg: AttentionConfig = crate::case::parse_config(&case.config)?;
-    let inputs = &case.inputs;
-    let args = super::case_args(inputs)?;
-    let (o, lse) = attention_f64(&cfg, &args)?;
-    Ok(Reference::from([("o".to_string(), o), ("lse".to_string(), lse)]))
 }

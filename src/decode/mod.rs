@@ -48,6 +48,7 @@
 
 pub mod cpu;
 pub mod cuda;
+#[cfg(feature = "oracle")]
 pub mod oracle;
 
 pub use cpu::{append_kv_cpu, decode_cpu, merge_states_cpu};
@@ -56,7 +57,6 @@ use crate::attention::AttentionConfig;
 use crate::error::{Error, Result};
 use crate::rope::{ResolvedRope, RopeConfig};
 use crate::tensor::{checked_numel, expect_dtype, expect_rank, expect_same_dtype, DType, TensorInfo};
-use serde::{Deserialize, Serialize};
 
 /// A KV cache, borrowed: contiguous or paged, with host index data.
 pub enum KvCacheRef<'a, T> {
@@ -474,7 +474,7 @@ pub(crate) fn plan_append<T: TensorInfo>(
 }
 
 /// Shapes of a merge_states call: `(batch, seqlen, heads, Dv, varlen)`.
-pub(crate) fn plan_merge<T: TensorInfo>(
+pub fn plan_merge<T: TensorInfo>(
     o_a: &T,
     lse_a: &T,
     o_b: &T,
@@ -503,188 +503,4 @@ pub(crate) fn plan_merge<T: TensorInfo>(
         }
     }
     Ok((b, s, h, dv, varlen))
-}
-
-// ------------------------------------------------------------------------------- case files
-
-use crate::case::{self, Device, Tensors};
-use crate::tensor::i32_data;
-
-fn minus_one() -> i64 {
-    -1
-}
-
-/// Config of the `decode_attention` case op: [`AttentionConfig`]'s keys plus the decode ones.
-/// Tensors: `q k_cache v_cache cache_seqlens [block_table] [alibi_slopes]`; a `block_table`
-/// (int32 `[B, max_blocks]`) makes the cache paged. Outputs `o lse`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecodeCaseConfig {
-    #[serde(default)]
-    pub softmax_scale: Option<f64>,
-    #[serde(default)]
-    pub causal: bool,
-    #[serde(default = "minus_one")]
-    pub window_left: i64,
-    #[serde(default = "minus_one")]
-    pub window_right: i64,
-    #[serde(default)]
-    pub softcap: f64,
-    #[serde(default)]
-    pub rope: Option<RopeConfig>,
-    /// The cache holds keys already rotated (RoPE only on q).
-    #[serde(default)]
-    pub cache_keys_rotated: bool,
-    /// KV splits on the GPU (absent: automatic).
-    #[serde(default)]
-    pub num_splits: Option<usize>,
-}
-
-impl DecodeCaseConfig {
-    pub fn attention(&self) -> AttentionConfig {
-        AttentionConfig {
-            softmax_scale: self.softmax_scale,
-            causal: self.causal,
-            window_left: self.window_left,
-            window_right: self.window_right,
-            softcap: self.softcap,
-            rope: self.rope.clone(),
-        }
-    }
-    pub fn options(&self) -> DecodeOptions {
-        DecodeOptions {
-            split: self.num_splits.map_or(SplitPolicy::Auto, SplitPolicy::Fixed),
-            cache_keys_rotated: self.cache_keys_rotated,
-        }
-    }
-}
-
-/// The cache of a `decode_attention` case, over any tensor type.
-pub(crate) fn case_cache<'a, T>(
-    k: &'a T,
-    v: &'a T,
-    seqlens: &'a [i32],
-    table: Option<(&'a [i32], usize)>,
-) -> KvCacheRef<'a, T> {
-    match table {
-        None => KvCacheRef::Contiguous { k, v, cache_seqlens: seqlens },
-        Some((block_table, max_blocks)) => KvCacheRef::Paged { k, v, block_table, max_blocks, cache_seqlens: seqlens },
-    }
-}
-
-/// Host index tensors of a `decode_attention` case: `(cache_seqlens, Some((block_table, max_blocks)))`.
-pub(crate) fn case_index(inputs: &Tensors) -> Result<(&[i32], Option<(&[i32], usize)>)> {
-    let sl = case::input(inputs, "cache_seqlens")?;
-    expect_rank("cache_seqlens", sl, 1, "[B]")?;
-    let seqlens = i32_data("cache_seqlens", sl)?;
-    let table = match inputs.get("block_table") {
-        None => None,
-        Some(t) => {
-            expect_rank("block_table", t, 2, "[B, max_blocks]")?;
-            Some((i32_data("block_table", t)?, t.shape()[1]))
-        }
-    };
-    Ok((seqlens, table))
-}
-
-/// `attn-kernels run` for op `decode_attention`.
-pub(crate) fn run_decode_case(config: &serde_json::Value, inputs: &Tensors, device: &Device) -> Result<Tensors> {
-    let cfg: DecodeCaseConfig = case::parse_config(config)?;
-    case::allow_only(inputs, "decode_attention", DECODE_TENSORS)?;
-    let q = case::input(inputs, "q")?;
-    let k = case::input(inputs, "k_cache")?;
-    let v = case::input(inputs, "v_cache")?;
-    let (seqlens, table) = case_index(inputs)?;
-    let alibi = inputs.get("alibi_slopes");
-    let cache = case_cache(k, v, seqlens, table);
-    let (acfg, opts) = (cfg.attention(), cfg.options());
-    match device {
-        Device::Cpu => {
-            let out = decode_cpu(&acfg, q, &cache, alibi, &opts)?;
-            Ok(Tensors::from([("o".to_string(), out.o), ("lse".to_string(), out.lse)]))
-        }
-        Device::Cuda(gpu) => {
-            // Validate on the host before uploading anything.
-            plan(&acfg, q, &cache, alibi, &opts)?;
-            let resident = case::upload_inputs(gpu, &without_index(inputs))?;
-            case::download_all(gpu, &run_decode_resident(config, inputs, &resident, gpu)?)
-        }
-    }
-}
-
-const DECODE_TENSORS: &[&str] = &["q", "k_cache", "v_cache", "cache_seqlens", "block_table", "alibi_slopes"];
-
-/// The inputs without the host index tensors (which are never uploaded as such).
-fn without_index(inputs: &Tensors) -> Tensors {
-    inputs
-        .iter()
-        .filter(|(k, _)| *k != "cache_seqlens" && *k != "block_table")
-        .map(|(k, t)| (k.clone(), t.clone()))
-        .collect()
-}
-
-/// `decode_attention` with device-resident q, caches and slopes (index data from the host
-/// copies in `inputs`); outputs stay on the device. What `attn-kernels bench` times.
-pub(crate) fn run_decode_resident(
-    config: &serde_json::Value,
-    inputs: &Tensors,
-    resident: &case::DeviceTensors,
-    gpu: &crate::Gpu,
-) -> Result<case::DeviceTensors> {
-    let cfg: DecodeCaseConfig = case::parse_config(config)?;
-    case::allow_only(inputs, "decode_attention", DECODE_TENSORS)?;
-    let q = case::resident_input(resident, "q")?;
-    let k = case::resident_input(resident, "k_cache")?;
-    let v = case::resident_input(resident, "v_cache")?;
-    let (seqlens, table) = case_index(inputs)?;
-    let cache = case_cache(k, v, seqlens, table);
-    let out = cuda::decode_cuda(gpu, &cfg.attention(), q, &cache, resident.get("alibi_slopes"), &cfg.options())?;
-    Ok(case::DeviceTensors::from([("o".to_string(), out.o), ("lse".to_string(), out.lse)]))
-}
-
-/// `merge_states` with device-resident inputs; outputs stay on the device.
-pub(crate) fn run_merge_resident(
-    config: &serde_json::Value,
-    inputs: &Tensors,
-    resident: &case::DeviceTensors,
-    gpu: &crate::Gpu,
-) -> Result<case::DeviceTensors> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct MergeConfig {}
-    let _: MergeConfig = case::parse_config(config)?;
-    case::allow_only(inputs, "merge_states", &["o_a", "lse_a", "o_b", "lse_b"])?;
-    let g = |n: &str| case::resident_input(resident, n);
-    let (o, lse) = cuda::merge_states_cuda(gpu, g("o_a")?, g("lse_a")?, g("o_b")?, g("lse_b")?)?;
-    Ok(case::DeviceTensors::from([("o".to_string(), o), ("lse".to_string(), lse)]))
-}
-
-/// `attn-kernels run` for op `merge_states`: tensors `o_a lse_a o_b lse_b`, outputs `o lse`.
-/// The config takes no keys besides `op`.
-pub(crate) fn run_case(config: &serde_json::Value, inputs: &Tensors, device: &Device) -> Result<Tensors> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct MergeConfig {}
-    let _: MergeConfig = case::parse_config(config)?;
-    case::allow_only(inputs, "merge_states", &["o_a", "lse_a", "o_b", "lse_b"])?;
-    let o_a = case::input(inputs, "o_a")?;
-    let lse_a = case::input(inputs, "lse_a")?;
-    let o_b = case::input(inputs, "o_b")?;
-    let lse_b = case::input(inputs, "lse_b")?;
-    let (o, lse) = match device {
-        Device::Cpu => merge_states_cpu(o_a, lse_a, o_b, lse_b)?,
-        Device::Cuda(gpu) => {
-            plan_merge(o_a, lse_a, o_b, lse_b)?;
-            let resident = case::upload_inputs(gpu, inputs)?;
-            let out = case::download_all(gpu, &run_merge_resident(config, inputs, &resident, gpu)?)?;
-            let take = |n: &str| out.get(n).cloned().ok_or_else(|| Error::Case(format!("missing output `{n}`")));
-            (take("o")?, take("lse")?)
-        }
-    };
-    Ok(Tensors::from([("o".to_string(), o), ("lse".to_string(), lse)]))
-}
-
-/// Check-table rows of this family (see [`oracle`] for the references).
-pub(crate) fn check_cases() -> Vec<crate::check::CheckCase> {
-    oracle::check_cases()
 }

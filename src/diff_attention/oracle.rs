@@ -5,8 +5,6 @@
 
 use super::{plan_diff, DiffAttentionArgs, DiffAttentionConfig, DiffVariant};
 use crate::attention::oracle::{softmax_maps_f64, OracleLane};
-use crate::case::Case;
-use crate::check::Reference;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -87,12 +85,4 @@ pub fn diff_attention_f64(cfg: &DiffAttentionConfig, args: &DiffAttentionArgs<'_
         }
     }
     Ok(DiffOracleOut { o, lse1, lse2 })
-}
-
-/// The `check` oracle of a case with op `diff_attention`.
-pub fn oracle(case: &Case) -> Result<Reference> {
-    let cfg: DiffAttentionConfig = crate::case::parse_config(&case.config)?;
-    let args = super::case_args(&case.inputs)?;
-    let r = diff_attention_f64(&cfg, &args)?;
-    Ok(Reference::from([("o".to_string(), r.o), ("lse1".to_string(), r.lse1), ("lse2".to_string(), r.lse2)]))
 }

@@ -21,7 +21,6 @@
 
 use super::{plan_delta_rule, plan_linear, plan_rwkv4, DecayShape, LinearPlan, RecurrentOutput};
 use super::{DeltaRuleArgs, DeltaRuleConfig, LinearArgs, LinearAttentionConfig, Rwkv4Args, Rwkv4Config};
-use crate::case::Tensors;
 use crate::error::{Error, Result};
 use crate::runtime::params::{AkLinearParams, AkRwkv4Params};
 use crate::runtime::{opt_ptr, DeviceTensor, Gpu};
@@ -479,92 +478,4 @@ pub fn rwkv4_cuda(gpu: &Gpu, cfg: &Rwkv4Config, args: &Rwkv4Args<'_, DeviceTenso
     };
     gpu.launch(RWKV4_MODULE, name, (blocks as u32, 1, 1), (threads as u32, 1, 1), 0, &params)?;
     Ok(RecurrentOutput { o: y, final_state })
-}
-
-// -------------------------------------------------------------------------------- case files
-
-// Until `super::run_case` routes `Device::Cuda` here (one arm each), these are unused.
-#[allow(dead_code)]
-fn upload_opt(gpu: &Gpu, t: Option<&Tensor>) -> Result<Option<DeviceTensor>> {
-    t.map(|t| gpu.upload(t)).transpose()
-}
-
-#[allow(dead_code)]
-fn download_outputs(gpu: &Gpu, o_name: &str, out: RecurrentOutput<DeviceTensor>) -> Result<Tensors> {
-    let mut m = Tensors::new();
-    m.insert(o_name.to_string(), gpu.download(&out.o)?);
-    m.insert("final_state".to_string(), gpu.download(&out.final_state)?);
-    Ok(m)
-}
-
-/// The `--device cuda` arm of the family's `run_case`: uploads the case's tensors, runs the op
-/// here and downloads `o` (rwkv4: `y`) and `final_state`. Inputs are validated on the host
-/// first with the same plan functions, so bad cases fail before any upload.
-#[allow(dead_code)]
-pub(crate) fn run_case(op: &str, config: &serde_json::Value, inputs: &Tensors, gpu: &Gpu) -> Result<Tensors> {
-    use crate::case::{allow_only, input, parse_config};
-    let cu = match inputs.get("cu_seqlens") {
-        None => None,
-        Some(t) => {
-            expect_rank("cu_seqlens", t, 1, "[N+1]")?;
-            Some(crate::tensor::i32_data("cu_seqlens", t)?)
-        }
-    };
-    match op {
-        "linear_attention" => {
-            let cfg: LinearAttentionConfig = parse_config(config)?;
-            allow_only(inputs, op, &["q", "k", "v", "g", "u", "initial_state", "cu_seqlens"])?;
-            let host = LinearArgs {
-                q: input(inputs, "q")?,
-                k: input(inputs, "k")?,
-                v: input(inputs, "v")?,
-                g: inputs.get("g"),
-                u: inputs.get("u"),
-                initial_state: inputs.get("initial_state"),
-                cu_seqlens: cu,
-            };
-            plan_linear(&cfg, &host)?;
-            let (q, k, v) = (gpu.upload(host.q)?, gpu.upload(host.k)?, gpu.upload(host.v)?);
-            let (g, u, s0) = (upload_opt(gpu, host.g)?, upload_opt(gpu, host.u)?, upload_opt(gpu, host.initial_state)?);
-            let args = LinearArgs { q: &q, k: &k, v: &v, g: g.as_ref(), u: u.as_ref(), initial_state: s0.as_ref(), cu_seqlens: cu };
-            download_outputs(gpu, "o", linear_attention_cuda(gpu, &cfg, &args, LinearMode::Auto)?)
-        }
-        "delta_rule" => {
-            let cfg: DeltaRuleConfig = parse_config(config)?;
-            allow_only(inputs, op, &["q", "k", "v", "a", "b", "g", "initial_state", "cu_seqlens"])?;
-            let host = DeltaRuleArgs {
-                q: input(inputs, "q")?,
-                k: input(inputs, "k")?,
-                v: input(inputs, "v")?,
-                a: input(inputs, "a")?,
-                b: input(inputs, "b")?,
-                g: inputs.get("g"),
-                initial_state: inputs.get("initial_state"),
-                cu_seqlens: cu,
-            };
-            plan_delta_rule(&cfg, &host)?;
-            let (q, k, v) = (gpu.upload(host.q)?, gpu.upload(host.k)?, gpu.upload(host.v)?);
-            let (a, b) = (gpu.upload(host.a)?, gpu.upload(host.b)?);
-            let (g, s0) = (upload_opt(gpu, host.g)?, upload_opt(gpu, host.initial_state)?);
-            let args = DeltaRuleArgs { q: &q, k: &k, v: &v, a: &a, b: &b, g: g.as_ref(), initial_state: s0.as_ref(), cu_seqlens: cu };
-            download_outputs(gpu, "o", delta_rule_cuda(gpu, &cfg, &args)?)
-        }
-        "rwkv4" => {
-            let cfg: Rwkv4Config = parse_config(config)?;
-            allow_only(inputs, op, &["k", "v", "w", "u", "initial_state"])?;
-            let host = Rwkv4Args {
-                k: input(inputs, "k")?,
-                v: input(inputs, "v")?,
-                w: input(inputs, "w")?,
-                u: input(inputs, "u")?,
-                initial_state: inputs.get("initial_state"),
-            };
-            plan_rwkv4(&cfg, &host)?;
-            let (k, v, w, u) = (gpu.upload(host.k)?, gpu.upload(host.v)?, gpu.upload(host.w)?, gpu.upload(host.u)?);
-            let s0 = upload_opt(gpu, host.initial_state)?;
-            let args = Rwkv4Args { k: &k, v: &v, w: &w, u: &u, initial_state: s0.as_ref() };
-            download_outputs(gpu, "y", rwkv4_cuda(gpu, &cfg, &args)?)
-        }
-        other => Err(Error::config("op", format!("`{other}` is not a linear-attention op"))),
-    }
 }

@@ -15,8 +15,6 @@
 
 use super::{plan_delta_rule, plan_linear, plan_rwkv4};
 use super::{DeltaRuleArgs, DeltaRuleConfig, LinearArgs, LinearAttentionConfig, Rwkv4Args, Rwkv4Config};
-use crate::case::Case;
-use crate::check::Reference;
 use crate::error::Result;
 use crate::tensor::{Tensor, TensorInfo};
 
@@ -283,29 +281,4 @@ pub fn rwkv4_closed_form(cfg: &Rwkv4Config, args: &Rwkv4Args<'_, Tensor>) -> Res
         }
     }
     Ok(y)
-}
-
-fn reference(o_name: &str, out: OracleOutput) -> Reference {
-    Reference::from([(o_name.to_string(), out.o), ("final_state".to_string(), out.final_state)])
-}
-
-/// Oracle of a `linear_attention` case (for `attn-kernels check`).
-pub fn linear_attention_case(case: &Case) -> Result<Reference> {
-    let cfg: LinearAttentionConfig = crate::case::parse_config(&case.config)?;
-    let args = super::linear_args(&case.inputs)?;
-    Ok(reference("o", linear_attention(&cfg, &args)?))
-}
-
-/// Oracle of a `delta_rule` case.
-pub fn delta_rule_case(case: &Case) -> Result<Reference> {
-    let cfg: DeltaRuleConfig = crate::case::parse_config(&case.config)?;
-    let args = super::delta_rule_args(&case.inputs)?;
-    Ok(reference("o", delta_rule(&cfg, &args)?))
-}
-
-/// Oracle of an `rwkv4` case.
-pub fn rwkv4_case(case: &Case) -> Result<Reference> {
-    let cfg: Rwkv4Config = crate::case::parse_config(&case.config)?;
-    let args = super::rwkv4_args(&case.inputs)?;
-    Ok(reference("y", rwkv4(&cfg, &args)?))
 }

@@ -23,12 +23,11 @@
 
 pub mod cpu;
 pub mod cuda;
+#[cfg(feature = "oracle")]
 pub mod oracle;
 
-use crate::case::{self, Device, Tensors};
-use crate::check::{CheckCase, Work};
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor, TensorInfo};
+use crate::tensor::{DType, TensorInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::f64::consts::PI;
@@ -501,62 +500,4 @@ pub fn plan_rope<T: TensorInfo>(cfg: &RopeOpConfig, args: &RopeArgs<'_, T>) -> R
         max_position: max_position as usize,
         resolved,
     })
-}
-
-fn index_input<'a>(inputs: &'a Tensors, name: &str) -> Result<Option<&'a [i32]>> {
-    inputs.get(name).map(|t| crate::tensor::i32_data(name, t)).transpose()
-}
-
-pub(crate) fn run_case(config: &Value, inputs: &Tensors, device: &Device) -> Result<Tensors> {
-    case::allow_only(inputs, "rope", &["x", "position_ids", "cu_seqlens"])?;
-    let cfg: RopeOpConfig = case::parse_config(config)?;
-    let x = case::input(inputs, "x")?;
-    let position_ids = index_input(inputs, "position_ids")?;
-    let cu_seqlens = index_input(inputs, "cu_seqlens")?;
-    let y = match device {
-        Device::Cpu => rope_cpu(&cfg, &RopeArgs { x, position_ids, cu_seqlens })?,
-        Device::Cuda(gpu) => {
-            let resident = case::upload_inputs(gpu, inputs)?;
-            return case::download_all(gpu, &run_resident(config, inputs, &resident, gpu)?);
-        }
-    };
-    Ok(Tensors::from([("y".to_string(), y)]))
-}
-
-pub(crate) fn run_resident(config: &Value, inputs: &Tensors, resident: &case::DeviceTensors, gpu: &crate::Gpu) -> Result<case::DeviceTensors> {
-    case::allow_only(inputs, "rope", &["x", "position_ids", "cu_seqlens"])?;
-    let cfg: RopeOpConfig = case::parse_config(config)?;
-    let x = case::resident_input(resident, "x")?;
-    let position_ids = index_input(inputs, "position_ids")?;
-    let cu_seqlens = index_input(inputs, "cu_seqlens")?;
-    let y = cuda::rope_cuda(gpu, &cfg, &RopeArgs { x, position_ids, cu_seqlens })?;
-    Ok(case::DeviceTensors::from([("y".to_string(), y)]))
-}
-
-/// A realistic rope case: Llama-3.1-8B-like q, 32 heads of 128, YaRN scaling, positions near 2^20.
-pub(crate) fn check_cases() -> Vec<CheckCase> {
-    let (b, s, h, d) = (4usize, 1024usize, 32usize, 128usize);
-    let mut rng = crate::check::Rng::from_time();
-    let mut cases = Vec::new();
-    for (dtype, scaling, offset) in [
-        (DType::BF16, serde_json::json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}), (1usize << 20) - 2048),
-        (DType::F32, serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}), 0),
-    ] {
-        let x = Tensor::from_f32(dtype, &[b, s, h, d], &rng.normal_vec(b * s * h * d)).expect("shape matches");
-        let config = serde_json::json!({
-            "op": "rope",
-            "rope": {"rotary_dim": d, "theta": 500000.0, "max_position_embeddings": 131072, "scaling": scaling},
-            "position_offset": offset,
-        });
-        cases.push(CheckCase {
-            op: "rope",
-            shape: format!("x[{b},{s},{h},{d}] @{offset}"),
-            dtype,
-            case: case::Case::new(config).with("x", x),
-            work: Work::Bytes((2 * b * s * h * d * dtype.size()) as f64),
-            tol_factor: 1.0,
-            oracle: oracle::rope_oracle_case,
-        });
-    }
-    cases
 }

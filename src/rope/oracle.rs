@@ -2,10 +2,6 @@
 //! It shares only the frequency computation with the library (the frequencies themselves are
 //! checked against independently written formulas in tests/rope.rs).
 
-use crate::case::{self, Case};
-use crate::check::Reference;
-use crate::error::Result;
-
 /// `y` for `x [rows, heads, head_dim]` flattened, with one position per row.
 pub fn rope_f64(x: &[f64], heads: usize, head_dim: usize, positions: &[i64], r: &super::ResolvedRope) -> Vec<f64> {
     let mut y = x.to_vec();
@@ -23,15 +19,4 @@ pub fn rope_f64(x: &[f64], heads: usize, head_dim: usize, positions: &[i64], r: 
         }
     }
     y
-}
-
-/// Oracle for a `rope` case file.
-pub fn rope_oracle_case(c: &Case) -> Result<Reference> {
-    let cfg: super::RopeOpConfig = case::parse_config(&c.config)?;
-    let x = case::input(&c.inputs, "x")?;
-    let ids = c.inputs.get("position_ids").map(|t| crate::tensor::i32_data("position_ids", t)).transpose()?;
-    let cu = c.inputs.get("cu_seqlens").map(|t| crate::tensor::i32_data("cu_seqlens", t)).transpose()?;
-    let plan = super::plan_rope(&cfg, &super::RopeArgs { x, position_ids: ids, cu_seqlens: cu })?;
-    let y = rope_f64(&x.to_f64_vec(), plan.heads, plan.head_dim, &plan.positions, &plan.resolved);
-    Ok(Reference::from([("y".to_string(), y)]))
 }

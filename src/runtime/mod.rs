@@ -61,9 +61,27 @@ fn require_kernels() -> Result<()> {
 }
 
 /// Whether a CUDA driver library (libcuda) can be loaded on this machine.
+#[cfg(feature = "dynamic-loading")]
 pub fn driver_present() -> bool {
     // SAFETY: only tries to dlopen the driver library by its known names; no driver call is made.
     unsafe { sys::is_culib_present() }
+}
+
+/// Whether a CUDA driver library (libcuda) can be loaded on this machine.
+///
+/// Without our `dynamic-loading` feature cudarc either links the driver (`dynamic-linking`, as
+/// candle's `cuda` feature asks: the process could not have started without it, so it is
+/// present) or falls back to loading it at run time (`fallback-dynamic-loading`). Opening the
+/// driver by its usual names answers both: it finds the linked library already loaded, or
+/// finds out whether cudarc's own dlopen will succeed.
+#[cfg(not(feature = "dynamic-loading"))]
+pub fn driver_present() -> bool {
+    let names: &[&str] = if cfg!(windows) { &["nvcuda.dll"] } else { &["libcuda.so.1", "libcuda.so"] };
+    names.iter().any(|name| {
+        // SAFETY: opens the driver library without calling into it; its initialisers are the
+        // ones any CUDA program runs.
+        unsafe { libloading::Library::new(*name) }.is_ok()
+    })
 }
 
 fn cuda_err(context: &str, e: impl std::fmt::Debug) -> Error {

@@ -7,10 +7,10 @@ use super::common::{gpu, randn};
 use attn_kernels::attention::cuda::{attention_cuda, attention_cuda_into};
 use attn_kernels::attention::oracle::attention_f64;
 use attn_kernels::attention::{alibi_slopes, attention_cpu, plan, AttentionArgs, AttentionConfig};
-use attn_kernels::check::Rng;
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::rel_error;
 use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor, TensorInfo};
+use attn_kernels_harness::check::Rng;
 use serde_json::json;
 
 /// One test case: shapes, options and index data.

@@ -1,20 +1,20 @@
 //! What every GPU test module shares: the one device guard, tensor makers, upload / download,
 //! tolerance checks, and the linear-attention inputs both linear modules build.
 
-use attn_kernels::check::Rng;
 use attn_kernels::linear::{DecayShape, LinearArgs};
 use attn_kernels::tensor::rel_error;
 use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor};
+use attn_kernels_harness::check::Rng;
 
 /// The device for the GPU test named `test` (its full name, `module::function`), or `None` after
-/// `attn_kernels::bench::gpu_for_test` printed why the test is skipped (and logged `ran` /
+/// `attn_kernels_harness::bench::gpu_for_test` printed why the test is skipped (and logged `ran` /
 /// `skipped` to `ATTN_KERNELS_TEST_LOG`). Outputs of the recurrent kernels are allocated
 /// poisoned (NaN) from then on, so an element a kernel fails to write fails its check.
 ///
 /// Where `gpu.info().emulated`, the tests shrink their long sequences and repetitions (one line
 /// each, marked `// emulated:`) but keep every kernel instantiation and code path.
 pub fn gpu(test: &str) -> Option<Gpu> {
-    let gpu = attn_kernels::bench::gpu_for_test(test)?;
+    let gpu = attn_kernels_harness::bench::gpu_for_test(test)?;
     attn_kernels::linear::cuda::set_poison_outputs(true);
     Some(gpu)
 }

@@ -2,12 +2,12 @@
 //! different ops at once, every result checked against the CPU; and static checks that the
 //! handles and caches engines share between threads are `Send + Sync`.
 //!
-//! The GPU test uses the realistic shapes of `attn_kernels::check::all_cases()` (every op).
+//! The GPU test uses the realistic shapes of `attn_kernels_harness::check::all_cases()` (every op).
 
 use super::common::gpu;
-use attn_kernels::case::{self, Device, Tensors};
-use attn_kernels::check;
 use attn_kernels::tensor::rel_error;
+use attn_kernels_harness::case::{self, Device, Tensors};
+use attn_kernels_harness::check;
 use std::sync::{Arc, Barrier};
 
 fn assert_send_sync<T: Send + Sync>() {}
@@ -19,8 +19,8 @@ fn shared_types_are_send_and_sync() {
     assert_send_sync::<attn_kernels::DeviceTensor>();
     assert_send_sync::<attn_kernels::Tensor>();
     assert_send_sync::<attn_kernels::Error>();
-    assert_send_sync::<attn_kernels::case::Device>();
-    assert_send_sync::<attn_kernels::case::Case>();
+    assert_send_sync::<attn_kernels_harness::case::Device>();
+    assert_send_sync::<attn_kernels_harness::case::Case>();
     // The per-device RoPE table cache entry, handed out as Arc.
     assert_send_sync::<attn_kernels::rope::cuda::DeviceRopeTable>();
     assert_send_sync::<Arc<attn_kernels::rope::cuda::DeviceRopeTable>>();

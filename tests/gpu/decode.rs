@@ -6,8 +6,6 @@
 
 use super::common::{arg_of, f32t, gpu, randn, shuffle, up};
 use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs, AttentionConfig};
-use attn_kernels::case::Device;
-use attn_kernels::check::Rng;
 use attn_kernels::decode::cuda::{
     append_kv_cuda, decode_cuda, decode_cuda_with_index, merge_states_cuda, merge_states_cuda_into, rows_per_cta,
     DeviceKvIndex,
@@ -18,6 +16,8 @@ use attn_kernels::decode::{
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::{DeviceTensor, Error, Gpu};
+use attn_kernels_harness::case::Device;
+use attn_kernels_harness::check::Rng;
 
 fn rope(rd: usize, interleaved: bool) -> RopeConfig {
     let mut r = RopeConfig::new(rd, 10000.0);
@@ -52,7 +52,7 @@ impl Problem {
         let q = randn(rng, dtype, &[b, sq, hq, d]);
         let (k, v, table) = match block {
             Some(bs) => {
-                let (k, v, t, m) = oracle::random_paged(rng, dtype, seqlens, bs, hkv, d, d).unwrap();
+                let (k, v, t, m) = attn_kernels_harness::cases::decode::random_paged(rng, dtype, seqlens, bs, hkv, d, d).unwrap();
                 (k, v, Some((t, m)))
             }
             None => {
@@ -515,8 +515,8 @@ fn merge_states_gpu_matches_cpu() {
 fn check_cases_pass_on_gpu() {
     let Some(gpu) = gpu(concat!(module_path!(), "::check_cases_pass_on_gpu")) else { return };
     let device = Device::Cuda(gpu);
-    for c in attn_kernels::check::all_cases().iter().filter(|c| c.op == "decode_attention" || c.op == "merge_states") {
-        let row = attn_kernels::check::run_one(c, &device);
+    for c in attn_kernels_harness::check::all_cases().iter().filter(|c| c.op == "decode_attention" || c.op == "merge_states") {
+        let row = attn_kernels_harness::check::run_one(c, &device);
         assert!(row.passed, "{} {}: rel {:.2e} > {:.1e} ({})", c.op, c.shape, row.rel_error, row.bound, row.note);
     }
 }

@@ -4,7 +4,6 @@
 
 use super::common::{compare, down, f32t, gpu, randn, shuffle, tensor, up};
 use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs};
-use attn_kernels::check::Rng;
 use attn_kernels::decode::{KvCacheRef, SplitPolicy};
 use attn_kernels::diff_attention::cpu::DiffAttentionOutput;
 use attn_kernels::diff_attention::cuda::{
@@ -15,6 +14,7 @@ use attn_kernels::diff_attention::oracle::diff_attention_f64;
 use attn_kernels::diff_attention::{plan_diff, DiffAttentionArgs, DiffAttentionConfig, DiffVariant};
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor, TensorInfo};
+use attn_kernels_harness::check::Rng;
 
 /// The spec's bound for diff_attention: twice the per-dtype bound.
 fn bound(dtype: DType) -> f64 {

@@ -3,13 +3,13 @@
 //! CPU reference too).
 
 use super::common::{arg_of, assert_close, down, g_shape, gpu, shuffle, uniform, up, DevLin, LinCase, DECAY_SHAPES};
-use attn_kernels::check::Rng;
 use attn_kernels::linear::chunked::auto_picks_chunked;
 use attn_kernels::linear::cuda::*;
 use attn_kernels::linear::oracle;
 use attn_kernels::linear::*;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::{DeviceTensor, Error, Gpu};
+use attn_kernels_harness::check::Rng;
 
 const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 

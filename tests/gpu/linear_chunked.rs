@@ -5,12 +5,12 @@
 //! to g = -20 per step, 64k-token sequences, poisoned outputs, and the typed errors.
 
 use super::common::{compare, g_shape, gpu, randn_scaled, tensor, DevLin, LinCase, DECAY_SHAPES};
-use attn_kernels::check::Rng;
 use attn_kernels::linear::chunked::{linear_attention_chunked_cuda, linear_attention_chunked_cuda_into};
 use attn_kernels::linear::cuda::{linear_attention_cuda, LinearMode};
 use attn_kernels::linear::{linear_attention_cpu, oracle, DecayShape, LinearAttentionConfig};
 use attn_kernels::tensor::rel_error;
 use attn_kernels::{DType, Error, Gpu, Tensor, TensorInfo};
+use attn_kernels_harness::check::Rng;
 
 /// How strong the random log decays are.
 #[derive(Clone, Copy, Debug)]

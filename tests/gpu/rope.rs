@@ -2,11 +2,11 @@
 //! position ids and varlen, positions up to 2^20, in place and out of place, poisoned outputs.
 
 use super::common::{gpu, randn};
-use attn_kernels::check::Rng;
 use attn_kernels::rope::cuda::{rope_cuda, rope_cuda_inplace, rope_cuda_into};
 use attn_kernels::rope::{rope_cpu, RopeArgs, RopeConfig, RopeOpConfig};
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::Error;
+use attn_kernels_harness::check::Rng;
 use serde_json::json;
 
 fn scalings() -> Vec<serde_json::Value> {
