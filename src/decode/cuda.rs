@@ -1,5 +1,5 @@
-//! CUDA paths: split-KV decode (kernels/attention/decode.cu), cache append
-//! (kernels/attention/append.cu) and merge_states.
+//! CUDA paths: split-KV decode (kernels/decode/decode.cu), cache append
+//! (kernels/decode/append.cu) and merge_states.
 //!
 //! Decode launches one CTA per (split, kv head, row tile, sequence); with more than one split
 //! each CTA writes a normalised partial output and its LSE to an f32 workspace and a combine
@@ -17,8 +17,8 @@ use crate::runtime::params::{AkAppendKvParams, AkDecodeCombineParams, AkDecodePa
 use crate::runtime::{DeviceTensor, Gpu};
 use crate::tensor::{expect_shape, DType, Tensor, TensorInfo};
 
-const DECODE_MODULE: &str = "attention_decode";
-const APPEND_MODULE: &str = "attention_append";
+const DECODE_MODULE: &str = "decode_decode";
+const APPEND_MODULE: &str = "decode_append";
 /// Threads per decode CTA, pipeline constants: mirror `decode::` in decode.cu.
 const THREADS: usize = 128;
 const VEC: usize = 8;
