@@ -21,11 +21,8 @@ use attn_kernels::attention::{AttentionArgs, AttentionConfig};
 use attn_kernels::decode::cuda::{decode_cuda_with_index, DeviceKvIndex};
 use attn_kernels::decode::{DecodeOptions, KvCacheRef, SplitPolicy};
 use attn_kernels::diff_attention::cpu::DiffAttentionOutput;
-use attn_kernels::diff_attention::cuda::{
-    diff_attention_cuda_into, diff_decode_cuda_into, diff_epilogue_cuda, plan_diff_decode, DiffDecodeArgs,
-    DiffDecodeIndex,
-};
-use attn_kernels::diff_attention::{plan_diff, DiffAttentionArgs, DiffAttentionConfig};
+use attn_kernels::diff_attention::cuda::{diff_attention_cuda_into, diff_decode_cuda_into, diff_epilogue_cuda, DiffDecodeIndex};
+use attn_kernels::diff_attention::{plan_diff, plan_diff_decode, DiffAttentionArgs, DiffAttentionConfig, DiffDecodeArgs};
 use attn_kernels::tensor::{rel_error, DType, Tensor};
 use attn_kernels::{DeviceTensor, Gpu, Result};
 use attn_kernels_harness::bench::{bench_gpu, copy_bandwidth_gbs, median_ms};

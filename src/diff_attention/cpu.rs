@@ -2,9 +2,10 @@
 //! attention CPU machinery (`crate::attention::cpu`, two lanes per output head sharing the V
 //! rows), then `O = o1 - lambda o2` and the optional RMSNorm run in f32.
 
-use super::{plan_diff, DiffAttentionArgs, DiffAttentionConfig, DiffVariant};
+use super::{plan_diff, plan_diff_decode, DiffAttentionArgs, DiffAttentionConfig, DiffDecodeArgs, DiffVariant};
 use crate::attention::cpu::{attend_lanes, load_rows, rope_positions, Lane, Rows};
-use crate::error::Result;
+use crate::decode::CacheLayout;
+use crate::error::{Error, Result};
 use crate::tensor::{f32_data, DType, Tensor};
 
 /// Outputs of differential attention: `o` in q's dtype, `lse1`, `lse2` f32.
@@ -80,5 +81,60 @@ pub fn diff_attention_cpu(cfg: &DiffAttentionConfig, args: &DiffAttentionArgs<'_
         o: Tensor::from_f32(p.dtype, &dp.o_shape(), &o)?,
         lse1: Tensor::from_f32(DType::F32, &dp.lse_shape(), &lse1)?,
         lse2: Tensor::from_f32(DType::F32, &dp.lse_shape(), &lse2)?,
+    })
+}
+
+/// CPU reference of the fused decode: gathers each sequence's cached keys into a packed (varlen)
+/// batch and runs [`diff_attention_cpu`] with one query row per sequence (position
+/// `cache_seqlens[b] - 1`, bottom-right aligned). Outputs as [`super::cuda::diff_decode_cuda`].
+pub fn diff_decode_cpu(
+    cfg: &DiffAttentionConfig,
+    args: &DiffDecodeArgs<'_, Tensor>,
+) -> Result<DiffAttentionOutput<Tensor>> {
+    let p = plan_diff_decode(cfg, args)?;
+    let (hkv, d2) = (p.heads_kv, 2 * p.head_dim);
+    let row = hkv * d2;
+    let kc = args.cache.k().to_f32_vec();
+    let vc = args.cache.v().to_f32_vec();
+    let total: usize = p.seqlens.iter().sum();
+    let (mut k, mut v) = (Vec::with_capacity(total * row), Vec::with_capacity(total * row));
+    let mut cu_k = vec![0i32];
+    for (b, &len) in p.seqlens.iter().enumerate() {
+        for j in 0..len {
+            let r = match (&p.layout, args.cache.block_table()) {
+                (CacheLayout::Paged { block_size, .. }, Some((table, max_blocks))) => {
+                    table[b * max_blocks + j / block_size] as usize * block_size + j % block_size
+                }
+                (CacheLayout::Contiguous { s_max }, _) => b * s_max + j,
+                _ => return Err(Error::invalid("block_table", "paged layout without a block table")),
+            };
+            k.extend_from_slice(&kc[r * row..(r + 1) * row]);
+            v.extend_from_slice(&vc[r * row..(r + 1) * row]);
+        }
+        cu_k.push(cu_k[b] + len as i32);
+    }
+    let cu_q: Vec<i32> = (0..=p.batch as i32).collect();
+    let kt = Tensor::from_f32(p.dtype, &[total, 2 * hkv, p.head_dim], &k)?;
+    let vt = Tensor::from_f32(p.dtype, &[total, hkv, d2], &v)?;
+    let qt = args.q.clone().reshape(&[p.batch, 2 * p.heads, p.head_dim])?;
+    let mut dargs = DiffAttentionArgs::new(&qt, &kt, &vt, args.lambda).with_varlen(&cu_q, &cu_k);
+    dargs.norm_weight = args.norm_weight;
+    dargs.alibi_slopes = args.alibi_slopes;
+    let out = diff_attention_cpu(cfg, &dargs)?;
+    // lse [H, B] (varlen) -> [B, H, 1].
+    let transpose = |t: &Tensor| -> Result<Tensor> {
+        let x = t.to_f32_vec();
+        let mut y = vec![0f32; x.len()];
+        for h in 0..p.heads {
+            for b in 0..p.batch {
+                y[b * p.heads + h] = x[h * p.batch + b];
+            }
+        }
+        Tensor::from_f32(DType::F32, &p.lse_shape(), &y)
+    };
+    Ok(DiffAttentionOutput {
+        o: out.o.reshape(&p.o_shape())?,
+        lse1: transpose(&out.lse1)?,
+        lse2: transpose(&out.lse2)?,
     })
 }

@@ -37,12 +37,13 @@ pub mod cuda;
 #[cfg(feature = "oracle")]
 pub mod oracle;
 
-pub use cpu::{diff_attention_cpu, DiffAttentionOutput};
+pub use cpu::{diff_attention_cpu, diff_decode_cpu, DiffAttentionOutput};
 
 use crate::attention::{plan_common, read_dims, AttentionArgs, AttentionPlan, Common};
+use crate::decode::{check_cache, CacheLayout, KvCacheRef};
 use crate::error::{Error, Result};
 use crate::rope::RopeConfig;
-use crate::tensor::{expect_dtype, DType, TensorInfo};
+use crate::tensor::{expect_dtype, expect_rank, expect_same_dtype, DType, TensorInfo};
 use serde::{Deserialize, Serialize};
 
 fn minus_one() -> i64 {
@@ -368,4 +369,170 @@ pub(crate) fn check_norm_keys(cfg: &DiffAttentionConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+// ------------------------------------------------------------------------------- decode
+
+/// Arguments of the fused v1 decode (see [`cuda`] for the cache layout).
+pub struct DiffDecodeArgs<'a, T: TensorInfo> {
+    /// `[B, 1, 2H, d]`.
+    pub q: &'a T,
+    /// `k, v` with `Hkv` heads of width `2d` (`[k1 | k2]` and V).
+    pub cache: KvCacheRef<'a, T>,
+    /// f32 `[H]`.
+    pub lambda: &'a T,
+    /// f32 `[2d]`; requires `lambda_init` in the config.
+    pub norm_weight: Option<&'a T>,
+    /// f32 `[H]`: head `h`'s slope for both maps.
+    pub alibi_slopes: Option<&'a T>,
+}
+
+impl<'a, T: TensorInfo> Clone for DiffDecodeArgs<'a, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<'a, T: TensorInfo> Copy for DiffDecodeArgs<'a, T> {}
+
+/// A validated decode call.
+#[derive(Clone, Debug)]
+pub struct DiffDecodePlan {
+    pub batch: usize,
+    /// H: output heads.
+    pub heads: usize,
+    /// Hkv: kv heads of the cache.
+    pub heads_kv: usize,
+    /// d: per-map head dim (the cache's heads are 2d wide).
+    pub head_dim: usize,
+    pub dtype: DType,
+    pub layout: CacheLayout,
+    /// Keys per sequence.
+    pub seqlens: Vec<usize>,
+    pub scale: f32,
+    pub softcap: f32,
+    /// -1 = unlimited.
+    pub window_left: i64,
+    pub has_norm: bool,
+    pub norm_scale: f32,
+    pub eps: f32,
+    pub has_alibi: bool,
+}
+
+impl DiffDecodePlan {
+    pub fn o_shape(&self) -> Vec<usize> {
+        vec![self.batch, 1, self.heads, 2 * self.head_dim]
+    }
+    pub fn lse_shape(&self) -> Vec<usize> {
+        vec![self.batch, self.heads, 1]
+    }
+    pub fn max_seqlen(&self) -> usize {
+        self.seqlens.iter().copied().max().unwrap_or(0)
+    }
+    /// Bytes a decode must move: every visible key's `[k1 | k2]` and V once per kv head, q and o.
+    pub fn bytes_moved(&self) -> f64 {
+        let e = self.dtype.size() as f64;
+        let keys: f64 = self
+            .seqlens
+            .iter()
+            .map(|&s| if self.window_left >= 0 { s.min(self.window_left as usize + 1) } else { s } as f64)
+            .sum();
+        let d2 = (2 * self.head_dim) as f64;
+        keys * self.heads_kv as f64 * 2.0 * d2 * e + (self.batch * self.heads) as f64 * 2.0 * d2 * e
+    }
+}
+
+/// Validate a fused v1 decode call. Errors name the argument or config key at fault.
+pub fn plan_diff_decode<T: TensorInfo>(
+    cfg: &DiffAttentionConfig,
+    args: &DiffDecodeArgs<'_, T>,
+) -> Result<DiffDecodePlan> {
+    if cfg.variant != DiffVariant::V1 {
+        return Err(Error::unsupported("variant", "diff decode implements variant v1"));
+    }
+    if cfg.rope.is_some() {
+        return Err(Error::unsupported(
+            "rope",
+            "diff decode does not fuse RoPE: rotate q and k before appending to the cache",
+        ));
+    }
+    let (layout, batch, heads_kv, dk, dv, seqlens) = check_cache(&args.cache, 0)?;
+    if dk % 2 != 0 {
+        return Err(Error::shape("k_cache", "kv heads of even width 2d ([k1 | k2])", args.cache.k().shape()));
+    }
+    if dv != dk {
+        return Err(Error::shape("v_cache", format!("head width 2d = {dk} (of k_cache)"), args.cache.v().shape()));
+    }
+    let d = dk / 2;
+    let q = args.q;
+    expect_rank("q", q, 4, "[B, 1, 2H, d]")?;
+    expect_dtype("q", q, &[DType::F32, DType::F16, DType::BF16])?;
+    expect_same_dtype("k_cache", args.cache.k(), "q", q.dtype())?;
+    let qs = q.shape();
+    if qs[0] != batch {
+        return Err(Error::shape("q", format!("[{batch}, 1, 2H, {d}] (batch of the cache)"), qs));
+    }
+    if qs[1] != 1 {
+        return Err(Error::unsupported(
+            "q",
+            format!("diff decode takes one new token per sequence, got Sq_new = {}", qs[1]),
+        ));
+    }
+    if qs[3] != d {
+        return Err(Error::shape("q", format!("[{batch}, 1, 2H, {d}] (half the cache's head width)"), qs));
+    }
+    if qs[2] == 0 || qs[2] % 2 != 0 {
+        return Err(Error::shape("q", "2H query heads (an even, positive count)", qs));
+    }
+    let heads = qs[2] / 2;
+    if heads % heads_kv != 0 {
+        return Err(Error::invalid("k_cache", format!("H % Hkv must be 0, got H = {heads}, Hkv = {heads_kv}")));
+    }
+    expect_dtype("lambda", args.lambda, &[DType::F32])?;
+    if args.lambda.shape() != [heads] {
+        return Err(Error::shape("lambda", format!("[{heads}]"), args.lambda.shape()));
+    }
+    if let Some(a) = args.alibi_slopes {
+        expect_dtype("alibi_slopes", a, &[DType::F32])?;
+        if a.shape() != [heads] {
+            return Err(Error::shape("alibi_slopes", format!("[{heads}]"), a.shape()));
+        }
+    }
+    if let Some(s) = cfg.softmax_scale {
+        if !s.is_finite() {
+            return Err(Error::config("softmax_scale", format!("must be finite, got {s}")));
+        }
+    }
+    if !(cfg.softcap.is_finite() && cfg.softcap >= 0.0) {
+        return Err(Error::config("softcap", format!("must be finite and >= 0 (0 = off), got {}", cfg.softcap)));
+    }
+    check_norm_keys(cfg)?;
+    let norm_scale = match args.norm_weight {
+        None => 1.0,
+        Some(w) => {
+            expect_dtype("norm_weight", w, &[DType::F32])?;
+            if w.shape() != [2 * d] {
+                return Err(Error::shape("norm_weight", format!("[{}] (2d)", 2 * d), w.shape()));
+            }
+            let li = cfg.lambda_init.ok_or_else(|| {
+                Error::config("lambda_init", "required when norm_weight is given (the norm scales by 1 - lambda_init)")
+            })?;
+            (1.0 - li) as f32
+        }
+    };
+    Ok(DiffDecodePlan {
+        batch,
+        heads,
+        heads_kv,
+        head_dim: d,
+        dtype: q.dtype(),
+        layout,
+        seqlens,
+        scale: cfg.softmax_scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32,
+        softcap: cfg.softcap as f32,
+        window_left: if cfg.window_left < 0 { -1 } else { cfg.window_left },
+        has_norm: args.norm_weight.is_some(),
+        norm_scale,
+        eps: cfg.eps as f32,
+        has_alibi: args.alibi_slopes.is_some(),
+    })
 }

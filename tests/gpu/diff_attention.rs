@@ -6,12 +6,11 @@ use super::common::{compare, down, f32t, gpu, randn, shuffle, tensor, up};
 use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs};
 use attn_kernels::decode::{KvCacheRef, SplitPolicy};
 use attn_kernels::diff_attention::cpu::DiffAttentionOutput;
-use attn_kernels::diff_attention::cuda::{
-    diff_attention_cuda_into, diff_decode_cpu, diff_decode_cuda_into, diff_epilogue_cuda, plan_diff_decode,
-    DiffDecodeArgs, DiffDecodeIndex,
-};
+use attn_kernels::diff_attention::cuda::{diff_attention_cuda_into, diff_decode_cuda_into, diff_epilogue_cuda, DiffDecodeIndex};
 use attn_kernels::diff_attention::oracle::diff_attention_f64;
-use attn_kernels::diff_attention::{plan_diff, DiffAttentionArgs, DiffAttentionConfig, DiffVariant};
+use attn_kernels::diff_attention::{
+    diff_decode_cpu, plan_diff, plan_diff_decode, DiffAttentionArgs, DiffAttentionConfig, DiffDecodeArgs, DiffVariant,
+};
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor, TensorInfo};
 use attn_kernels_harness::check::Rng;
