@@ -1,6 +1,13 @@
 //! Build script: compiles every `kernels/**/*.cu` into a fatbin that the library embeds, and
 //! (feature `emulator`) builds the emulated device.
 //!
+//! Which entry points each module exports is the kernel list, `src/runtime/kernel_list.rs`
+//! (included below): from it this script generates, per module, the `extern "C" __global__`
+//! entry points (`$OUT_DIR/generated/<module>_entries.cuh`, included at the end of the .cu, with
+//! `static_assert`s that the constants the C++ derives equal the list's), the emulated device's
+//! registrations, the module manifest, and the Rust dispatch table `$OUT_DIR/kernel_table.rs`
+//! (`attn_kernels::runtime::KERNELS`).
+//!
 //! The Rust view of `kernels/params.h` is the checked-in `src/runtime/params_bindings.rs`; no
 //! bindgen runs here. `tests/bindings.rs` proves it equals bindgen's output for the header (and
 //! rewrites it with `ATTN_KERNELS_UPDATE_BINDINGS=1` after the header changes).
@@ -40,6 +47,12 @@ use std::process::Command;
 
 const DEFAULT_ARCHS: &str = "sm_80,sm_90a,compute_90";
 
+/// The kernel list (also compiled into the library as `attn_kernels::runtime::kernel_list`).
+#[allow(dead_code)]
+mod kernel_list {
+    include!("src/runtime/kernel_list.rs");
+}
+
 fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     for var in [
@@ -60,7 +73,10 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=kernels");
-    let units = compile_kernels(&out_dir);
+    println!("cargo:rerun-if-changed=src/runtime/kernel_list.rs");
+    let units = kernel_units(&out_dir);
+    write_kernel_table(&out_dir, &units);
+    compile_kernels(&out_dir, &units);
     let emu = if feature("EMULATOR") {
         build_emulator(&out_dir, &units)
     } else {
@@ -124,74 +140,130 @@ fn collect(dir: &Path, ext: &[&str], out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Names of `extern "C" __global__` functions in a source file: the kernels a module exports.
-fn exported_kernels(src: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    for line_start in src.match_indices("extern \"C\"").map(|(i, _)| i) {
-        let rest = &src[line_start..];
-        let Some(g) = rest.find("__global__") else { continue };
-        // Only when __global__ belongs to this declaration (no `;` or `{` in between).
-        if rest[..g].contains(';') || rest[..g].contains('{') {
-            continue;
-        }
-        let mut tail = &rest[g + "__global__".len()..];
-        // Skip `__launch_bounds__(...)` and return type tokens; the name is the identifier
-        // immediately before the first `(` that does not open __launch_bounds__.
-        while let Some(paren) = tail.find('(') {
-            let before = tail[..paren].trim_end();
-            let ident: String = before
-                .chars()
-                .rev()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            if ident == "__launch_bounds__" {
-                let close = tail[paren..].find(')').map(|c| paren + c + 1).unwrap_or(tail.len());
-                tail = &tail[close..];
-                continue;
-            }
-            if !ident.is_empty() {
-                names.push(ident);
-            }
-            break;
-        }
-    }
-    names
-}
-
 struct KernelUnit {
     module: String,
     source: PathBuf,
     fatbin: PathBuf,
     report: PathBuf,
-    kernels: Vec<String>,
+    /// The generated entry points the source includes at its end.
+    entries: PathBuf,
+    /// The module's part of the kernel list.
+    list: kernel_list::Module,
 }
 
-fn compile_kernels(out_dir: &Path) -> Vec<KernelUnit> {
-    let archs_var = env::var("ATTN_KERNELS_CUDA_ARCHS").unwrap_or_else(|_| DEFAULT_ARCHS.into());
-    let archs: Vec<String> = archs_var.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+/// Write `text` to `path` unless it already holds exactly that.
+fn write_if_changed(path: &Path, text: &str) {
+    if fs::read_to_string(path).ok().as_deref() != Some(text) {
+        fs::write(path, text).unwrap_or_else(|e| panic!("attn-kernels: cannot write {}: {e}", path.display()));
+    }
+}
+
+/// One unit per `kernels/**/*.cu`, each with its part of the kernel list, and its generated entry
+/// points written to `$OUT_DIR/generated/<module>_entries.cuh`.
+fn kernel_units(out_dir: &Path) -> Vec<KernelUnit> {
     let mut sources = Vec::new();
     collect(Path::new("kernels"), &["cu"], &mut sources);
-    let mut deps = Vec::new();
-    collect(Path::new("kernels"), &["cuh", "h"], &mut deps);
-
+    let mut list = kernel_list::modules();
+    let generated = out_dir.join("generated");
+    fs::create_dir_all(&generated).expect("create $OUT_DIR/generated");
     let units: Vec<KernelUnit> = sources
         .iter()
         .map(|src| {
-            let rel = src.strip_prefix("kernels").unwrap().with_extension("");
-            let module = rel.to_string_lossy().replace(['/', '\\'], "_");
+            let path = src.to_string_lossy().replace('\\', "/");
+            let Some(at) = list.iter().position(|m| m.source == path) else {
+                panic!("attn-kernels: {path} is not in the kernel list (src/runtime/kernel_list.rs)");
+            };
+            let module = list.remove(at);
             let text = fs::read_to_string(src).unwrap_or_default();
+            if text.contains("extern \"C\"") {
+                panic!(
+                    "attn-kernels: {path} declares an `extern \"C\"` function: entry points are generated from the \
+                     kernel list (src/runtime/kernel_list.rs)"
+                );
+            }
+            let name = module.name();
+            let entries = generated.join(format!("{name}_entries.cuh"));
+            write_if_changed(&entries, &entries_cuh(&module));
             KernelUnit {
-                fatbin: out_dir.join(format!("{module}.fatbin")),
-                report: out_dir.join(format!("{module}.ptxas.txt")),
-                kernels: exported_kernels(&text),
+                fatbin: out_dir.join(format!("{name}.fatbin")),
+                report: out_dir.join(format!("{name}.ptxas.txt")),
+                entries,
                 source: src.clone(),
-                module,
+                list: module,
+                module: name,
             }
         })
         .collect();
+    if let Some(m) = list.first() {
+        panic!("attn-kernels: the kernel list names {}, which does not exist", m.source);
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut keys = std::collections::HashSet::new();
+    for i in units.iter().flat_map(|u| &u.list.instances) {
+        assert!(names.insert(i.name.clone()), "attn-kernels: kernel list: {} appears twice", i.name);
+        assert!(keys.insert(i.key), "attn-kernels: kernel list: key {:?} appears twice", i.key);
+    }
+    units
+}
+
+/// The C++ of one module's entry points: `extern "C" __global__` functions calling the list's
+/// bodies, and `static_assert`s of the constants the C++ derives.
+fn entries_cuh(m: &kernel_list::Module) -> String {
+    let mut s = format!(
+        "// @generated by build.rs from src/runtime/kernel_list.rs: the entry points of {}.\n\
+         // Included at the end of that file. Do not edit; change the list.\n",
+        m.source
+    );
+    let check = |s: &mut String, what: &str, expr: &str| {
+        *s += &format!("static_assert({expr}, \"kernel list (src/runtime/kernel_list.rs): {what}: {expr}\");\n");
+    };
+    if !m.asserts.is_empty() {
+        s += "\n// The family's constants.\n";
+        for a in &m.asserts {
+            check(&mut s, &m.name(), a);
+        }
+    }
+    for i in &m.instances {
+        let bounds = match (i.bounded, i.min_blocks) {
+            (false, _) => String::new(),
+            (true, 0) => format!("__launch_bounds__({}) ", i.block.iter().product::<u32>()),
+            (true, n) => format!("__launch_bounds__({}, {n}) ", i.block.iter().product::<u32>()),
+        };
+        s += &format!(
+            "\nextern \"C\" __global__ void {bounds}{}(const {} p) {{ {}; }}\n",
+            i.name, i.params, i.body
+        );
+        for a in &i.asserts {
+            check(&mut s, &i.name, a);
+        }
+    }
+    s
+}
+
+/// `$OUT_DIR/kernel_table.rs`: one `Kernel` row per entry point, in module order.
+fn write_kernel_table(out_dir: &Path, units: &[KernelUnit]) {
+    let mut s = String::from(
+        "// @generated by build.rs from src/runtime/kernel_list.rs: every entry point and its launch constants.\n\
+         pub static KERNELS: &[Kernel] = &[\n",
+    );
+    for u in units {
+        for i in &u.list.instances {
+            s += &format!(
+                "    Kernel {{ key: Key::{:?}, module: {:?}, name: {:?}, block: {:?}, bounded: {}, min_blocks: {}, \
+                 smem_bytes: {}, rows: {}, keys: {} }},\n",
+                i.key, u.module, i.name, i.block, i.bounded, i.min_blocks, i.smem_bytes, i.rows, i.keys
+            );
+        }
+    }
+    s += "];\n";
+    write_if_changed(&out_dir.join("kernel_table.rs"), &s);
+}
+
+fn compile_kernels(out_dir: &Path, units: &[KernelUnit]) {
+    let archs_var = env::var("ATTN_KERNELS_CUDA_ARCHS").unwrap_or_else(|_| DEFAULT_ARCHS.into());
+    let archs: Vec<String> = archs_var.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let mut deps = Vec::new();
+    collect(Path::new("kernels"), &["cuh", "h"], &mut deps);
 
     let skip_reason: Option<String> = if flag("ATTN_KERNELS_SKIP_NVCC") {
         Some("ATTN_KERNELS_SKIP_NVCC is set".into())
@@ -201,9 +273,9 @@ fn compile_kernels(out_dir: &Path) -> Vec<KernelUnit> {
             Some(nvcc) => match nvcc_version(&nvcc) {
                 Err(e) => Some(format!("nvcc at {} does not run: {e}", nvcc.display())),
                 Ok(version) => {
-                    build_all(&nvcc, &version, &archs, &units, &deps);
-                    write_manifest(out_dir, &units, Some(&version), &archs, None);
-                    return units;
+                    build_all(&nvcc, &version, &archs, out_dir, units, &deps);
+                    write_manifest(out_dir, units, Some(&version), &archs, None);
+                    return;
                 }
             },
         }
@@ -216,8 +288,7 @@ fn compile_kernels(out_dir: &Path) -> Vec<KernelUnit> {
         panic!("attn-kernels: kernels not compiled ({reason}) and the `require-kernels` feature is on");
     }
     println!("cargo:warning=attn-kernels: CUDA kernels were not compiled: {reason}. CUDA entry points will return Error::KernelsNotCompiled.");
-    write_manifest(out_dir, &units, None, &archs, Some(&reason));
-    units
+    write_manifest(out_dir, units, None, &archs, Some(&reason));
 }
 
 fn nvcc_version(nvcc: &Path) -> Result<String, String> {
@@ -229,7 +300,7 @@ fn nvcc_version(nvcc: &Path) -> Result<String, String> {
     Ok(text.lines().rfind(|l| l.contains("release")).unwrap_or("unknown").trim().to_string())
 }
 
-fn nvcc_args(unit: &KernelUnit, archs: &[String]) -> Vec<String> {
+fn nvcc_args(unit: &KernelUnit, archs: &[String], out_dir: &Path) -> Vec<String> {
     let mut args: Vec<String> = [
         "-fatbin", "-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo", "-Xptxas", "-v",
         "-Ikernels", "-Xcompiler", "-fPIC",
@@ -237,6 +308,8 @@ fn nvcc_args(unit: &KernelUnit, archs: &[String]) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // The generated entry points (`#include "generated/<module>_entries.cuh"`).
+    args.push(format!("-I{}", out_dir.display()));
     for a in archs {
         if let Some(n) = a.strip_prefix("sm_") {
             let virt = n.to_string();
@@ -256,7 +329,7 @@ fn nvcc_args(unit: &KernelUnit, archs: &[String]) -> Vec<String> {
     args
 }
 
-fn build_all(nvcc: &Path, version: &str, archs: &[String], units: &[KernelUnit], deps: &[PathBuf]) {
+fn build_all(nvcc: &Path, version: &str, archs: &[String], out_dir: &Path, units: &[KernelUnit], deps: &[PathBuf]) {
     // Every header can reach every kernel; hash them all with each source.
     let mut dep_hasher = DefaultHasher::new();
     for d in deps {
@@ -269,10 +342,11 @@ fn build_all(nvcc: &Path, version: &str, archs: &[String], units: &[KernelUnit],
             .iter()
             .map(|unit| {
                 scope.spawn(move || {
-                    let args = nvcc_args(unit, archs);
+                    let args = nvcc_args(unit, archs, out_dir);
                     let mut h = DefaultHasher::new();
                     dep_hash.hash(&mut h);
                     fs::read(&unit.source).unwrap_or_default().hash(&mut h);
+                    fs::read(&unit.entries).unwrap_or_default().hash(&mut h);
                     args.hash(&mut h);
                     version.hash(&mut h);
                     let key = format!("{:016x}", h.finish());
@@ -321,11 +395,12 @@ fn write_manifest(out_dir: &Path, units: &[KernelUnit], nvcc: Option<&str>, arch
         } else {
             ("&[]".to_string(), "\"\"".to_string())
         };
+        let kernels: Vec<&str> = u.list.instances.iter().map(|i| i.name.as_str()).collect();
         s += &format!(
             "    EmbeddedModule {{ name: {:?}, source: {:?}, kernels: &{:?}, fatbin: {fatbin}, ptxas_report: {report} }},\n",
             u.module,
             u.source.to_string_lossy(),
-            u.kernels
+            kernels
         );
     }
     s += "];\n";
@@ -415,7 +490,12 @@ fn build_emulator_with(
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([format!("-I{}", kernels_dir.display()), format!("-I{}", include.display())])
+    .chain([
+        format!("-I{}", kernels_dir.display()),
+        format!("-I{}", include.display()),
+        // The generated entry points.
+        format!("-I{}", out_dir.display()),
+    ])
     .collect();
     // Kernel code: every load and store becomes a call into the checkers.
     let instrumented: Vec<String> = [
@@ -448,8 +528,8 @@ fn build_emulator_with(
             u.module,
             kernels_dir.join(u.source.strip_prefix("kernels").unwrap()).display()
         );
-        for k in &u.kernels {
-            text += &format!("AK_EMU_KERNEL({:?}, {k})\n", u.module);
+        for i in &u.list.instances {
+            text += &format!("AK_EMU_KERNEL({:?}, {})\n", u.module, i.name);
         }
         if fs::read_to_string(&wrapper).ok().as_deref() != Some(text.as_str()) {
             fs::write(&wrapper, &text).map_err(|e| e.to_string())?;
@@ -478,9 +558,10 @@ fn build_emulator_with(
                     args.hash(&mut h);
                     fs::read(src).unwrap_or_default().hash(&mut h);
                     if *inst {
-                        // The wrapper includes its .cu (headers are in `key`).
+                        // The wrapper includes its .cu and that its generated entry points (headers
+                        // are in `key`).
                         if let Some(u) = units.iter().find(|u| obj.file_stem().is_some_and(|f| f == u.module.as_str())) {
-                            hash_files(std::slice::from_ref(&u.source), &mut h);
+                            hash_files(&[u.source.clone(), u.entries.clone()], &mut h);
                         }
                     } else {
                         hash_files(&[PathBuf::from("kernels/emu/runtime.cpp"), PathBuf::from("kernels/emu/driver.cpp")], &mut h);

@@ -37,6 +37,16 @@ impl DType {
     pub fn is_float(self) -> bool {
         !matches!(self, DType::I32)
     }
+    /// The kernel list's element type (the `T` of a kernel instance); `None` for i32.
+    pub fn kernel_dt(self) -> Option<crate::runtime::Dt> {
+        use crate::runtime::Dt;
+        match self {
+            DType::F32 => Some(Dt::F32),
+            DType::F16 => Some(Dt::F16),
+            DType::BF16 => Some(Dt::BF16),
+            DType::I32 => None,
+        }
+    }
     /// The code used in `kernels/params.h` (`AkDType`).
     pub fn kernel_code(self) -> i32 {
         match self {

@@ -38,12 +38,8 @@ struct Cfg {
     static_assert(SMEM_BYTES <= 227 * 1024, "fits the sm_90 opt-in shared memory per block");
 };
 
-// The configurations the Rust side launches (keep in sync with src/attention/cuda.rs).
-using Cfg64 = Cfg<64, 64, 2, 4, 64>;        // 128 x 64 tiles, 4 warps x 32 rows
-using Cfg128 = Cfg<128, 128, 2, 4, 32>;     // 128 x 32, 4 warps x 32 rows
-using Cfg256 = Cfg<256, 256, 1, 8, 32>;     // 128 x 32, 8 warps x 16 rows (132 KB: fits A100 too)
-using Cfg64v128 = Cfg<64, 128, 2, 4, 32>;   // Dv = 2D, 128 x 32
-using Cfg128v256 = Cfg<128, 256, 1, 8, 32>; // Dv = 2D, 128 x 32 (116 KB)
+// The configurations instantiated are those of the kernel list (src/runtime/kernel_list.rs,
+// `attention::TILES`); the generated entry points check NT, BM, BN and SMEM_BYTES against it.
 
 // tanh(x) = 1 - 2 / (e^{2x} + 1): branch-free, saturates correctly at +-inf, absolute error a
 // few f32 ulps of 1 (the softcap multiplies it, so relative accuracy near 0 is not needed).
@@ -382,42 +378,9 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     }
 }
 
-// The entry points' __launch_bounds__ repeat NT literally (build.rs reads those declarations);
-// these keep them equal to the configs.
-static_assert(Cfg64::NT == 128 && Cfg128::NT == 128 && Cfg64v128::NT == 128, "launch bounds");
-static_assert(Cfg256::NT == 256 && Cfg128v256::NT == 256, "launch bounds");
-
 }  // namespace ak::attention
 
-// Entry points: ak_attn_fwd_<dtype>_d<D>[_dv<Dv>]. Grid (ceil(max Sq / BM), Hq, batch), block
-// NT threads, Cfg::SMEM_BYTES of dynamic shared memory.
-extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_f16_d64(const AkAttnParams p) {
-    ak::attention::attention_forward<__half, ak::attention::Cfg64>(p);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_bf16_d64(const AkAttnParams p) {
-    ak::attention::attention_forward<__nv_bfloat16, ak::attention::Cfg64>(p);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_f16_d128(const AkAttnParams p) {
-    ak::attention::attention_forward<__half, ak::attention::Cfg128>(p);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_bf16_d128(const AkAttnParams p) {
-    ak::attention::attention_forward<__nv_bfloat16, ak::attention::Cfg128>(p);
-}
-extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_f16_d256(const AkAttnParams p) {
-    ak::attention::attention_forward<__half, ak::attention::Cfg256>(p);
-}
-extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_bf16_d256(const AkAttnParams p) {
-    ak::attention::attention_forward<__nv_bfloat16, ak::attention::Cfg256>(p);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_f16_d64_dv128(const AkAttnParams p) {
-    ak::attention::attention_forward<__half, ak::attention::Cfg64v128>(p);
-}
-extern "C" __global__ void __launch_bounds__(128, 2) ak_attn_fwd_bf16_d64_dv128(const AkAttnParams p) {
-    ak::attention::attention_forward<__nv_bfloat16, ak::attention::Cfg64v128>(p);
-}
-extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_f16_d128_dv256(const AkAttnParams p) {
-    ak::attention::attention_forward<__half, ak::attention::Cfg128v256>(p);
-}
-extern "C" __global__ void __launch_bounds__(256, 1) ak_attn_fwd_bf16_d128_dv256(const AkAttnParams p) {
-    ak::attention::attention_forward<__nv_bfloat16, ak::attention::Cfg128v256>(p);
-}
+// Entry points (generated from src/runtime/kernel_list.rs): ak_attn_fwd_<dtype>_d<D>[_dv<Dv>], one
+// per Cfg<D, DV, MT, NWARPS, BN> of the list. Grid (ceil(max Sq / BM), Hq, batch), block NT
+// threads, Cfg::SMEM_BYTES of dynamic shared memory.
+#include "generated/attention_prefill_entries.cuh"

@@ -55,6 +55,6 @@ __device__ __forceinline__ void append_kernel(const AkAppendKvParams& p) {
 
 }  // namespace ak::decode
 
-extern "C" __global__ void __launch_bounds__(128) ak_append_kv_f32(const AkAppendKvParams p) { ak::decode::append_kernel<float>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_append_kv_f16(const AkAppendKvParams p) { ak::decode::append_kernel<__half>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_append_kv_bf16(const AkAppendKvParams p) { ak::decode::append_kernel<__nv_bfloat16>(p); }
+// Entry points (generated from src/runtime/kernel_list.rs): ak_append_kv_<dtype>, one block of
+// 128 threads per (sequence, token, kv head) row.
+#include "generated/decode_append_entries.cuh"

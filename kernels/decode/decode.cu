@@ -143,8 +143,8 @@ __device__ __forceinline__ int rope_partner_chunk(const AkRopeTable& t, int c) {
 
 // ------------------------------------------------------------------------------ the kernel
 
-// Dynamic shared memory of one decode CTA (mirrored by `decode_smem_bytes` in src/decode/cuda.rs):
-// the larger of the cp.async ring and the end-of-CTA merge buffer.
+// Dynamic shared memory of one decode CTA (the generated entry points check it against the
+// kernel list): the larger of the cp.async ring and the end-of-CTA merge buffer.
 template <typename T, int ROWS>
 constexpr int smem_bytes() {
     constexpr int ring = STAGES * KPS * 2 * Chunk<T>::U4 * THREADS * 16;
@@ -152,11 +152,17 @@ constexpr int smem_bytes() {
     return ring > merge ? ring : merge;
 }
 
+// Keys one CTA consumes per pipeline stage: GROUPS = THREADS / LANES lane groups, KPS keys each.
+template <int D>
+constexpr int keys_per_stage() {
+    return THREADS / (D / VEC) * KPS;
+}
+
 template <typename T, int D, int ROWS>
 __device__ __forceinline__ void decode_kernel(const AkDecodeParams& p) {
     constexpr int LANES = D / VEC;
     constexpr int GROUPS = THREADS / LANES;
-    constexpr int KEYS_PER_STAGE = GROUPS * KPS;
+    constexpr int KEYS_PER_STAGE = keys_per_stage<D>();
     constexpr int WORDS = Chunk<T>::WORDS;
     constexpr int U4 = Chunk<T>::U4;
     constexpr int ELEMS_PER_U4 = 16 / (int)sizeof(T);
@@ -477,41 +483,8 @@ __device__ __forceinline__ void merge_kernel(const AkMergeStatesParams& p) {
 }  // namespace ak::decode
 
 // ------------------------------------------------------------------------- entry points
-// ak_decode_<dtype>_d<D>_r<ROWS>: f16/bf16, D = Dv in {64, 128, 256}, ROWS query rows per CTA.
-// (f32 decode runs on the CPU path only: it would double the compile time for no engine use.)
-
-// clang-format off
-
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 64, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 64, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 64, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d64_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 64, 8>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 128, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 128, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 128, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d128_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 128, 8>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 256, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 256, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 256, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_f16_d256_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__half, 256, 8>(p); }
-
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 64, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 64, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 64, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d64_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 64, 8>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 128, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 128, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 128, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d128_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 128, 8>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r1(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 256, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r2(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 256, 2>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r4(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 256, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_bf16_d256_r8(const AkDecodeParams p) { ak::decode::decode_kernel<__nv_bfloat16, 256, 8>(p); }
-
-extern "C" __global__ void __launch_bounds__(128) ak_decode_combine_f16(const AkDecodeCombineParams p) { ak::decode::combine_kernel<__half>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_decode_combine_bf16(const AkDecodeCombineParams p) { ak::decode::combine_kernel<__nv_bfloat16>(p); }
-
-extern "C" __global__ void __launch_bounds__(128) ak_merge_states_f32(const AkMergeStatesParams p) { ak::decode::merge_kernel<float>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_merge_states_f16(const AkMergeStatesParams p) { ak::decode::merge_kernel<__half>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_merge_states_bf16(const AkMergeStatesParams p) { ak::decode::merge_kernel<__nv_bfloat16>(p); }
-// clang-format on
+// Generated from src/runtime/kernel_list.rs (`decode::`): ak_decode_<dtype>_d<D>_r<ROWS> (f16/bf16,
+// D = Dv in {64, 128, 256}, ROWS query rows per CTA), ak_decode_combine_<dtype>,
+// ak_merge_states_<dtype> (f32 too). (f32 decode runs on the CPU path only: it would double the
+// compile time for no engine use.)
+#include "generated/decode_decode_entries.cuh"

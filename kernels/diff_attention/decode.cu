@@ -30,6 +30,10 @@ template <int D> struct DecodeLayout {
     static constexpr int V_TILE = DT * VROW;
     // Dynamic shared memory: 2 stages of (K_TILE + V_TILE) elements, then RM * (D + DT + 3)
     // floats (sQ, sS, sAlpha, sML) with RM = 2 * GM.
+    template <typename T, int GM>
+    static constexpr int smem_bytes() {
+        return (int)sizeof(T) * 2 * (K_TILE + V_TILE) + 4 * 2 * GM * (D + DT + 3);
+    }
 };
 
 template <typename T>
@@ -285,64 +289,7 @@ template <typename T, int D> __device__ __forceinline__ void diff_decode_combine
 
 }  // namespace ak::diff
 
-// Entry points, spelled out so build.rs can list them (`attn-kernels info`).
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d64_g1(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__half, 64, 1>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d64_g2(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__half, 64, 2>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d64_g4(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__half, 64, 4>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d64_g8(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__half, 64, 8>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_combine_f16_d64(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_combine<__half, 64>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d128_g1(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__half, 128, 1>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d128_g2(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__half, 128, 2>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d128_g4(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__half, 128, 4>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_f16_d128_g8(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__half, 128, 8>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_combine_f16_d128(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_combine<__half, 128>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d64_g1(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__nv_bfloat16, 64, 1>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d64_g2(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__nv_bfloat16, 64, 2>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d64_g4(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__nv_bfloat16, 64, 4>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d64_g8(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__nv_bfloat16, 64, 8>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_combine_bf16_d64(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_combine<__nv_bfloat16, 64>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d128_g1(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__nv_bfloat16, 128, 1>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d128_g2(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__nv_bfloat16, 128, 2>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d128_g4(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__nv_bfloat16, 128, 4>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_split_bf16_d128_g8(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_split<__nv_bfloat16, 128, 8>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::DTHREADS) ak_diff_decode_combine_bf16_d128(const AkDiffDecodeParams p) {
-    ak::diff::diff_decode_combine<__nv_bfloat16, 128>(p);
-}
+// Entry points (generated from src/runtime/kernel_list.rs, `diff_attention::`):
+// ak_diff_decode_split_<dtype>_d<d>_g<GM> (DecodeLayout<d>::smem_bytes<T, GM>() of dynamic shared
+// memory) and ak_diff_decode_combine_<dtype>_d<d>, DTHREADS threads each.
+#include "generated/diff_attention_decode_entries.cuh"

@@ -33,7 +33,8 @@ template <int D, int DV, bool SHARED_K> struct Layout {
     static constexpr int K_TILE = BC * D;
     static constexpr int V_TILE = BC * DV;
     static constexpr int STAGE = NK * K_TILE + V_TILE;
-    // Dynamic shared memory: 2 * (2 * Q_TILE + 2 * STAGE) bytes (computed again on the host).
+    // Dynamic shared memory, in elements of T: the Q1 and Q2 tiles, then two KV stages.
+    static constexpr int SMEM_ELEMS = 2 * Q_TILE + 2 * STAGE;
     // Epilogue exchange buffer (f32, fragment order) reuses the KV stages.
     static_assert(4 * 32 * (DV / 2) * 4 <= 2 * STAGE * 2, "exchange buffer must fit in the KV stages");
 };
@@ -367,35 +368,7 @@ template <typename T> __device__ __forceinline__ void diff_epilogue(const AkDiff
 
 }  // namespace ak::diff
 
-// Entry points, spelled out so build.rs can list them (`attn-kernels info`).
-extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v1_f16_d64(const AkDiffAttnParams p) {
-    ak::diff::diff_prefill<__half, 64, 128, false>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v1_f16_d128(const AkDiffAttnParams p) {
-    ak::diff::diff_prefill<__half, 128, 256, false>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v1_bf16_d64(const AkDiffAttnParams p) {
-    ak::diff::diff_prefill<__nv_bfloat16, 64, 128, false>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v1_bf16_d128(const AkDiffAttnParams p) {
-    ak::diff::diff_prefill<__nv_bfloat16, 128, 256, false>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v2_f16_d64(const AkDiffAttnParams p) {
-    ak::diff::diff_prefill<__half, 64, 64, true>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v2_f16_d128(const AkDiffAttnParams p) {
-    ak::diff::diff_prefill<__half, 128, 128, true>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v2_bf16_d64(const AkDiffAttnParams p) {
-    ak::diff::diff_prefill<__nv_bfloat16, 64, 64, true>(p);
-}
-extern "C" __global__ void __launch_bounds__(ak::diff::THREADS, 1) ak_diff_prefill_v2_bf16_d128(const AkDiffAttnParams p) {
-    ak::diff::diff_prefill<__nv_bfloat16, 128, 128, true>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(128) ak_diff_epilogue_f16(const AkDiffEpilogueParams p) {
-    ak::diff::diff_epilogue<__half>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) ak_diff_epilogue_bf16(const AkDiffEpilogueParams p) {
-    ak::diff::diff_epilogue<__nv_bfloat16>(p);
-}
+// Entry points (generated from src/runtime/kernel_list.rs, `diff_attention::`):
+// ak_diff_prefill_v<1|2>_<dtype>_d<d> (256 threads, Layout::SMEM_ELEMS elements of dynamic shared
+// memory) and ak_diff_epilogue_<dtype>.
+#include "generated/diff_attention_prefill_entries.cuh"

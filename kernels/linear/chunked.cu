@@ -407,27 +407,6 @@ __device__ void chunked_forward(const AkChunkedParams& p) {
 
 }  // namespace ak::linear
 
-extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_f16_k64_v64(const AkChunkedParams p) {
-    ak::linear::chunked_forward<__half, 64, 64>(p);
-}
-extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_f16_k64_v128(const AkChunkedParams p) {
-    ak::linear::chunked_forward<__half, 64, 128>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_f16_k128_v64(const AkChunkedParams p) {
-    ak::linear::chunked_forward<__half, 128, 64>(p);
-}
-extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_f16_k128_v128(const AkChunkedParams p) {
-    ak::linear::chunked_forward<__half, 128, 128>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_bf16_k64_v64(const AkChunkedParams p) {
-    ak::linear::chunked_forward<__nv_bfloat16, 64, 64>(p);
-}
-extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_bf16_k64_v128(const AkChunkedParams p) {
-    ak::linear::chunked_forward<__nv_bfloat16, 64, 128>(p);
-}
-extern "C" __global__ void __launch_bounds__(128) ak_linear_chunked_bf16_k128_v64(const AkChunkedParams p) {
-    ak::linear::chunked_forward<__nv_bfloat16, 128, 64>(p);
-}
-extern "C" __global__ void __launch_bounds__(256) ak_linear_chunked_bf16_k128_v128(const AkChunkedParams p) {
-    ak::linear::chunked_forward<__nv_bfloat16, 128, 128>(p);
-}
+// Entry points (generated from src/runtime/kernel_list.rs): ak_linear_chunked_<dtype>_k<K>_v<V>,
+// K, V in {64, 128}; 2 V threads, Layout::BYTES of dynamic shared memory, grid (1, heads, n_seqs).
+#include "generated/linear_chunked_entries.cuh"

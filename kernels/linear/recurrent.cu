@@ -86,13 +86,15 @@ constexpr int kPrefillCols = 32;  // value columns per block: one warp's worth
 
 // Shared-memory layout of one staged chunk. A token row holds KSPLIT parts of KPT floats, each
 // part shifted by 4 more floats so the KSPLIT lanes of one column read different banks.
-// The Rust side sizes the buffer with the same formula (prefill_smem_bytes in src/linear/cuda.rs):
-//   floats = chunk * (rows * ROW + 32 + 2) + KPAD,  rows = 2 + vector decay + 2 * delta.
+// The buffer (the host sizes it with the kernel list's formula, which the generated entry points
+// check against `floats`): rows = 2 + vector decay + 2 * delta staged rows of ROW floats per
+// token, the token's 32 v columns, two per-token scalars, then KPAD floats of u.
 template <int KPT, int KSPLIT>
 struct PrefillLayout {
     static constexpr int KPAD = KPT * KSPLIT;  // register length of a column (>= K, zero padded)
     static constexpr int PART = KSPLIT == 1 ? KPT : KPT + 4;
     static constexpr int ROW = KSPLIT * PART;  // floats per staged token row
+    static constexpr int floats(int chunk, int rows) { return chunk * (rows * ROW + kPrefillCols + 2) + KPAD; }
     __device__ static int at(int t, int kk) { return t * ROW + (kk / KPT) * PART + kk % KPT; }
 };
 
@@ -377,24 +379,13 @@ __device__ __forceinline__ void decode(const AkLinearParams& p) {
 }  // namespace ak::linear
 
 // ============================================================================== entry points
-// prefill, by K: _k64 (K <= 64, 32 threads), _k128 (K <= 128, 32 threads), _k256 (K <= 256,
-// 128 threads: four per column, 64 rows each). Grid: n_seqs * heads * ceil(V / 32); dynamic shared memory as
-// PrefillLayout says. Any V >= 1.
-extern "C" __global__ void __launch_bounds__(32) ak_linear_prefill_k64(const AkLinearParams p) { ak::linear::prefill<false, 64, 1>(p); }
-extern "C" __global__ void __launch_bounds__(32) ak_linear_prefill_k128(const AkLinearParams p) { ak::linear::prefill<false, 128, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128, 1) ak_linear_prefill_k256(const AkLinearParams p) { ak::linear::prefill<false, 64, 4>(p); }
-extern "C" __global__ void __launch_bounds__(32) ak_delta_prefill_k64(const AkLinearParams p) { ak::linear::prefill<true, 64, 1>(p); }
-extern "C" __global__ void __launch_bounds__(32) ak_delta_prefill_k128(const AkLinearParams p) { ak::linear::prefill<true, 128, 1>(p); }
-extern "C" __global__ void __launch_bounds__(128, 1) ak_delta_prefill_k256(const AkLinearParams p) { ak::linear::prefill<true, 64, 4>(p); }
-
-// decode, by K (same bins); V % 4 == 0. 256 threads; grid n_seqs * heads * ceil(V / 64).
-// Bandwidth-bound at T = 1: the launch bounds ask for 3 (K <= 128) or 2 resident blocks per SM
-// so enough state loads are in flight.
-// Loops over the tokens of each sequence, but pays a global-load round trip per token: meant
-// for T = 1 (and a few speculative tokens).
-extern "C" __global__ void __launch_bounds__(256, 3) ak_linear_decode_k64(const AkLinearParams p) { ak::linear::decode<false, 4>(p); }
-extern "C" __global__ void __launch_bounds__(256, 3) ak_linear_decode_k128(const AkLinearParams p) { ak::linear::decode<false, 8>(p); }
-extern "C" __global__ void __launch_bounds__(256, 2) ak_linear_decode_k256(const AkLinearParams p) { ak::linear::decode<false, 16>(p); }
-extern "C" __global__ void __launch_bounds__(256, 3) ak_delta_decode_k64(const AkLinearParams p) { ak::linear::decode<true, 4>(p); }
-extern "C" __global__ void __launch_bounds__(256, 3) ak_delta_decode_k128(const AkLinearParams p) { ak::linear::decode<true, 8>(p); }
-extern "C" __global__ void __launch_bounds__(256, 2) ak_delta_decode_k256(const AkLinearParams p) { ak::linear::decode<true, 16>(p); }
+// Generated from src/runtime/kernel_list.rs (`linear::BINS`), one per key-dim bin:
+// prefill: ak_{linear,delta}_prefill_k<64|128|256> (K <= 64 and K <= 128: 32 threads; K <= 256:
+//   128 threads, four per column, 64 rows each). Grid: n_seqs * heads * ceil(V / 32); dynamic
+//   shared memory PrefillLayout::floats(chunk, rows) floats. Any V >= 1.
+// decode: ak_{linear,delta}_decode_k<64|128|256>; V % 4 == 0. 256 threads; grid
+//   n_seqs * heads * ceil(V / 64). Bandwidth-bound at T = 1: the launch bounds ask for 3
+//   (K <= 128) or 2 resident blocks per SM so enough state loads are in flight. Loops over the
+//   tokens of each sequence, but pays a global-load round trip per token: meant for T = 1 (and a
+//   few speculative tokens).
+#include "generated/linear_recurrent_entries.cuh"

@@ -109,7 +109,6 @@ __device__ __forceinline__ void rwkv4_forward(const AkRwkv4Params& p) {
 
 }  // namespace ak::linear
 
-// Grid: ceil(batch * channels / 128) blocks of 128 threads; one entry per k/v/y dtype.
-extern "C" __global__ void __launch_bounds__(128) ak_rwkv4_f32(const AkRwkv4Params p) { ak::linear::rwkv4_forward<float>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_rwkv4_f16(const AkRwkv4Params p) { ak::linear::rwkv4_forward<__half>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_rwkv4_bf16(const AkRwkv4Params p) { ak::linear::rwkv4_forward<__nv_bfloat16>(p); }
+// Entry points (generated from src/runtime/kernel_list.rs): ak_rwkv4_<dtype>, one per k/v/y dtype.
+// Grid: ceil(batch * channels / 128) blocks of 128 threads.
+#include "generated/linear_rwkv4_entries.cuh"

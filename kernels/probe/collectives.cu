@@ -12,12 +12,11 @@
 
 namespace ak::probe {
 __device__ __forceinline__ unsigned lane() { return threadIdx.x & 31u; }
-}  // namespace ak::probe
 
 // mma.sync m16n8k16, f32 accumulate. in: per lane 10 words {a0..a3, b0, b1, c0..c3 (f32 bits)};
 // out: per lane 4 floats d0..d3. mode 0: f16 operands, 1: bf16. One warp.
-extern "C" __global__ void ak_probe_mma(const AkProbeParams p) {
-    const unsigned l = ak::probe::lane();
+__device__ __forceinline__ void mma(const AkProbeParams& p) {
+    const unsigned l = lane();
     const uint32_t* in = static_cast<const uint32_t*>(p.in) + l * 10;
     const uint32_t a[4] = {in[0], in[1], in[2], in[3]};
     float d[4];
@@ -31,9 +30,9 @@ extern "C" __global__ void ak_probe_mma(const AkProbeParams p) {
 // ldmatrix.m8n8 .x1/.x2/.x4 {.trans}. in: 256 words of shared-memory image (64 rows of 16 bytes),
 // then 32 row indices (lane l points its address at row in[256 + l]). mode: number of matrices
 // (1, 2, 4) plus 8 for .trans. out: per lane 4 words (registers beyond .num are written as 0).
-extern "C" __global__ void ak_probe_ldmatrix(const AkProbeParams p) {
+__device__ __forceinline__ void ldmatrix(const AkProbeParams& p) {
     AK_SHARED(uint32_t, tile, [256]);
-    const unsigned l = ak::probe::lane();
+    const unsigned l = lane();
     const uint32_t* in = static_cast<const uint32_t*>(p.in);
     for (int i = l; i < 256; i += 32) tile[i] = in[i];
     __syncthreads();
@@ -55,8 +54,8 @@ extern "C" __global__ void ak_probe_ldmatrix(const AkProbeParams p) {
 // __shfl_*_sync with full mask. in: 32 values, then 32 per-lane `b` operands (source lane, lane
 // mask or delta). mode 0: __shfl_sync, 1: __shfl_xor_sync, 2: __shfl_up_sync, 3: __shfl_down_sync;
 // width from p.width. out: 32 words.
-extern "C" __global__ void ak_probe_shfl(const AkProbeParams p) {
-    const unsigned l = ak::probe::lane();
+__device__ __forceinline__ void shfl(const AkProbeParams& p) {
+    const unsigned l = lane();
     const uint32_t* in = static_cast<const uint32_t*>(p.in);
     const uint32_t v = in[l], b = in[32 + l];
     uint32_t r = 0;
@@ -72,8 +71,8 @@ extern "C" __global__ void ak_probe_shfl(const AkProbeParams p) {
 
 // __ballot_sync / __any_sync / __all_sync over p.mask: only the lanes in the mask vote, the others
 // write 0xffffffff. in: 32 predicates (int). mode 0: ballot, 1: any, 2: all. out: 32 words.
-extern "C" __global__ void ak_probe_vote(const AkProbeParams p) {
-    const unsigned l = ak::probe::lane();
+__device__ __forceinline__ void vote(const AkProbeParams& p) {
+    const unsigned l = lane();
     const int pred = static_cast<const int*>(p.in)[l];
     uint32_t r = 0xffffffffu;
     if ((p.mask >> l) & 1u) {
@@ -90,10 +89,10 @@ extern "C" __global__ void ak_probe_vote(const AkProbeParams p) {
 //   (out: per lane 4 words).
 // mode 1: two groups (first to slot A, second to slot B), wait_group 1, barrier, read slot A of
 //   the next lane; then wait_group 0, barrier, read its slot B (out: per lane 8 words, A then B).
-extern "C" __global__ void ak_probe_cp_async(const AkProbeParams p) {
+__device__ __forceinline__ void cp_async(const AkProbeParams& p) {
     AK_SHARED(uint32_t, slot_a, [128]);
     AK_SHARED(uint32_t, slot_b, [128]);
-    const unsigned l = ak::probe::lane(), next = (l + 1) & 31u;
+    const unsigned l = lane(), next = (l + 1) & 31u;
     const uint8_t* src = static_cast<const uint8_t*>(p.in) + 16 * l;
     const int size = static_cast<const int*>(p.in)[128 + l];
     for (int i = 0; i < 4; ++i) slot_a[4 * l + i] = slot_b[4 * l + i] = 0xa5a5a5a5u;
@@ -120,7 +119,7 @@ extern "C" __global__ void ak_probe_cp_async(const AkProbeParams p) {
 }
 
 // ex2.approx.ftz.f32 elementwise: out[i] = 2^in[i] for i < n (floats). Any grid.
-extern "C" __global__ void ak_probe_ex2(const AkProbeParams p) {
+__device__ __forceinline__ void ex2(const AkProbeParams& p) {
     const float* in = static_cast<const float*>(p.in);
     float* out = static_cast<float*>(p.out);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x)
@@ -130,7 +129,7 @@ extern "C" __global__ void ak_probe_ex2(const AkProbeParams p) {
 // f32 -> 16-bit float conversions, round to nearest even, elementwise over n floats.
 // mode 0: __float2half_rn, 1: __float2bfloat16_rn (out: n 16-bit values);
 // mode 2: __floats2half2_rn, 3: __floats2bfloat162_rn of (in[2i], in[2i+1]) (out: n/2 words).
-extern "C" __global__ void ak_probe_cvt(const AkProbeParams p) {
+__device__ __forceinline__ void cvt(const AkProbeParams& p) {
     const float* in = static_cast<const float*>(p.in);
     const int stride = gridDim.x * blockDim.x;
     const int count = p.mode < 2 ? p.n : p.n / 2;
@@ -151,9 +150,9 @@ extern "C" __global__ void ak_probe_cvt(const AkProbeParams p) {
 // mode 1: lane 5 returns before a full-mask __syncwarp the others wait at (synccheck);
 // mode 2: lane 0 writes a shared word that lane 1 reads with no __syncwarp between (racecheck);
 // mode 3: mode 2 with the __syncwarp: correct, must run clean.
-extern "C" __global__ void ak_probe_misbehave(const AkProbeParams p) {
+__device__ __forceinline__ void misbehave(const AkProbeParams& p) {
     AK_SHARED(uint32_t, buf, [128]);
-    const unsigned l = ak::probe::lane();
+    const unsigned l = lane();
     uint32_t* out = static_cast<uint32_t*>(p.out);
     uint32_t r = 0;
     if (p.mode == 0) {
@@ -176,3 +175,9 @@ extern "C" __global__ void ak_probe_misbehave(const AkProbeParams p) {
     }
     out[l] = r;
 }
+
+}  // namespace ak::probe
+
+// Entry points (generated from src/runtime/kernel_list.rs, `ProbeKernel`): ak_probe_<name> calls
+// ak::probe::<name>. No launch bounds: the caller picks the block.
+#include "generated/probe_collectives_entries.cuh"

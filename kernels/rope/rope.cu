@@ -46,6 +46,6 @@ __device__ void rope_row(const AkRopeParams& p) {
 
 }  // namespace ak::rope
 
-extern "C" __global__ void __launch_bounds__(128) ak_rope_f32(const AkRopeParams p) { ak::rope::rope_row<float>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_rope_f16(const AkRopeParams p) { ak::rope::rope_row<__half>(p); }
-extern "C" __global__ void __launch_bounds__(128) ak_rope_bf16(const AkRopeParams p) { ak::rope::rope_row<__nv_bfloat16>(p); }
+// Entry points (generated from src/runtime/kernel_list.rs): ak_rope_<dtype>, one block of 128
+// threads per row.
+#include "generated/rope_rope_entries.cuh"

@@ -12,119 +12,42 @@
 
 use super::{plan, AttentionArgs, AttentionConfig, AttentionOutput, AttentionPlan};
 use crate::error::{Error, Result};
+use crate::runtime::kernel_list::attention::TILES;
 use crate::runtime::params::AkAttnParams;
-use crate::runtime::{DeviceTensor, Gpu};
+use crate::runtime::{find_kernel, DeviceTensor, Gpu, Kernel, Key};
 use crate::tensor::{expect_dtype, expect_shape, DType, Tensor};
-
-/// Kernel module (kernels/attention/prefill.cu).
-const MODULE: &str = "attention_prefill";
-
-/// One compiled tile configuration; mirrors the `Cfg<..>` aliases in prefill.cu.
-#[derive(Clone, Copy, Debug)]
-struct TileConfig {
-    d: usize,
-    dv: usize,
-    /// 16-row m-tiles per warp.
-    m_tiles: usize,
-    warps: usize,
-    /// Keys per tile.
-    block_n: usize,
-    f16: &'static str,
-    bf16: &'static str,
-}
-
-impl TileConfig {
-    fn block_m(&self) -> usize {
-        16 * self.m_tiles * self.warps
-    }
-    fn threads(&self) -> u32 {
-        (32 * self.warps) as u32
-    }
-    /// Dynamic shared memory: Q (reused for O) plus two stages of K and V, rows padded by 8.
-    fn smem_bytes(&self) -> u32 {
-        let qs = self.d.max(self.dv) + 8;
-        let (ks, vs) = (self.d + 8, self.dv + 8);
-        (2 * (self.block_m() * qs + 2 * self.block_n * ks + 2 * self.block_n * vs)) as u32
-    }
-}
-
-const CONFIGS: &[TileConfig] = &[
-    TileConfig {
-        d: 64,
-        dv: 64,
-        m_tiles: 2,
-        warps: 4,
-        block_n: 64,
-        f16: "ak_attn_fwd_f16_d64",
-        bf16: "ak_attn_fwd_bf16_d64",
-    },
-    TileConfig {
-        d: 128,
-        dv: 128,
-        m_tiles: 2,
-        warps: 4,
-        block_n: 32,
-        f16: "ak_attn_fwd_f16_d128",
-        bf16: "ak_attn_fwd_bf16_d128",
-    },
-    TileConfig {
-        d: 256,
-        dv: 256,
-        m_tiles: 1,
-        warps: 8,
-        block_n: 32,
-        f16: "ak_attn_fwd_f16_d256",
-        bf16: "ak_attn_fwd_bf16_d256",
-    },
-    TileConfig {
-        d: 64,
-        dv: 128,
-        m_tiles: 2,
-        warps: 4,
-        block_n: 32,
-        f16: "ak_attn_fwd_f16_d64_dv128",
-        bf16: "ak_attn_fwd_bf16_d64_dv128",
-    },
-    TileConfig {
-        d: 128,
-        dv: 256,
-        m_tiles: 1,
-        warps: 8,
-        block_n: 32,
-        f16: "ak_attn_fwd_f16_d128_dv256",
-        bf16: "ak_attn_fwd_bf16_d128_dv256",
-    },
-];
 
 /// Kernel-side limit on `Sq + Sk` (the kernel indexes positions and masks in 32-bit ints).
 const MAX_TOKENS: usize = 1 << 30;
 
-/// The tile configuration for a plan, or why the device path does not support it.
-fn tile_config(p: &AttentionPlan) -> Result<&'static TileConfig> {
-    match p.dtype {
-        DType::F16 | DType::BF16 => {}
+/// The kernel (tile configuration) for a plan, or why the device path does not support it.
+fn tile_config(p: &AttentionPlan) -> Result<&'static Kernel> {
+    let dtype = match p.dtype {
+        DType::F16 | DType::BF16 => p.dtype.kernel_dt(),
         other => {
             return Err(Error::unsupported(
                 "q",
                 format!("the CUDA attention kernel takes f16 or bf16, got {other} (use the CPU path for f32)"),
             ))
         }
-    }
-    CONFIGS.iter().find(|c| c.d == p.head_dim && c.dv == p.head_dim_v).ok_or_else(|| {
-        let (arg, what) = if [64, 128, 256].contains(&p.head_dim) { ("v", "Dv") } else { ("q", "D") };
+    };
+    dtype.and_then(|dtype| find_kernel(Key::AttnFwd { dtype, d: p.head_dim, dv: p.head_dim_v })).ok_or_else(|| {
+        let (arg, what) = if TILES.iter().any(|t| t.d == p.head_dim) { ("v", "Dv") } else { ("q", "D") };
+        let pairs: Vec<String> = TILES.iter().map(|t| format!("({}, {})", t.d, t.dv)).collect();
         Error::unsupported(
             arg,
             format!(
-                "{what}: the CUDA attention kernel supports D = Dv in {{64, 128, 256}} and Dv = 2D for D in {{64, 128}}, \
-                 got D = {}, Dv = {}",
-                p.head_dim, p.head_dim_v
+                "{what}: the CUDA attention kernel supports (D, Dv) in {{{}}}, got D = {}, Dv = {}",
+                pairs.join(", "),
+                p.head_dim,
+                p.head_dim_v
             ),
         )
     })
 }
 
 /// Check everything the kernel needs beyond `plan`: dtype, head dims, device, index ranges.
-fn check_device_support(gpu: &Gpu, p: &AttentionPlan) -> Result<&'static TileConfig> {
+fn check_device_support(gpu: &Gpu, p: &AttentionPlan) -> Result<&'static Kernel> {
     let tc = tile_config(p)?;
     let (major, minor) = gpu.info().compute_capability;
     if major < 8 {
@@ -178,7 +101,7 @@ pub fn attention_cuda_into(
     lse: Option<&mut DeviceTensor>,
 ) -> Result<()> {
     let p = plan(cfg, args)?;
-    let tc = check_device_support(gpu, &p)?;
+    let kernel = check_device_support(gpu, &p)?;
     check_out("o", o, p.dtype, &p.o_shape())?;
     if let Some(l) = lse.as_deref() {
         check_out("lse", l, DType::F32, &p.lse_shape())?;
@@ -250,9 +173,8 @@ pub fn attention_cuda_into(
         window_right: clamp_window(p.window_right, window_limit),
         dtype: p.dtype.kernel_code(),
     };
-    let kernel = if p.dtype == DType::F16 { tc.f16 } else { tc.bf16 };
-    let grid = (p.max_q_len.div_ceil(tc.block_m()) as u32, p.heads_q as u32, p.batch as u32);
-    gpu.launch(MODULE, kernel, grid, (tc.threads(), 1, 1), tc.smem_bytes(), &params)
+    let grid = (p.max_q_len.div_ceil(kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
+    gpu.launch(kernel, grid, &params)
 }
 
 /// Run attention on the GPU; allocates `o` (q's dtype) and `lse` (f32).
@@ -297,16 +219,16 @@ pub fn attention_cuda_host(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runtime::{Key, KERNELS};
 
     #[test]
-    fn smem_matches_kernel_configs() {
-        // Values from the Cfg<..>::SMEM_BYTES formula in prefill.cu.
-        let want = [55296u32, 69632, 135168, 61440, 118784];
-        for (c, w) in CONFIGS.iter().zip(want) {
-            assert_eq!(c.smem_bytes(), w, "{c:?}");
-            assert!(c.smem_bytes() <= 227 * 1024);
-            assert_eq!(c.block_m(), 128);
+    fn every_tile_fits_the_opt_in_shared_memory() {
+        // The generated entry points prove the table's values equal Cfg<..>'s in prefill.cu.
+        let tiles: Vec<_> = KERNELS.iter().filter(|k| matches!(k.key, Key::AttnFwd { .. })).collect();
+        assert_eq!(tiles.len(), 10);
+        for k in tiles {
+            assert!(k.smem_bytes <= 227 * 1024, "{k:?}");
+            assert_eq!(k.rows, 128, "{k:?}");
         }
     }
 }

@@ -13,39 +13,20 @@ use crate::attention::{AttentionConfig, AttentionOutput};
 use crate::error::{Error, Result};
 use crate::rope::cuda::{no_rope, rope_table};
 use crate::rope::RopeConfig;
+use crate::runtime::kernel_list::decode::{self as list, HEAD_DIMS, ROWS};
 use crate::runtime::params::{AkAppendKvParams, AkDecodeCombineParams, AkDecodeParams, AkMergeStatesParams};
-use crate::runtime::{DeviceTensor, Gpu};
+use crate::runtime::{find_kernel, kernel, DeviceTensor, Gpu, Key};
 use crate::tensor::{expect_shape, DType, Tensor, TensorInfo};
 
-const DECODE_MODULE: &str = "decode_decode";
-const APPEND_MODULE: &str = "decode_append";
-/// Threads per decode CTA, pipeline constants: mirror `decode::` in decode.cu.
-const THREADS: usize = 128;
-const VEC: usize = 8;
-const KPS: usize = 2;
-const STAGES: usize = 4;
-
-/// Query rows per CTA for `n_rows` rows per kv head (GQA group size times Sq_new).
+/// Query rows per CTA for `n_rows` rows per kv head (GQA group size times Sq_new): the
+/// smallest instance of the kernel list that holds them all, else the largest (several tiles).
 pub fn rows_per_cta(n_rows: usize) -> usize {
-    match n_rows {
-        0 | 1 => 1,
-        2 => 2,
-        3 | 4 => 4,
-        _ => 8,
-    }
+    ROWS.iter().copied().find(|&r| r >= n_rows).unwrap_or(ROWS[ROWS.len() - 1])
 }
 
 /// Keys one decode CTA consumes per pipeline stage for head dim `d`.
 pub fn keys_per_stage(d: usize) -> usize {
-    THREADS / (d / VEC) * KPS
-}
-
-/// Dynamic shared memory of a decode CTA (mirrors `decode::smem_bytes` in decode.cu).
-pub fn decode_smem_bytes(dtype: DType, rows: usize) -> usize {
-    let u4 = VEC * dtype.size() / 16;
-    let ring = STAGES * KPS * 2 * u4 * THREADS * 16;
-    let merge = (rows * THREADS * VEC + 2 * rows * THREADS) * 4;
-    ring.max(merge)
+    list::keys_per_stage(d)
 }
 
 /// The split count of [`SplitPolicy::Auto`]: enough CTAs to fill the GPU about four deep
@@ -62,43 +43,9 @@ pub fn auto_splits(sms: usize, batch: usize, heads_kv: usize, row_tiles: usize, 
     by_occupancy.min(by_length).clamp(1, 128)
 }
 
-fn decode_kernel_name(dtype: DType, d: usize, rows: usize) -> Option<&'static str> {
-    const F16: [[&str; 4]; 3] = [
-        ["ak_decode_f16_d64_r1", "ak_decode_f16_d64_r2", "ak_decode_f16_d64_r4", "ak_decode_f16_d64_r8"],
-        ["ak_decode_f16_d128_r1", "ak_decode_f16_d128_r2", "ak_decode_f16_d128_r4", "ak_decode_f16_d128_r8"],
-        ["ak_decode_f16_d256_r1", "ak_decode_f16_d256_r2", "ak_decode_f16_d256_r4", "ak_decode_f16_d256_r8"],
-    ];
-    const BF16: [[&str; 4]; 3] = [
-        ["ak_decode_bf16_d64_r1", "ak_decode_bf16_d64_r2", "ak_decode_bf16_d64_r4", "ak_decode_bf16_d64_r8"],
-        ["ak_decode_bf16_d128_r1", "ak_decode_bf16_d128_r2", "ak_decode_bf16_d128_r4", "ak_decode_bf16_d128_r8"],
-        ["ak_decode_bf16_d256_r1", "ak_decode_bf16_d256_r2", "ak_decode_bf16_d256_r4", "ak_decode_bf16_d256_r8"],
-    ];
-    let di = match d {
-        64 => 0,
-        128 => 1,
-        256 => 2,
-        _ => return None,
-    };
-    let ri = match rows {
-        1 => 0,
-        2 => 1,
-        4 => 2,
-        8 => 3,
-        _ => return None,
-    };
-    match dtype {
-        DType::F16 => Some(F16[di][ri]),
-        DType::BF16 => Some(BF16[di][ri]),
-        _ => None,
-    }
-}
-
-fn by_dtype(dtype: DType, f32_name: &'static str, f16_name: &'static str, bf16_name: &'static str) -> &'static str {
-    match dtype {
-        DType::F16 => f16_name,
-        DType::BF16 => bf16_name,
-        _ => f32_name,
-    }
+/// The kernel element type of an activation dtype (the plans reject i32 before any launch).
+fn kernel_dtype(arg: &str, dtype: DType) -> Result<crate::runtime::Dt> {
+    dtype.kernel_dt().ok_or_else(|| Error::unsupported(arg, format!("no kernel for {dtype}")))
 }
 
 fn fits_i32(arg: &str, what: &str, n: usize) -> Result<i32> {
@@ -163,10 +110,10 @@ fn check_gpu_decode(p: &DecodePlan) -> Result<()> {
     if !matches!(p.dtype, DType::F16 | DType::BF16) {
         return Err(Error::unsupported("q", format!("GPU decode takes f16 or bf16, got {} (use decode_cpu)", p.dtype)));
     }
-    if p.head_dim != p.head_dim_v || !matches!(p.head_dim, 64 | 128 | 256) {
+    if p.head_dim != p.head_dim_v || !HEAD_DIMS.contains(&p.head_dim) {
         return Err(Error::unsupported(
             "q",
-            format!("GPU decode needs D == Dv in {{64, 128, 256}}, got D = {}, Dv = {}", p.head_dim, p.head_dim_v),
+            format!("GPU decode needs D == Dv in {HEAD_DIMS:?}, got D = {}, Dv = {}", p.head_dim, p.head_dim_v),
         ));
     }
     if let Some(r) = &p.rope {
@@ -279,7 +226,8 @@ fn launch_decode(
             format!("Hkv * row tiles = {grid_y} and B = {} must be <= 65535", p.batch),
         ));
     }
-    let kernel = decode_kernel_name(p.dtype, p.head_dim, rows)
+    let dtype = kernel_dtype("q", p.dtype)?;
+    let decode = find_kernel(Key::Decode { dtype, d: p.head_dim, rows })
         .ok_or_else(|| Error::unsupported("q", format!("no decode kernel for {} D = {}", p.dtype, p.head_dim)))?;
 
     // RoPE table (cached per device), kept alive until the launch is queued.
@@ -346,15 +294,7 @@ fn launch_decode(
             params.lse = lse.kernel_ptr_mut() as *mut f32;
         }
     }
-    let smem = decode_smem_bytes(p.dtype, rows) as u32;
-    gpu.launch(
-        DECODE_MODULE,
-        kernel,
-        (splits as u32, grid_y as u32, p.batch as u32),
-        (THREADS as u32, 1, 1),
-        smem,
-        &params,
-    )?;
+    gpu.launch(decode, (splits as u32, grid_y as u32, p.batch as u32), &params)?;
 
     if let Some((op, lp)) = &work {
         let cp = AkDecodeCombineParams {
@@ -370,9 +310,9 @@ fn launch_decode(
             dtype: p.dtype.kernel_code(),
         };
         // GPU decode takes f16 and bf16 only (check_gpu_decode), so the combine has no f32 form.
-        let name = if p.dtype == DType::BF16 { "ak_decode_combine_bf16" } else { "ak_decode_combine_f16" };
+        let combine = kernel("q", Key::DecodeCombine { dtype })?;
         let total_rows = (p.batch * p.seqlen_q * p.heads_q) as u32;
-        gpu.launch(DECODE_MODULE, name, (total_rows, 1, 1), (128, 1, 1), 0, &cp)?;
+        gpu.launch(combine, (total_rows, 1, 1), &cp)?;
     }
     Ok(())
 }
@@ -429,8 +369,8 @@ pub fn append_kv_cuda(
         block_size_log2: log2,
         dtype: p.dtype.kernel_code(),
     };
-    let name = by_dtype(p.dtype, "ak_append_kv_f32", "ak_append_kv_f16", "ak_append_kv_bf16");
-    gpu.launch(APPEND_MODULE, name, (rows as u32, 1, 1), (128, 1, 1), 0, &params)?;
+    let append = kernel("k_new", Key::AppendKv { dtype: kernel_dtype("k_new", p.dtype)? })?;
+    gpu.launch(append, (rows as u32, 1, 1), &params)?;
     Ok(new_lens)
 }
 
@@ -490,7 +430,7 @@ pub fn merge_states_cuda_into(
         head_dim_v: fits_i32("o_a", "Dv", dv)?,
         dtype: o_a.dtype().kernel_code(),
     };
-    let blocks = fits_i32("o_a", "B * S * H / 4", rows.div_ceil(4))? as u32;
-    let name = by_dtype(o_a.dtype(), "ak_merge_states_f32", "ak_merge_states_f16", "ak_merge_states_bf16");
-    gpu.launch(DECODE_MODULE, name, (blocks, 1, 1), (32, 4, 1), 0, &params)
+    let merge = kernel("o_a", Key::MergeStates { dtype: kernel_dtype("o_a", o_a.dtype())? })?;
+    let blocks = fits_i32("o_a", "B * S * H / rows per block", rows.div_ceil(merge.rows as usize))? as u32;
+    gpu.launch(merge, (blocks, 1, 1), &params)
 }

@@ -31,33 +31,30 @@ use super::{
 use crate::decode::{check_cache, CacheLayout, KvCacheRef, SplitPolicy, MAX_SPLITS};
 use crate::error::{Error, Result};
 use crate::rope::cuda::{no_rope, rope_table};
+use crate::runtime::kernel_list::diff_attention::{self as list, DECODE_HEADS, DECODE_KEYS, HEAD_DIMS};
 use crate::runtime::params::{AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams};
-use crate::runtime::{opt_ptr, DeviceTensor, Gpu};
+use crate::runtime::{kernel, opt_ptr, DeviceTensor, Dt, Gpu, Key};
 use crate::tensor::{expect_dtype, expect_same_dtype, DType, Tensor, TensorInfo};
-
-const PREFILL_MODULE: &str = "diff_attention_prefill";
-const DECODE_MODULE: &str = "diff_attention_decode";
-/// Query rows per prefill block (`BR` in prefill.cu).
-const PREFILL_ROWS: usize = 64;
-/// Keys per prefill KV tile (`BC` in prefill.cu).
-const PREFILL_KEYS: usize = 64;
-const PREFILL_THREADS: u32 = 256;
-/// Keys per decode tile (`DT` in decode.cu).
-const DECODE_KEYS: usize = 32;
-const DECODE_THREADS: u32 = 128;
 
 fn fits_i32(arg: &str, what: &str, n: usize) -> Result<i32> {
     i32::try_from(n).map_err(|_| Error::unsupported(arg, format!("{what} = {n} exceeds 2^31 - 1 on the GPU")))
 }
 
-fn gpu_dtype(arg: &str, dtype: DType) -> Result<()> {
-    if !matches!(dtype, DType::F16 | DType::BF16) {
-        return Err(Error::unsupported(
-            arg,
-            format!("the GPU kernels take f16 or bf16, got {dtype} (use the CPU path)"),
-        ));
+/// The kernels' element type: f16 or bf16.
+fn gpu_dtype(arg: &str, dtype: DType) -> Result<Dt> {
+    match dtype {
+        DType::F16 => Ok(Dt::F16),
+        DType::BF16 => Ok(Dt::BF16),
+        _ => Err(Error::unsupported(arg, format!("the GPU kernels take f16 or bf16, got {dtype} (use the CPU path)"))),
     }
-    Ok(())
+}
+
+/// The kernel list's number of a variant.
+fn variant_code(variant: DiffVariant) -> u8 {
+    match variant {
+        DiffVariant::V1 => 1,
+        DiffVariant::V2 => 2,
+    }
 }
 
 /// A window (-1 = unlimited) clamped to `limit` keys, which it cannot exceed in effect, so it
@@ -74,53 +71,31 @@ fn upload_i32(gpu: &Gpu, v: Option<&[i32]>) -> Result<Option<DeviceTensor>> {
     v.map(|v| gpu.upload(&Tensor::from_i32(&[v.len()], v)?)).transpose()
 }
 
-/// Dynamic shared memory of one prefill block: Q1 and Q2 tiles plus two KV stages.
+/// Dynamic shared memory of one prefill block (f16 or bf16): Q1 and Q2 tiles plus two KV stages.
 pub fn prefill_smem_bytes(variant: DiffVariant, d: usize) -> usize {
-    let (nk, dv) = match variant {
-        DiffVariant::V1 => (2, 2 * d),
-        DiffVariant::V2 => (1, d),
-    };
-    2 * (2 * PREFILL_ROWS * d + 2 * (nk * PREFILL_KEYS * d + PREFILL_KEYS * dv))
+    list::prefill_smem_bytes(Dt::F16, variant_code(variant), d)
 }
 
-/// Diff heads per decode block for a kv group of `group` heads: the kernel instantiations
-/// `_g1`, `_g2`, `_g4`, `_g8` (larger groups run in chunks of 8).
+/// Diff heads per decode block for a kv group of `group` heads: the smallest instance of the
+/// kernel list that holds the group (`_g1`, `_g2`, `_g4`, `_g8`), else the largest (larger
+/// groups run in chunks of 8).
 pub fn decode_heads_per_block(group: usize) -> usize {
-    match group {
-        0 | 1 => 1,
-        2 => 2,
-        3 | 4 => 4,
-        _ => 8,
-    }
+    DECODE_HEADS.iter().copied().find(|&g| g >= group).unwrap_or(DECODE_HEADS[DECODE_HEADS.len() - 1])
 }
 
-/// Dynamic shared memory of one decode split block (`gm` heads per block).
+/// Dynamic shared memory of one decode split block (f16 or bf16, `gm` heads per block).
 pub fn decode_smem_bytes(d: usize, gm: usize) -> usize {
-    let halves = 2 * (DECODE_KEYS * (2 * d + 8) + DECODE_KEYS * 2 * d);
-    2 * halves + 4 * 2 * gm * (d + DECODE_KEYS + 3)
-}
-
-fn prefill_kernel(variant: DiffVariant, dtype: DType, d: usize) -> &'static str {
-    match (variant, dtype, d) {
-        (DiffVariant::V1, DType::F16, 64) => "ak_diff_prefill_v1_f16_d64",
-        (DiffVariant::V1, DType::F16, _) => "ak_diff_prefill_v1_f16_d128",
-        (DiffVariant::V1, _, 64) => "ak_diff_prefill_v1_bf16_d64",
-        (DiffVariant::V1, _, _) => "ak_diff_prefill_v1_bf16_d128",
-        (DiffVariant::V2, DType::F16, 64) => "ak_diff_prefill_v2_f16_d64",
-        (DiffVariant::V2, DType::F16, _) => "ak_diff_prefill_v2_f16_d128",
-        (DiffVariant::V2, _, 64) => "ak_diff_prefill_v2_bf16_d64",
-        (DiffVariant::V2, _, _) => "ak_diff_prefill_v2_bf16_d128",
-    }
+    list::decode_smem_bytes(Dt::F16, d, gm)
 }
 
 /// GPU-only restrictions, checked after [`plan_diff`].
 fn check_gpu_prefill(dp: &DiffAttentionPlan) -> Result<()> {
     let p = &dp.attn;
     gpu_dtype("q", p.dtype)?;
-    if !matches!(p.head_dim, 64 | 128) {
+    if !HEAD_DIMS.contains(&p.head_dim) {
         return Err(Error::unsupported(
             "q",
-            format!("GPU diff_attention needs head dim d in {{64, 128}}, got {}", p.head_dim),
+            format!("GPU diff_attention needs head dim d in {HEAD_DIMS:?}, got {}", p.head_dim),
         ));
     }
     fits_i32("q", "total query rows", p.total_q)?;
@@ -239,12 +214,12 @@ fn launch_prefill(
         window_right: clamp_window(p.window_right, sq + sk),
         dtype: p.dtype.kernel_code(),
     };
-    let grid = (sq.div_ceil(PREFILL_ROWS) as u32, heads as u32, p.batch as u32);
+    let prefill = kernel("q", Key::DiffPrefill { variant: variant_code(dp.variant), dtype: gpu_dtype("q", p.dtype)?, d })?;
+    let grid = (sq.div_ceil(prefill.rows as usize) as u32, heads as u32, p.batch as u32);
     if grid.0 == 0 || heads == 0 || p.batch == 0 {
         return Ok(());
     }
-    let smem = prefill_smem_bytes(dp.variant, d) as u32;
-    gpu.launch(PREFILL_MODULE, prefill_kernel(dp.variant, p.dtype, d), grid, (PREFILL_THREADS, 1, 1), smem, &params)
+    gpu.launch(prefill, grid, &params)
 }
 
 /// Host tensors in, host tensors out (validate, upload, run, download): the `--device cuda`
@@ -322,8 +297,8 @@ pub fn diff_decode_splits(gpu: &Gpu, p: &DiffDecodePlan, split: SplitPolicy) -> 
 
 fn check_gpu_decode(p: &DiffDecodePlan, split: SplitPolicy) -> Result<()> {
     gpu_dtype("q", p.dtype)?;
-    if !matches!(p.head_dim, 64 | 128) {
-        return Err(Error::unsupported("q", format!("GPU diff decode needs d in {{64, 128}}, got {}", p.head_dim)));
+    if !HEAD_DIMS.contains(&p.head_dim) {
+        return Err(Error::unsupported("q", format!("GPU diff decode needs d in {HEAD_DIMS:?}, got {}", p.head_dim)));
     }
     if let CacheLayout::Paged { block_size, .. } = p.layout {
         fits_i32("k_cache", "block_size", block_size)?;
@@ -440,76 +415,30 @@ fn launch_decode(
     };
     let group = h / hkv;
     let gm = decode_heads_per_block(group);
-    let split_k = decode_split_kernel(p.dtype, d, gm);
-    let combine_k = match (p.dtype, d) {
-        (DType::F16, 64) => "ak_diff_decode_combine_f16_d64",
-        (DType::F16, _) => "ak_diff_decode_combine_f16_d128",
-        (_, 64) => "ak_diff_decode_combine_bf16_d64",
-        _ => "ak_diff_decode_combine_bf16_d128",
-    };
-    let smem = decode_smem_bytes(d, gm) as u32;
+    let dtype = gpu_dtype("q", p.dtype)?;
+    let split_k = kernel("q", Key::DiffDecodeSplit { dtype, d, heads: gm })?;
+    let combine_k = kernel("q", Key::DiffDecodeCombine { dtype, d })?;
     let grid_y = (hkv * group.div_ceil(gm)) as u32;
-    gpu.launch(DECODE_MODULE, split_k, (splits as u32, grid_y, p.batch as u32), (DECODE_THREADS, 1, 1), smem, &params)?;
-    gpu.launch(DECODE_MODULE, combine_k, (h as u32, p.batch as u32, 1), (DECODE_THREADS, 1, 1), 0, &params)
+    gpu.launch(split_k, (splits as u32, grid_y, p.batch as u32), &params)?;
+    gpu.launch(combine_k, (h as u32, p.batch as u32, 1), &params)
 }
 
-fn decode_split_kernel(dtype: DType, d: usize, gm: usize) -> &'static str {
-    const F16_64: [&str; 4] = [
-        "ak_diff_decode_split_f16_d64_g1",
-        "ak_diff_decode_split_f16_d64_g2",
-        "ak_diff_decode_split_f16_d64_g4",
-        "ak_diff_decode_split_f16_d64_g8",
-    ];
-    const F16_128: [&str; 4] = [
-        "ak_diff_decode_split_f16_d128_g1",
-        "ak_diff_decode_split_f16_d128_g2",
-        "ak_diff_decode_split_f16_d128_g4",
-        "ak_diff_decode_split_f16_d128_g8",
-    ];
-    const BF16_64: [&str; 4] = [
-        "ak_diff_decode_split_bf16_d64_g1",
-        "ak_diff_decode_split_bf16_d64_g2",
-        "ak_diff_decode_split_bf16_d64_g4",
-        "ak_diff_decode_split_bf16_d64_g8",
-    ];
-    const BF16_128: [&str; 4] = [
-        "ak_diff_decode_split_bf16_d128_g1",
-        "ak_diff_decode_split_bf16_d128_g2",
-        "ak_diff_decode_split_bf16_d128_g4",
-        "ak_diff_decode_split_bf16_d128_g8",
-    ];
-    let i = gm.trailing_zeros() as usize; // 1, 2, 4, 8 -> 0..3
-    match (dtype, d) {
-        (DType::F16, 64) => F16_64[i],
-        (DType::F16, _) => F16_128[i],
-        (_, 64) => BF16_64[i],
-        _ => BF16_128[i],
-    }
-}
-
-/// Every `(module, kernel)` this file can launch (for the build-manifest test).
-pub fn launched_kernels() -> Vec<(&'static str, &'static str)> {
+/// Every kernel key this file can launch (for the build-manifest test).
+pub fn launched_kernels() -> Vec<Key> {
     let mut v = Vec::new();
-    for dtype in [DType::F16, DType::BF16] {
-        for d in [64, 128] {
+    for dtype in [Dt::F16, Dt::BF16] {
+        for d in HEAD_DIMS {
             for variant in [DiffVariant::V1, DiffVariant::V2] {
-                v.push((PREFILL_MODULE, prefill_kernel(variant, dtype, d)));
+                v.push(Key::DiffPrefill { variant: variant_code(variant), dtype, d });
             }
-            for gm in [1, 2, 4, 8] {
-                v.push((DECODE_MODULE, decode_split_kernel(dtype, d, gm)));
+            for group in 1..=16 {
+                v.push(Key::DiffDecodeSplit { dtype, d, heads: decode_heads_per_block(group) });
             }
+            v.push(Key::DiffDecodeCombine { dtype, d });
         }
+        v.push(Key::DiffEpilogue { dtype });
     }
-    for k in [
-        "ak_diff_decode_combine_f16_d64",
-        "ak_diff_decode_combine_f16_d128",
-        "ak_diff_decode_combine_bf16_d64",
-        "ak_diff_decode_combine_bf16_d128",
-    ] {
-        v.push((DECODE_MODULE, k));
-    }
-    v.push((PREFILL_MODULE, "ak_diff_epilogue_f16"));
-    v.push((PREFILL_MODULE, "ak_diff_epilogue_bf16"));
+    v.dedup();
     v
 }
 
@@ -536,7 +465,7 @@ pub fn diff_epilogue_cuda(
     if os.len() < 2 {
         return Err(Error::shape("o", "[.., H, Dv]", &os));
     }
-    gpu_dtype("o", o.dtype())?;
+    let dtype = gpu_dtype("o", o.dtype())?;
     let (heads, dv) = (os[os.len() - 2], os[os.len() - 1]);
     let rows = os[..os.len() - 2].iter().product::<usize>();
     let split = a_hi.is_some();
@@ -591,8 +520,8 @@ pub fn diff_epilogue_cuda(
         dtype: o.dtype().kernel_code(),
     };
     let items = rows * heads;
-    let kernel = if o.dtype() == DType::F16 { "ak_diff_epilogue_f16" } else { "ak_diff_epilogue_bf16" };
-    gpu.launch(PREFILL_MODULE, kernel, (items.div_ceil(4) as u32, 1, 1), (128, 1, 1), 0, &params)
+    let epilogue = kernel("o", Key::DiffEpilogue { dtype })?;
+    gpu.launch(epilogue, (items.div_ceil(epilogue.rows as usize) as u32, 1, 1), &params)
 }
 
 /// Caller-provided outputs of prefill and decode: `o` in q's dtype, `lse1`/`lse2` f32, shapes

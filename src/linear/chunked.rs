@@ -28,23 +28,17 @@ use super::{plan_linear, LinearArgs, LinearAttentionConfig, LinearPlan, Recurren
 use super::DecayShape;
 use crate::error::{Error, Result};
 use crate::runtime::params::AkChunkedParams;
-use crate::runtime::{opt_ptr, DeviceTensor, Gpu};
+use crate::runtime::kernel_list::linear::{self as list, CHUNKED_DIMS};
+use crate::runtime::{kernel, opt_ptr, DeviceTensor, Gpu, Key};
 use crate::tensor::{expect_dtype, expect_same_dtype, expect_shape, DType, Tensor, TensorInfo};
 
-/// Tokens per chunk.
-pub const CHUNK: usize = 64;
-const MODULE: &str = "linear_chunked";
+/// Tokens per chunk (the kernel list's `linear::CHUNK`).
+pub const CHUNK: usize = list::CHUNK;
 
 /// Dynamic shared memory of the kernel for key dim `k` and value dim `v` (one block holds all
-/// `v` value columns; mirrors `Layout` in the kernel).
+/// `v` value columns; the kernel list's formula, checked against the kernel's `Layout` at build).
 pub fn shared_bytes(k: usize, v: usize) -> usize {
-    let pad = 8;
-    let c = CHUNK;
-    let qk = c * (k + pad) * 2;
-    let vv = c * (v + pad) * 2;
-    let a = c * (c + pad) * 2;
-    let g = c * (k + 1) * 4;
-    2 * qk + vv + a + g + 5 * k * 4 + 25 * k * 4 + k * 4 + 16 * 4
+    list::chunked_smem_bytes(k, v)
 }
 
 /// Whether the chunked kernel supports this (already validated) plan; `Err` names the argument.
@@ -56,11 +50,11 @@ pub fn check_supported(plan: &LinearPlan) -> Result<()> {
             got: plan.dtype,
         });
     }
-    if !matches!(plan.key_dim, 64 | 128) {
-        return Err(Error::unsupported("q", format!("chunked kernel needs K in {{64, 128}}, got K = {}", plan.key_dim)));
+    if !CHUNKED_DIMS.contains(&plan.key_dim) {
+        return Err(Error::unsupported("q", format!("chunked kernel needs K in {CHUNKED_DIMS:?}, got K = {}", plan.key_dim)));
     }
-    if !matches!(plan.value_dim, 64 | 128) {
-        return Err(Error::unsupported("v", format!("chunked kernel needs V in {{64, 128}}, got V = {}", plan.value_dim)));
+    if !CHUNKED_DIMS.contains(&plan.value_dim) {
+        return Err(Error::unsupported("v", format!("chunked kernel needs V in {CHUNKED_DIMS:?}, got V = {}", plan.value_dim)));
     }
     if plan.heads > 65535 {
         return Err(Error::unsupported("q", format!("chunked kernel supports at most 65535 heads, got {}", plan.heads)));
@@ -83,19 +77,6 @@ pub const AUTO_MIN_LEN: usize = 256;
 /// shape and dtype, and a longest sequence of at least [`AUTO_MIN_LEN`] tokens.
 pub fn auto_picks_chunked(plan: &LinearPlan) -> bool {
     check_supported(plan).is_ok() && plan.seqs.iter().map(|s| s.1).max().unwrap_or(0) >= AUTO_MIN_LEN
-}
-
-fn kernel_name(dtype: DType, k: usize, v: usize) -> &'static str {
-    match (dtype == DType::F16, k == 64, v == 64) {
-        (true, true, true) => "ak_linear_chunked_f16_k64_v64",
-        (true, true, false) => "ak_linear_chunked_f16_k64_v128",
-        (true, false, true) => "ak_linear_chunked_f16_k128_v64",
-        (true, false, false) => "ak_linear_chunked_f16_k128_v128",
-        (false, true, true) => "ak_linear_chunked_bf16_k64_v64",
-        (false, true, false) => "ak_linear_chunked_bf16_k64_v128",
-        (false, false, true) => "ak_linear_chunked_bf16_k128_v64",
-        (false, false, false) => "ak_linear_chunked_bf16_k128_v128",
-    }
 }
 
 /// `(row stride, head stride, key stride)` of `g` in elements, for the broadcast shapes.
@@ -152,7 +133,9 @@ fn launch(
     o: &mut DeviceTensor,
     final_state: &mut DeviceTensor,
 ) -> Result<()> {
-    let smem = shared_bytes(plan.key_dim, plan.value_dim);
+    let dtype = plan.dtype.kernel_dt().ok_or_else(|| Error::unsupported("q", "no chunked kernel for i32"))?;
+    let kernel = kernel("q", Key::LinearChunked { dtype, k: plan.key_dim, v: plan.value_dim })?;
+    let smem = kernel.smem_bytes;
     let optin = gpu.info().max_shared_per_block_optin;
     if smem as i64 > optin as i64 {
         return Err(Error::unsupported(
@@ -193,8 +176,7 @@ fn launch(
     };
     // One block per (head, sequence) with V / 16 warps (warp w owns value columns 16w..16w+15).
     let grid = (1, plan.heads as u32, plan.n_seqs as u32);
-    let threads = 2 * plan.value_dim as u32;
-    gpu.launch(MODULE, kernel_name(plan.dtype, plan.key_dim, plan.value_dim), grid, (threads, 1, 1), smem as u32, &params)?;
+    gpu.launch(kernel, grid, &params)?;
     // The device copy of cu_seqlens is freed stream-ordered (after the kernel) when dropped.
     drop(cu_dev);
     Ok(())

@@ -23,7 +23,8 @@ use super::{plan_delta_rule, plan_linear, plan_rwkv4, DecayShape, LinearPlan, Re
 use super::{DeltaRuleArgs, DeltaRuleConfig, LinearArgs, LinearAttentionConfig, Rwkv4Args, Rwkv4Config};
 use crate::error::{Error, Result};
 use crate::runtime::params::{AkLinearParams, AkRwkv4Params};
-use crate::runtime::{opt_ptr, DeviceTensor, Gpu};
+use crate::runtime::kernel_list::linear as list;
+use crate::runtime::{self, opt_ptr, DeviceTensor, Gpu, Key};
 use crate::tensor::{expect_dtype, expect_rank, DType, Tensor, TensorInfo};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -66,11 +67,6 @@ pub const MAX_KEY_DIM: usize = 256;
 /// Largest value dim (`V`) the kernels take.
 pub const MAX_VALUE_DIM: usize = 256;
 
-const MODULE: &str = "linear_recurrent";
-const RWKV4_MODULE: &str = "linear_rwkv4";
-const PREFILL_COLS: usize = 32; // kPrefillCols
-const DECODE_COLS: usize = 64; // kDecodeCols
-const DECODE_THREADS: u32 = 256;
 /// Target size of the prefill kernel's staged chunk (floats), see `prefill_geometry`.
 const PREFILL_CHUNK_FLOATS: usize = 8192;
 const PREFILL_MAX_CHUNK: usize = 64;
@@ -154,8 +150,8 @@ fn check_device(plan: &LinearPlan, kernel: Kernel) -> Result<()> {
     fits_i32("q", "T", plan.t)?;
     fits_i32("q", "rows", plan.rows())?;
     let cols = match kernel {
-        Kernel::Prefill => PREFILL_COLS,
-        Kernel::Decode => DECODE_COLS,
+        Kernel::Prefill => list::PREFILL_COLS,
+        Kernel::Decode => list::DECODE_COLS,
     };
     let blocks = plan.n_seqs as u128 * plan.heads as u128 * plan.value_dim.div_ceil(cols) as u128;
     if blocks > i32::MAX as u128 {
@@ -228,28 +224,19 @@ fn decay_code(d: DecayShape) -> i32 {
     }) as i32
 }
 
-/// Registers per column (KPT), threads per column (KSPLIT) and the entry-point suffix for K.
-fn k_bin(key_dim: usize) -> (usize, usize, &'static str) {
-    if key_dim <= 64 {
-        (64, 1, "k64")
-    } else if key_dim <= 128 {
-        (128, 1, "k128")
-    } else {
-        (64, 4, "k256")
-    }
+/// The key-dim bin of the recurrent kernels for `K` (validated `<= MAX_KEY_DIM` first).
+fn k_bin(key_dim: usize) -> Result<&'static list::Bin> {
+    list::bin(key_dim).ok_or_else(|| Error::unsupported("k", format!("key dim K = {key_dim} has no recurrent kernel")))
 }
 
-/// Chunk length and dynamic shared memory (bytes) of the prefill kernel; the same formula as
-/// `PrefillLayout` in recurrent.cu: `chunk * (rows * ROW + 32 + 2) + KPAD` floats.
-fn prefill_geometry(plan: &LinearPlan, delta: bool) -> (usize, usize) {
-    let (kpt, ksplit, _) = k_bin(plan.key_dim);
-    let part = if ksplit == 1 { kpt } else { kpt + 4 };
-    let row = ksplit * part;
+/// Chunk length and dynamic shared memory (bytes) of the prefill kernel: the kernel list's
+/// `PrefillLayout` formula, with as many tokens per chunk as fit the target size.
+fn prefill_geometry(bin: &list::Bin, plan: &LinearPlan, delta: bool) -> (usize, usize) {
     let vec_decay = matches!(plan.decay, DecayShape::PerTokenKey | DecayShape::PerHeadKey);
     let rows = 2 + vec_decay as usize + 2 * delta as usize;
-    let per_token = rows * row + PREFILL_COLS + 2;
+    let per_token = bin.prefill_smem_floats(1, rows) - bin.kpad();
     let chunk = (PREFILL_CHUNK_FLOATS / per_token).clamp(1, PREFILL_MAX_CHUNK);
-    (chunk, 4 * (chunk * per_token + kpt * ksplit))
+    (chunk, 4 * bin.prefill_smem_floats(chunk, rows))
 }
 
 /// The device tensors of one `linear_attention` / `delta_rule` launch.
@@ -289,7 +276,8 @@ fn launch(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, states: States<'_>, kern
             (ptr as *const f32, ptr, Some(ids))
         }
     };
-    let (chunk, smem) = prefill_geometry(plan, delta);
+    let bin = k_bin(plan.key_dim)?;
+    let (chunk, smem) = prefill_geometry(bin, plan, delta);
     let params = AkLinearParams {
         q: x.q.kernel_ptr(),
         k: x.k.kernel_ptr(),
@@ -315,32 +303,18 @@ fn launch(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, states: States<'_>, kern
         u_dtype: x.u.map_or(DType::F32, |u| u.dtype()).kernel_code(),
         chunk: chunk as i32,
     };
-    let (_, ksplit, kname) = k_bin(plan.key_dim);
-    let op = if delta { "delta" } else { "linear" };
-    let name = kernel_name(op, kernel, kname);
-    let (cols, threads, smem) = match kernel {
-        Kernel::Prefill => (PREFILL_COLS, (32 * ksplit) as u32, smem as u32),
-        Kernel::Decode => (DECODE_COLS, DECODE_THREADS, 0),
-    };
-    let blocks = plan.n_seqs * plan.heads * plan.value_dim.div_ceil(cols);
+    let blocks = |k: &crate::runtime::Kernel| plan.n_seqs * plan.heads * plan.value_dim.div_ceil(k.rows as usize);
     // The uploaded cu_seqlens / slot ids are freed stream-ordered after the launch.
-    gpu.launch(MODULE, name, (blocks as u32, 1, 1), (threads, 1, 1), smem, &params)
-}
-
-fn kernel_name(op: &str, kernel: Kernel, kname: &str) -> &'static str {
-    match (op, kernel, kname) {
-        ("linear", Kernel::Prefill, "k64") => "ak_linear_prefill_k64",
-        ("linear", Kernel::Prefill, "k128") => "ak_linear_prefill_k128",
-        ("linear", Kernel::Prefill, _) => "ak_linear_prefill_k256",
-        ("linear", Kernel::Decode, "k64") => "ak_linear_decode_k64",
-        ("linear", Kernel::Decode, "k128") => "ak_linear_decode_k128",
-        ("linear", Kernel::Decode, _) => "ak_linear_decode_k256",
-        (_, Kernel::Prefill, "k64") => "ak_delta_prefill_k64",
-        (_, Kernel::Prefill, "k128") => "ak_delta_prefill_k128",
-        (_, Kernel::Prefill, _) => "ak_delta_prefill_k256",
-        (_, Kernel::Decode, "k64") => "ak_delta_decode_k64",
-        (_, Kernel::Decode, "k128") => "ak_delta_decode_k128",
-        (_, Kernel::Decode, _) => "ak_delta_decode_k256",
+    match kernel {
+        Kernel::Prefill => {
+            // The chunk, and so the shared memory, is chosen here: the table leaves it to the launch.
+            let k = runtime::kernel("k", Key::LinearPrefill { delta, k: bin.k })?;
+            gpu.launch_with(k, (blocks(k) as u32, 1, 1), k.block_dim(), smem as u32, &params)
+        }
+        Kernel::Decode => {
+            let k = runtime::kernel("k", Key::LinearDecode { delta, k: bin.k })?;
+            gpu.launch(k, (blocks(k) as u32, 1, 1), &params)
+        }
     }
 }
 
@@ -452,8 +426,14 @@ pub fn rwkv4_cuda(gpu: &Gpu, cfg: &Rwkv4Config, args: &Rwkv4Args<'_, DeviceTenso
     fits_i32("k", "B", plan.batch)?;
     fits_i32("k", "T", plan.t)?;
     fits_i32("k", "C", plan.channels)?;
-    let threads = 128usize;
-    let blocks = (plan.batch * plan.channels).div_ceil(threads);
+    let dtype = plan.dtype.kernel_dt().ok_or_else(|| Error::DType {
+        arg: "k".into(),
+        expected: "f32, f16 or bf16".into(),
+        got: plan.dtype,
+    })?;
+    let kernel = runtime::kernel("k", Key::Rwkv4 { dtype })?;
+    // One thread per (batch, channel).
+    let blocks = (plan.batch * plan.channels).div_ceil(kernel.rows as usize);
     fits_i32("k", "blocks", blocks)?;
     let mut y = alloc_out(gpu, plan.dtype, &[plan.batch, plan.t, plan.channels])?;
     let mut final_state = alloc_out(gpu, DType::F32, &[plan.batch, 3, plan.channels])?;
@@ -470,12 +450,6 @@ pub fn rwkv4_cuda(gpu: &Gpu, cfg: &Rwkv4Config, args: &Rwkv4Args<'_, DeviceTenso
         channels: plan.channels as i32,
         dtype: plan.dtype.kernel_code(),
     };
-    let name = match plan.dtype {
-        DType::F32 => "ak_rwkv4_f32",
-        DType::F16 => "ak_rwkv4_f16",
-        DType::BF16 => "ak_rwkv4_bf16",
-        DType::I32 => return Err(Error::DType { arg: "k".into(), expected: "f32, f16 or bf16".into(), got: DType::I32 }),
-    };
-    gpu.launch(RWKV4_MODULE, name, (blocks as u32, 1, 1), (threads as u32, 1, 1), 0, &params)?;
+    gpu.launch(kernel, (blocks as u32, 1, 1), &params)?;
     Ok(RecurrentOutput { o: y, final_state })
 }

@@ -4,7 +4,8 @@
 use super::{plan_rope, ResolvedRope, RopeArgs, RopeOpConfig};
 use crate::error::{Error, Result};
 use crate::runtime::params::{AkRopeParams, AkRopeTable};
-use crate::runtime::{DeviceTensor, Gpu};
+use crate::runtime::kernel_list::rope::MAX_ROTARY_DIM;
+use crate::runtime::{kernel, DeviceTensor, Gpu, Key};
 use crate::tensor::{DType, Tensor, TensorInfo};
 use std::sync::Arc;
 
@@ -65,8 +66,11 @@ fn launch(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>, y: *
     if args.x.numel() == 0 {
         return Ok(());
     }
-    if plan.resolved.rotary_dim > 2048 {
-        return Err(Error::unsupported("rope.rotary_dim", format!("{} > 2048 on the GPU kernel", plan.resolved.rotary_dim)));
+    if plan.resolved.rotary_dim > MAX_ROTARY_DIM {
+        return Err(Error::unsupported(
+            "rope.rotary_dim",
+            format!("{} > {MAX_ROTARY_DIM} on the GPU kernel", plan.resolved.rotary_dim),
+        ));
     }
     let table = rope_table(gpu, &plan.resolved, plan.max_position)?;
     // Positions are resolved and validated on the host; upload them unless the plain
@@ -94,15 +98,15 @@ fn launch(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>, y: *
         position_offset: cfg.position_offset as i32,
         dtype: plan.dtype.kernel_code(),
     };
-    let kernel = match plan.dtype {
-        DType::F32 => "ak_rope_f32",
-        DType::F16 => "ak_rope_f16",
-        DType::BF16 => "ak_rope_bf16",
-        DType::I32 => return Err(Error::DType { arg: "x".into(), expected: "f32, f16 or bf16".into(), got: DType::I32 }),
-    };
-    // One block of 128 threads per row; threads stride over (head, pair).
+    let dtype = plan.dtype.kernel_dt().ok_or_else(|| Error::DType {
+        arg: "x".into(),
+        expected: "f32, f16 or bf16".into(),
+        got: plan.dtype,
+    })?;
+    let kernel = kernel("x", Key::Rope { dtype })?;
+    // One block per row; threads stride over (head, pair).
     // `ids` is freed stream-ordered after the launch (cudarc frees on the same stream).
-    gpu.launch("rope_rope", kernel, (plan.rows as u32, 1, 1), (128, 1, 1), 0, &params)
+    gpu.launch(kernel, (plan.rows as u32, 1, 1), &params)
 }
 
 /// Rotate `x` into a new device tensor.

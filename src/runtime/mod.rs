@@ -2,6 +2,9 @@
 //!
 //! Layers, bottom up (after cudarc's own raw / result / safe split):
 //! - [`params`]: the bindgen view of `kernels/params.h`.
+//! - [`kernel_list`]: every entry point, written once; build.rs generates the entry points, the
+//!   emulated device's registrations and [`KERNELS`] from it. Ops look kernels up by [`Key`]
+//!   ([`find_kernel`], [`kernel`]) and launch the [`Kernel`] row with its launch constants.
 //! - embedded modules: the fatbins build.rs compiled, loaded lazily per [`Gpu`].
 //! - [`Gpu`]: a context plus one stream, a module/function cache shared by every clone, launch
 //!   and timing helpers. Cloning is cheap; [`Gpu::fork`] gives a handle on a new stream that
@@ -13,6 +16,12 @@
 //! driver library first and returns [`Error::NoDriver`] instead.
 
 pub mod emu;
+/// The kernel list (`src/runtime/kernel_list.rs`): every CUDA entry point of the library with its
+/// launch constants, per family, and the per-family constants and formulas the host needs. build.rs
+/// includes the same file and generates from it the entry points (`extern "C" __global__` with
+/// `__launch_bounds__`, and `static_assert`s proving the C++ constants equal the list's), the
+/// emulated device's registrations, [`EmbeddedModule::kernels`] and the table [`KERNELS`].
+pub mod kernel_list;
 pub mod params;
 pub mod probe;
 
@@ -26,6 +35,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
+pub use kernel_list::{Dt, Kernel, Key, ProbeKernel};
 pub use params::KernelParams;
 
 /// One compiled kernel module embedded in the library (a `kernels/**/*.cu` file).
@@ -47,6 +57,24 @@ mod manifest {
     include!(concat!(env!("OUT_DIR"), "/kernels_manifest.rs"));
 }
 pub use manifest::{CUDA_ARCHS, MODULES, NOT_COMPILED_REASON, NVCC_VERSION};
+
+mod table {
+    use super::kernel_list::{Dt::*, Kernel, Key, ProbeKernel::*};
+    include!(concat!(env!("OUT_DIR"), "/kernel_table.rs"));
+}
+/// Every entry point of the build and its launch constants, generated from the kernel list.
+pub use table::KERNELS;
+
+/// The entry point for `key`, if the kernel list has one.
+pub fn find_kernel(key: Key) -> Option<&'static Kernel> {
+    KERNELS.iter().find(|k| k.key == key)
+}
+
+/// The entry point for `key`; without one, `Error::Unsupported` naming `arg`. Ops validate their
+/// shapes first, so this error means the list and the op disagree.
+pub fn kernel(arg: &str, key: Key) -> Result<&'static Kernel> {
+    find_kernel(key).ok_or_else(|| Error::unsupported(arg, format!("no kernel {key:?} in the kernel list")))
+}
 
 /// Whether this build carries compiled kernels.
 pub fn kernels_compiled() -> bool {
@@ -275,17 +303,35 @@ impl Gpu {
         Ok(f)
     }
 
-    /// Launch `module::kernel` with one parameter struct. A grid with a zero dimension launches
-    /// nothing. Callers validate every argument first: this is the last step of an op.
+    /// Load `kernel`'s module and resolve its entry point now (ops do it lazily on their first
+    /// launch): an engine can call it for [`KERNELS`] at start-up to fail early on a bad build.
+    pub fn preload(&self, kernel: &Kernel) -> Result<()> {
+        self.function(kernel.module, kernel.name, 0).map(|_| ())
+    }
+
+    /// Launch `kernel` with one parameter struct, its block and dynamic shared memory from the
+    /// table. A grid with a zero dimension launches nothing. Callers validate every argument
+    /// first: this is the last step of an op.
     pub fn launch<P: KernelParams + cudarc::driver::DeviceRepr>(
         &self,
-        module: &'static str,
-        kernel: &'static str,
+        kernel: &Kernel,
+        grid: (u32, u32, u32),
+        params: &P,
+    ) -> Result<()> {
+        self.launch_with(kernel, grid, kernel.block_dim(), kernel.smem_bytes, params)
+    }
+
+    /// [`Gpu::launch`] with a block and dynamic shared memory chosen at the call, for kernels
+    /// whose table row leaves them to the launch (a probe's block, the recurrent prefill's chunk).
+    pub fn launch_with<P: KernelParams + cudarc::driver::DeviceRepr>(
+        &self,
+        kernel: &Kernel,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
         shared_bytes: u32,
         params: &P,
     ) -> Result<()> {
+        let (module, kernel) = (kernel.module, kernel.name);
         let f = self.function(module, kernel, shared_bytes)?;
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());

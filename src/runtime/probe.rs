@@ -8,17 +8,15 @@
 //! the emulator, on a GPU the test of the hardware (and of our reading of the ISA).
 
 use super::params::AkProbeParams;
-use super::Gpu;
+use super::{kernel, Gpu, Key, ProbeKernel};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
-const MODULE: &str = "probe_collectives";
-
-/// Upload 32-bit words as an i32 device buffer, launch `kernel` with one block of `threads`
+/// Upload 32-bit words as an i32 device buffer, launch the `probe` kernel with one block of `threads`
 /// threads (or `blocks` blocks for the elementwise probes), return `out_words` result words.
 fn run(
     gpu: &Gpu,
-    kernel: &'static str,
+    probe: ProbeKernel,
     input: &[u32],
     out_words: usize,
     grid: (u32, u32),
@@ -31,14 +29,15 @@ fn run(
     let inp = gpu.upload(&Tensor::from_i32(&[words.len()], &words)?)?;
     let mut out = gpu.alloc_poisoned(DType::I32, &[out_words.max(1)])?;
     let params = AkProbeParams { in_: inp.kernel_ptr(), out: out.kernel_ptr_mut(), mode, n, mask, width };
-    gpu.launch(MODULE, kernel, (grid.0, 1, 1), (grid.1, 1, 1), 0, &params)?;
+    let k = kernel("probe", Key::Probe(probe))?;
+    gpu.launch_with(k, (grid.0, 1, 1), (grid.1, 1, 1), 0, &params)?;
     let host = gpu.download(&out)?;
     let got = host.as_i32().ok_or_else(|| Error::invalid("probe output", "not i32"))?;
     Ok(got[..out_words].iter().map(|&w| w as u32).collect())
 }
 
-fn one_warp(gpu: &Gpu, kernel: &'static str, input: &[u32], out_words: usize, mode: i32) -> Result<Vec<u32>> {
-    run(gpu, kernel, input, out_words, (1, 32), mode, 0, !0, 32)
+fn one_warp(gpu: &Gpu, probe: ProbeKernel, input: &[u32], out_words: usize, mode: i32) -> Result<Vec<u32>> {
+    run(gpu, probe, input, out_words, (1, 32), mode, 0, !0, 32)
 }
 
 /// `mma.sync.aligned.m16n8k16.row.col.f32.{f16|bf16}.{f16|bf16}.f32` with per-lane fragments
@@ -55,7 +54,7 @@ pub fn mma(gpu: &Gpu, dtype: DType, a: &[[u32; 4]; 32], b: &[[u32; 2]; 32], c: &
         input.extend_from_slice(&b[l]);
         input.extend(c[l].iter().map(|x| x.to_bits()));
     }
-    let got = one_warp(gpu, "ak_probe_mma", &input, 128, mode)?;
+    let got = one_warp(gpu, ProbeKernel::Mma, &input, 128, mode)?;
     Ok(std::array::from_fn(|l| std::array::from_fn(|i| f32::from_bits(got[4 * l + i]))))
 }
 
@@ -74,7 +73,7 @@ pub fn ldmatrix(gpu: &Gpu, num: usize, trans: bool, smem: &[u16; LDMATRIX_ROWS *
     }
     let mut input: Vec<u32> = smem.chunks_exact(2).map(|p| p[0] as u32 | (p[1] as u32) << 16).collect();
     input.extend_from_slice(rows);
-    let got = one_warp(gpu, "ak_probe_ldmatrix", &input, 128, num as i32 + if trans { 8 } else { 0 })?;
+    let got = one_warp(gpu, ProbeKernel::Ldmatrix, &input, 128, num as i32 + if trans { 8 } else { 0 })?;
     Ok(std::array::from_fn(|l| std::array::from_fn(|i| got[4 * l + i])))
 }
 
@@ -98,7 +97,7 @@ pub fn shfl(gpu: &Gpu, kind: Shfl, width: u32, values: &[u32; 32], b: &[u32; 32]
     }
     let mut input = values.to_vec();
     input.extend_from_slice(b);
-    let got = run(gpu, "ak_probe_shfl", &input, 32, (1, 32), kind as i32, 0, !0, width as i32)?;
+    let got = run(gpu, ProbeKernel::Shfl, &input, 32, (1, 32), kind as i32, 0, !0, width as i32)?;
     Ok(std::array::from_fn(|l| got[l]))
 }
 
@@ -123,7 +122,7 @@ pub fn vote(gpu: &Gpu, kind: Vote, mask: u32, preds: &[bool; 32]) -> Result<[u32
         return Err(Error::invalid("mask", "no lane would vote"));
     }
     let input: Vec<u32> = preds.iter().map(|&p| p as u32).collect();
-    let got = run(gpu, "ak_probe_vote", &input, 32, (1, 32), kind as i32, 0, mask, 32)?;
+    let got = run(gpu, ProbeKernel::Vote, &input, 32, (1, 32), kind as i32, 0, mask, 32)?;
     Ok(std::array::from_fn(|l| got[l]))
 }
 
@@ -144,7 +143,7 @@ fn bytes16(words: &[u32]) -> [u8; 16] {
 /// with src-size `sizes[l]` (0..=16) into a shared slot pre-filled with 0xa5, then commit,
 /// wait_group 0 and a barrier. Returns, for each lane `l`, the slot of lane `(l + 1) % 32`.
 pub fn cp_async(gpu: &Gpu, src: &[u8; 512], sizes: &[u32; 32]) -> Result<[[u8; 16]; 32]> {
-    let got = one_warp(gpu, "ak_probe_cp_async", &cp_async_input(src, sizes)?, 128, 0)?;
+    let got = one_warp(gpu, ProbeKernel::CpAsync, &cp_async_input(src, sizes)?, 128, 0)?;
     Ok(std::array::from_fn(|l| bytes16(&got[4 * l..])))
 }
 
@@ -152,20 +151,20 @@ pub fn cp_async(gpu: &Gpu, src: &[u8; 512], sizes: &[u32; 32]) -> Result<[[u8; 1
 /// the same source with src-size `16 - sizes[l]`. Slot A of lane `(l + 1) % 32` is read after
 /// wait_group 1 + barrier, slot B after wait_group 0 + barrier; returns (A, B) per lane.
 pub fn cp_async_two_groups(gpu: &Gpu, src: &[u8; 512], sizes: &[u32; 32]) -> Result<[([u8; 16], [u8; 16]); 32]> {
-    let got = one_warp(gpu, "ak_probe_cp_async", &cp_async_input(src, sizes)?, 256, 1)?;
+    let got = one_warp(gpu, ProbeKernel::CpAsync, &cp_async_input(src, sizes)?, 256, 1)?;
     Ok(std::array::from_fn(|l| (bytes16(&got[8 * l..]), bytes16(&got[8 * l + 4..]))))
 }
 
-fn elementwise(gpu: &Gpu, kernel: &'static str, x: &[f32], out_words: usize, mode: i32) -> Result<Vec<u32>> {
+fn elementwise(gpu: &Gpu, probe: ProbeKernel, x: &[f32], out_words: usize, mode: i32) -> Result<Vec<u32>> {
     let n = i32::try_from(x.len()).map_err(|_| Error::invalid("x", "more than i32::MAX elements"))?;
     let input: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
     let blocks = x.len().div_ceil(256).clamp(1, 64) as u32;
-    run(gpu, kernel, &input, out_words, (blocks, 256), mode, n, !0, 32)
+    run(gpu, probe, &input, out_words, (blocks, 256), mode, n, !0, 32)
 }
 
 /// `ex2.approx.ftz.f32` of every element.
 pub fn ex2_approx_ftz(gpu: &Gpu, x: &[f32]) -> Result<Vec<f32>> {
-    Ok(elementwise(gpu, "ak_probe_ex2", x, x.len(), 0)?.into_iter().map(f32::from_bits).collect())
+    Ok(elementwise(gpu, ProbeKernel::Ex2, x, x.len(), 0)?.into_iter().map(f32::from_bits).collect())
 }
 
 /// f32 -> 16-bit float conversions (CUDA intrinsics, round to nearest even).
@@ -187,7 +186,7 @@ pub fn convert(gpu: &Gpu, kind: Cvt, x: &[f32]) -> Result<Vec<u16>> {
     if matches!(kind, Cvt::Half2 | Cvt::Bfloat162) && x.len() % 2 != 0 {
         return Err(Error::invalid("x", "the pair conversions take an even number of values"));
     }
-    let words = elementwise(gpu, "ak_probe_cvt", x, x.len().div_ceil(2), kind as i32)?;
+    let words = elementwise(gpu, ProbeKernel::Cvt, x, x.len().div_ceil(2), kind as i32)?;
     Ok(words.iter().flat_map(|w| [*w as u16, (*w >> 16) as u16]).take(x.len()).collect())
 }
 
@@ -206,5 +205,5 @@ pub enum Misbehave {
 
 /// Run a [`Misbehave`] kernel; the emulated device answers with an error naming the checker.
 pub fn misbehave(gpu: &Gpu, kind: Misbehave) -> Result<()> {
-    one_warp(gpu, "ak_probe_misbehave", &[1, 2, 3, 4], 32, kind as i32).map(|_| ())
+    one_warp(gpu, ProbeKernel::Misbehave, &[1, 2, 3, 4], 32, kind as i32).map(|_| ())
 }

@@ -17,6 +17,7 @@ mod attention;
 mod concurrency;
 mod decode;
 mod diff_attention;
+mod kernel_list;
 mod linear;
 mod linear_chunked;
 mod rope;
