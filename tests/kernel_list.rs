@@ -30,7 +30,7 @@ fn every_row_is_exported_by_its_module_and_nothing_else_is() {
 fn launch_constants_are_launchable() {
     for k in KERNELS {
         let threads = k.threads();
-        assert!(threads >= 32 && threads <= 1024 && threads % 32 == 0, "{k:?}: block of {threads} threads");
+        assert!((32..=1024).contains(&threads) && threads % 32 == 0, "{k:?}: block of {threads} threads");
         // H100's opt-in limit per block (227 KiB); the smaller A100 limit is each family's test.
         assert!(k.smem_bytes <= 227 * 1024, "{k:?}");
         if matches!(k.key, Key::Probe(_)) {
