@@ -6,6 +6,9 @@
 // Device memory is host memory registered with the execution engine (runtime.cpp), which checks
 // every kernel access against it. Work on every stream runs to completion when it is enqueued,
 // which is one valid CUDA execution; events record wall-clock time, meaningless as GPU time.
+// Because that execution hides missing ordering between streams, streamcheck keeps the order
+// CUDA guarantees as vector clocks (streams, events, the host) and reports an operation that
+// touches an allocation whose last write on another stream is not ordered before it.
 // Arguments are validated as the driver does; an invalid one returns its CUDA error code.
 // Exported: the library is built with hidden visibility, the driver API is its interface.
 #pragma GCC visibility push(default)
@@ -13,10 +16,13 @@
 #pragma GCC visibility pop
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -33,11 +39,16 @@ struct EmuContext {
 EmuContext g_ctx;
 
 struct EmuStream {
-    unsigned flags;
+    unsigned flags = 0;
+    // streamcheck, under g_sc_mu
+    uint32_t id = 0;
+    VClock vc;              // the operations of every stream ordered before this stream's next one
+    uint64_t host_seen = 0; // g_host_gen when the host clock was last joined into vc
 };
 struct EmuEvent {
     std::chrono::steady_clock::time_point at;
     bool recorded = false;
+    VClock vc;  // streamcheck: the recording stream's clock at the record, under g_sc_mu
 };
 struct EmuFunction {
     std::string name;
@@ -67,7 +78,107 @@ bool known(std::unordered_set<void*>& set, T* p) {
 
 CUresult need_init() { return g_initialised ? CUDA_SUCCESS : CUDA_ERROR_NOT_INITIALIZED; }
 
-bool stream_ok(CUstream s) { return s == nullptr || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD || known(g_streams, s); }
+bool is_legacy(CUstream s) { return s == nullptr || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD; }
+bool stream_ok(CUstream s) { return is_legacy(s) || known(g_streams, s); }
+
+// ---------------------------------------------------------------------------- streamcheck
+//
+// Each stream has a vector clock; each operation enqueued on it ticks the stream's own
+// component. cuEventRecord copies the stream's clock into the event, cuStreamWaitEvent joins the
+// event's clock into the stream. Whatever the host has waited for (cuStreamSynchronize,
+// cuEventSynchronize, cuCtxSynchronize, a successful cuStreamQuery/cuEventQuery, and the copies
+// the CUDA documentation makes host-synchronous) is joined into the host clock, which every
+// stream joins before its next operation. The legacy stream (0, CU_STREAM_LEGACY, and here also
+// the per-thread stream) is one stream; it is ordered with streams created without
+// CU_STREAM_NON_BLOCKING as CUDA orders them. Allocations keep their last writer (runtime.cpp).
+
+std::mutex g_sc_mu;  // stream, event and host clocks; g_mu may be taken while it is held, never the reverse
+EmuStream g_legacy{0, kLegacyStream, {}, 0};
+uint32_t g_next_stream_id = kLegacyStream + 1;
+VClock g_host;
+uint64_t g_host_gen = 1;
+
+bool sc_on() { return config().streamcheck; }
+
+EmuStream* stream_of(CUstream s) { return is_legacy(s) ? &g_legacy : (EmuStream*)s; }
+bool blocking(const EmuStream* st) { return st != &g_legacy && !(st->flags & CU_STREAM_NON_BLOCKING); }
+
+// Make `st`'s clock current with the host's and the legacy stream's implicit ordering (g_sc_mu held).
+void sc_catch_up_locked(EmuStream* st) {
+    if (st->host_seen != g_host_gen) {
+        st->vc.join(g_host);
+        st->host_seen = g_host_gen;
+    }
+    // The legacy stream waits for all work of the blocking streams, and they wait for it.
+    if (st == &g_legacy) {
+        std::lock_guard<std::mutex> lk(g_mu);
+        for (void* p : g_streams)
+            if (blocking((EmuStream*)p)) st->vc.join(((EmuStream*)p)->vc);
+    } else if (blocking(st)) {
+        st->vc.join(g_legacy.vc);
+    }
+}
+
+// An operation enqueued on `s`: its clock (stream 0, i.e. unchecked, when streamcheck is off).
+StreamOp sc_enqueue(CUstream s, std::string what) {
+    StreamOp op;
+    if (!sc_on()) return op;
+    EmuStream* st = stream_of(s);
+    std::lock_guard<std::mutex> lk(g_sc_mu);
+    sc_catch_up_locked(st);
+    op.stream = st->id;
+    op.clock = st->vc.tick(st->id);
+    op.vc = st->vc;
+    op.what = std::move(what);
+    return op;
+}
+
+// The host has waited for everything `vc` covers.
+void sc_host_join(const VClock& vc) {
+    if (!sc_on()) return;
+    std::lock_guard<std::mutex> lk(g_sc_mu);
+    g_host.join(vc);
+    g_host_gen++;
+}
+// The host has waited for all work enqueued on `s` so far.
+void sc_host_join_stream(CUstream s) {
+    if (!sc_on()) return;
+    VClock vc;
+    {
+        std::lock_guard<std::mutex> lk(g_sc_mu);
+        vc = stream_of(s)->vc;
+    }
+    sc_host_join(vc);
+}
+
+// Pinned host memory (cuMemHostAlloc): copies to it are not host-synchronous; copies to
+// pageable memory are (CUDA's "API synchronization behavior").
+std::map<uintptr_t, size_t> g_pinned;
+bool pinned(const void* p) {
+    std::lock_guard<std::mutex> lk(g_mu);
+    auto it = g_pinned.upper_bound((uintptr_t)p);
+    if (it == g_pinned.begin()) return false;
+    --it;
+    return (uintptr_t)p - it->first < it->second;
+}
+
+// The findings of a copy or memset become the calling thread's report and the call fails with
+// kStreamcheckError, whose cuGetErrorString is the report (interned: callers keep the pointer).
+const CUresult kStreamcheckError = CUDA_ERROR_ILLEGAL_STATE;
+CUresult sc_result(const std::string& findings) {
+    if (findings.empty()) return CUDA_SUCCESS;
+    tl_last_report = findings;
+    return kStreamcheckError;
+}
+std::string sc_line(const std::string& finding) {
+    return finding.empty() ? "" : "emulated device streamcheck: " + finding + "\n";
+}
+const char* intern(const std::string& s) {
+    static std::mutex mu;
+    static auto* strings = new std::set<std::string>();  // never freed: the pointers are handed out
+    std::lock_guard<std::mutex> lk(mu);
+    return strings->insert(s).first->c_str();
+}
 
 // At exit, append the kernels this process launched to $ATTN_KERNELS_EMU_COVERAGE (one
 // "name launches" line each), so CI can check that every entry point ran.
@@ -87,8 +198,8 @@ struct CoverageAtExit {
 
 extern "C" {
 
-// The findings of the calling thread's last launch ("" if it had none): the Rust runtime
-// appends them to the launch error.
+// The findings of the calling thread's last launch, copy or memset ("" if it had none): the Rust
+// runtime appends a launch's to its error; a copy's are also its cuGetErrorString.
 __attribute__((visibility("default"))) const char* ak_emu_last_report(void) { return tl_last_report.c_str(); }
 // The settings in force, for `info` and test logs.
 __attribute__((visibility("default"))) const char* ak_emu_describe(void) {
@@ -222,7 +333,19 @@ CUresult CUDAAPI cuCtxGetDevice(CUdevice* d) {
     *d = 0;
     return CUDA_SUCCESS;
 }
-CUresult CUDAAPI cuCtxSynchronize(void) { return CUDA_SUCCESS; }
+CUresult CUDAAPI cuCtxSynchronize(void) {
+    if (sc_on()) {
+        VClock all;
+        {
+            std::lock_guard<std::mutex> lk(g_sc_mu);
+            all = g_legacy.vc;
+            std::lock_guard<std::mutex> lk2(g_mu);
+            for (void* p : g_streams) all.join(((EmuStream*)p)->vc);
+        }
+        sc_host_join(all);
+    }
+    return CUDA_SUCCESS;
+}
 CUresult CUDAAPI cuCtxSetFlags(unsigned int) { return CUDA_SUCCESS; }
 CUresult CUDAAPI cuCtxGetStreamPriorityRange(int* lo, int* hi) {
     if (lo) *lo = 0;
@@ -240,7 +363,12 @@ CUresult CUDAAPI cuCtxGetLimit(size_t* v, CUlimit) {
 CUresult CUDAAPI cuStreamCreate(CUstream* s, unsigned int flags) {
     if (CUresult r = need_init()) return r;
     if (!s) return CUDA_ERROR_INVALID_VALUE;
-    auto* st = new EmuStream{flags};
+    auto* st = new EmuStream();
+    st->flags = flags;
+    {
+        std::lock_guard<std::mutex> lk(g_sc_mu);
+        st->id = g_next_stream_id++;
+    }
     std::lock_guard<std::mutex> lk(g_mu);
     g_streams.insert(st);
     *s = (CUstream)st;
@@ -248,15 +376,28 @@ CUresult CUDAAPI cuStreamCreate(CUstream* s, unsigned int flags) {
 }
 CUresult CUDAAPI cuStreamCreateWithPriority(CUstream* s, unsigned int flags, int) { return cuStreamCreate(s, flags); }
 CUresult CUDAAPI cuStreamDestroy(CUstream s) {
+    // The stream's clock components live on in other clocks; its object goes.
+    std::lock_guard<std::mutex> sl(g_sc_mu);
     std::lock_guard<std::mutex> lk(g_mu);
     if (!g_streams.erase((void*)s)) return CUDA_ERROR_INVALID_HANDLE;
     delete (EmuStream*)s;
     return CUDA_SUCCESS;
 }
-CUresult CUDAAPI cuStreamSynchronize(CUstream s) { return stream_ok(s) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE; }
-CUresult CUDAAPI cuStreamQuery(CUstream s) { return stream_ok(s) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE; }
+CUresult CUDAAPI cuStreamSynchronize(CUstream s) {
+    if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
+    sc_host_join_stream(s);
+    return CUDA_SUCCESS;
+}
+// Always complete (work ran when it was enqueued), so the host has waited for it.
+CUresult CUDAAPI cuStreamQuery(CUstream s) { return cuStreamSynchronize(s); }
 CUresult CUDAAPI cuStreamWaitEvent(CUstream s, CUevent e, unsigned int) {
     if (!stream_ok(s) || !known(g_events, e)) return CUDA_ERROR_INVALID_HANDLE;
+    if (sc_on()) {
+        std::lock_guard<std::mutex> lk(g_sc_mu);
+        EmuStream* st = stream_of(s);
+        sc_catch_up_locked(st);
+        st->vc.join(((EmuEvent*)e)->vc);  // never recorded: an empty clock, no ordering (as CUDA)
+    }
     return CUDA_SUCCESS;
 }
 CUresult CUDAAPI cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus* st) {
@@ -285,11 +426,29 @@ CUresult CUDAAPI cuEventRecord(CUevent e, CUstream s) {
     auto* ev = (EmuEvent*)e;
     ev->at = std::chrono::steady_clock::now();
     ev->recorded = true;
+    if (sc_on()) {
+        std::lock_guard<std::mutex> lk(g_sc_mu);
+        EmuStream* st = stream_of(s);
+        sc_catch_up_locked(st);
+        ev->vc = st->vc;
+    }
     return CUDA_SUCCESS;
 }
 CUresult CUDAAPI cuEventRecordWithFlags(CUevent e, CUstream s, unsigned int) { return cuEventRecord(e, s); }
-CUresult CUDAAPI cuEventSynchronize(CUevent e) { return known(g_events, e) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE; }
-CUresult CUDAAPI cuEventQuery(CUevent e) { return known(g_events, e) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE; }
+CUresult CUDAAPI cuEventSynchronize(CUevent e) {
+    if (!known(g_events, e)) return CUDA_ERROR_INVALID_HANDLE;
+    if (sc_on()) {
+        VClock vc;
+        {
+            std::lock_guard<std::mutex> lk(g_sc_mu);
+            vc = ((EmuEvent*)e)->vc;
+        }
+        sc_host_join(vc);
+    }
+    return CUDA_SUCCESS;
+}
+// Always complete, so the host has waited for the recorded work.
+CUresult CUDAAPI cuEventQuery(CUevent e) { return cuEventSynchronize(e); }
 CUresult CUDAAPI cuEventElapsedTime(float* ms, CUevent a, CUevent b) {
     if (!ms) return CUDA_ERROR_INVALID_VALUE;
     if (!known(g_events, a) || !known(g_events, b)) return CUDA_ERROR_INVALID_HANDLE;
@@ -301,6 +460,20 @@ CUresult CUDAAPI cuEventElapsedTime(float* ms, CUevent a, CUevent b) {
 
 // ---------------------------------------------------------------------------- memory
 
+// A copy or memset enqueued on `s` (`what` names the call): streamcheck of the device allocation
+// it reads (`rd`, 0: none) and the one it writes (`wr`, 0: none); `host_waits`: the call returns
+// only when the operation is complete. Returns the findings' report lines.
+static std::string sc_mem_op(CUstream s, const char* what, CUdeviceptr rd, CUdeviceptr wr, bool host_waits) {
+    tl_last_report.clear();
+    if (!sc_on()) return "";
+    StreamOp op = sc_enqueue(s, what);
+    std::string f;
+    if (rd) f += sc_line(stream_access(op, (uintptr_t)rd, false));
+    if (wr) f += sc_line(stream_access(op, (uintptr_t)wr, true));
+    if (host_waits) sc_host_join(op.vc);
+    return f;
+}
+
 CUresult CUDAAPI cuMemAlloc(CUdeviceptr* p, size_t bytes) {
     if (CUresult r = need_init()) return r;
     if (!p || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
@@ -311,77 +484,114 @@ CUresult CUDAAPI cuMemAlloc(CUdeviceptr* p, size_t bytes) {
 }
 CUresult CUDAAPI cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream s) {
     if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
-    return cuMemAlloc(p, bytes);
+    CUresult r = cuMemAlloc(p, bytes);
+    // Stream-ordered: the memory is usable in the order of `s`, as if `s` had written it.
+    if (r == CUDA_SUCCESS) sc_mem_op(s, "cuMemAllocAsync", 0, *p, false);
+    return r;
 }
+// Synchronous: not an operation of any stream, and not checked (the allocation and its last
+// writer go).
 CUresult CUDAAPI cuMemFree(CUdeviceptr p) {
     if (p == 0) return CUDA_SUCCESS;
     return mem_free((void*)(uintptr_t)p) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 CUresult CUDAAPI cuMemFreeAsync(CUdeviceptr p, CUstream s) {
     if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
-    return cuMemFree(p);
+    if (p == 0) return CUDA_SUCCESS;
+    if (!mem_valid((uintptr_t)p, 0)) return CUDA_ERROR_INVALID_VALUE;
+    // Freeing in the order of `s` must come after the last write on any stream.
+    std::string f = sc_mem_op(s, "cuMemFreeAsync", 0, p, false);
+    if (CUresult r = cuMemFree(p)) return r;
+    return sc_result(f);
 }
 CUresult CUDAAPI cuMemHostAlloc(void** p, size_t bytes, unsigned int) {
     if (!p) return CUDA_ERROR_INVALID_VALUE;
     *p = malloc(bytes ? bytes : 1);
-    return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+    if (!*p) return CUDA_ERROR_OUT_OF_MEMORY;
+    std::lock_guard<std::mutex> lk(g_mu);
+    g_pinned[(uintptr_t)*p] = bytes ? bytes : 1;
+    return CUDA_SUCCESS;
 }
 CUresult CUDAAPI cuMemFreeHost(void* p) {
+    {
+        std::lock_guard<std::mutex> lk(g_mu);
+        g_pinned.erase((uintptr_t)p);
+    }
     free(p);
     return CUDA_SUCCESS;
 }
 
 static bool dev_range(CUdeviceptr p, size_t n) { return n == 0 || mem_valid((uintptr_t)p, n); }
 
-CUresult CUDAAPI cuMemcpyHtoD(CUdeviceptr dst, const void* src, size_t n) {
+// Host synchronisation of the copies, from the CUDA documentation ("API synchronization
+// behavior"): a synchronous host-to-device copy from pageable memory waits for the stream's
+// earlier work, then returns once the data is staged (the copy itself may still be running);
+// from pinned memory it returns when complete. A device-to-host copy into pageable memory
+// returns when complete, asynchronous or not. Device-to-device copies and memsets of device
+// memory never make the host wait.
+static CUresult copy_htod(CUdeviceptr dst, const void* src, size_t n, CUstream s, bool sync) {
     if (!dev_range(dst, n) || (n && !src)) return CUDA_ERROR_INVALID_VALUE;
+    const bool pin = pinned(src);
+    if (sync && !pin) sc_host_join_stream(s);
+    std::string f = sc_mem_op(s, sync ? "cuMemcpyHtoD" : "cuMemcpyHtoDAsync", 0, n ? dst : 0, sync && pin);
     memcpy((void*)(uintptr_t)dst, src, n);
     mem_mark_init((uintptr_t)dst, n);
-    return CUDA_SUCCESS;
+    return sc_result(f);
 }
-CUresult CUDAAPI cuMemcpyHtoDAsync(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
-    if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
-    return cuMemcpyHtoD(dst, src, n);
-}
-CUresult CUDAAPI cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t n) {
+static CUresult copy_dtoh(void* dst, CUdeviceptr src, size_t n, CUstream s, bool sync) {
     if (!dev_range(src, n) || (n && !dst)) return CUDA_ERROR_INVALID_VALUE;
+    std::string f = sc_mem_op(s, sync ? "cuMemcpyDtoH" : "cuMemcpyDtoHAsync", n ? src : 0, 0, sync || !pinned(dst));
     memcpy(dst, (const void*)(uintptr_t)src, n);
-    return CUDA_SUCCESS;
+    return sc_result(f);
 }
-CUresult CUDAAPI cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t n, CUstream s) {
-    if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
-    return cuMemcpyDtoH(dst, src, n);
-}
-CUresult CUDAAPI cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+static CUresult copy_dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s, bool sync) {
     if (!dev_range(dst, n) || !dev_range(src, n)) return CUDA_ERROR_INVALID_VALUE;
+    std::string f = sc_mem_op(s, sync ? "cuMemcpyDtoD" : "cuMemcpyDtoDAsync", n ? src : 0, n ? dst : 0, false);
     memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, n);
     mem_copy_init((uintptr_t)dst, (uintptr_t)src, n);
-    return CUDA_SUCCESS;
+    return sc_result(f);
 }
-CUresult CUDAAPI cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
-    if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
-    return cuMemcpyDtoD(dst, src, n);
-}
-CUresult CUDAAPI cuMemsetD8(CUdeviceptr dst, unsigned char v, size_t n) {
+static CUresult set_d8(CUdeviceptr dst, unsigned char v, size_t n, CUstream s, bool sync) {
     if (!dev_range(dst, n)) return CUDA_ERROR_INVALID_VALUE;
+    std::string f = sc_mem_op(s, sync ? "cuMemsetD8" : "cuMemsetD8Async", 0, n ? dst : 0, false);
     memset((void*)(uintptr_t)dst, v, n);
     mem_mark_init((uintptr_t)dst, n);
-    return CUDA_SUCCESS;
+    return sc_result(f);
 }
-CUresult CUDAAPI cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream s) {
-    if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
-    return cuMemsetD8(dst, v, n);
-}
-CUresult CUDAAPI cuMemsetD32(CUdeviceptr dst, unsigned int v, size_t n) {
+static CUresult set_d32(CUdeviceptr dst, unsigned int v, size_t n, CUstream s, bool sync) {
     if ((dst & 3) || !dev_range(dst, n * 4)) return CUDA_ERROR_INVALID_VALUE;
+    std::string f = sc_mem_op(s, sync ? "cuMemsetD32" : "cuMemsetD32Async", 0, n ? dst : 0, false);
     unsigned* p = (unsigned*)(uintptr_t)dst;
     for (size_t i = 0; i < n; ++i) p[i] = v;
     mem_mark_init((uintptr_t)dst, n * 4);
-    return CUDA_SUCCESS;
+    return sc_result(f);
 }
+
+// The calls without a stream are operations of the legacy stream.
+CUresult CUDAAPI cuMemcpyHtoD(CUdeviceptr dst, const void* src, size_t n) { return copy_htod(dst, src, n, nullptr, true); }
+CUresult CUDAAPI cuMemcpyHtoDAsync(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
+    if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
+    return copy_htod(dst, src, n, s, false);
+}
+CUresult CUDAAPI cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t n) { return copy_dtoh(dst, src, n, nullptr, true); }
+CUresult CUDAAPI cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t n, CUstream s) {
+    if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
+    return copy_dtoh(dst, src, n, s, false);
+}
+CUresult CUDAAPI cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy_dtod(dst, src, n, nullptr, true); }
+CUresult CUDAAPI cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
+    if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
+    return copy_dtod(dst, src, n, s, false);
+}
+CUresult CUDAAPI cuMemsetD8(CUdeviceptr dst, unsigned char v, size_t n) { return set_d8(dst, v, n, nullptr, true); }
+CUresult CUDAAPI cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream s) {
+    if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
+    return set_d8(dst, v, n, s, false);
+}
+CUresult CUDAAPI cuMemsetD32(CUdeviceptr dst, unsigned int v, size_t n) { return set_d32(dst, v, n, nullptr, true); }
 CUresult CUDAAPI cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, CUstream s) {
     if (!stream_ok(s)) return CUDA_ERROR_INVALID_HANDLE;
-    return cuMemsetD32(dst, v, n);
+    return set_d32(dst, v, n, s, false);
 }
 
 // ---------------------------------------------------------------------------- modules, launch
@@ -462,7 +672,9 @@ CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned
                          " (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES)";
         return CUDA_ERROR_INVALID_VALUE;
     }
-    Launch l{ef->name.c_str(), ef->fn, {gx, gy, gz}, {bx, by, bz}, shared, (unsigned)max_shared_optin(), params};
+    StreamOp op = sc_enqueue(s, "kernel " + ef->name);
+    Launch l{ef->name.c_str(), ef->fn, {gx, gy, gz}, {bx, by, bz}, shared, (unsigned)max_shared_optin(), params,
+             op.stream ? &op : nullptr};
     switch (launch(l, tl_last_report)) {
         case Outcome::Ok: return CUDA_SUCCESS;
         case Outcome::Findings: return CUDA_ERROR_LAUNCH_FAILED;
@@ -486,6 +698,7 @@ CUresult CUDAAPI cuGetErrorName(CUresult e, const char** s) {
         case CUDA_ERROR_NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; break;
         case CUDA_ERROR_ILLEGAL_ADDRESS: *s = "CUDA_ERROR_ILLEGAL_ADDRESS"; break;
         case CUDA_ERROR_LAUNCH_FAILED: *s = "CUDA_ERROR_LAUNCH_FAILED"; break;
+        case CUDA_ERROR_ILLEGAL_STATE: *s = "CUDA_ERROR_ILLEGAL_STATE"; break;
         default: *s = "CUDA_ERROR_UNKNOWN"; return CUDA_ERROR_INVALID_VALUE;
     }
     return CUDA_SUCCESS;
@@ -495,6 +708,14 @@ CUresult CUDAAPI cuGetErrorString(CUresult e, const char** s) {
     switch (e) {
         case CUDA_ERROR_ILLEGAL_ADDRESS: *s = "emulated device: a kernel stopped at a fatal checker finding"; break;
         case CUDA_ERROR_LAUNCH_FAILED: *s = "emulated device: a kernel ran with checker findings"; break;
+        case kStreamcheckError:
+            // A copy or memset with streamcheck findings: cudarc formats the error on the thread
+            // that got it, right away, so the thread's report is the one to show.
+            *s = tl_last_report.find("streamcheck") != std::string::npos
+                     ? intern(tl_last_report.substr(0, tl_last_report.find_last_not_of('\n') + 1))
+                     : "emulated device streamcheck: a copy or memset touched device memory last written on another "
+                       "stream with no event or synchronisation between";
+            break;
         default: return cuGetErrorName(e, s);
     }
     return CUDA_SUCCESS;

@@ -18,7 +18,10 @@
 //   ordered by a barrier or, within one warp, by a warp collective (per-byte access shadows);
 //   reading or writing the destination of a cp.async before the wait_group that covers it;
 // - synccheck: divergent barriers or collectives, collectives waiting for exited lanes,
-//   deadlock (no fiber can run but some have not finished).
+//   deadlock (no fiber can run but some have not finished);
+// - streamcheck: a launch's first access to each allocation is checked against the
+//   allocation's last writer on another stream (ordered by the clocks driver.cpp keeps); the
+//   allocations a launch wrote record it as their last writer when it ends.
 // Each finding names the kernel, block, thread and source line (addr2line over the PCs).
 #include "emu/runtime.h"
 
@@ -82,7 +85,24 @@ static Config read_config() {
     } else {
         c.seed = (uint64_t)std::chrono::steady_clock::now().time_since_epoch().count() ^ ((uint64_t)getpid() << 32);
     }
-    if (const char* s = env("ATTN_KERNELS_EMU_CHECKS")) c.checks = !(strcmp(s, "0") == 0 || strcmp(s, "off") == 0);
+    // ATTN_KERNELS_EMU_CHECKS: `0`/`off` turns every checker off, `-streamcheck` only streamcheck
+    // (comma-separated: `on,-streamcheck`).
+    if (const char* s = env("ATTN_KERNELS_EMU_CHECKS")) {
+        std::string v = s;
+        size_t at = 0;
+        while (at <= v.size()) {
+            size_t end = v.find(',', at);
+            if (end == std::string::npos) end = v.size();
+            const std::string tok = v.substr(at, end - at);
+            if (tok == "0" || tok == "off") c.checks = c.streamcheck = false;
+            else if (tok == "1" || tok == "on") c.checks = c.streamcheck = true;
+            else if (tok == "-streamcheck") c.streamcheck = false;
+            else if (!tok.empty())
+                fprintf(stderr, "attn-kernels emulated device: ATTN_KERNELS_EMU_CHECKS item `%s` is not 0, off, 1, on or -streamcheck; ignored\n", tok.c_str());
+            at = end + 1;
+        }
+        if (!c.checks) c.streamcheck = false;  // kernel accesses are only seen with the checkers on
+    }
     if (const char* s = env("ATTN_KERNELS_EMU_CC")) {
         int ma = 0, mi = 0;
         if (sscanf(s, "%d.%d", &ma, &mi) == 2 && (ma == 8 || ma == 9)) {
@@ -103,7 +123,8 @@ std::string describe_config() {
     const char* l = c.landing == Landing::AtIssue ? "at issue" : c.landing == Landing::AtWait ? "at wait" : "random";
     char buf[256];
     snprintf(buf, sizeof buf, "schedule %s, cp.async landing %s, seed %llu, checkers %s, compute capability %d.%d", s, l,
-             (unsigned long long)c.seed, c.checks ? "on" : "off", c.cc_major, c.cc_minor);
+             (unsigned long long)c.seed, c.checks ? (c.streamcheck ? "on" : "on except streamcheck") : "off", c.cc_major,
+             c.cc_minor);
     return buf;
 }
 
@@ -113,6 +134,11 @@ struct Alloc {
     uintptr_t base;
     size_t size;
     std::unique_ptr<uint8_t[]> init;  // 1 = byte written since allocation
+    // streamcheck: the last operation that wrote the allocation (w_stream 0: none), under
+    // g_stream_mu.
+    uint32_t w_stream = 0;
+    uint64_t w_clock = 0;
+    std::string w_what;
 };
 
 static std::shared_mutex g_alloc_mu;
@@ -171,6 +197,45 @@ void mem_copy_init(uintptr_t dst, uintptr_t src, size_t n) {
     Alloc* s = find_alloc_locked(src);
     if (d && s && n <= d->size - (dst - d->base) && n <= s->size - (src - s->base))
         memmove(d->init.get() + (dst - d->base), s->init.get() + (src - s->base), n);
+}
+
+// ============================================================================ streamcheck
+
+// The last writer of each allocation; driver calls and launches on any host thread update it.
+static std::mutex g_stream_mu;
+
+std::string stream_name(uint32_t id) {
+    if (id == kLegacyStream) return "the legacy stream";
+    char buf[32];
+    snprintf(buf, sizeof buf, "stream %u", id - kLegacyStream);
+    return buf;
+}
+
+// Whether `a`'s last write is unordered with `op` (the caller holds g_stream_mu): the finding's
+// text, else "".
+static std::string stream_hazard_locked(const StreamOp& op, const Alloc& a, bool write) {
+    if (a.w_stream == 0 || a.w_stream == op.stream || op.vc.at(a.w_stream) >= a.w_clock) return "";
+    char head[160];
+    snprintf(head, sizeof head, " the %zu-byte allocation at %#lx", a.size, (unsigned long)a.base);
+    return op.what + " on " + stream_name(op.stream) + (write ? " writes" : " reads") + head + " last written by " + a.w_what +
+           " on " + stream_name(a.w_stream) + " with no event or synchronisation between";
+}
+
+static void stream_record_locked(const StreamOp& op, Alloc& a) {
+    a.w_stream = op.stream;
+    a.w_clock = op.clock;
+    a.w_what = op.what;
+}
+
+std::string stream_access(const StreamOp& op, uintptr_t p, bool write) {
+    if (op.stream == 0) return "";
+    std::shared_lock<std::shared_mutex> lk(g_alloc_mu);
+    Alloc* a = find_alloc_locked(p);
+    if (!a) return "";
+    std::lock_guard<std::mutex> sl(g_stream_mu);
+    std::string finding = stream_hazard_locked(op, *a, write);
+    if (write) stream_record_locked(op, *a);
+    return finding;
 }
 
 // ============================================================================ kernel registry
@@ -352,6 +417,9 @@ struct LaunchState {
     // their launch; a snapshot keeps the hot path free of locks).
     std::vector<std::shared_ptr<Alloc>> allocs;
     Alloc* last = nullptr;
+    size_t last_idx = 0;  // index of `last` in allocs
+    // streamcheck: per allocation of the snapshot, 1 = accessed (checked), 2 = written
+    std::vector<uint8_t> touched;
     std::vector<Finding> findings;
     size_t dropped = 0;
     bool fatal = false;
@@ -433,12 +501,14 @@ static std::string fmt(const char* f, ...) {
 
 static void switch_to_scheduler(Thread& t);
 
-static void add_finding(const char* kind, std::string what, uintptr_t pc, uintptr_t other_pc = 0) {
+static void add_finding(const char* kind, std::string what, uintptr_t pc, uintptr_t other_pc = 0, bool dedupe = true) {
     Block* b = tl_block;
     LaunchState* L = b->launch;
-    for (auto& s : L->seen)
-        if (s.first == kind && s.second == pc) return;
-    L->seen.emplace_back(kind, pc);
+    if (dedupe) {
+        for (auto& s : L->seen)
+            if (s.first == kind && s.second == pc) return;
+        L->seen.emplace_back(kind, pc);
+    }
     if (L->findings.size() >= 16) {
         L->dropped++;
         return;
@@ -674,6 +744,7 @@ static Alloc* lookup_alloc(LaunchState& L, uintptr_t a) {
     Alloc* al = std::prev(it)->get();
     if (a - al->base >= al->size) return nullptr;
     L.last = al;
+    L.last_idx = (size_t)(std::prev(it) - L.allocs.begin());
     return al;
 }
 
@@ -711,6 +782,23 @@ static void global_access(Block& b, uintptr_t a, uint32_t n, bool write, uintptr
               fmt("%s of %u bytes at offset %zu of a %zu-byte allocation runs %zu bytes past its end",
                   write ? "write" : "read", n, off, al->size, off + n - al->size),
               pc);
+    if (LaunchState& L = *b.launch; L.l->op) {
+        // streamcheck: the launch's first access to this allocation is checked against its
+        // last writer; the launch's writes are recorded when it ends.
+        uint8_t& t = L.touched[L.last_idx];
+        if (!(t & 1)) {
+            t |= 1;
+            std::string finding;
+            {
+                std::lock_guard<std::mutex> sl(g_stream_mu);
+                finding = stream_hazard_locked(*L.l->op, *al, write);
+            }
+            if (!finding.empty())
+                add_finding("streamcheck", finding + fmt(" (the launch's first access to it, at offset %zu)", off), pc, 0,
+                            false);
+        }
+        if (write) t |= 2;
+    }
     uint8_t* init = al->init.get() + off;
     if (write) {
         memset(init, 1, n);
@@ -1285,6 +1373,7 @@ Outcome launch(const Launch& l, std::string& report) {
         L.allocs.reserve(g_allocs.size());
         for (auto& kv : g_allocs) L.allocs.push_back(kv.second);
     }
+    if (l.op) L.touched.assign(L.allocs.size(), 0);
     const uint64_t nblocks = (uint64_t)l.grid[0] * l.grid[1] * l.grid[2];
     std::vector<uint64_t> order;
     if (config().schedule == Schedule::Random && nblocks <= (1u << 24)) {
@@ -1300,6 +1389,13 @@ Outcome launch(const Launch& l, std::string& report) {
         const ak_emu_dim3 bidx = {(unsigned)(i % l.grid[0]), (unsigned)((i / l.grid[0]) % l.grid[1]),
                                   (unsigned)(i / ((uint64_t)l.grid[0] * l.grid[1]))};
         run_block(L, bidx);
+    }
+    if (l.op) {
+        // The launch's writes (those it made before any fatal stop) become the allocations'
+        // last writes.
+        std::lock_guard<std::mutex> sl(g_stream_mu);
+        for (size_t i = 0; i < L.allocs.size(); ++i)
+            if (L.touched[i] & 2) stream_record_locked(*l.op, *L.allocs[i]);
     }
     report = render(L);
     if (L.fatal) return Outcome::Fatal;

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string>
+#include <vector>
 #include "emu/emu_api.h"
 
 namespace ak_emu {
@@ -17,6 +18,9 @@ struct Config {
     Landing landing = Landing::AtIssue;
     uint64_t seed = 0;
     bool checks = true;
+    // streamcheck (cross-stream ordering of device-memory accesses); off with checks, or alone
+    // with ATTN_KERNELS_EMU_CHECKS=-streamcheck.
+    bool streamcheck = true;
     int cc_major = 9, cc_minor = 0;  // compute capability the device presents
     // Random schedule: a thread is preempted at a memory access with probability 1/preempt.
     unsigned preempt = 16;
@@ -36,6 +40,39 @@ bool mem_valid(uintptr_t p, size_t n);
 void mem_mark_init(uintptr_t p, size_t n);
 void mem_copy_init(uintptr_t dst, uintptr_t src, size_t n);
 
+// ---- streamcheck: ordering of device-memory accesses between streams (driver.cpp keeps the
+// clocks of streams, events and the host; the allocations keep their last writer)
+
+// A vector clock: for each stream id, how many of that stream's operations are ordered before.
+struct VClock {
+    std::vector<uint64_t> c;
+    uint64_t at(uint32_t s) const { return s < c.size() ? c[s] : 0; }
+    void join(const VClock& o) {
+        if (o.c.size() > c.size()) c.resize(o.c.size(), 0);
+        for (size_t i = 0; i < o.c.size(); ++i)
+            if (o.c[i] > c[i]) c[i] = o.c[i];
+    }
+    uint64_t tick(uint32_t s) {
+        if (s >= c.size()) c.resize(s + 1, 0);
+        return ++c[s];
+    }
+};
+
+// One operation enqueued on a stream, as streamcheck sees it.
+struct StreamOp {
+    uint32_t stream = 0;  // stream id (kLegacyStream for the legacy/per-thread stream); 0: unchecked
+    uint64_t clock = 0;   // the operation's own component, vc.at(stream)
+    VClock vc;            // the stream's clock at the operation: everything ordered before it
+    std::string what;     // "cuMemcpyHtoDAsync", "kernel rope_f32", ...
+};
+const uint32_t kLegacyStream = 1;
+// "stream 3", "the legacy stream".
+std::string stream_name(uint32_t id);
+// An access by `op` to the device allocation holding `p` (none: nothing to check). Returns the
+// finding ("" if the allocation's last write is ordered before `op`); a write then becomes the
+// allocation's last write.
+std::string stream_access(const StreamOp& op, uintptr_t p, bool write);
+
 // ---- kernels
 ak_emu_trampoline find_kernel(const char* name);
 size_t kernel_count();
@@ -50,6 +87,7 @@ struct Launch {
     unsigned dynamic_shared;
     unsigned max_shared_per_block;  // static + dynamic limit of the device
     void** args;
+    const StreamOp* op;  // streamcheck: the launch as an operation of its stream (null: unchecked)
 };
 
 enum class Outcome { Ok, Findings, Fatal };
