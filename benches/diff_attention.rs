@@ -1,5 +1,5 @@
 //! Fused differential attention vs the unfused baselines built from this library's own plain
-//! kernels, all measured in the same run (issue 6):
+//! kernels, all measured in the same run:
 //! - prefill, d = 128, seqlen 4k..16k: fused v1 (with the RMSNorm) vs (a) two
 //!   `attention_cuda` calls with the 2d-wide V + the subtract/RMSNorm epilogue kernel, and (b) four
 //!   calls over the V halves (the vLLM way) + the epilogue. TFLOP/s count both maps,
@@ -21,7 +21,7 @@ use attn_kernels::attention::{AttentionArgs, AttentionConfig};
 use attn_kernels::decode::cuda::{decode_cuda_with_index, DeviceKvIndex};
 use attn_kernels::decode::{DecodeOptions, KvCacheRef, SplitPolicy};
 use attn_kernels::diff_attention::cpu::DiffAttentionOutput;
-use attn_kernels::diff_attention::cuda::{diff_attention_cuda_into, diff_decode_cuda_into, diff_epilogue_cuda, DiffDecodeIndex};
+use attn_kernels::diff_attention::cuda::{diff_attention_cuda_into, diff_decode_cuda_into, diff_epilogue_cuda};
 use attn_kernels::diff_attention::{plan_diff, plan_diff_decode, DiffAttentionArgs, DiffAttentionConfig, DiffDecodeArgs};
 use attn_kernels::tensor::{rel_error, DType, Tensor};
 use attn_kernels::{DeviceTensor, Gpu, Result};
@@ -237,7 +237,7 @@ fn decode(gpu: &Gpu, copy_gbs: f64) -> Result<()> {
         let cache = KvCacheRef::Contiguous { k: &kc, v: &vc, cache_seqlens: &seqlens };
         let args = DiffDecodeArgs { q: &q, cache, lambda: &lambda, norm_weight: Some(&norm), alibi_slopes: None };
         let p = plan_diff_decode(&cfg, &args)?;
-        let index = DiffDecodeIndex::new(gpu, &cache)?;
+        let index = DeviceKvIndex::new(gpu, &cache)?;
         let mut out = DiffAttentionOutput {
             o: gpu.alloc(dtype, &p.o_shape())?,
             lse1: gpu.alloc(DType::F32, &p.lse_shape())?,
@@ -257,7 +257,7 @@ fn decode(gpu: &Gpu, copy_gbs: f64) -> Result<()> {
         let vp = gpu.upload(&gpu.download(&vc)?.reshape(&[b * max_blocks, bs, hkv, 2 * d])?)?;
         let pcache = KvCacheRef::Paged { k: &kp, v: &vp, block_table: &table, max_blocks, cache_seqlens: &seqlens };
         let pargs = DiffDecodeArgs { cache: pcache, ..args };
-        let pindex = DiffDecodeIndex::new(gpu, &pcache)?;
+        let pindex = DeviceKvIndex::new(gpu, &pcache)?;
         let paged_ms = median_ms(gpu, WARMUP, ITERS, || {
             diff_decode_cuda_into(gpu, &cfg, &pargs, &pindex, SplitPolicy::Auto, &mut out)
         })?;

@@ -11,6 +11,8 @@ if [ -n "$built_at" ] && [ ! -e "$built_at" ]; then mkdir -p "$(dirname "$built_
 
 run_tests() {
     local status=0
+    # Outputs the ops allocate start as NaN, so an element a kernel fails to write fails its check.
+    export ATTN_KERNELS_POISON_OUTPUTS=1
     for t in "$here"/tests/*; do
         echo "== $(basename "$t")"
         "$t" --test-threads=4 2>&1 | tee "$out/test-$(basename "$t").log" | grep -E "^test |test result|skipped|panicked" || true

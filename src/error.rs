@@ -6,7 +6,10 @@ use crate::tensor::DType;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Every failure of the library. New variants may be added (`#[non_exhaustive]`): match the ones
+/// you handle and keep a catch-all arm.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A tensor has the wrong rank or dimensions.
     #[error("argument `{arg}`: expected shape {expected}, got {got:?}")]
@@ -44,9 +47,15 @@ pub enum Error {
     #[error("the emulated device is not in this build: {0}")]
     EmulatorNotBuilt(String),
 
-    /// A CUDA driver call failed.
+    /// A CUDA driver call failed: the call, the driver's message (on the emulated device followed
+    /// by its checkers' report) and the driver error itself as the [`std::error::Error::source`].
     #[error("CUDA error in {context}: {msg}")]
-    Cuda { context: String, msg: String },
+    Cuda {
+        context: String,
+        msg: String,
+        #[source]
+        source: Option<cudarc::driver::DriverError>,
+    },
 
     /// A case file (safetensors + JSON config) is malformed.
     #[error("case file: {0}")]

@@ -17,12 +17,16 @@
 //! CUDA version of cudarc's bindings, `cuda-13000` by default), `oracle`, `emulator`,
 //! `require-kernels`; see Cargo.toml and the README.
 
+#![deny(unsafe_code)]
+
 pub mod attention;
 pub mod decode;
 pub mod diff_attention;
 pub mod error;
 pub mod linear;
 pub mod rope;
+// The one layer allowed `unsafe` (driver calls, launches); each block carries its `// SAFETY:`.
+#[allow(unsafe_code)]
 pub mod runtime;
 pub mod tensor;
 

@@ -182,7 +182,7 @@ fn info(ptxas: bool) -> Result<()> {
             }
         }
     }
-    println!("bindings: {}", runtime::params::BINDINGS_STATUS);
+    println!("bindings: {}", runtime::BINDINGS_STATUS);
     match runtime::emu::EMU_LIBRARY {
         Some(path) => println!("emulated device: built ({path}); emulated (CPU), not a GPU; select it with --device emu or ATTN_KERNELS_DEVICE=emu"),
         None => println!("emulated device: not built ({})", runtime::emu::EMU_NOT_BUILT_REASON.unwrap_or("?")),

@@ -106,6 +106,18 @@ pub fn attention_cuda_into(
     if let Some(l) = lse.as_deref() {
         check_out("lse", l, DType::F32, &p.lse_shape())?;
     }
+    launch(gpu, &p, kernel, args, o, lse)
+}
+
+/// Launch the kernel of plan `p` (made from `args`, outputs checked against it).
+fn launch(
+    gpu: &Gpu,
+    p: &AttentionPlan,
+    kernel: &Kernel,
+    args: &AttentionArgs<'_, DeviceTensor>,
+    o: &mut DeviceTensor,
+    lse: Option<&mut DeviceTensor>,
+) -> Result<()> {
     if p.total_q == 0 || p.batch == 0 {
         return Ok(()); // nothing to compute; outputs are empty
     }
@@ -184,10 +196,10 @@ pub fn attention_cuda(
     args: &AttentionArgs<'_, DeviceTensor>,
 ) -> Result<AttentionOutput<DeviceTensor>> {
     let p = plan(cfg, args)?;
-    check_device_support(gpu, &p)?;
-    let mut o = gpu.alloc(p.dtype, &p.o_shape())?;
-    let mut lse = gpu.alloc(DType::F32, &p.lse_shape())?;
-    attention_cuda_into(gpu, cfg, args, &mut o, Some(&mut lse))?;
+    let kernel = check_device_support(gpu, &p)?;
+    let mut o = gpu.alloc_output(p.dtype, &p.o_shape())?;
+    let mut lse = gpu.alloc_output(DType::F32, &p.lse_shape())?;
+    launch(gpu, &p, kernel, args, &mut o, Some(&mut lse))?;
     Ok(AttentionOutput { o, lse })
 }
 
@@ -198,7 +210,9 @@ pub fn attention_cuda_host(
     cfg: &AttentionConfig,
     args: &AttentionArgs<'_, Tensor>,
 ) -> Result<AttentionOutput<Tensor>> {
-    plan(cfg, args)?; // validate before any upload
+    // Validate before any upload; the device copies have the planned shapes.
+    let p = plan(cfg, args)?;
+    let kernel = check_device_support(gpu, &p)?;
     let q = gpu.upload(args.q)?;
     let k = gpu.upload(args.k)?;
     let v = gpu.upload(args.v)?;
@@ -213,8 +227,10 @@ pub fn attention_cuda_host(
         position_ids_q: args.position_ids_q,
         position_ids_k: args.position_ids_k,
     };
-    let out = attention_cuda(gpu, cfg, &dargs)?;
-    Ok(AttentionOutput { o: gpu.download(&out.o)?, lse: gpu.download(&out.lse)? })
+    let mut o = gpu.alloc_output(p.dtype, &p.o_shape())?;
+    let mut lse = gpu.alloc_output(DType::F32, &p.lse_shape())?;
+    launch(gpu, &p, kernel, &dargs, &mut o, Some(&mut lse))?;
+    Ok(AttentionOutput { o: gpu.download(&o)?, lse: gpu.download(&lse)? })
 }
 
 #[cfg(test)]

@@ -316,7 +316,8 @@ pub fn read_dims<T: TensorInfo>(q: &T, k: &T, v: &T, varlen: bool) -> Result<Dim
     }
 }
 
-/// The attention options in plan form (shared by attention and diff_attention).
+/// The attention options of a config (attention, decode and both diff_attention paths read
+/// theirs through this one view, and validate them with [`Common::scores`]).
 pub(crate) struct Common<'c> {
     pub softmax_scale: Option<f64>,
     pub causal: bool,
@@ -324,6 +325,43 @@ pub(crate) struct Common<'c> {
     pub window_right: i64,
     pub softcap: f64,
     pub rope: Option<&'c RopeConfig>,
+}
+
+/// The score options, validated and resolved: what every attention kernel applies to `q . k`
+/// (scale, softcap) and which keys it masks (causal, windows).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Scores {
+    pub scale: f32,
+    /// 0 = off.
+    pub softcap: f32,
+    pub causal: bool,
+    /// -1 = unlimited.
+    pub window_left: i64,
+    /// -1 = unlimited.
+    pub window_right: i64,
+}
+
+impl Common<'_> {
+    /// The one validation of the score options: `softmax_scale` finite (default `1/sqrt(D)` for
+    /// head dim `head_dim`), `softcap` finite and `>= 0`; negative windows mean unlimited (-1).
+    pub(crate) fn scores(&self, head_dim: usize) -> Result<Scores> {
+        if let Some(s) = self.softmax_scale {
+            if !s.is_finite() {
+                return Err(Error::config("softmax_scale", format!("must be finite, got {s}")));
+            }
+        }
+        if !(self.softcap.is_finite() && self.softcap >= 0.0) {
+            return Err(Error::config("softcap", format!("must be finite and >= 0 (0 = off), got {}", self.softcap)));
+        }
+        let unlimited = |w: i64| if w < 0 { -1 } else { w };
+        Ok(Scores {
+            scale: self.softmax_scale.unwrap_or(1.0 / (head_dim as f64).sqrt()) as f32,
+            softcap: self.softcap as f32,
+            causal: self.causal,
+            window_left: unlimited(self.window_left),
+            window_right: unlimited(self.window_right),
+        })
+    }
 }
 
 impl AttentionConfig {
@@ -449,17 +487,7 @@ pub(crate) fn plan_common<T: TensorInfo>(
     };
 
     // Options.
-    if let Some(s) = opts.softmax_scale {
-        if !s.is_finite() {
-            return Err(Error::config("softmax_scale", format!("must be finite, got {s}")));
-        }
-    }
-    if !(opts.softcap.is_finite() && opts.softcap >= 0.0) {
-        return Err(Error::config("softcap", format!("must be finite and >= 0 (0 = off), got {}", opts.softcap)));
-    }
-    let scale = opts.softmax_scale.unwrap_or(1.0 / (dims.d as f64).sqrt());
-    let window_left = if opts.window_left < 0 { -1 } else { opts.window_left };
-    let window_right = if opts.window_right < 0 { -1 } else { opts.window_right };
+    let scores = opts.scores(dims.d)?;
 
     // ALiBi.
     if let Some(a) = args.alibi_slopes {
@@ -524,11 +552,11 @@ pub(crate) fn plan_common<T: TensorInfo>(
         total_k,
         max_q_len,
         max_k_len,
-        scale: scale as f32,
-        softcap: opts.softcap as f32,
-        causal: opts.causal,
-        window_left,
-        window_right,
+        scale: scores.scale,
+        softcap: scores.softcap,
+        causal: scores.causal,
+        window_left: scores.window_left,
+        window_right: scores.window_right,
         dtype,
         has_alibi: args.alibi_slopes.is_some(),
         rope,

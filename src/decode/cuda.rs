@@ -74,11 +74,13 @@ fn log2_block(layout: &CacheLayout) -> Result<i32> {
 }
 
 /// The cache's index data on the device (`cache_seqlens`, `block_table`), with the host copy it
-/// was made from. Upload once per step and reuse it across layers with
-/// [`decode_cuda_with_index`]; it is checked against the cache's host data on every call.
+/// was made from: one type for every op that reads a KV cache (decode, and diff_attention's
+/// fused decode). Upload once per step and reuse it across layers with
+/// [`decode_cuda_with_index`] or `diff_attention::cuda::diff_decode_cuda_into`; it is checked
+/// against the cache's host data on every call.
 pub struct DeviceKvIndex {
-    seqlens: DeviceTensor,
-    block_table: Option<DeviceTensor>,
+    pub(crate) seqlens: DeviceTensor,
+    pub(crate) block_table: Option<DeviceTensor>,
     host_seqlens: Vec<i32>,
     host_table: Option<Vec<i32>>,
 }
@@ -100,7 +102,7 @@ impl DeviceKvIndex {
         Ok(DeviceKvIndex { seqlens, block_table, host_seqlens: sl.to_vec(), host_table })
     }
 
-    fn matches(&self, cache: &KvCacheRef<'_, DeviceTensor>) -> bool {
+    pub(crate) fn matches(&self, cache: &KvCacheRef<'_, DeviceTensor>) -> bool {
         self.host_seqlens == cache.cache_seqlens() && self.host_table.as_deref() == cache.block_table().map(|(t, _)| t)
     }
 }
@@ -145,8 +147,8 @@ pub fn decode_cuda(
     let p = plan(cfg, q, cache, alibi_slopes, opts)?;
     check_gpu_decode(&p)?;
     let index = DeviceKvIndex::upload(gpu, cache)?;
-    let mut o = gpu.alloc(p.dtype, &p.o_shape())?;
-    let mut lse = gpu.alloc(DType::F32, &p.lse_shape())?;
+    let mut o = gpu.alloc_output(p.dtype, &p.o_shape())?;
+    let mut lse = gpu.alloc_output(DType::F32, &p.lse_shape())?;
     launch_decode(gpu, &p, q, cache, &index, alibi_slopes, opts, &mut o, &mut lse)?;
     Ok(AttentionOutput { o, lse })
 }
@@ -243,8 +245,8 @@ fn launch_decode(
     };
     // Splits > 1: f32 workspace for the partial results, merged by the combine kernel.
     let mut work = if splits > 1 {
-        let o_part = gpu.alloc(DType::F32, &[splits, p.batch, p.seqlen_q, p.heads_q, p.head_dim_v])?;
-        let lse_part = gpu.alloc(DType::F32, &[splits, p.batch, p.heads_q, p.seqlen_q])?;
+        let o_part = gpu.alloc_output(DType::F32, &[splits, p.batch, p.seqlen_q, p.heads_q, p.head_dim_v])?;
+        let lse_part = gpu.alloc_output(DType::F32, &[splits, p.batch, p.heads_q, p.seqlen_q])?;
         Some((o_part, lse_part))
     } else {
         None
@@ -383,8 +385,8 @@ pub fn merge_states_cuda(
     lse_b: &DeviceTensor,
 ) -> Result<(DeviceTensor, DeviceTensor)> {
     plan_merge(o_a, lse_a, o_b, lse_b)?;
-    let mut o = gpu.alloc(o_a.dtype(), o_a.shape())?;
-    let mut lse = gpu.alloc(DType::F32, lse_a.shape())?;
+    let mut o = gpu.alloc_output(o_a.dtype(), o_a.shape())?;
+    let mut lse = gpu.alloc_output(DType::F32, lse_a.shape())?;
     merge_states_cuda_into(gpu, o_a, lse_a, o_b, lse_b, &mut o, &mut lse)?;
     Ok((o, lse))
 }

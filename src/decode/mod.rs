@@ -362,14 +362,7 @@ pub fn plan<T: TensorInfo>(
             return Err(Error::shape("alibi_slopes", format!("[{heads_q}]"), a.shape()));
         }
     }
-    if let Some(s) = cfg.softmax_scale {
-        if !s.is_finite() {
-            return Err(Error::config("softmax_scale", format!("must be finite, got {s}")));
-        }
-    }
-    if !(cfg.softcap.is_finite() && cfg.softcap >= 0.0) {
-        return Err(Error::config("softcap", format!("must be finite and >= 0 (0 = off), got {}", cfg.softcap)));
-    }
+    let scores = cfg.common().scores(d)?;
     if let SplitPolicy::Fixed(n) = opts.split {
         if n == 0 || n > MAX_SPLITS {
             return Err(Error::invalid("split", format!("Fixed(n) needs 1 <= n <= {MAX_SPLITS}, got {n}")));
@@ -401,11 +394,11 @@ pub fn plan<T: TensorInfo>(
         dtype: q.dtype(),
         layout,
         seqlens,
-        scale: cfg.softmax_scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32,
-        softcap: cfg.softcap as f32,
-        causal: cfg.causal,
-        window_left: if cfg.window_left < 0 { -1 } else { cfg.window_left },
-        window_right: if cfg.window_right < 0 { -1 } else { cfg.window_right },
+        scale: scores.scale,
+        softcap: scores.softcap,
+        causal: scores.causal,
+        window_left: scores.window_left,
+        window_right: scores.window_right,
         has_alibi: alibi_slopes.is_some(),
         rope_keys: rope.is_some() && !opts.cache_keys_rotated,
         rope,

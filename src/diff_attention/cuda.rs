@@ -28,7 +28,8 @@ use super::{
     plan_diff, plan_diff_decode, DiffAttentionArgs, DiffAttentionConfig, DiffAttentionPlan, DiffDecodeArgs, DiffDecodePlan,
     DiffVariant,
 };
-use crate::decode::{check_cache, CacheLayout, KvCacheRef, SplitPolicy, MAX_SPLITS};
+use crate::decode::cuda::DeviceKvIndex;
+use crate::decode::{CacheLayout, SplitPolicy, MAX_SPLITS};
 use crate::error::{Error, Result};
 use crate::rope::cuda::{no_rope, rope_table};
 use crate::runtime::kernel_list::diff_attention::{self as list, DECODE_HEADS, DECODE_KEYS, HEAD_DIMS};
@@ -118,12 +119,20 @@ pub fn diff_attention_cuda(
 ) -> Result<DiffAttentionOutput<DeviceTensor>> {
     let dp = plan_diff(cfg, args)?;
     check_gpu_prefill(&dp)?;
+    alloc_and_launch_prefill(gpu, &dp, args)
+}
+
+fn alloc_and_launch_prefill(
+    gpu: &Gpu,
+    dp: &DiffAttentionPlan,
+    args: &DiffAttentionArgs<'_, DeviceTensor>,
+) -> Result<DiffAttentionOutput<DeviceTensor>> {
     let mut out = DiffAttentionOutput {
-        o: gpu.alloc(dp.attn.dtype, &dp.o_shape())?,
-        lse1: gpu.alloc(DType::F32, &dp.lse_shape())?,
-        lse2: gpu.alloc(DType::F32, &dp.lse_shape())?,
+        o: gpu.alloc_output(dp.attn.dtype, &dp.o_shape())?,
+        lse1: gpu.alloc_output(DType::F32, &dp.lse_shape())?,
+        lse2: gpu.alloc_output(DType::F32, &dp.lse_shape())?,
     };
-    launch_prefill(gpu, &dp, args, &mut out)?;
+    launch_prefill(gpu, dp, args, &mut out)?;
     Ok(out)
 }
 
@@ -229,7 +238,9 @@ pub fn diff_attention_cuda_host(
     cfg: &DiffAttentionConfig,
     args: &DiffAttentionArgs<'_, Tensor>,
 ) -> Result<DiffAttentionOutput<Tensor>> {
-    check_gpu_prefill(&plan_diff(cfg, args)?)?; // validate before any upload
+    // Validate before any upload; the device copies have the planned shapes.
+    let dp = plan_diff(cfg, args)?;
+    check_gpu_prefill(&dp)?;
     let up = |t: &Tensor| gpu.upload(t);
     let (q, k, v, lambda) = (up(args.q)?, up(args.k)?, up(args.v)?, up(args.lambda)?);
     let norm = args.norm_weight.map(up).transpose()?;
@@ -246,38 +257,11 @@ pub fn diff_attention_cuda_host(
         position_ids_q: args.position_ids_q,
         position_ids_k: args.position_ids_k,
     };
-    let out = diff_attention_cuda(gpu, cfg, &dargs)?;
+    let out = alloc_and_launch_prefill(gpu, &dp, &dargs)?;
     Ok(DiffAttentionOutput { o: gpu.download(&out.o)?, lse1: gpu.download(&out.lse1)?, lse2: gpu.download(&out.lse2)? })
 }
 
 // ------------------------------------------------------------------------------- decode
-
-/// The cache's index data (`cache_seqlens`, `block_table`) on the device. Upload once per step
-/// and reuse across layers with [`diff_decode_cuda_into`].
-pub struct DiffDecodeIndex {
-    seqlens: DeviceTensor,
-    block_table: Option<DeviceTensor>,
-    host_seqlens: Vec<i32>,
-    host_table: Option<Vec<i32>>,
-}
-
-impl DiffDecodeIndex {
-    /// Validate the cache (shapes, lengths, block ids) and upload its index data.
-    pub fn new(gpu: &Gpu, cache: &KvCacheRef<'_, DeviceTensor>) -> Result<DiffDecodeIndex> {
-        check_cache(cache, 0)?;
-        let sl = cache.cache_seqlens();
-        let table = cache.block_table().map(|(t, _)| t);
-        Ok(DiffDecodeIndex {
-            seqlens: gpu.upload(&Tensor::from_i32(&[sl.len()], sl)?)?,
-            block_table: upload_i32(gpu, table)?,
-            host_seqlens: sl.to_vec(),
-            host_table: table.map(<[i32]>::to_vec),
-        })
-    }
-    fn matches(&self, cache: &KvCacheRef<'_, DeviceTensor>) -> bool {
-        self.host_seqlens == cache.cache_seqlens() && self.host_table.as_deref() == cache.block_table().map(|(t, _)| t)
-    }
-}
 
 /// The number of KV splits a decode with this plan uses on `gpu`.
 pub fn diff_decode_splits(gpu: &Gpu, p: &DiffDecodePlan, split: SplitPolicy) -> usize {
@@ -322,11 +306,11 @@ pub fn diff_decode_cuda(
 ) -> Result<DiffAttentionOutput<DeviceTensor>> {
     let p = plan_diff_decode(cfg, args)?;
     check_gpu_decode(&p, split)?;
-    let index = DiffDecodeIndex::new(gpu, &args.cache)?;
+    let index = DeviceKvIndex::new(gpu, &args.cache)?;
     let mut out = DiffAttentionOutput {
-        o: gpu.alloc(p.dtype, &p.o_shape())?,
-        lse1: gpu.alloc(DType::F32, &p.lse_shape())?,
-        lse2: gpu.alloc(DType::F32, &p.lse_shape())?,
+        o: gpu.alloc_output(p.dtype, &p.o_shape())?,
+        lse1: gpu.alloc_output(DType::F32, &p.lse_shape())?,
+        lse2: gpu.alloc_output(DType::F32, &p.lse_shape())?,
     };
     launch_decode(gpu, &p, args, &index, split, &mut out)?;
     Ok(out)
@@ -337,7 +321,7 @@ pub fn diff_decode_cuda_into(
     gpu: &Gpu,
     cfg: &DiffAttentionConfig,
     args: &DiffDecodeArgs<'_, DeviceTensor>,
-    index: &DiffDecodeIndex,
+    index: &DeviceKvIndex,
     split: SplitPolicy,
     out: &mut DiffAttentionOutput<DeviceTensor>,
 ) -> Result<()> {
@@ -346,7 +330,7 @@ pub fn diff_decode_cuda_into(
     if !index.matches(&args.cache) {
         return Err(Error::invalid(
             "index",
-            "DiffDecodeIndex was made from other cache_seqlens / block_table than this cache's",
+            "DeviceKvIndex was made from other cache_seqlens / block_table than this cache's",
         ));
     }
     check_outputs(out, p.dtype, &p.o_shape(), &p.lse_shape())?;
@@ -357,7 +341,7 @@ fn launch_decode(
     gpu: &Gpu,
     p: &DiffDecodePlan,
     args: &DiffDecodeArgs<'_, DeviceTensor>,
-    index: &DiffDecodeIndex,
+    index: &DeviceKvIndex,
     split: SplitPolicy,
     out: &mut DiffAttentionOutput<DeviceTensor>,
 ) -> Result<()> {
@@ -367,8 +351,8 @@ fn launch_decode(
     let (d, h, hkv) = (p.head_dim, p.heads, p.heads_kv);
     let splits = diff_decode_splits(gpu, p, split);
     let keys_per_split = p.max_seqlen().div_ceil(splits).div_ceil(DECODE_KEYS).max(1) * DECODE_KEYS;
-    let mut part_o = gpu.alloc(DType::F32, &[p.batch, h, splits, 2, 2 * d])?;
-    let mut part_lse = gpu.alloc(DType::F32, &[p.batch, h, splits, 2])?;
+    let mut part_o = gpu.alloc_output(DType::F32, &[p.batch, h, splits, 2, 2 * d])?;
+    let mut part_lse = gpu.alloc_output(DType::F32, &[p.batch, h, splits, 2])?;
     let ll = |n: usize| n as i64;
     let (batch_stride, block_size, max_blocks) = match p.layout {
         CacheLayout::Contiguous { s_max } => (ll(s_max * hkv * 2 * d), 1, 0),

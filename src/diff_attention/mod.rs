@@ -497,14 +497,7 @@ pub fn plan_diff_decode<T: TensorInfo>(
             return Err(Error::shape("alibi_slopes", format!("[{heads}]"), a.shape()));
         }
     }
-    if let Some(s) = cfg.softmax_scale {
-        if !s.is_finite() {
-            return Err(Error::config("softmax_scale", format!("must be finite, got {s}")));
-        }
-    }
-    if !(cfg.softcap.is_finite() && cfg.softcap >= 0.0) {
-        return Err(Error::config("softcap", format!("must be finite and >= 0 (0 = off), got {}", cfg.softcap)));
-    }
+    let scores = cfg.common().scores(d)?;
     check_norm_keys(cfg)?;
     let norm_scale = match args.norm_weight {
         None => 1.0,
@@ -527,9 +520,9 @@ pub fn plan_diff_decode<T: TensorInfo>(
         dtype: q.dtype(),
         layout,
         seqlens,
-        scale: cfg.softmax_scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32,
-        softcap: cfg.softcap as f32,
-        window_left: if cfg.window_left < 0 { -1 } else { cfg.window_left },
+        scale: scores.scale,
+        softcap: scores.softcap,
+        window_left: scores.window_left,
         has_norm: args.norm_weight.is_some(),
         norm_scale,
         eps: cfg.eps as f32,

@@ -102,8 +102,8 @@ pub fn linear_attention_chunked_cuda(
 ) -> Result<RecurrentOutput<DeviceTensor>> {
     let plan = plan_linear(cfg, args)?;
     check_supported(&plan)?;
-    let mut o = gpu.alloc(plan.dtype, &plan.o_shape())?;
-    let mut final_state = gpu.alloc(DType::F32, &plan.state_shape())?;
+    let mut o = gpu.alloc_output(plan.dtype, &plan.o_shape())?;
+    let mut final_state = gpu.alloc_output(DType::F32, &plan.state_shape())?;
     launch(gpu, &plan, args, &mut o, &mut final_state)?;
     Ok(RecurrentOutput { o, final_state })
 }

@@ -26,7 +26,6 @@ use crate::runtime::params::{AkLinearParams, AkRwkv4Params};
 use crate::runtime::kernel_list::linear as list;
 use crate::runtime::{self, opt_ptr, DeviceTensor, Gpu, Key};
 use crate::tensor::{expect_dtype, expect_rank, DType, Tensor, TensorInfo};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Which kernel computes `linear_attention` (and `delta_rule` through [`delta_rule_cuda_mode`]).
 ///
@@ -70,22 +69,6 @@ pub const MAX_VALUE_DIM: usize = 256;
 /// Target size of the prefill kernel's staged chunk (floats), see `prefill_geometry`.
 const PREFILL_CHUNK_FLOATS: usize = 8192;
 const PREFILL_MAX_CHUNK: usize = 64;
-
-static POISON_OUTPUTS: AtomicBool = AtomicBool::new(false);
-
-/// Test aid: when on, outputs are allocated filled with NaN (0xFF bytes) before the kernels
-/// run, so any element a kernel fails to write shows up. Off by default (plain allocation).
-pub fn set_poison_outputs(on: bool) {
-    POISON_OUTPUTS.store(on, Ordering::Relaxed);
-}
-
-fn alloc_out(gpu: &Gpu, dtype: DType, shape: &[usize]) -> Result<DeviceTensor> {
-    if POISON_OUTPUTS.load(Ordering::Relaxed) {
-        gpu.alloc_poisoned(dtype, shape)
-    } else {
-        gpu.alloc(dtype, shape)
-    }
-}
 
 /// A pool of recurrent states for serving, `[num_slots, H, K, V]` f32. Sequences name their slot
 /// by index; the slot calls read and update their slots in place.
@@ -320,8 +303,8 @@ fn launch(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, states: States<'_>, kern
 
 fn run_plain(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, initial: Option<&DeviceTensor>, kernel: Kernel) -> Result<RecurrentOutput<DeviceTensor>> {
     check_device(plan, kernel)?;
-    let mut o = alloc_out(gpu, plan.dtype, &plan.o_shape())?;
-    let mut final_state = alloc_out(gpu, DType::F32, &plan.state_shape())?;
+    let mut o = gpu.alloc_output(plan.dtype, &plan.o_shape())?;
+    let mut final_state = gpu.alloc_output(DType::F32, &plan.state_shape())?;
     launch(gpu, plan, x, States::Plain { initial, out: &mut final_state }, kernel, &mut o)?;
     Ok(RecurrentOutput { o, final_state })
 }
@@ -330,7 +313,7 @@ fn run_slots(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, pool: &mut StatePool,
     check_slots(plan, pool, slot_ids)?;
     let kernel = pick_kernel(plan, LinearMode::Auto)?;
     check_device(plan, kernel)?;
-    let mut o = alloc_out(gpu, plan.dtype, &plan.o_shape())?;
+    let mut o = gpu.alloc_output(plan.dtype, &plan.o_shape())?;
     launch(gpu, plan, x, States::Pool { pool: &mut pool.state, slot_ids }, kernel, &mut o)?;
     Ok(o)
 }
@@ -352,8 +335,8 @@ pub fn linear_attention_cuda(
         _ => false,
     };
     if chunked {
-        let mut o = alloc_out(gpu, plan.dtype, &plan.o_shape())?;
-        let mut final_state = alloc_out(gpu, DType::F32, &plan.state_shape())?;
+        let mut o = gpu.alloc_output(plan.dtype, &plan.o_shape())?;
+        let mut final_state = gpu.alloc_output(DType::F32, &plan.state_shape())?;
         super::chunked::linear_attention_chunked_cuda_into(gpu, cfg, args, &mut o, &mut final_state)?;
         return Ok(RecurrentOutput { o, final_state });
     }
@@ -435,8 +418,8 @@ pub fn rwkv4_cuda(gpu: &Gpu, cfg: &Rwkv4Config, args: &Rwkv4Args<'_, DeviceTenso
     // One thread per (batch, channel).
     let blocks = (plan.batch * plan.channels).div_ceil(kernel.rows as usize);
     fits_i32("k", "blocks", blocks)?;
-    let mut y = alloc_out(gpu, plan.dtype, &[plan.batch, plan.t, plan.channels])?;
-    let mut final_state = alloc_out(gpu, DType::F32, &[plan.batch, 3, plan.channels])?;
+    let mut y = gpu.alloc_output(plan.dtype, &[plan.batch, plan.t, plan.channels])?;
+    let mut final_state = gpu.alloc_output(DType::F32, &[plan.batch, 3, plan.channels])?;
     let params = AkRwkv4Params {
         k: args.k.kernel_ptr(),
         v: args.v.kernel_ptr(),

@@ -111,7 +111,7 @@ fn launch(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>, y: *
 
 /// Rotate `x` into a new device tensor.
 pub fn rope_cuda(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>) -> Result<DeviceTensor> {
-    let mut y = gpu.alloc(args.x.dtype(), args.x.shape())?;
+    let mut y = gpu.alloc_output(args.x.dtype(), args.x.shape())?;
     launch(gpu, cfg, args, y.kernel_ptr_mut())?;
     Ok(y)
 }

@@ -22,7 +22,7 @@ pub mod emu;
 /// `__launch_bounds__`, and `static_assert`s proving the C++ constants equal the list's), the
 /// emulated device's registrations, [`EmbeddedModule::kernels`] and the table [`KERNELS`].
 pub mod kernel_list;
-pub mod params;
+pub(crate) mod params;
 pub mod probe;
 
 use crate::error::{Error, Result};
@@ -36,7 +36,8 @@ use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
 pub use kernel_list::{Dt, Kernel, Key, ProbeKernel};
-pub use params::KernelParams;
+pub use params::BINDINGS_STATUS;
+use params::KernelParams;
 
 /// One compiled kernel module embedded in the library (a `kernels/**/*.cu` file).
 #[derive(Debug)]
@@ -112,8 +113,8 @@ pub fn driver_present() -> bool {
     })
 }
 
-fn cuda_err(context: &str, e: impl std::fmt::Debug) -> Error {
-    Error::Cuda { context: context.to_string(), msg: format!("{e:?}") }
+fn cuda_err(context: &str, e: cudarc::driver::DriverError) -> Error {
+    Error::Cuda { context: context.to_string(), msg: format!("{e:?}"), source: Some(e) }
 }
 
 /// Number of CUDA devices, or why there are none.
@@ -147,7 +148,18 @@ struct Shared {
     info: DeviceInfo,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<(&'static str, &'static str), (CudaFunction, u32)>>,
-    caches: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+    caches: Mutex<HashMap<String, Cached>>,
+    /// Fill the outputs an op allocates with NaN before its kernels run (see [`Gpu::new`]).
+    poison_outputs: bool,
+}
+
+/// A cached value and the event recorded on the creating stream after it was made: a handle on
+/// another stream waits for it before its first use, so an upload still in flight is never read.
+#[derive(Clone)]
+struct Cached {
+    value: Arc<dyn Any + Send + Sync>,
+    ready: Arc<cudarc::driver::CudaEvent>,
+    stream: Arc<CudaStream>,
 }
 
 /// A GPU handle: context, one stream, and caches shared by every clone and fork.
@@ -190,6 +202,7 @@ impl Gpu {
             driver_version,
             emulated: emu::is_active(),
         };
+        let poison_outputs = info.emulated || std::env::var("ATTN_KERNELS_POISON_OUTPUTS").is_ok_and(|v| v == "1");
         let stream = ctx.new_stream().map_err(|e| cuda_err("cuStreamCreate", e))?;
         Ok(Gpu {
             shared: Arc::new(Shared {
@@ -198,6 +211,7 @@ impl Gpu {
                 modules: Mutex::new(HashMap::new()),
                 functions: Mutex::new(HashMap::new()),
                 caches: Mutex::new(HashMap::new()),
+                poison_outputs,
             }),
             stream,
         })
@@ -239,15 +253,24 @@ impl Gpu {
     }
 
     /// A value computed once per device and key (RoPE tables, workspace), shared by all handles.
-    pub fn cached<T: Any + Send + Sync>(&self, key: &str, make: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
-        if let Some(v) = self.shared.caches.lock().unwrap().get(key) {
-            if let Ok(v) = v.clone().downcast::<T>() {
-                return Ok(v);
+    /// `make` may enqueue uploads on this handle's stream; an event recorded after it lets every
+    /// other stream that gets the value wait for those uploads before its next work.
+    pub(crate) fn cached<T: Any + Send + Sync>(&self, key: &str, make: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        let hit = self.shared.caches.lock().unwrap().get(key).cloned();
+        let entry = match hit {
+            Some(entry) => entry,
+            None => {
+                let value: Arc<dyn Any + Send + Sync> = Arc::new(make()?);
+                let ready = self.stream.record_event(None).map_err(|e| cuda_err("cuEventRecord", e))?;
+                let made = Cached { value, ready: Arc::new(ready), stream: self.stream.clone() };
+                // Two handles may race to make the same value: the first one stored wins.
+                self.shared.caches.lock().unwrap().entry(key.to_string()).or_insert(made).clone()
             }
+        };
+        if !Arc::ptr_eq(&entry.stream, &self.stream) {
+            self.stream.wait(&entry.ready).map_err(|e| cuda_err("cuStreamWaitEvent", e))?;
         }
-        let v = Arc::new(make()?);
-        self.shared.caches.lock().unwrap().insert(key.to_string(), v.clone());
-        Ok(v)
+        entry.value.downcast::<T>().map_err(|_| Error::invalid("cache key", format!("`{key}` holds another type")))
     }
 
     fn module(&self, name: &'static str) -> Result<Arc<CudaModule>> {
@@ -312,7 +335,7 @@ impl Gpu {
     /// Launch `kernel` with one parameter struct, its block and dynamic shared memory from the
     /// table. A grid with a zero dimension launches nothing. Callers validate every argument
     /// first: this is the last step of an op.
-    pub fn launch<P: KernelParams + cudarc::driver::DeviceRepr>(
+    pub(crate) fn launch<P: KernelParams + cudarc::driver::DeviceRepr>(
         &self,
         kernel: &Kernel,
         grid: (u32, u32, u32),
@@ -323,7 +346,7 @@ impl Gpu {
 
     /// [`Gpu::launch`] with a block and dynamic shared memory chosen at the call, for kernels
     /// whose table row leaves them to the launch (a probe's block, the recurrent prefill's chunk).
-    pub fn launch_with<P: KernelParams + cudarc::driver::DeviceRepr>(
+    pub(crate) fn launch_with<P: KernelParams + cudarc::driver::DeviceRepr>(
         &self,
         kernel: &Kernel,
         grid: (u32, u32, u32),
@@ -390,6 +413,17 @@ impl Gpu {
         let mut t = self.alloc(dtype, shape)?;
         self.poison(&mut t)?;
         Ok(t)
+    }
+
+    /// Allocate an output of an op: plain, or poisoned (as [`Gpu::alloc_poisoned`]) on the emulated
+    /// device and when `ATTN_KERNELS_POISON_OUTPUTS=1` was set as the device was opened, so an
+    /// element a kernel fails to write shows up as NaN.
+    pub(crate) fn alloc_output(&self, dtype: DType, shape: &[usize]) -> Result<DeviceTensor> {
+        if self.shared.poison_outputs {
+            self.alloc_poisoned(dtype, shape)
+        } else {
+            self.alloc(dtype, shape)
+        }
     }
 
     /// Fill every byte of `t` with 0xFF.

@@ -6,6 +6,9 @@
 //! refresh it after editing the header).
 #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, clippy::all)]
 
+// bindgen's generated `Default` impls zero the structs with `unsafe { mem::zeroed() }` (no
+// `// SAFETY:` lines in generated code): all-zero is a valid value of these plain structs (null
+// pointers, zero integers and floats).
 include!("params_bindings.rs");
 
 /// Where the bindings come from, for `attn-kernels info`.

@@ -14,6 +14,7 @@
 mod common;
 
 mod attention;
+mod cache;
 mod concurrency;
 mod decode;
 mod diff_attention;
