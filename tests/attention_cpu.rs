@@ -1,22 +1,15 @@
 //! CPU attention (spec section 1) against the naive float64 oracle, with fresh random inputs
 //! every run (replay a failure with ATTN_KERNELS_SEED=<seed printed in the message>).
 
+mod common;
+
 use attn_kernels::attention::{self, alibi_slopes, attention_cpu, oracle, AttentionArgs, AttentionConfig};
-use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::Error;
 use attn_kernels_harness::case::{self, Case, Device};
 use attn_kernels_harness::check::Rng;
+use common::{assert_err, f32t, randn, rope, yarn, ErrKind};
 use serde_json::json;
-
-fn rand_t(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::from_f32(dtype, shape, &rng.normal_vec(n)).unwrap()
-}
-
-fn f32t(shape: &[usize], v: &[f32]) -> Tensor {
-    Tensor::from_f32(DType::F32, shape, v).unwrap()
-}
 
 /// Inputs of one test case.
 struct Inputs {
@@ -33,9 +26,9 @@ struct Inputs {
 impl Inputs {
     fn dense(rng: &mut Rng, dtype: DType, b: usize, sq: usize, sk: usize, hq: usize, hkv: usize, d: usize, dv: usize) -> Inputs {
         Inputs {
-            q: rand_t(rng, dtype, &[b, sq, hq, d]),
-            k: rand_t(rng, dtype, &[b, sk, hkv, d]),
-            v: rand_t(rng, dtype, &[b, sk, hkv, dv]),
+            q: randn(rng, dtype, &[b, sq, hq, d]),
+            k: randn(rng, dtype, &[b, sk, hkv, d]),
+            v: randn(rng, dtype, &[b, sk, hkv, dv]),
             alibi: None,
             cu_q: None,
             cu_k: None,
@@ -98,17 +91,6 @@ fn compare(what: &str, seed: u64, cfg: &AttentionConfig, inp: &Inputs) -> (f64, 
     (eo, el)
 }
 
-fn rope(d: usize, scaling: Option<serde_json::Value>) -> RopeConfig {
-    serde_json::from_value(json!({
-        "rotary_dim": d, "theta": 10000.0, "max_position_embeddings": 4096, "scaling": scaling
-    }))
-    .unwrap()
-}
-
-fn yarn(d: usize) -> RopeConfig {
-    rope(d, Some(json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024})))
-}
-
 #[test]
 fn each_option_alone_f32() {
     let mut rng = Rng::from_time();
@@ -124,8 +106,8 @@ fn each_option_alone_f32() {
         ("softcap", AttentionConfig { softcap: 2.5, ..base.clone() }, false),
         ("scale", AttentionConfig { softmax_scale: Some(0.37), ..base.clone() }, false),
         ("alibi", base.clone(), true),
-        ("rope neox", AttentionConfig { rope: Some(rope(24, None)), ..base.clone() }, false),
-        ("rope gptj partial", AttentionConfig { rope: Some(RopeConfig { interleaved: true, ..rope(16, None) }), ..base.clone() }, false),
+        ("rope neox", AttentionConfig { rope: Some(rope(24, false)), ..base.clone() }, false),
+        ("rope gptj partial", AttentionConfig { rope: Some(rope(16, true)), ..base.clone() }, false),
         ("rope yarn", AttentionConfig { rope: Some(yarn(24)), ..base.clone() }, false),
     ];
     for (name, cfg, alibi) in cases {
@@ -194,13 +176,13 @@ fn fully_masked_rows() {
     let inp = Inputs::dense(&mut rng, DType::BF16, 1, 40, 9, 2, 1, 8, 8);
     compare("window sq>sk", seed, &cfg, &inp);
     // Sk = 0: every row masked, with RoPE and ALiBi on.
-    let cfg = AttentionConfig { rope: Some(rope(8, None)), ..Default::default() };
+    let cfg = AttentionConfig { rope: Some(rope(8, false)), ..Default::default() };
     let inp = Inputs::dense(&mut rng, DType::F16, 2, 5, 0, 2, 1, 8, 8).with_alibi(2);
     let out = attention_cpu(&cfg, &inp.args()).unwrap();
     assert!(out.o.to_f64_vec().iter().all(|&x| x == 0.0));
     assert!(out.lse.to_f64_vec().iter().all(|&x| x == f64::NEG_INFINITY));
     // Rotation at the negative default positions of rows with Sq > Sk (bidirectional RoPE).
-    let cfg = AttentionConfig { rope: Some(rope(8, None)), ..Default::default() };
+    let cfg = AttentionConfig { rope: Some(rope(8, false)), ..Default::default() };
     let inp = Inputs::dense(&mut rng, DType::F32, 1, 30, 7, 2, 1, 8, 8);
     compare("rope negative positions", seed, &cfg, &inp);
 }
@@ -210,7 +192,7 @@ fn gqa_equals_repeated_kv_heads() {
     let mut rng = Rng::from_time();
     let (b, sq, sk, hq, hkv, d) = (2, 45, 61, 8, 2, 32);
     let inp = Inputs::dense(&mut rng, DType::F32, b, sq, sk, hq, hkv, d, d).with_alibi(hq);
-    let cfg = AttentionConfig { causal: true, softcap: 4.0, rope: Some(rope(32, None)), ..Default::default() };
+    let cfg = AttentionConfig { causal: true, softcap: 4.0, rope: Some(rope(32, false)), ..Default::default() };
     let gqa = attention_cpu(&cfg, &inp.args()).unwrap();
     let repeat = |t: &Tensor| {
         let x = t.to_f32_vec();
@@ -249,9 +231,9 @@ fn varlen_equals_per_sequence_loop() {
         let pid_q: Vec<i32> = (0..total_q).map(|_| rng.below(3000) as i32).collect();
         let pid_k: Vec<i32> = (0..total_k).map(|_| rng.below(3000) as i32).collect();
         let inp = Inputs {
-            q: rand_t(&mut rng, dtype, &[total_q, hq, d]),
-            k: rand_t(&mut rng, dtype, &[total_k, hkv, d]),
-            v: rand_t(&mut rng, dtype, &[total_k, hkv, dv]),
+            q: randn(&mut rng, dtype, &[total_q, hq, d]),
+            k: randn(&mut rng, dtype, &[total_k, hkv, d]),
+            v: randn(&mut rng, dtype, &[total_k, hkv, dv]),
             alibi: Some(f32t(&[hq], &alibi_slopes(hq))),
             cu_q: Some(cu_q.clone()),
             cu_k: Some(cu_k.clone()),
@@ -363,9 +345,9 @@ fn run_case_matches_oracle() {
         "rope": {"rotary_dim": 16, "theta": 10000.0, "scaling": {"rope_type": "linear", "factor": 2.0}},
     });
     let c = Case::new(config)
-        .with("q", rand_t(&mut rng, DType::BF16, &[b, s, h, d]))
-        .with("k", rand_t(&mut rng, DType::BF16, &[b, s, 2, d]))
-        .with("v", rand_t(&mut rng, DType::BF16, &[b, s, 2, d]))
+        .with("q", randn(&mut rng, DType::BF16, &[b, s, h, d]))
+        .with("k", randn(&mut rng, DType::BF16, &[b, s, 2, d]))
+        .with("v", randn(&mut rng, DType::BF16, &[b, s, 2, d]))
         .with("alibi_slopes", f32t(&[h], &alibi_slopes(h)))
         .with("position_ids_q", Tensor::from_i32(&[b, s], &(0..b * s).map(|x| (x % s) as i32 + 3).collect::<Vec<_>>()).unwrap());
     let out = case::run(&c, &Device::Cpu).unwrap();
@@ -400,88 +382,76 @@ fn err_of(cfg: &AttentionConfig, args: &AttentionArgs<'_, Tensor>) -> Error {
 #[test]
 fn bad_inputs_are_typed_errors() {
     let mut rng = Rng::from_time();
-    let t = |rng: &mut Rng, dt: DType, s: &[usize]| rand_t(rng, dt, s);
-    let q = t(&mut rng, DType::F32, &[2, 5, 4, 8]);
-    let k = t(&mut rng, DType::F32, &[2, 6, 2, 8]);
-    let v = t(&mut rng, DType::F32, &[2, 6, 2, 8]);
+    let q = randn(&mut rng, DType::F32, &[2, 5, 4, 8]);
+    let k = randn(&mut rng, DType::F32, &[2, 6, 2, 8]);
+    let v = randn(&mut rng, DType::F32, &[2, 6, 2, 8]);
     let cfg = AttentionConfig::default();
     let ok = AttentionArgs::new(&q, &k, &v);
     attention::plan(&cfg, &ok).unwrap();
 
-    let check = |e: Error, arg: &str, kind: &str| {
-        assert_eq!(e.argument(), Some(arg), "{e}");
-        let got = match e {
-            Error::Shape { .. } => "shape",
-            Error::DType { .. } => "dtype",
-            Error::InvalidArgument { .. } => "invalid",
-            Error::Config { .. } => "config",
-            Error::Unsupported { .. } => "unsupported",
-            _ => "other",
-        };
-        assert_eq!(got, kind, "{e}");
-    };
+    let check = |e: Error, arg: &str, kind: ErrKind| assert_err(&e, kind, arg, "attention::plan");
     // Ranks and shapes.
-    let q3 = t(&mut rng, DType::F32, &[5, 4, 8]);
-    check(err_of(&cfg, &AttentionArgs { q: &q3, ..ok }), "q", "shape");
-    let k_b = t(&mut rng, DType::F32, &[3, 6, 2, 8]);
-    check(err_of(&cfg, &AttentionArgs { k: &k_b, ..ok }), "k", "shape");
-    let k_d = t(&mut rng, DType::F32, &[2, 6, 2, 16]);
-    check(err_of(&cfg, &AttentionArgs { k: &k_d, ..ok }), "k", "shape");
-    let v_s = t(&mut rng, DType::F32, &[2, 7, 2, 8]);
-    check(err_of(&cfg, &AttentionArgs { v: &v_s, ..ok }), "v", "shape");
-    let v_h = t(&mut rng, DType::F32, &[2, 6, 1, 8]);
-    check(err_of(&cfg, &AttentionArgs { v: &v_h, ..ok }), "v", "shape");
-    let k_h3 = t(&mut rng, DType::F32, &[2, 6, 3, 8]);
-    let v_h3 = t(&mut rng, DType::F32, &[2, 6, 3, 8]);
-    check(err_of(&cfg, &AttentionArgs { k: &k_h3, v: &v_h3, ..ok }), "k", "invalid");
-    let q_d0 = t(&mut rng, DType::F32, &[2, 5, 4, 0]);
-    let k_d0 = t(&mut rng, DType::F32, &[2, 6, 2, 0]);
-    check(err_of(&cfg, &AttentionArgs { q: &q_d0, k: &k_d0, ..ok }), "q", "invalid");
+    let q3 = randn(&mut rng, DType::F32, &[5, 4, 8]);
+    check(err_of(&cfg, &AttentionArgs { q: &q3, ..ok }), "q", ErrKind::Shape);
+    let k_b = randn(&mut rng, DType::F32, &[3, 6, 2, 8]);
+    check(err_of(&cfg, &AttentionArgs { k: &k_b, ..ok }), "k", ErrKind::Shape);
+    let k_d = randn(&mut rng, DType::F32, &[2, 6, 2, 16]);
+    check(err_of(&cfg, &AttentionArgs { k: &k_d, ..ok }), "k", ErrKind::Shape);
+    let v_s = randn(&mut rng, DType::F32, &[2, 7, 2, 8]);
+    check(err_of(&cfg, &AttentionArgs { v: &v_s, ..ok }), "v", ErrKind::Shape);
+    let v_h = randn(&mut rng, DType::F32, &[2, 6, 1, 8]);
+    check(err_of(&cfg, &AttentionArgs { v: &v_h, ..ok }), "v", ErrKind::Shape);
+    let k_h3 = randn(&mut rng, DType::F32, &[2, 6, 3, 8]);
+    let v_h3 = randn(&mut rng, DType::F32, &[2, 6, 3, 8]);
+    check(err_of(&cfg, &AttentionArgs { k: &k_h3, v: &v_h3, ..ok }), "k", ErrKind::Invalid);
+    let q_d0 = randn(&mut rng, DType::F32, &[2, 5, 4, 0]);
+    let k_d0 = randn(&mut rng, DType::F32, &[2, 6, 2, 0]);
+    check(err_of(&cfg, &AttentionArgs { q: &q_d0, k: &k_d0, ..ok }), "q", ErrKind::Invalid);
     // Dtypes.
-    let q_h = t(&mut rng, DType::F16, &[2, 5, 4, 8]);
-    check(err_of(&cfg, &AttentionArgs { q: &q_h, ..ok }), "k", "dtype");
-    let v_b = t(&mut rng, DType::BF16, &[2, 6, 2, 8]);
-    check(err_of(&cfg, &AttentionArgs { v: &v_b, ..ok }), "v", "dtype");
+    let q_h = randn(&mut rng, DType::F16, &[2, 5, 4, 8]);
+    check(err_of(&cfg, &AttentionArgs { q: &q_h, ..ok }), "k", ErrKind::DType);
+    let v_b = randn(&mut rng, DType::BF16, &[2, 6, 2, 8]);
+    check(err_of(&cfg, &AttentionArgs { v: &v_b, ..ok }), "v", ErrKind::DType);
     let q_i = Tensor::from_i32(&[2, 5, 4, 8], &vec![1; 320]).unwrap();
-    check(err_of(&cfg, &AttentionArgs { q: &q_i, ..ok }), "q", "dtype");
+    check(err_of(&cfg, &AttentionArgs { q: &q_i, ..ok }), "q", ErrKind::DType);
     // ALiBi.
     let a3 = f32t(&[3], &[0.1, 0.2, 0.3]);
-    check(err_of(&cfg, &ok.with_alibi(&a3)), "alibi_slopes", "shape");
+    check(err_of(&cfg, &ok.with_alibi(&a3)), "alibi_slopes", ErrKind::Shape);
     let a_h = Tensor::from_f32(DType::F16, &[4], &[0.1; 4]).unwrap();
-    check(err_of(&cfg, &ok.with_alibi(&a_h)), "alibi_slopes", "dtype");
+    check(err_of(&cfg, &ok.with_alibi(&a_h)), "alibi_slopes", ErrKind::DType);
     // Options.
-    check(err_of(&AttentionConfig { softcap: -1.0, ..Default::default() }, &ok), "softcap", "config");
-    check(err_of(&AttentionConfig { softcap: f64::INFINITY, ..Default::default() }, &ok), "softcap", "config");
-    check(err_of(&AttentionConfig { softmax_scale: Some(f64::NAN), ..Default::default() }, &ok), "softmax_scale", "config");
-    check(err_of(&AttentionConfig { rope: Some(rope(10, None)), ..Default::default() }, &ok), "rope.rotary_dim", "config");
-    check(err_of(&AttentionConfig { rope: Some(rope(7, None)), ..Default::default() }, &ok), "rope.rotary_dim", "config");
+    check(err_of(&AttentionConfig { softcap: -1.0, ..Default::default() }, &ok), "softcap", ErrKind::Config);
+    check(err_of(&AttentionConfig { softcap: f64::INFINITY, ..Default::default() }, &ok), "softcap", ErrKind::Config);
+    check(err_of(&AttentionConfig { softmax_scale: Some(f64::NAN), ..Default::default() }, &ok), "softmax_scale", ErrKind::Config);
+    check(err_of(&AttentionConfig { rope: Some(rope(10, false)), ..Default::default() }, &ok), "rope.rotary_dim", ErrKind::Config);
+    check(err_of(&AttentionConfig { rope: Some(rope(7, false)), ..Default::default() }, &ok), "rope.rotary_dim", ErrKind::Config);
     // Position ids.
-    let rcfg = AttentionConfig { rope: Some(rope(8, None)), ..Default::default() };
+    let rcfg = AttentionConfig { rope: Some(rope(8, false)), ..Default::default() };
     let p10 = vec![0i32; 10];
     let p12 = vec![0i32; 12];
     attention::plan(&rcfg, &ok.with_positions(Some(&p10), Some(&p12))).unwrap();
-    check(err_of(&rcfg, &ok.with_positions(Some(&p12), None)), "position_ids_q", "invalid");
-    check(err_of(&rcfg, &ok.with_positions(None, Some(&p10))), "position_ids_k", "invalid");
+    check(err_of(&rcfg, &ok.with_positions(Some(&p12), None)), "position_ids_q", ErrKind::Invalid);
+    check(err_of(&rcfg, &ok.with_positions(None, Some(&p10))), "position_ids_k", ErrKind::Invalid);
     let neg = vec![0, 1, 2, -1, 3, 4, 5, 6, 7, 8];
-    check(err_of(&rcfg, &ok.with_positions(Some(&neg), None)), "position_ids_q", "invalid");
-    check(err_of(&cfg, &ok.with_positions(Some(&p10), None)), "position_ids_q", "invalid");
+    check(err_of(&rcfg, &ok.with_positions(Some(&neg), None)), "position_ids_q", ErrKind::Invalid);
+    check(err_of(&cfg, &ok.with_positions(Some(&p10), None)), "position_ids_q", ErrKind::Invalid);
     // Varlen.
-    let qv = t(&mut rng, DType::F32, &[10, 4, 8]);
-    let kv = t(&mut rng, DType::F32, &[12, 2, 8]);
-    let vv = t(&mut rng, DType::F32, &[12, 2, 8]);
+    let qv = randn(&mut rng, DType::F32, &[10, 4, 8]);
+    let kv = randn(&mut rng, DType::F32, &[12, 2, 8]);
+    let vv = randn(&mut rng, DType::F32, &[12, 2, 8]);
     let vl = AttentionArgs::new(&qv, &kv, &vv);
     let cq = [0, 4, 10];
     let ck = [0, 5, 12];
     attention::plan(&cfg, &vl.with_varlen(&cq, &ck)).unwrap();
-    check(err_of(&cfg, &AttentionArgs { cu_seqlens_q: Some(&cq), ..vl }), "cu_seqlens_k", "invalid");
-    check(err_of(&cfg, &AttentionArgs { cu_seqlens_k: Some(&ck), ..vl }), "cu_seqlens_q", "invalid");
-    check(err_of(&cfg, &vl.with_varlen(&[0, 4, 9], &ck)), "cu_seqlens_q", "invalid");
-    check(err_of(&cfg, &vl.with_varlen(&[1, 4, 10], &ck)), "cu_seqlens_q", "invalid");
-    check(err_of(&cfg, &vl.with_varlen(&cq, &[0, 6, 5, 12])), "cu_seqlens_k", "invalid");
-    check(err_of(&cfg, &vl.with_varlen(&cq, &[0, 12])), "cu_seqlens_k", "invalid");
-    check(err_of(&cfg, &vl.with_varlen(&[0], &[0])), "cu_seqlens_q", "invalid");
+    check(err_of(&cfg, &AttentionArgs { cu_seqlens_q: Some(&cq), ..vl }), "cu_seqlens_k", ErrKind::Invalid);
+    check(err_of(&cfg, &AttentionArgs { cu_seqlens_k: Some(&ck), ..vl }), "cu_seqlens_q", ErrKind::Invalid);
+    check(err_of(&cfg, &vl.with_varlen(&[0, 4, 9], &ck)), "cu_seqlens_q", ErrKind::Invalid);
+    check(err_of(&cfg, &vl.with_varlen(&[1, 4, 10], &ck)), "cu_seqlens_q", ErrKind::Invalid);
+    check(err_of(&cfg, &vl.with_varlen(&cq, &[0, 6, 5, 12])), "cu_seqlens_k", ErrKind::Invalid);
+    check(err_of(&cfg, &vl.with_varlen(&cq, &[0, 12])), "cu_seqlens_k", ErrKind::Invalid);
+    check(err_of(&cfg, &vl.with_varlen(&[0], &[0])), "cu_seqlens_q", ErrKind::Invalid);
     // Dense q with cu_seqlens: varlen needs rank 3.
-    check(err_of(&cfg, &ok.with_varlen(&cq, &ck)), "q", "shape");
+    check(err_of(&cfg, &ok.with_varlen(&cq, &ck)), "q", ErrKind::Shape);
 }
 
 #[test]

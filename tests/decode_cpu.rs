@@ -1,25 +1,18 @@
 //! CPU decode, append and merge_states against the float64 oracle and the plain attention op,
 //! with fresh random inputs every run (replay a failure with ATTN_KERNELS_SEED=<seed>).
 
+mod common;
+
 use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs, AttentionConfig};
 use attn_kernels::decode::{
     self, append_kv_cpu, decode_cpu, merge_states_cpu, oracle, DecodeOptions, KvCacheMut, KvCacheRef, SplitPolicy,
 };
-use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::Error;
 use attn_kernels_harness::case::{self, Case, Device};
 use attn_kernels_harness::check::Rng;
+use common::{arg_of, attn_cfg, f32t, randn, rope, shuffle};
 use serde_json::json;
-
-fn rand_t(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::from_f32(dtype, shape, &rng.normal_vec(n)).unwrap()
-}
-
-fn f32t(shape: &[usize], v: &[f32]) -> Tensor {
-    Tensor::from_f32(DType::F32, shape, v).unwrap()
-}
 
 /// A contiguous cache and the same data in a paged cache with shuffled blocks.
 struct Caches {
@@ -44,14 +37,12 @@ impl Caches {
         bs: usize,
     ) -> Caches {
         let b = seqlens.len();
-        let k = rand_t(rng, dtype, &[b, s_max, hkv, d]);
-        let v = rand_t(rng, dtype, &[b, s_max, hkv, dv]);
+        let k = randn(rng, dtype, &[b, s_max, hkv, d]);
+        let v = randn(rng, dtype, &[b, s_max, hkv, dv]);
         let max_blocks = s_max.div_ceil(bs);
         let num_blocks = b * max_blocks + 3;
         let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
-        for i in (1..ids.len()).rev() {
-            ids.swap(i, rng.below(i + 1));
-        }
+        shuffle(rng, &mut ids);
         let table: Vec<i32> = ids[..b * max_blocks].to_vec();
         let copy = |src: &Tensor, w: usize| -> Tensor {
             let sv = src.to_f32_vec();
@@ -87,16 +78,6 @@ impl Caches {
 /// Unused pool rows hold large values, so reading a wrong block shows.
 fn rng_fill(n: usize) -> Vec<f32> {
     vec![1000.0; n]
-}
-
-fn rope(rd: usize, interleaved: bool) -> RopeConfig {
-    let mut r = RopeConfig::new(rd, 10000.0);
-    r.interleaved = interleaved;
-    r
-}
-
-fn cfg(causal: bool, wl: i64, softcap: f64, rope: Option<RopeConfig>) -> AttentionConfig {
-    AttentionConfig { softmax_scale: None, causal, window_left: wl, window_right: -1, softcap, rope }
 }
 
 /// Dense per-sequence attention (the plain op) for sequence `b`: q rows of b, keys 0..Sk.
@@ -135,16 +116,16 @@ fn paged_equals_contiguous_equals_attention_and_oracle() {
     let seed = rng.seed;
     // (dtype, seqlens, s_max, hq, hkv, d, sq, block size, cfg, alibi)
     let setups: Vec<(DType, Vec<usize>, usize, usize, usize, usize, usize, usize, AttentionConfig, bool)> = vec![
-        (DType::F32, vec![37, 1, 100], 100, 8, 2, 64, 1, 16, cfg(true, -1, 0.0, None), false),
-        (DType::F16, vec![200, 129, 3], 256, 4, 4, 32, 3, 32, cfg(true, 50, 0.0, None), true),
-        (DType::BF16, vec![65, 300], 301, 6, 3, 64, 5, 64, cfg(false, -1, 30.0, Some(rope(32, false))), true),
-        (DType::F32, vec![17, 90, 64], 96, 8, 1, 64, 16, 16, cfg(true, 20, 0.0, Some(rope(64, true))), false),
-        (DType::F16, vec![0, 33], 40, 4, 2, 64, 1, 8, cfg(true, -1, 0.0, None), true),
+        (DType::F32, vec![37, 1, 100], 100, 8, 2, 64, 1, 16, attn_cfg(true, -1, -1, 0.0, None), false),
+        (DType::F16, vec![200, 129, 3], 256, 4, 4, 32, 3, 32, attn_cfg(true, 50, -1, 0.0, None), true),
+        (DType::BF16, vec![65, 300], 301, 6, 3, 64, 5, 64, attn_cfg(false, -1, -1, 30.0, Some(rope(32, false))), true),
+        (DType::F32, vec![17, 90, 64], 96, 8, 1, 64, 16, 16, attn_cfg(true, 20, -1, 0.0, Some(rope(64, true))), false),
+        (DType::F16, vec![0, 33], 40, 4, 2, 64, 1, 8, attn_cfg(true, -1, -1, 0.0, None), true),
     ];
     for (idx, (dtype, seqlens, s_max, hq, hkv, d, sq, bs, c, use_alibi)) in setups.into_iter().enumerate() {
         let caches = Caches::new(&mut rng, dtype, &seqlens, s_max, hkv, d, d, bs);
         let b = seqlens.len();
-        let q = rand_t(&mut rng, dtype, &[b, sq, hq, d]);
+        let q = randn(&mut rng, dtype, &[b, sq, hq, d]);
         let alibi = use_alibi.then(|| f32t(&[hq], &alibi_slopes(hq)));
         let opts = DecodeOptions::default();
         let oc = decode_cpu(&c, &q, &caches.contiguous(), alibi.as_ref(), &opts).unwrap();
@@ -199,8 +180,8 @@ fn paged_equals_contiguous_equals_attention_and_oracle() {
 fn empty_sequence_gives_zero_and_neg_inf() {
     let mut rng = Rng::from_time();
     let caches = Caches::new(&mut rng, DType::F32, &[0, 5], 8, 2, 64, 64, 4);
-    let q = rand_t(&mut rng, DType::F32, &[2, 1, 4, 64]);
-    let out = decode_cpu(&cfg(true, -1, 0.0, None), &q, &caches.paged(), None, &DecodeOptions::default()).unwrap();
+    let q = randn(&mut rng, DType::F32, &[2, 1, 4, 64]);
+    let out = decode_cpu(&attn_cfg(true, -1, -1, 0.0, None), &q, &caches.paged(), None, &DecodeOptions::default()).unwrap();
     let o = out.o.to_f32_vec();
     let l = out.lse.to_f32_vec();
     assert!(o[..4 * 64].iter().all(|&x| x == 0.0));
@@ -223,8 +204,8 @@ fn cache_keys_rotated_matches_rope_on_read() {
     let mut v_rot = v_plain.clone();
     // Fill both caches token by token with the same rows.
     let maxlen = *seqlens.iter().max().unwrap();
-    let kn_all = rand_t(&mut rng, DType::F32, &[b, maxlen, hkv, d]).to_f32_vec();
-    let vn_all = rand_t(&mut rng, DType::F32, &[b, maxlen, hkv, d]).to_f32_vec();
+    let kn_all = randn(&mut rng, DType::F32, &[b, maxlen, hkv, d]).to_f32_vec();
+    let vn_all = randn(&mut rng, DType::F32, &[b, maxlen, hkv, d]).to_f32_vec();
     let mut lens = vec![0i32; b];
     // Append in chunks of 7 rows (all sequences advance together; the shorter stops early by
     // appending into a larger length, then we only read its first `seqlens` keys).
@@ -261,8 +242,8 @@ fn cache_keys_rotated_matches_rope_on_read() {
         t0 += n;
     }
     let sl: Vec<i32> = seqlens.iter().map(|&s| s as i32).collect();
-    let q = rand_t(&mut rng, DType::F32, &[b, sq, hq, d]);
-    let c = cfg(true, -1, 0.0, Some(r));
+    let q = randn(&mut rng, DType::F32, &[b, sq, hq, d]);
+    let c = attn_cfg(true, -1, -1, 0.0, Some(r));
     let on_read = decode_cpu(
         &c,
         &q,
@@ -295,11 +276,11 @@ fn append_then_decode_equals_prefill() {
         (DType::BF16, false, true, false),
     ] {
         let (s, n_new, hq, hkv, d, bs) = (45usize, 3usize, 8usize, 2usize, 64usize, 16usize);
-        let q_all = rand_t(&mut rng, dtype, &[1, s, hq, d]);
-        let k_all = rand_t(&mut rng, dtype, &[1, s, hkv, d]);
-        let v_all = rand_t(&mut rng, dtype, &[1, s, hkv, d]);
+        let q_all = randn(&mut rng, dtype, &[1, s, hq, d]);
+        let k_all = randn(&mut rng, dtype, &[1, s, hkv, d]);
+        let v_all = randn(&mut rng, dtype, &[1, s, hkv, d]);
         let r = with_rope.then(|| rope(32, false));
-        let c = cfg(true, -1, 0.0, r.clone());
+        let c = attn_cfg(true, -1, -1, 0.0, r.clone());
         // Prefill: plain causal attention over the whole sequence.
         let pre = attention_cpu(&c, &AttentionArgs::new(&q_all, &k_all, &v_all)).unwrap();
         // Append the prompt, then the n_new last tokens, then decode those.
@@ -361,9 +342,9 @@ fn merge_of_two_halves_equals_attention_over_all_keys() {
     let mut rng = Rng::from_time();
     let seed = rng.seed;
     let (b, sq, sk, hq, hkv, d) = (2usize, 5usize, 70usize, 4usize, 2usize, 64usize);
-    let q = rand_t(&mut rng, DType::F32, &[b, sq, hq, d]);
-    let k = rand_t(&mut rng, DType::F32, &[b, sk, hkv, d]);
-    let v = rand_t(&mut rng, DType::F32, &[b, sk, hkv, d]);
+    let q = randn(&mut rng, DType::F32, &[b, sq, hq, d]);
+    let k = randn(&mut rng, DType::F32, &[b, sk, hkv, d]);
+    let v = randn(&mut rng, DType::F32, &[b, sk, hkv, d]);
     let c = AttentionConfig { softcap: 20.0, ..AttentionConfig::default() };
     let full = attention_cpu(&c, &AttentionArgs::new(&q, &k, &v)).unwrap();
     let split = 1 + rng.below(sk - 1);
@@ -407,8 +388,8 @@ fn merge_states_neg_inf_cases_and_oracle() {
             lb[2] = f32::NEG_INFINITY;
             la[3] = 80.0; // huge LSEs must not overflow
             lb[3] = 79.0;
-            let o_a = rand_t(&mut rng, dtype, &oshape);
-            let o_b = rand_t(&mut rng, dtype, &oshape);
+            let o_a = randn(&mut rng, dtype, &oshape);
+            let o_b = randn(&mut rng, dtype, &oshape);
             let (lta, ltb) = (f32t(&lshape, &la), f32t(&lshape, &lb));
             let (o, lse) = merge_states_cpu(&o_a, &lta, &o_b, &ltb).unwrap();
             assert_eq!(o.dtype(), dtype);
@@ -459,16 +440,12 @@ fn case_files_run_on_cpu() {
     assert!(matches!(case::run(&bad, &Device::Cpu), Err(Error::Case(_))));
 }
 
-fn arg_of(e: &Error) -> String {
-    e.argument().unwrap_or("").to_string()
-}
-
 #[test]
 fn bad_inputs_are_typed_errors() {
     let mut rng = Rng::from_time();
     let caches = Caches::new(&mut rng, DType::F16, &[10, 20], 32, 2, 64, 64, 8);
-    let q = rand_t(&mut rng, DType::F16, &[2, 1, 4, 64]);
-    let c = cfg(true, -1, 0.0, None);
+    let q = randn(&mut rng, DType::F16, &[2, 1, 4, 64]);
+    let c = attn_cfg(true, -1, -1, 0.0, None);
     let o = DecodeOptions::default();
     let run = |cache: KvCacheRef<'_, Tensor>, q: &Tensor, c: &AttentionConfig, o: &DecodeOptions| {
         decode_cpu(c, q, &cache, None, o).unwrap_err()
@@ -557,20 +534,20 @@ fn bad_inputs_are_typed_errors() {
     assert_eq!(arg_of(&e), "cache_seqlens");
 
     // Shapes and dtypes.
-    let e = run(caches.contiguous(), &rand_t(&mut rng, DType::F16, &[3, 1, 4, 64]), &c, &o);
+    let e = run(caches.contiguous(), &randn(&mut rng, DType::F16, &[3, 1, 4, 64]), &c, &o);
     assert!(matches!(e, Error::Shape { .. }) && arg_of(&e) == "q", "{e}");
-    let e = run(caches.contiguous(), &rand_t(&mut rng, DType::F16, &[2, 1, 4, 32]), &c, &o);
+    let e = run(caches.contiguous(), &randn(&mut rng, DType::F16, &[2, 1, 4, 32]), &c, &o);
     assert_eq!(arg_of(&e), "q");
-    let e = run(caches.contiguous(), &rand_t(&mut rng, DType::F16, &[2, 1, 3, 64]), &c, &o);
+    let e = run(caches.contiguous(), &randn(&mut rng, DType::F16, &[2, 1, 3, 64]), &c, &o);
     assert_eq!(arg_of(&e), "k_cache");
-    let e = run(caches.contiguous(), &rand_t(&mut rng, DType::F32, &[2, 1, 4, 64]), &c, &o);
+    let e = run(caches.contiguous(), &randn(&mut rng, DType::F32, &[2, 1, 4, 64]), &c, &o);
     assert!(matches!(e, Error::DType { .. }) && arg_of(&e) == "k_cache", "{e}");
-    let e = run(caches.contiguous(), &rand_t(&mut rng, DType::F16, &[2, 1, 4]), &c, &o);
+    let e = run(caches.contiguous(), &randn(&mut rng, DType::F16, &[2, 1, 4]), &c, &o);
     assert!(matches!(e, Error::Shape { .. }) && arg_of(&e) == "q");
-    let v_bad = rand_t(&mut rng, DType::F16, &[2, 31, 2, 64]);
+    let v_bad = randn(&mut rng, DType::F16, &[2, 31, 2, 64]);
     let e = run(KvCacheRef::Contiguous { k: &caches.k, v: &v_bad, cache_seqlens: &caches.seqlens }, &q, &c, &o);
     assert!(matches!(e, Error::Shape { .. }) && arg_of(&e) == "v_cache", "{e}");
-    let v_bad = rand_t(&mut rng, DType::BF16, &[2, 32, 2, 64]);
+    let v_bad = randn(&mut rng, DType::BF16, &[2, 32, 2, 64]);
     let e = run(KvCacheRef::Contiguous { k: &caches.k, v: &v_bad, cache_seqlens: &caches.seqlens }, &q, &c, &o);
     assert!(matches!(e, Error::DType { .. }) && arg_of(&e) == "v_cache", "{e}");
     let alibi = f32t(&[3], &[0.1, 0.2, 0.3]);
@@ -581,13 +558,13 @@ fn bad_inputs_are_typed_errors() {
     let e =
         run(caches.contiguous(), &q, &c, &DecodeOptions { split: SplitPolicy::Fixed(0), cache_keys_rotated: false });
     assert_eq!(arg_of(&e), "split");
-    let e = run(caches.contiguous(), &q, &cfg(true, -1, -1.0, None), &o);
+    let e = run(caches.contiguous(), &q, &attn_cfg(true, -1, -1, -1.0, None), &o);
     assert!(matches!(e, Error::Config { .. }) && arg_of(&e) == "softcap", "{e}");
-    let e = run(caches.contiguous(), &q, &cfg(true, -1, 0.0, Some(rope(63, false))), &o);
+    let e = run(caches.contiguous(), &q, &attn_cfg(true, -1, -1, 0.0, Some(rope(63, false))), &o);
     assert!(!arg_of(&e).is_empty(), "{e}");
     // RoPE with a sequence shorter than the new tokens (negative query positions).
-    let q3 = rand_t(&mut rng, DType::F16, &[2, 12, 4, 64]);
-    let e = run(caches.contiguous(), &q3, &cfg(true, -1, 0.0, Some(rope(64, false))), &o);
+    let q3 = randn(&mut rng, DType::F16, &[2, 12, 4, 64]);
+    let e = run(caches.contiguous(), &q3, &attn_cfg(true, -1, -1, 0.0, Some(rope(64, false))), &o);
     assert_eq!(arg_of(&e), "cache_seqlens");
 
     // Append: overflow, shapes, dtype; nothing written on error.
@@ -595,20 +572,20 @@ fn bad_inputs_are_typed_errors() {
     let mut v = caches.v.clone();
     let before = k.clone();
     let sl = [30i32, 5];
-    let kn = rand_t(&mut rng, DType::F16, &[2, 3, 2, 64]);
+    let kn = randn(&mut rng, DType::F16, &[2, 3, 2, 64]);
     let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &kn, &kn, None)
         .unwrap_err();
     assert_eq!(arg_of(&e), "cache_seqlens");
     assert_eq!(k, before);
     let sl = [3i32, 5];
-    let bad = rand_t(&mut rng, DType::F16, &[2, 3, 2, 32]);
+    let bad = randn(&mut rng, DType::F16, &[2, 3, 2, 32]);
     let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &bad, &kn, None)
         .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }) && arg_of(&e) == "k_new", "{e}");
     let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &kn, &bad, None)
         .unwrap_err();
     assert_eq!(arg_of(&e), "v_new");
-    let kf = rand_t(&mut rng, DType::F32, &[2, 3, 2, 64]);
+    let kf = randn(&mut rng, DType::F32, &[2, 3, 2, 64]);
     let e = append_kv_cpu(&mut KvCacheMut::Contiguous { k: &mut k, v: &mut v, cache_seqlens: &sl }, &kf, &kf, None)
         .unwrap_err();
     assert!(matches!(e, Error::DType { .. }) && arg_of(&e) == "k_new", "{e}");
@@ -617,7 +594,7 @@ fn bad_inputs_are_typed_errors() {
     let mut pv = caches.pv.clone();
     let mut table = caches.table.clone();
     table[2] = 99_999; // seq 0 block 2 = rows 16..24; 10 + 7 = 17 rows needs it
-    let kn7 = rand_t(&mut rng, DType::F16, &[2, 7, 2, 64]);
+    let kn7 = randn(&mut rng, DType::F16, &[2, 7, 2, 64]);
     let e = append_kv_cpu(
         &mut KvCacheMut::Paged {
             k: &mut pk,
@@ -635,16 +612,16 @@ fn bad_inputs_are_typed_errors() {
     assert_eq!(pk, caches.pk);
 
     // merge_states shapes.
-    let oa = rand_t(&mut rng, DType::F16, &[2, 3, 4, 8]);
+    let oa = randn(&mut rng, DType::F16, &[2, 3, 4, 8]);
     let la = f32t(&[2, 4, 3], &[0.0; 24]);
-    let e = merge_states_cpu(&oa, &la, &rand_t(&mut rng, DType::F16, &[2, 3, 4, 9]), &la).unwrap_err();
+    let e = merge_states_cpu(&oa, &la, &randn(&mut rng, DType::F16, &[2, 3, 4, 9]), &la).unwrap_err();
     assert_eq!(arg_of(&e), "o_b");
     let e = merge_states_cpu(&oa, &f32t(&[2, 3, 4], &[0.0; 24]), &oa, &la).unwrap_err();
     assert_eq!(arg_of(&e), "lse_a");
     let e =
         merge_states_cpu(&oa, &la, &oa, &Tensor::from_f32(DType::F16, &[2, 4, 3], &[0.0; 24]).unwrap()).unwrap_err();
     assert!(matches!(e, Error::DType { .. }) && arg_of(&e) == "lse_b");
-    let e = merge_states_cpu(&rand_t(&mut rng, DType::F16, &[4, 8]), &la, &oa, &la).unwrap_err();
+    let e = merge_states_cpu(&randn(&mut rng, DType::F16, &[4, 8]), &la, &oa, &la).unwrap_err();
     assert_eq!(arg_of(&e), "o_a");
 }
 

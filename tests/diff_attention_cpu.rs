@@ -1,31 +1,19 @@
 //! CPU differential attention (spec section 3) against the naive float64 oracle, with fresh
 //! random inputs every run (replay a failure with ATTN_KERNELS_SEED=<seed>).
 
+mod common;
+
 use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs};
 use attn_kernels::diff_attention::{
     diff_attention_cpu, oracle, plan_diff, DiffAttentionArgs, DiffAttentionConfig, DiffVariant,
 };
-use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::Error;
 use attn_kernels_harness::case::{self, Case, Device};
 use attn_kernels_harness::cases::diff_attention::diff_attention_oracle_case;
 use attn_kernels_harness::check::Rng;
+use common::{f32t, pick_heads, randn, yarn};
 use serde_json::json;
-
-fn rand_t(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
-    Tensor::from_f32(dtype, shape, &rng.normal_vec(shape.iter().product())).unwrap()
-}
-fn f32t(shape: &[usize], v: &[f32]) -> Tensor {
-    Tensor::from_f32(DType::F32, shape, v).unwrap()
-}
-fn yarn(d: usize) -> RopeConfig {
-    serde_json::from_value(json!({
-        "rotary_dim": d, "theta": 10000.0,
-        "scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024}
-    }))
-    .unwrap()
-}
 
 struct Inputs {
     q: Tensor,
@@ -42,17 +30,17 @@ impl Inputs {
     fn new(rng: &mut Rng, variant: DiffVariant, dtype: DType, b: usize, sq: usize, sk: usize, h: usize, hkv: usize, d: usize) -> Inputs {
         let (k, v, lambda) = match variant {
             DiffVariant::V1 => (
-                rand_t(rng, dtype, &[b, sk, 2 * hkv, d]),
-                rand_t(rng, dtype, &[b, sk, hkv, 2 * d]),
+                randn(rng, dtype, &[b, sk, 2 * hkv, d]),
+                randn(rng, dtype, &[b, sk, hkv, 2 * d]),
                 f32t(&[h], &rng.uniform_vec(h, 0.1, 0.9)),
             ),
             DiffVariant::V2 => (
-                rand_t(rng, dtype, &[b, sk, hkv, d]),
-                rand_t(rng, dtype, &[b, sk, hkv, d]),
+                randn(rng, dtype, &[b, sk, hkv, d]),
+                randn(rng, dtype, &[b, sk, hkv, d]),
                 f32t(&[b, sq, h], &rng.uniform_vec(b * sq * h, 0.05, 0.95)),
             ),
         };
-        Inputs { q: rand_t(rng, dtype, &[b, sq, 2 * h, d]), k, v, lambda, norm: None, alibi: None }
+        Inputs { q: randn(rng, dtype, &[b, sq, 2 * h, d]), k, v, lambda, norm: None, alibi: None }
     }
     fn args(&self) -> DiffAttentionArgs<'_, Tensor> {
         DiffAttentionArgs {
@@ -146,23 +134,6 @@ fn v2_all_dtypes() {
     }
 }
 
-/// Rows `[.., heads, w]` of a token-major tensor, keeping the listed heads.
-fn pick_heads(t: &Tensor, heads: &[usize]) -> Tensor {
-    let s = t.shape().to_vec();
-    let (hh, w) = (s[s.len() - 2], s[s.len() - 1]);
-    let x = t.to_f32_vec();
-    let mut y = Vec::new();
-    for row in x.chunks_exact(hh * w) {
-        for &h in heads {
-            y.extend_from_slice(&row[h * w..][..w]);
-        }
-    }
-    let mut ns = s.clone();
-    let nl = ns.len();
-    ns[nl - 2] = heads.len();
-    Tensor::from_f32(t.dtype(), &ns, &y).unwrap()
-}
-
 #[test]
 fn fused_equals_two_attention_calls_plus_epilogue() {
     let mut rng = Rng::from_time();
@@ -248,16 +219,16 @@ fn varlen_and_fully_masked_rows() {
     let pid_q: Vec<i32> = (0..total_q).map(|_| rng.below(5000) as i32).collect();
     let pid_k: Vec<i32> = (0..total_k).map(|_| rng.below(5000) as i32).collect();
     for variant in [DiffVariant::V1, DiffVariant::V2] {
-        let q = rand_t(&mut rng, DType::F16, &[total_q, 2 * h, d]);
+        let q = randn(&mut rng, DType::F16, &[total_q, 2 * h, d]);
         let (k, v, lambda) = match variant {
             DiffVariant::V1 => (
-                rand_t(&mut rng, DType::F16, &[total_k, 2 * hkv, d]),
-                rand_t(&mut rng, DType::F16, &[total_k, hkv, 2 * d]),
+                randn(&mut rng, DType::F16, &[total_k, 2 * hkv, d]),
+                randn(&mut rng, DType::F16, &[total_k, hkv, 2 * d]),
                 f32t(&[h], &[0.3, 0.7]),
             ),
             DiffVariant::V2 => (
-                rand_t(&mut rng, DType::F16, &[total_k, hkv, d]),
-                rand_t(&mut rng, DType::F16, &[total_k, hkv, d]),
+                randn(&mut rng, DType::F16, &[total_k, hkv, d]),
+                randn(&mut rng, DType::F16, &[total_k, hkv, d]),
                 f32t(&[total_q, h], &rng.uniform_vec(total_q * h, 0.1, 0.9)),
             ),
         };
@@ -288,9 +259,9 @@ fn run_case_matches_oracle() {
     let mut rng = Rng::from_time();
     let (b, s, h, d) = (1, 40, 2, 16);
     let c = Case::new(json!({"op": "diff_attention", "causal": true, "lambda_init": 0.2, "eps": 1e-6}))
-        .with("q", rand_t(&mut rng, DType::BF16, &[b, s, 2 * h, d]))
-        .with("k", rand_t(&mut rng, DType::BF16, &[b, s, 2, d]))
-        .with("v", rand_t(&mut rng, DType::BF16, &[b, s, 1, 2 * d]))
+        .with("q", randn(&mut rng, DType::BF16, &[b, s, 2 * h, d]))
+        .with("k", randn(&mut rng, DType::BF16, &[b, s, 2, d]))
+        .with("v", randn(&mut rng, DType::BF16, &[b, s, 1, 2 * d]))
         .with("lambda", f32t(&[h], &[0.4, 0.6]))
         .with("norm_weight", f32t(&[2 * d], &rng.uniform_vec(2 * d, 0.5, 1.5)));
     let out = case::run(&c, &Device::Cpu).unwrap();
@@ -325,7 +296,7 @@ fn bad_inputs_are_typed_errors() {
     let inp = Inputs::new(&mut rng, DiffVariant::V1, DType::F32, 1, 5, 6, 4, 2, 8);
     let ok = inp.args();
     plan_diff(&v1, &ok).unwrap();
-    let t = |rng: &mut Rng, s: &[usize]| rand_t(rng, DType::F32, s);
+    let t = |rng: &mut Rng, s: &[usize]| randn(rng, DType::F32, s);
     let q_odd = t(&mut rng, &[1, 5, 7, 8]);
     check(plan_diff(&v1, &DiffAttentionArgs { q: &q_odd, ..ok }), "q", "shape");
     let k_odd = t(&mut rng, &[1, 6, 3, 8]);

@@ -1,4 +1,4 @@
-//! Extremes (issue 10): every op at the edges of its numeric range, on the CPU and, in the same
+//! Extremes: every op at the edges of its numeric range, on the CPU and, in the same
 //! test, on the GPU when one is usable (`attn_kernels_harness::bench::gpu_for_test` prints why not).
 //!
 //! - attention logits of magnitude ~1e4 with softcap off;
@@ -13,35 +13,17 @@
 //! input dtype. Random inputs are fresh each run; every message prints the seed
 //! (replay with `ATTN_KERNELS_SEED=<seed>`).
 
+mod common;
+
 use attn_kernels::attention::alibi_slopes;
 use attn_kernels::tensor::rel_error;
-use attn_kernels::{DType, Error, Result, Tensor, TensorInfo};
+use attn_kernels::{DType, Error, Result, TensorInfo};
 use attn_kernels_harness::case::{self, Case, Device};
 use attn_kernels_harness::check::{Reference, Rng};
+use common::{devices, i32t, ids, normal_scaled, randn, randn_scaled, tensor, unit_rows, FLOATS};
 use serde_json::{json, Value};
 
 type Oracle = fn(&Case) -> Result<Reference>;
-
-/// The CPU, plus the GPU when one is usable.
-fn devices(test: &str) -> Vec<Device> {
-    let mut v = vec![Device::Cpu];
-    if let Some(g) = attn_kernels_harness::bench::gpu_for_test(test) {
-        v.push(Device::Cuda(g));
-    }
-    v
-}
-
-fn ten(dtype: DType, shape: &[usize], values: &[f32]) -> Tensor {
-    Tensor::from_f32(dtype, shape, values).expect("shape matches values")
-}
-
-fn normal(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
-    rng.normal_vec(n).into_iter().map(|x| x * scale).collect()
-}
-
-fn ids(v: Vec<i32>) -> Tensor {
-    Tensor::from_i32(&[v.len()], &v).expect("ids")
-}
 
 fn with_op(op: &str, mut config: Value) -> Value {
     config["op"] = json!(op);
@@ -117,19 +99,17 @@ fn verify(test: &str, what: &str, case: &Case, dtype: DType, tol_factor: f64, or
 #[allow(clippy::too_many_arguments)]
 fn attention_case(rng: &mut Rng, dt: DType, config: Value, b: usize, sq: usize, sk: usize, hq: usize, hkv: usize, d: usize, qk_scale: f32, v_scale: f32) -> Case {
     Case::new(with_op("attention", config))
-        .with("q", ten(dt, &[b, sq, hq, d], &normal(rng, b * sq * hq * d, qk_scale)))
-        .with("k", ten(dt, &[b, sk, hkv, d], &normal(rng, b * sk * hkv * d, qk_scale)))
-        .with("v", ten(dt, &[b, sk, hkv, d], &normal(rng, b * sk * hkv * d, v_scale)))
+        .with("q", randn_scaled(rng, dt, &[b, sq, hq, d], qk_scale))
+        .with("k", randn_scaled(rng, dt, &[b, sk, hkv, d], qk_scale))
+        .with("v", randn_scaled(rng, dt, &[b, sk, hkv, d], v_scale))
 }
-
-const ATTN_DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
 #[test]
 fn attention_logits_of_magnitude_1e4_softcap_off() {
     let devs = devices("attention_logits_of_magnitude_1e4_softcap_off");
     let mut rng = Rng::from_time();
     let seed = rng.seed;
-    for dt in ATTN_DTYPES {
+    for dt in FLOATS {
         for config in [json!({}), json!({"causal": true}), json!({"causal": true, "window_left": 5})] {
             // q, k ~ N(0, 60^2), D = 64: scaled logits have a standard deviation of ~3600, so
             // the largest reach ~1e4.
@@ -165,7 +145,7 @@ fn attention_fully_masked_rows() {
     let devs = devices("attention_fully_masked_rows");
     let mut rng = Rng::from_time();
     let seed = rng.seed;
-    for dt in ATTN_DTYPES {
+    for dt in FLOATS {
         // Causal with Sq > Sk: the first Sq - Sk rows see no key (P(i) < 0).
         let causal = attention_case(&mut rng, dt, json!({"causal": true}), 2, 20, 12, 4, 2, 64, 1.0, 1.0);
         // A window that excludes every key of some rows: window_right = -1, window_left = 0 with
@@ -173,15 +153,15 @@ fn attention_fully_masked_rows() {
         let window = attention_case(&mut rng, dt, json!({"causal": true, "window_left": 0}), 1, 9, 4, 2, 1, 64, 1.0, 1.0);
         // ALiBi and softcap do not change which rows are masked.
         let alibi = attention_case(&mut rng, dt, json!({"causal": true, "softcap": 30.0}), 1, 17, 3, 4, 4, 64, 1.0, 1.0)
-            .with("alibi_slopes", ten(DType::F32, &[4], &alibi_slopes(4)));
+            .with("alibi_slopes", tensor(DType::F32, &[4], &alibi_slopes(4)));
         // Varlen with an empty key sequence (every row of sequence 0 is masked).
         let (tq, tk) = (5usize, 6usize);
         let varlen = Case::new(json!({"op": "attention"}))
-            .with("q", ten(dt, &[tq, 2, 64], &normal(&mut rng, tq * 2 * 64, 1.0)))
-            .with("k", ten(dt, &[tk, 1, 64], &normal(&mut rng, tk * 64, 1.0)))
-            .with("v", ten(dt, &[tk, 1, 64], &normal(&mut rng, tk * 64, 1.0)))
-            .with("cu_seqlens_q", ids(vec![0, 3, 5]))
-            .with("cu_seqlens_k", ids(vec![0, 0, 6]));
+            .with("q", randn(&mut rng, dt, &[tq, 2, 64]))
+            .with("k", randn(&mut rng, dt, &[tk, 1, 64]))
+            .with("v", randn(&mut rng, dt, &[tk, 1, 64]))
+            .with("cu_seqlens_q", ids(&[0, 3, 5]))
+            .with("cu_seqlens_k", ids(&[0, 0, 6]));
         for (what, case) in [("causal Sq > Sk", causal), ("window", window), ("alibi softcap", alibi), ("varlen empty keys", varlen)] {
             verify("fully_masked", &format!("{dt} {what}"), &case, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
             if dt != DType::F32 {
@@ -199,54 +179,54 @@ fn single_token_sequences() {
     let devs = devices("single_token_sequences");
     let mut rng = Rng::from_time();
     let seed = rng.seed;
-    for dt in ATTN_DTYPES {
+    for dt in FLOATS {
         let dense = attention_case(&mut rng, dt, json!({"causal": true}), 3, 1, 1, 4, 2, 64, 1.0, 1.0);
         verify("single_token", &format!("attention dense {dt}"), &dense, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
         let varlen = Case::new(json!({"op": "attention", "causal": true}))
-            .with("q", ten(dt, &[3, 2, 64], &normal(&mut rng, 3 * 2 * 64, 1.0)))
-            .with("k", ten(dt, &[3, 2, 64], &normal(&mut rng, 3 * 2 * 64, 1.0)))
-            .with("v", ten(dt, &[3, 2, 64], &normal(&mut rng, 3 * 2 * 64, 1.0)))
-            .with("cu_seqlens_q", ids(vec![0, 1, 2, 3]))
-            .with("cu_seqlens_k", ids(vec![0, 1, 2, 3]));
+            .with("q", randn(&mut rng, dt, &[3, 2, 64]))
+            .with("k", randn(&mut rng, dt, &[3, 2, 64]))
+            .with("v", randn(&mut rng, dt, &[3, 2, 64]))
+            .with("cu_seqlens_q", ids(&[0, 1, 2, 3]))
+            .with("cu_seqlens_k", ids(&[0, 1, 2, 3]));
         verify("single_token", &format!("attention varlen {dt}"), &varlen, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
         let diff = Case::new(json!({"op": "diff_attention", "causal": true}))
-            .with("q", ten(dt, &[2, 1, 4, 64], &normal(&mut rng, 2 * 4 * 64, 1.0)))
-            .with("k", ten(dt, &[2, 1, 2, 64], &normal(&mut rng, 2 * 2 * 64, 1.0)))
-            .with("v", ten(dt, &[2, 1, 1, 128], &normal(&mut rng, 2 * 128, 1.0)))
-            .with("lambda", ten(DType::F32, &[2], &[0.3, 0.7]));
+            .with("q", randn(&mut rng, dt, &[2, 1, 4, 64]))
+            .with("k", randn(&mut rng, dt, &[2, 1, 2, 64]))
+            .with("v", randn(&mut rng, dt, &[2, 1, 1, 128]))
+            .with("lambda", tensor(DType::F32, &[2], &[0.3, 0.7]));
         verify("single_token", &format!("diff_attention {dt}"), &diff, dt, 2.0, attn_kernels_harness::cases::diff_attention::diff_attention_oracle_case, &devs, seed);
         let decode = Case::new(json!({"op": "decode_attention"}))
-            .with("q", ten(dt, &[2, 1, 4, 64], &normal(&mut rng, 2 * 4 * 64, 1.0)))
-            .with("k_cache", ten(dt, &[2, 3, 2, 64], &normal(&mut rng, 2 * 3 * 2 * 64, 1.0)))
-            .with("v_cache", ten(dt, &[2, 3, 2, 64], &normal(&mut rng, 2 * 3 * 2 * 64, 1.0)))
-            .with("cache_seqlens", ids(vec![1, 1]));
+            .with("q", randn(&mut rng, dt, &[2, 1, 4, 64]))
+            .with("k_cache", randn(&mut rng, dt, &[2, 3, 2, 64]))
+            .with("v_cache", randn(&mut rng, dt, &[2, 3, 2, 64]))
+            .with("cache_seqlens", ids(&[1, 1]));
         verify("single_token", &format!("decode {dt}"), &decode, dt, 1.0, attn_kernels_harness::cases::decode::decode_oracle_case, &devs, seed);
         let rope = Case::new(json!({"op": "rope", "rope": {"rotary_dim": 64}, "position_offset": 7}))
-            .with("x", ten(dt, &[1, 1, 2, 64], &normal(&mut rng, 128, 1.0)));
+            .with("x", randn(&mut rng, dt, &[1, 1, 2, 64]));
         verify("single_token", &format!("rope {dt}"), &rope, dt, 1.0, attn_kernels_harness::cases::rope::rope_oracle_case, &devs, seed);
         let (h, k, v) = (2usize, 16usize, 16usize);
         let lin = Case::new(json!({"op": "linear_attention"}))
-            .with("q", ten(dt, &[3, 1, h, k], &normal(&mut rng, 3 * h * k, 1.0)))
-            .with("k", ten(dt, &[3, 1, h, k], &normal(&mut rng, 3 * h * k, 1.0)))
-            .with("v", ten(dt, &[3, 1, h, v], &normal(&mut rng, 3 * h * v, 1.0)))
-            .with("g", ten(DType::F32, &[3, 1, h, k], &rng.uniform_vec(3 * h * k, -1.0, 0.0)))
-            .with("initial_state", ten(DType::F32, &[3, h, k, v], &normal(&mut rng, 3 * h * k * v, 1.0)));
+            .with("q", randn(&mut rng, dt, &[3, 1, h, k]))
+            .with("k", randn(&mut rng, dt, &[3, 1, h, k]))
+            .with("v", randn(&mut rng, dt, &[3, 1, h, v]))
+            .with("g", tensor(DType::F32, &[3, 1, h, k], &rng.uniform_vec(3 * h * k, -1.0, 0.0)))
+            .with("initial_state", randn(&mut rng, DType::F32, &[3, h, k, v]));
         verify("single_token", &format!("linear_attention {dt}"), &lin, dt, 1.0, attn_kernels_harness::cases::linear::linear_attention_oracle_case, &devs, seed);
-        let kk: Vec<f32> = normal(&mut rng, h * k, 0.25);
+        let kk: Vec<f32> = normal_scaled(&mut rng, h * k, 0.25);
         let delta = Case::new(json!({"op": "delta_rule"}))
-            .with("q", ten(dt, &[1, 1, h, k], &normal(&mut rng, h * k, 1.0)))
-            .with("k", ten(dt, &[1, 1, h, k], &kk))
-            .with("v", ten(dt, &[1, 1, h, v], &normal(&mut rng, h * v, 1.0)))
-            .with("a", ten(dt, &[1, 1, h, k], &kk.iter().map(|x| -x).collect::<Vec<_>>()))
-            .with("b", ten(dt, &[1, 1, h, k], &kk.iter().map(|x| 0.5 * x).collect::<Vec<_>>()))
-            .with("initial_state", ten(DType::F32, &[1, h, k, v], &normal(&mut rng, h * k * v, 1.0)));
+            .with("q", randn(&mut rng, dt, &[1, 1, h, k]))
+            .with("k", tensor(dt, &[1, 1, h, k], &kk))
+            .with("v", randn(&mut rng, dt, &[1, 1, h, v]))
+            .with("a", tensor(dt, &[1, 1, h, k], &kk.iter().map(|x| -x).collect::<Vec<_>>()))
+            .with("b", tensor(dt, &[1, 1, h, k], &kk.iter().map(|x| 0.5 * x).collect::<Vec<_>>()))
+            .with("initial_state", randn(&mut rng, DType::F32, &[1, h, k, v]));
         verify("single_token", &format!("delta_rule {dt}"), &delta, dt, 1.0, attn_kernels_harness::cases::linear::delta_rule_oracle_case, &devs, seed);
         let c = 40usize;
         let rwkv = Case::new(json!({"op": "rwkv4"}))
-            .with("k", ten(dt, &[2, 1, c], &normal(&mut rng, 2 * c, 2.0)))
-            .with("v", ten(dt, &[2, 1, c], &normal(&mut rng, 2 * c, 1.0)))
-            .with("w", ten(DType::F32, &[c], &rng.uniform_vec(c, -3.0, 0.0)))
-            .with("u", ten(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
+            .with("k", randn_scaled(&mut rng, dt, &[2, 1, c], 2.0))
+            .with("v", randn(&mut rng, dt, &[2, 1, c]))
+            .with("w", tensor(DType::F32, &[c], &rng.uniform_vec(c, -3.0, 0.0)))
+            .with("u", tensor(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
         verify("single_token", &format!("rwkv4 {dt}"), &rwkv, dt, 1.0, attn_kernels_harness::cases::linear::rwkv4_oracle_case, &devs, seed);
     }
     report("single_token_sequences");
@@ -263,27 +243,27 @@ fn rope_at_position_2_pow_20() {
         json!({"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 32768}),
         json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
     ];
-    for dt in ATTN_DTYPES {
+    for dt in FLOATS {
         for scaling in &scalings {
             let rope = json!({"rotary_dim": 64, "theta": 500000.0, "max_position_embeddings": 1 << 21, "scaling": scaling});
             // Standalone, rows at 2^20 - 16 .. 2^20 - 1.
             let s = 16usize;
             let case = Case::new(json!({"op": "rope", "rope": rope, "position_offset": p20 - s as i64}))
-                .with("x", ten(dt, &[2, s, 3, 128], &normal(&mut rng, 2 * s * 3 * 128, 1.0)));
+                .with("x", randn(&mut rng, dt, &[2, s, 3, 128]));
             verify("rope_2^20", &format!("offset {dt} {scaling}"), &case, dt, 1.0, attn_kernels_harness::cases::rope::rope_oracle_case, &devs, seed);
             // Explicit position ids at and just beyond 2^20.
             let pos: Vec<i32> = vec![(p20 - 1) as i32, p20 as i32, (p20 + 1) as i32, (p20 + 4097) as i32, 0, (p20 / 2 + 3) as i32];
             let case = Case::new(json!({"op": "rope", "rope": rope}))
-                .with("x", ten(dt, &[pos.len(), 2, 64], &normal(&mut rng, pos.len() * 128, 1.0)))
-                .with("position_ids", ids(pos));
+                .with("x", randn(&mut rng, dt, &[pos.len(), 2, 64]))
+                .with("position_ids", ids(&pos));
             verify("rope_2^20", &format!("ids {dt} {scaling}"), &case, dt, 1.0, attn_kernels_harness::cases::rope::rope_oracle_case, &devs, seed);
             // Fused in attention, with query and key positions near 2^20.
             let (sq, sk) = (12usize, 40usize);
             let pq: Vec<i32> = (0..sq).map(|i| (p20 - sq as i64 + i as i64) as i32).collect();
             let pk: Vec<i32> = (0..sk).map(|j| (p20 - sk as i64 + j as i64) as i32).collect();
             let case = attention_case(&mut rng, dt, json!({"causal": true, "rope": rope}), 1, sq, sk, 4, 2, 64, 1.0, 1.0)
-                .with("position_ids_q", Tensor::from_i32(&[1, sq], &pq).expect("ids"))
-                .with("position_ids_k", Tensor::from_i32(&[1, sk], &pk).expect("ids"));
+                .with("position_ids_q", i32t(&[1, sq], &pq))
+                .with("position_ids_k", i32t(&[1, sk], &pk));
             verify("rope_2^20", &format!("fused attention {dt} {scaling}"), &case, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
         }
     }
@@ -291,38 +271,55 @@ fn rope_at_position_2_pow_20() {
 }
 
 const STEPS: usize = 1 << 16;
+/// The recurrences' length on the emulated device, which runs every CUDA thread on the CPU: the
+/// CPU paths keep [`STEPS`].
+const EMULATED_STEPS: usize = 1 << 12;
+
+/// `(devices, steps)` runs of a long-recurrence test: all devices over [`STEPS`], except that an
+/// emulated device gets its own shorter run.
+fn step_runs(devs: &[Device]) -> Vec<(Vec<Device>, usize)> {
+    let emulated = |d: &Device| matches!(d, Device::Cuda(g) if g.info().emulated);
+    if devs.iter().any(emulated) {
+        let (emu, rest): (Vec<Device>, Vec<Device>) = devs.iter().cloned().partition(emulated);
+        vec![(rest, STEPS), (emu, EMULATED_STEPS)] // emulated: 4096 steps instead of 65536
+    } else {
+        vec![(devs.to_vec(), STEPS)]
+    }
+}
 
 /// `(what, g)` for a decay of exactly 0 and exactly 1.
 const DECAYS: [(&str, f32); 2] = [("decay 1 (g = 0)", 0.0), ("decay 0 (g = -inf)", f32::NEG_INFINITY)];
 
 #[test]
 fn linear_attention_decay_exactly_0_and_1_over_64k_steps() {
-    let devs = devices("linear_attention_decay_exactly_0_and_1_over_64k_steps");
+    let all_devs = devices("linear_attention_decay_exactly_0_and_1_over_64k_steps");
     let mut rng = Rng::from_time();
     let seed = rng.seed;
-    let (t, h, k, v) = (STEPS, 2usize, 8usize, 8usize);
-    for dt in [DType::F32, DType::BF16] {
-        for (what, g) in DECAYS {
-            let q = ten(dt, &[1, t, h, k], &normal(&mut rng, t * h * k, 1.0));
-            let kt = ten(dt, &[1, t, h, k], &normal(&mut rng, t * h * k, 0.1));
-            let vt = ten(dt, &[1, t, h, v], &normal(&mut rng, t * h * v, 1.0));
-            for g_shape in [vec![h], vec![1, t, h]] {
-                let n: usize = g_shape.iter().product();
-                let lin = Case::new(json!({"op": "linear_attention"}))
-                    .with("q", q.clone())
-                    .with("k", kt.clone())
-                    .with("v", vt.clone())
-                    .with("g", ten(DType::F32, &g_shape, &vec![g; n]));
-                verify("64k", &format!("linear_attention {dt} {what} g{g_shape:?}"), &lin, dt, 1.0, attn_kernels_harness::cases::linear::linear_attention_oracle_case, &devs, seed);
+    for (devs, t) in step_runs(&all_devs) {
+        let (h, k, v) = (2usize, 8usize, 8usize);
+        for dt in [DType::F32, DType::BF16] {
+            for (what, g) in DECAYS {
+                let q = randn(&mut rng, dt, &[1, t, h, k]);
+                let kt = randn_scaled(&mut rng, dt, &[1, t, h, k], 0.1);
+                let vt = randn(&mut rng, dt, &[1, t, h, v]);
+                for g_shape in [vec![h], vec![1, t, h]] {
+                    let n: usize = g_shape.iter().product();
+                    let lin = Case::new(json!({"op": "linear_attention"}))
+                        .with("q", q.clone())
+                        .with("k", kt.clone())
+                        .with("v", vt.clone())
+                        .with("g", tensor(DType::F32, &g_shape, &vec![g; n]));
+                    verify("64k", &format!("linear_attention {dt} {what} g{g_shape:?}"), &lin, dt, 1.0, attn_kernels_harness::cases::linear::linear_attention_oracle_case, &devs, seed);
+                }
+                // Bonus (RWKV-5/6) form with the same decay.
+                let lin_u = Case::new(json!({"op": "linear_attention", "scale": 1.0}))
+                    .with("q", q)
+                    .with("k", kt)
+                    .with("v", vt)
+                    .with("g", tensor(DType::F32, &[h, k], &vec![g; h * k]))
+                    .with("u", tensor(DType::F32, &[h, k], &rng.uniform_vec(h * k, -1.0, 1.0)));
+                verify("64k", &format!("linear_attention bonus {dt} {what}"), &lin_u, dt, 1.0, attn_kernels_harness::cases::linear::linear_attention_oracle_case, &devs, seed);
             }
-            // Bonus (RWKV-5/6) form with the same decay.
-            let lin_u = Case::new(json!({"op": "linear_attention", "scale": 1.0}))
-                .with("q", q)
-                .with("k", kt)
-                .with("v", vt)
-                .with("g", ten(DType::F32, &[h, k], &vec![g; h * k]))
-                .with("u", ten(DType::F32, &[h, k], &rng.uniform_vec(h * k, -1.0, 1.0)));
-            verify("64k", &format!("linear_attention bonus {dt} {what}"), &lin_u, dt, 1.0, attn_kernels_harness::cases::linear::linear_attention_oracle_case, &devs, seed);
         }
     }
     report("linear_attention_decay_exactly_0_and_1_over_64k_steps");
@@ -330,30 +327,26 @@ fn linear_attention_decay_exactly_0_and_1_over_64k_steps() {
 
 #[test]
 fn delta_rule_decay_exactly_0_and_1_over_64k_steps() {
-    let devs = devices("delta_rule_decay_exactly_0_and_1_over_64k_steps");
+    let all_devs = devices("delta_rule_decay_exactly_0_and_1_over_64k_steps");
     let mut rng = Rng::from_time();
     let seed = rng.seed;
-    let (t, h, k, v) = (STEPS, 2usize, 8usize, 8usize);
-    for dt in [DType::F32, DType::BF16] {
-        for (what, g) in DECAYS {
-            // Gated DeltaNet: unit-norm keys, a = -k, b = beta k.
-            let kn: Vec<f32> = normal(&mut rng, t * h * k, 1.0)
-                .chunks(k)
-                .flat_map(|r| {
-                    let n = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-                    r.iter().map(move |x| x / n).collect::<Vec<_>>()
-                })
-                .collect();
-            let beta = rng.uniform_vec(t * h, 0.0, 1.0);
-            let bvals: Vec<f32> = kn.iter().enumerate().map(|(i, x)| x * beta[i / k]).collect();
-            let delta = Case::new(json!({"op": "delta_rule"}))
-                .with("q", ten(dt, &[1, t, h, k], &normal(&mut rng, t * h * k, 1.0)))
-                .with("k", ten(dt, &[1, t, h, k], &kn))
-                .with("v", ten(dt, &[1, t, h, v], &normal(&mut rng, t * h * v, 1.0)))
-                .with("a", ten(dt, &[1, t, h, k], &kn.iter().map(|x| -x).collect::<Vec<_>>()))
-                .with("b", ten(dt, &[1, t, h, k], &bvals))
-                .with("g", ten(DType::F32, &[1, t, h], &vec![g; t * h]));
-            verify("64k", &format!("delta_rule {dt} {what}"), &delta, dt, 1.0, attn_kernels_harness::cases::linear::delta_rule_oracle_case, &devs, seed);
+    for (devs, t) in step_runs(&all_devs) {
+        let (h, k, v) = (2usize, 8usize, 8usize);
+        for dt in [DType::F32, DType::BF16] {
+            for (what, g) in DECAYS {
+                // Gated DeltaNet: unit-norm keys, a = -k, b = beta k.
+                let kn = unit_rows(&rng.normal_vec(t * h * k), k);
+                let beta = rng.uniform_vec(t * h, 0.0, 1.0);
+                let bvals: Vec<f32> = kn.iter().enumerate().map(|(i, x)| x * beta[i / k]).collect();
+                let delta = Case::new(json!({"op": "delta_rule"}))
+                    .with("q", randn(&mut rng, dt, &[1, t, h, k]))
+                    .with("k", tensor(dt, &[1, t, h, k], &kn))
+                    .with("v", randn(&mut rng, dt, &[1, t, h, v]))
+                    .with("a", tensor(dt, &[1, t, h, k], &kn.iter().map(|x| -x).collect::<Vec<_>>()))
+                    .with("b", tensor(dt, &[1, t, h, k], &bvals))
+                    .with("g", tensor(DType::F32, &[1, t, h], &vec![g; t * h]));
+                verify("64k", &format!("delta_rule {dt} {what}"), &delta, dt, 1.0, attn_kernels_harness::cases::linear::delta_rule_oracle_case, &devs, seed);
+            }
         }
     }
     report("delta_rule_decay_exactly_0_and_1_over_64k_steps");
@@ -361,19 +354,21 @@ fn delta_rule_decay_exactly_0_and_1_over_64k_steps() {
 
 #[test]
 fn rwkv4_decay_exactly_0_and_1_over_64k_steps() {
-    let devs = devices("rwkv4_decay_exactly_0_and_1_over_64k_steps");
+    let all_devs = devices("rwkv4_decay_exactly_0_and_1_over_64k_steps");
     let mut rng = Rng::from_time();
     let seed = rng.seed;
-    let (t, c) = (STEPS, 16usize);
-    for dt in [DType::F32, DType::BF16] {
-        for (what, w) in DECAYS {
-            // w = -inf forgets everything each step, w = 0 nothing.
-            let rwkv = Case::new(json!({"op": "rwkv4"}))
-                .with("k", ten(dt, &[1, t, c], &normal(&mut rng, t * c, 3.0)))
-                .with("v", ten(dt, &[1, t, c], &normal(&mut rng, t * c, 1.0)))
-                .with("w", ten(DType::F32, &[c], &vec![w; c]))
-                .with("u", ten(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
-            verify("64k", &format!("rwkv4 {dt} {what}"), &rwkv, dt, 1.0, attn_kernels_harness::cases::linear::rwkv4_oracle_case, &devs, seed);
+    for (devs, t) in step_runs(&all_devs) {
+        let c = 16usize;
+        for dt in [DType::F32, DType::BF16] {
+            for (what, w) in DECAYS {
+                // w = -inf forgets everything each step, w = 0 nothing.
+                let rwkv = Case::new(json!({"op": "rwkv4"}))
+                    .with("k", randn_scaled(&mut rng, dt, &[1, t, c], 3.0))
+                    .with("v", randn(&mut rng, dt, &[1, t, c]))
+                    .with("w", tensor(DType::F32, &[c], &vec![w; c]))
+                    .with("u", tensor(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
+                verify("64k", &format!("rwkv4 {dt} {what}"), &rwkv, dt, 1.0, attn_kernels_harness::cases::linear::rwkv4_oracle_case, &devs, seed);
+            }
         }
     }
     report("rwkv4_decay_exactly_0_and_1_over_64k_steps");
@@ -395,24 +390,24 @@ fn f16_inputs_near_the_top_of_its_range() {
     let (b, sq, sk, hq, hkv, d) = (1usize, 19usize, 29usize, 4usize, 2usize, 64usize);
     for config in [json!({}), json!({"causal": true})] {
         let case = Case::new(with_op("attention", config.clone()))
-            .with("q", ten(dt, &[b, sq, hq, d], &near_top(&mut rng, b * sq * hq * d, top)))
-            .with("k", ten(dt, &[b, sk, hkv, d], &near_top(&mut rng, b * sk * hkv * d, top)))
-            .with("v", ten(dt, &[b, sk, hkv, d], &near_top(&mut rng, b * sk * hkv * d, top)));
+            .with("q", tensor(dt, &[b, sq, hq, d], &near_top(&mut rng, b * sq * hq * d, top)))
+            .with("k", tensor(dt, &[b, sk, hkv, d], &near_top(&mut rng, b * sk * hkv * d, top)))
+            .with("v", tensor(dt, &[b, sk, hkv, d], &near_top(&mut rng, b * sk * hkv * d, top)));
         verify("f16_top", &format!("attention {config}"), &case, dt, 1.0, attn_kernels_harness::cases::attention::attention_oracle_case, &devs, seed);
     }
     // Decode against a cache near the top of the range.
     let decode = Case::new(json!({"op": "decode_attention"}))
-        .with("q", ten(dt, &[2, 1, 4, 64], &near_top(&mut rng, 2 * 4 * 64, top)))
-        .with("k_cache", ten(dt, &[2, 37, 2, 64], &near_top(&mut rng, 2 * 37 * 2 * 64, top)))
-        .with("v_cache", ten(dt, &[2, 37, 2, 64], &near_top(&mut rng, 2 * 37 * 2 * 64, top)))
-        .with("cache_seqlens", ids(vec![37, 20]));
+        .with("q", tensor(dt, &[2, 1, 4, 64], &near_top(&mut rng, 2 * 4 * 64, top)))
+        .with("k_cache", tensor(dt, &[2, 37, 2, 64], &near_top(&mut rng, 2 * 37 * 2 * 64, top)))
+        .with("v_cache", tensor(dt, &[2, 37, 2, 64], &near_top(&mut rng, 2 * 37 * 2 * 64, top)))
+        .with("cache_seqlens", ids(&[37, 20]));
     verify("f16_top", "decode", &decode, dt, 1.0, attn_kernels_harness::cases::decode::decode_oracle_case, &devs, seed);
     // Differential attention: |O| <= (1 + lambda) max |v| = 63000 < 65504.
     let diff = Case::new(json!({"op": "diff_attention", "causal": true}))
-        .with("q", ten(dt, &[1, 13, 4, 64], &near_top(&mut rng, 13 * 4 * 64, top)))
-        .with("k", ten(dt, &[1, 13, 2, 64], &near_top(&mut rng, 13 * 2 * 64, top)))
-        .with("v", ten(dt, &[1, 13, 1, 128], &near_top(&mut rng, 13 * 128, top)))
-        .with("lambda", ten(DType::F32, &[2], &[0.05, 0.01]));
+        .with("q", tensor(dt, &[1, 13, 4, 64], &near_top(&mut rng, 13 * 4 * 64, top)))
+        .with("k", tensor(dt, &[1, 13, 2, 64], &near_top(&mut rng, 13 * 2 * 64, top)))
+        .with("v", tensor(dt, &[1, 13, 1, 128], &near_top(&mut rng, 13 * 128, top)))
+        .with("lambda", tensor(DType::F32, &[2], &[0.05, 0.01]));
     verify("f16_top", "diff_attention", &diff, dt, 2.0, attn_kernels_harness::cases::diff_attention::diff_attention_oracle_case, &devs, seed);
     // RoPE: each rotated pair has norm <= 60000, so the rotation stays in range.
     let (rows, heads, hd, rd) = (9usize, 2usize, 128usize, 64usize);
@@ -425,31 +420,31 @@ fn f16_inputs_near_the_top_of_its_range() {
         }
     }
     let rope = Case::new(json!({"op": "rope", "rope": {"rotary_dim": rd, "theta": 10000.0}, "position_offset": 1000}))
-        .with("x", ten(dt, &[rows, heads, hd], &x));
+        .with("x", tensor(dt, &[rows, heads, hd], &x));
     verify("f16_top", "rope", &rope, dt, 1.0, attn_kernels_harness::cases::rope::rope_oracle_case, &devs, seed);
     // Linear attention: v near 60000 with small q, k, so o stays well inside the range.
     let (t, h, k, v) = (16usize, 2usize, 8usize, 8usize);
     let lin = Case::new(json!({"op": "linear_attention"}))
-        .with("q", ten(dt, &[1, t, h, k], &normal(&mut rng, t * h * k, 0.01)))
-        .with("k", ten(dt, &[1, t, h, k], &normal(&mut rng, t * h * k, 0.01)))
-        .with("v", ten(dt, &[1, t, h, v], &near_top(&mut rng, t * h * v, top)))
-        .with("g", ten(DType::F32, &[h], &[-0.1, 0.0]));
+        .with("q", randn_scaled(&mut rng, dt, &[1, t, h, k], 0.01))
+        .with("k", randn_scaled(&mut rng, dt, &[1, t, h, k], 0.01))
+        .with("v", tensor(dt, &[1, t, h, v], &near_top(&mut rng, t * h * v, top)))
+        .with("g", tensor(DType::F32, &[h], &[-0.1, 0.0]));
     verify("f16_top", "linear_attention", &lin, dt, 1.0, attn_kernels_harness::cases::linear::linear_attention_oracle_case, &devs, seed);
     // RWKV-4: y is a weighted average of v.
     let c = 24usize;
     let rwkv = Case::new(json!({"op": "rwkv4"}))
-        .with("k", ten(dt, &[2, t, c], &normal(&mut rng, 2 * t * c, 3.0)))
-        .with("v", ten(dt, &[2, t, c], &near_top(&mut rng, 2 * t * c, top)))
-        .with("w", ten(DType::F32, &[c], &rng.uniform_vec(c, -2.0, 0.0)))
-        .with("u", ten(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
+        .with("k", randn_scaled(&mut rng, dt, &[2, t, c], 3.0))
+        .with("v", tensor(dt, &[2, t, c], &near_top(&mut rng, 2 * t * c, top)))
+        .with("w", tensor(DType::F32, &[c], &rng.uniform_vec(c, -2.0, 0.0)))
+        .with("u", tensor(DType::F32, &[c], &rng.uniform_vec(c, -1.0, 1.0)));
     verify("f16_top", "rwkv4", &rwkv, dt, 1.0, attn_kernels_harness::cases::linear::rwkv4_oracle_case, &devs, seed);
     // merge_states: the merged o is a convex combination of the two.
     let (mb, ms, mh, mdv) = (2usize, 5usize, 3usize, 64usize);
     let merge = Case::new(json!({"op": "merge_states"}))
-        .with("o_a", ten(dt, &[mb, ms, mh, mdv], &near_top(&mut rng, mb * ms * mh * mdv, top)))
-        .with("o_b", ten(dt, &[mb, ms, mh, mdv], &near_top(&mut rng, mb * ms * mh * mdv, top)))
-        .with("lse_a", ten(DType::F32, &[mb, mh, ms], &normal(&mut rng, mb * mh * ms, 3.0)))
-        .with("lse_b", ten(DType::F32, &[mb, mh, ms], &normal(&mut rng, mb * mh * ms, 3.0)));
+        .with("o_a", tensor(dt, &[mb, ms, mh, mdv], &near_top(&mut rng, mb * ms * mh * mdv, top)))
+        .with("o_b", tensor(dt, &[mb, ms, mh, mdv], &near_top(&mut rng, mb * ms * mh * mdv, top)))
+        .with("lse_a", randn_scaled(&mut rng, DType::F32, &[mb, mh, ms], 3.0))
+        .with("lse_b", randn_scaled(&mut rng, DType::F32, &[mb, mh, ms], 3.0));
     verify("f16_top", "merge_states", &merge, dt, 1.0, attn_kernels_harness::cases::decode::merge_oracle_case, &devs, seed);
     report("f16_inputs_near_the_top_of_its_range");
 }
@@ -458,7 +453,7 @@ fn f16_inputs_near_the_top_of_its_range() {
 /// "no panic" is asserted: the output rounds to inf as IEEE rounding does.
 #[test]
 fn f16_overflowing_results_do_not_panic() {
-    let x = ten(DType::F16, &[1, 1, 1, 4], &[60000.0, 60000.0, 60000.0, 60000.0]);
+    let x = tensor(DType::F16, &[1, 1, 1, 4], &[60000.0, 60000.0, 60000.0, 60000.0]);
     let case = Case::new(json!({"op": "rope", "rope": {"rotary_dim": 4}, "position_offset": 1})).with("x", x);
     let r = std::panic::catch_unwind(|| case::run(&case, &Device::Cpu));
     assert!(r.is_ok(), "rope on f16 values whose rotation overflows panicked");

@@ -2,10 +2,13 @@
 //! here from the published sources, rotation against a float64 scalar evaluation, positions up
 //! to 2^20, and every bad-input path.
 
+mod common;
+
 use attn_kernels::rope::{plan_rope, rope_cpu, rope_cpu_inplace, RopeArgs, RopeConfig, RopeOpConfig};
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::Error;
 use attn_kernels_harness::check::Rng;
+use common::{expect_err, ErrKind};
 use serde_json::json;
 use std::f64::consts::PI;
 
@@ -276,49 +279,49 @@ fn position_ids_varlen_and_in_place() {
     assert_eq!(z, x);
 }
 
-fn expect_err(r: attn_kernels::Result<impl std::fmt::Debug>, arg: &str) {
-    match r {
-        Ok(v) => panic!("expected an error naming `{arg}`, got Ok({v:?})"),
-        Err(e) => assert_eq!(e.argument(), Some(arg), "wrong argument in: {e}"),
-    }
-}
-
 #[test]
 fn bad_inputs_are_typed_errors() {
     let x = Tensor::from_f32(DType::F32, &[1, 4, 2, 16], &[0.5; 128]).unwrap();
     let args = |x| RopeArgs { x, position_ids: None, cu_seqlens: None };
     let op = |v: serde_json::Value| RopeOpConfig { rope: cfg(v), position_offset: 0 };
-    expect_err(plan_rope(&op(json!({"rotary_dim": 15})), &args(&x)), "rope.rotary_dim");
-    expect_err(plan_rope(&op(json!({"rotary_dim": 32})), &args(&x)), "rope.rotary_dim");
-    expect_err(plan_rope(&op(json!({"rotary_dim": 16, "theta": 0.5})), &args(&x)), "rope.theta");
-    expect_err(plan_rope(&op(json!({"rotary_dim": 16, "scaling": {"rope_type": "ntk-by-parts"}})), &args(&x)), "rope.scaling.rope_type");
-    expect_err(plan_rope(&op(json!({"rotary_dim": 16, "scaling": {"factor": 2.0}})), &args(&x)), "rope.scaling.rope_type");
-    expect_err(plan_rope(&op(json!({"rotary_dim": 16, "scaling": {"rope_type": "linear"}})), &args(&x)), "rope.scaling.factor");
-    expect_err(plan_rope(&op(json!({"rotary_dim": 16, "scaling": {"rope_type": "linear", "factor": -1.0}})), &args(&x)), "rope.scaling.factor");
-    expect_err(plan_rope(&op(json!({"rotary_dim": 16, "scaling": {"rope_type": "dynamic", "factor": 2.0}})), &args(&x)), "rope.max_position_embeddings");
-    expect_err(
-        plan_rope(&op(json!({"rotary_dim": 16, "scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0, "original_max_position_embeddings": 8192}})), &args(&x)),
+    let config_err = |c: serde_json::Value, key: &str, what: &str| {
+        expect_err(plan_rope(&op(c), &args(&x)), ErrKind::Config, key, what);
+    };
+    config_err(json!({"rotary_dim": 15}), "rope.rotary_dim", "odd rotary_dim");
+    config_err(json!({"rotary_dim": 32}), "rope.rotary_dim", "rotary_dim > D");
+    config_err(json!({"rotary_dim": 16, "theta": 0.5}), "rope.theta", "theta 0.5");
+    config_err(json!({"rotary_dim": 16, "scaling": {"rope_type": "ntk-by-parts"}}), "rope.scaling.rope_type", "unknown rope_type");
+    config_err(json!({"rotary_dim": 16, "scaling": {"factor": 2.0}}), "rope.scaling.rope_type", "no rope_type");
+    config_err(json!({"rotary_dim": 16, "scaling": {"rope_type": "linear"}}), "rope.scaling.factor", "linear without factor");
+    config_err(json!({"rotary_dim": 16, "scaling": {"rope_type": "linear", "factor": -1.0}}), "rope.scaling.factor", "negative factor");
+    config_err(json!({"rotary_dim": 16, "scaling": {"rope_type": "dynamic", "factor": 2.0}}), "rope.max_position_embeddings", "dynamic without L");
+    config_err(
+        json!({"rotary_dim": 16, "scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0, "original_max_position_embeddings": 8192}}),
         "rope.scaling.high_freq_factor",
+        "llama3 high_freq_factor <= low_freq_factor",
     );
-    expect_err(
-        plan_rope(&op(json!({"rotary_dim": 16, "max_position_embeddings": 8, "scaling": {"rope_type": "longrope", "short_factor": [1.0, 1.0], "long_factor": vec![1.0; 8]}})), &args(&x)),
+    config_err(
+        json!({"rotary_dim": 16, "max_position_embeddings": 8, "scaling": {"rope_type": "longrope", "short_factor": [1.0, 1.0], "long_factor": vec![1.0; 8]}}),
         "rope.scaling.short_factor",
+        "longrope short_factor of the wrong length",
     );
-    expect_err(plan_rope(&op(json!({"rotary_dim": 16, "scaling": [1, 2]})), &args(&x)), "rope.scaling");
+    config_err(json!({"rotary_dim": 16, "scaling": [1, 2]}), "rope.scaling", "scaling not a dict");
     let ok = op(json!({"rotary_dim": 16}));
     let flat = Tensor::from_f32(DType::F32, &[4, 32], &[0.5; 128]).unwrap();
-    expect_err(plan_rope(&ok, &args(&flat)), "x");
+    expect_err(plan_rope(&ok, &args(&flat)), ErrKind::Shape, "x", "rank-2 x");
     let ints = Tensor::from_i32(&[1, 4, 2, 16], &[1; 128]).unwrap();
     assert!(matches!(plan_rope(&ok, &args(&ints)), Err(Error::DType { .. })));
-    expect_err(plan_rope(&ok, &RopeArgs { x: &x, position_ids: Some(&[0, 1, 2]), cu_seqlens: None }), "position_ids");
-    expect_err(plan_rope(&ok, &RopeArgs { x: &x, position_ids: Some(&[0, 1, -2, 3]), cu_seqlens: None }), "position_ids");
-    expect_err(plan_rope(&ok, &RopeArgs { x: &x, position_ids: None, cu_seqlens: Some(&[0, 4]) }), "cu_seqlens");
+    let with = |x: &Tensor, position_ids: Option<&[i32]>, cu_seqlens: Option<&[i32]>| plan_rope(&ok, &RopeArgs { x, position_ids, cu_seqlens });
+    expect_err(with(&x, Some(&[0, 1, 2]), None), ErrKind::Shape, "position_ids", "3 position ids for 4 rows");
+    expect_err(with(&x, Some(&[0, 1, -2, 3]), None), ErrKind::Invalid, "position_ids", "negative position id");
+    expect_err(with(&x, None, Some(&[0, 4])), ErrKind::Invalid, "cu_seqlens", "cu_seqlens with dense x");
     let x3 = Tensor::from_f32(DType::F32, &[4, 2, 16], &[0.5; 128]).unwrap();
-    expect_err(plan_rope(&ok, &RopeArgs { x: &x3, position_ids: None, cu_seqlens: Some(&[0, 3, 2, 4]) }), "cu_seqlens");
-    expect_err(plan_rope(&ok, &RopeArgs { x: &x3, position_ids: None, cu_seqlens: Some(&[0, 3]) }), "cu_seqlens");
-    expect_err(plan_rope(&ok, &RopeArgs { x: &x3, position_ids: Some(&[0; 4]), cu_seqlens: Some(&[0, 4]) }), "position_ids");
-    expect_err(plan_rope(&RopeOpConfig { rope: cfg(json!({"rotary_dim": 16})), position_offset: -1 }, &args(&x)), "position_offset");
-    expect_err(plan_rope(&RopeOpConfig { rope: cfg(json!({"rotary_dim": 16})), position_offset: i32::MAX as i64 }, &args(&x)), "position_offset");
+    expect_err(with(&x3, None, Some(&[0, 3, 2, 4])), ErrKind::Invalid, "cu_seqlens", "decreasing cu_seqlens");
+    expect_err(with(&x3, None, Some(&[0, 3])), ErrKind::Invalid, "cu_seqlens", "cu_seqlens short of the rows");
+    expect_err(with(&x3, Some(&[0; 4]), Some(&[0, 4])), ErrKind::Invalid, "position_ids", "position_ids and cu_seqlens");
+    let offset = |position_offset| RopeOpConfig { rope: cfg(json!({"rotary_dim": 16})), position_offset };
+    expect_err(plan_rope(&offset(-1), &args(&x)), ErrKind::Invalid, "position_offset", "negative offset");
+    expect_err(plan_rope(&offset(i32::MAX as i64), &args(&x)), ErrKind::Invalid, "position_offset", "offset beyond int32");
     // Unknown keys in the config are rejected rather than ignored.
     assert!(serde_json::from_value::<RopeConfig>(json!({"rotary_dim": 16, "thetta": 1.0})).is_err());
 }

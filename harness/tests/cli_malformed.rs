@@ -1,4 +1,4 @@
-//! `attn-kernels run` against hostile case files (issue 10), beyond the handful in tests/cli.rs:
+//! `attn-kernels run` against hostile case files, beyond the handful in tests/cli.rs:
 //! random garbage, truncation at random offsets, corrupted headers, every required tensor
 //! missing, every tensor in a wrong dtype, for a case of every op; absurd declared shapes;
 //! unwritable outputs. Each run must end cleanly: exit code 2, a message on stderr starting

@@ -1,58 +1,18 @@
-//! What every GPU test module shares: the one device guard, tensor makers, upload / download,
-//! tolerance checks, and the linear-attention inputs both linear modules build.
+//! What the GPU test modules share: everything in `tests/common/mod.rs` (the device guard
+//! `gpu`, tensor makers, typed-error and tolerance checks), re-exported here, plus upload /
+//! download, the element-wise output check, and the linear-attention inputs both linear modules
+//! build.
+//!
+//! Where `gpu.info().emulated`, the tests shrink their long sequences and repetitions (one line
+//! each, marked `// emulated:`) but keep every kernel instantiation and code path.
 
-use attn_kernels::linear::{DecayShape, LinearArgs};
+#[path = "../common/mod.rs"]
+mod shared;
+pub use shared::*;
+
+use attn_kernels::linear::LinearArgs;
 use attn_kernels::tensor::rel_error;
-use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor};
-use attn_kernels_harness::check::Rng;
-
-/// The device for the GPU test named `test` (its full name, `module::function`), or `None` after
-/// `attn_kernels_harness::bench::gpu_for_test` printed why the test is skipped (and logged `ran` /
-/// `skipped` to `ATTN_KERNELS_TEST_LOG`). Outputs of the recurrent kernels are allocated
-/// poisoned (NaN) from then on, so an element a kernel fails to write fails its check.
-///
-/// Where `gpu.info().emulated`, the tests shrink their long sequences and repetitions (one line
-/// each, marked `// emulated:`) but keep every kernel instantiation and code path.
-pub fn gpu(test: &str) -> Option<Gpu> {
-    let gpu = attn_kernels_harness::bench::gpu_for_test(test)?;
-    attn_kernels::linear::cuda::set_poison_outputs(true);
-    Some(gpu)
-}
-
-// ---------------------------------------------------------------------------------- tensors
-
-/// A tensor of `dtype` from f32 values.
-pub fn tensor(dtype: DType, shape: &[usize], v: &[f32]) -> Tensor {
-    Tensor::from_f32(dtype, shape, v).unwrap()
-}
-
-/// An f32 tensor.
-pub fn f32t(shape: &[usize], v: &[f32]) -> Tensor {
-    tensor(DType::F32, shape, v)
-}
-
-/// Standard normal entries.
-pub fn randn(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Tensor {
-    tensor(dtype, shape, &rng.normal_vec(shape.iter().product()))
-}
-
-/// Normal entries with standard deviation `scale`.
-pub fn randn_scaled(rng: &mut Rng, dtype: DType, shape: &[usize], scale: f32) -> Tensor {
-    let n = shape.iter().product();
-    tensor(dtype, shape, &rng.normal_vec(n).iter().map(|x| x * scale).collect::<Vec<_>>())
-}
-
-/// Uniform entries in `[lo, hi)`.
-pub fn uniform(rng: &mut Rng, dtype: DType, shape: &[usize], lo: f32, hi: f32) -> Tensor {
-    tensor(dtype, shape, &rng.uniform_vec(shape.iter().product(), lo, hi))
-}
-
-/// Fisher-Yates shuffle (block ids of paged caches, slot ids of state pools).
-pub fn shuffle<T>(rng: &mut Rng, x: &mut [T]) {
-    for i in (1..x.len()).rev() {
-        x.swap(i, rng.below(i + 1));
-    }
-}
+use attn_kernels::{DeviceTensor, Gpu, Tensor};
 
 pub fn up(gpu: &Gpu, t: &Tensor) -> DeviceTensor {
     gpu.upload(t).unwrap()
@@ -63,12 +23,6 @@ pub fn down(gpu: &Gpu, t: &DeviceTensor) -> Tensor {
 }
 
 // ------------------------------------------------------------------------------- tolerances
-
-/// Relative L2 error of `got` against an f64 reference within `tol`.
-pub fn assert_close(what: &str, got: &Tensor, want: &[f64], tol: f64, seed: u64) {
-    let r = rel_error(&got.to_f64_vec(), want);
-    assert!(r <= tol, "{what}: rel error {r:.3e} > {tol:.1e} (seed {seed})");
-}
 
 /// Output `name` against its reference: same length, finite where the reference is finite
 /// (poisoned outputs are NaN), `-inf` exactly where the reference is `-inf`, and relative L2
@@ -86,27 +40,7 @@ pub fn compare(what: &str, seed: u64, name: &str, out: &Tensor, reference: &[f64
     assert!(e <= tol, "{what} (seed {seed}): {name} rel error {e:.3e} > {tol:.1e}");
 }
 
-/// The argument an error names ("" if none).
-pub fn arg_of(e: &Error) -> &str {
-    e.argument().unwrap_or("")
-}
-
 // ------------------------------------------------------------------------ linear attention
-
-/// Every layout of the decay `g`.
-pub const DECAY_SHAPES: [DecayShape; 5] =
-    [DecayShape::None, DecayShape::PerTokenKey, DecayShape::PerToken, DecayShape::PerHeadKey, DecayShape::PerHead];
-
-/// Shape of `g` in layout `d` for `q [b, t, h, k]` (`None`: no decay).
-pub fn g_shape(d: DecayShape, b: usize, t: usize, h: usize, k: usize) -> Option<Vec<usize>> {
-    match d {
-        DecayShape::None => None,
-        DecayShape::PerTokenKey => Some(vec![b, t, h, k]),
-        DecayShape::PerToken => Some(vec![b, t, h]),
-        DecayShape::PerHeadKey => Some(vec![h, k]),
-        DecayShape::PerHead => Some(vec![h]),
-    }
-}
 
 /// Host inputs of one `linear_attention` call.
 pub struct LinCase {

@@ -1,4 +1,4 @@
-//! Concurrency (issue 10): many host threads, each on its own stream (`Gpu::fork`), launching
+//! Concurrency: many host threads, each on its own stream (`Gpu::fork`), launching
 //! different ops at once, every result checked against the CPU; and static checks that the
 //! handles and caches engines share between threads are `Send + Sync`.
 //!

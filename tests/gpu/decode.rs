@@ -4,7 +4,7 @@
 //! windows, split counts, bit-exact determinism, poisoned outputs, append then decode ==
 //! prefill, bad inputs.
 
-use super::common::{arg_of, f32t, gpu, randn, shuffle, up};
+use super::common::{arg_of, attn_cfg, f32t, gpu, randn, rope, shuffle, up};
 use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs, AttentionConfig};
 use attn_kernels::decode::cuda::{
     append_kv_cuda, decode_cuda, decode_cuda_with_index, merge_states_cuda, merge_states_cuda_into, rows_per_cta,
@@ -13,17 +13,10 @@ use attn_kernels::decode::cuda::{
 use attn_kernels::decode::{
     append_kv_cpu, merge_states_cpu, oracle, DecodeOptions, KvCacheMut, KvCacheRef, SplitPolicy,
 };
-use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::{DeviceTensor, Error, Gpu};
 use attn_kernels_harness::case::Device;
 use attn_kernels_harness::check::Rng;
-
-fn rope(rd: usize, interleaved: bool) -> RopeConfig {
-    let mut r = RopeConfig::new(rd, 10000.0);
-    r.interleaved = interleaved;
-    r
-}
 
 /// One decode problem: host data (paged or contiguous) and its device copy.
 struct Problem {
@@ -116,10 +109,6 @@ fn check_decode(tag: &str, seed: u64, dtype: DType, got: &(Tensor, Tensor), want
     }
 }
 
-fn cfg(causal: bool, wl: i64, wr: i64, softcap: f64, rope: Option<RopeConfig>) -> AttentionConfig {
-    AttentionConfig { softmax_scale: None, causal, window_left: wl, window_right: wr, softcap, rope }
-}
-
 #[test]
 fn decode_gpu_matches_oracle() {
     let Some(gpu) = gpu(concat!(module_path!(), "::decode_gpu_matches_oracle")) else { return };
@@ -136,7 +125,7 @@ fn decode_gpu_matches_oracle() {
             128,
             Some(16),
             false,
-            cfg(true, -1, -1, 0.0, None),
+            attn_cfg(true, -1, -1, 0.0, None),
             SplitPolicy::Auto,
         ),
         (
@@ -148,7 +137,7 @@ fn decode_gpu_matches_oracle() {
             128,
             Some(32),
             false,
-            cfg(true, -1, -1, 0.0, None),
+            attn_cfg(true, -1, -1, 0.0, None),
             SplitPolicy::Auto,
         ),
         (
@@ -160,7 +149,7 @@ fn decode_gpu_matches_oracle() {
             128,
             Some(64),
             true,
-            cfg(true, -1, -1, 0.0, None),
+            attn_cfg(true, -1, -1, 0.0, None),
             SplitPolicy::Fixed(3),
         ),
         (
@@ -172,7 +161,7 @@ fn decode_gpu_matches_oracle() {
             128,
             Some(128),
             false,
-            cfg(true, 100, -1, 0.0, None),
+            attn_cfg(true, 100, -1, 0.0, None),
             SplitPolicy::Auto,
         ),
         (
@@ -184,7 +173,7 @@ fn decode_gpu_matches_oracle() {
             128,
             Some(256),
             true,
-            cfg(true, -1, -1, 0.0, Some(rope(128, false))),
+            attn_cfg(true, -1, -1, 0.0, Some(rope(128, false))),
             SplitPolicy::Auto,
         ),
         (
@@ -196,10 +185,10 @@ fn decode_gpu_matches_oracle() {
             128,
             None,
             false,
-            cfg(true, -1, -1, 30.0, Some(rope(64, true))),
+            attn_cfg(true, -1, -1, 30.0, Some(rope(64, true))),
             SplitPolicy::Fixed(17),
         ),
-        (DType::F16, vec![0, 5, 100], 3, 8, 1, 64, Some(16), true, cfg(false, 10, 2, 0.0, None), SplitPolicy::Auto),
+        (DType::F16, vec![0, 5, 100], 3, 8, 1, 64, Some(16), true, attn_cfg(false, 10, 2, 0.0, None), SplitPolicy::Auto),
         (
             DType::BF16,
             vec![1500, 12],
@@ -209,10 +198,10 @@ fn decode_gpu_matches_oracle() {
             256,
             None,
             true,
-            cfg(true, -1, -1, 0.0, Some(rope(96, false))),
+            attn_cfg(true, -1, -1, 0.0, Some(rope(96, false))),
             SplitPolicy::Fixed(1),
         ),
-        (DType::F16, vec![2222, 40], 5, 12, 4, 64, None, false, cfg(false, -1, -1, 0.0, None), SplitPolicy::Fixed(5)),
+        (DType::F16, vec![2222, 40], 5, 12, 4, 64, None, false, attn_cfg(false, -1, -1, 0.0, None), SplitPolicy::Fixed(5)),
         (
             DType::F16,
             vec![700],
@@ -222,7 +211,7 @@ fn decode_gpu_matches_oracle() {
             128,
             Some(16),
             false,
-            cfg(true, -1, -1, 0.0, Some(rope(128, false))),
+            attn_cfg(true, -1, -1, 0.0, Some(rope(128, false))),
             SplitPolicy::Auto,
         ),
     ];
@@ -261,7 +250,7 @@ fn decode_gpu_block_sizes_and_new_tokens() {
                 let seqlens = [sq + rng.below(long), sq + rng.below(300)];
                 let p = Problem::new(&mut rng, dtype, &seqlens, sq, hq, hkv, 128, Some(bs), bs == 64);
                 let dev = upload_problem(&gpu, &p);
-                let c = cfg(true, -1, -1, 0.0, None);
+                let c = attn_cfg(true, -1, -1, 0.0, None);
                 let opts = DecodeOptions::default();
                 let want = oracle::decode_f64(&c, &p.q, &p.host(), p.alibi.as_ref(), &opts).unwrap();
                 let got = run_decode(&gpu, &p, &dev, &c, &opts);
@@ -288,7 +277,7 @@ fn decode_gpu_every_head_dim_and_rows_per_cta() {
                 let block = if i % 2 == 0 { Some(16) } else { None };
                 let split = [SplitPolicy::Auto, SplitPolicy::Fixed(3), SplitPolicy::Fixed(1), SplitPolicy::Auto][i];
                 let r = (i == 2).then(|| rope(d / 2, d == 64));
-                let c = cfg(true, if i == 3 { 90 } else { -1 }, -1, 0.0, r);
+                let c = attn_cfg(true, if i == 3 { 90 } else { -1 }, -1, 0.0, r);
                 let p = Problem::new(&mut rng, dtype, &[300, 37 + sq], sq, hq, hkv, d, block, i % 2 == 1);
                 let dev = upload_problem(&gpu, &p);
                 let opts = DecodeOptions { split, cache_keys_rotated: false };
@@ -310,7 +299,7 @@ fn decode_gpu_long_context() {
     let keys = if gpu.info().emulated { 4096 } else { 32768 }; // emulated: still 64 pages and 16 Auto splits; CPU time
     let p = Problem::new(&mut rng, DType::BF16, &[keys], 1, 32, 8, 128, Some(64), true);
     let dev = upload_problem(&gpu, &p);
-    let c = cfg(true, -1, -1, 0.0, Some(rope(128, false)));
+    let c = attn_cfg(true, -1, -1, 0.0, Some(rope(128, false)));
     let opts = DecodeOptions::default();
     let want = oracle::decode_f64(&c, &p.q, &p.host(), p.alibi.as_ref(), &opts).unwrap();
     let got = run_decode(&gpu, &p, &dev, &c, &opts);
@@ -326,7 +315,7 @@ fn splits_change_nothing_beyond_rounding_and_are_deterministic() {
     let (hq, hkv) = if gpu.info().emulated { (8, 2) } else { (32, 8) }; // emulated: same GQA group of 4 (same kernel), 4x fewer CTAs
     let p = Problem::new(&mut rng, DType::F16, &[long, 1234, 1], 1, hq, hkv, 128, Some(16), true);
     let dev = upload_problem(&gpu, &p);
-    let c = cfg(true, -1, -1, 0.0, Some(rope(128, false)));
+    let c = attn_cfg(true, -1, -1, 0.0, Some(rope(128, false)));
     let base = run_decode(&gpu, &p, &dev, &c, &DecodeOptions { split: SplitPolicy::Fixed(1), cache_keys_rotated: false });
     for split in [
         SplitPolicy::Fixed(2),
@@ -441,7 +430,7 @@ fn append_gpu_matches_cpu_and_decode_equals_prefill() {
             assert!(e <= dtype.rel_tolerance() / 4.0, "{dtype}: rotated K caches differ by {e:.2e} (seed {seed})");
         }
         // Decode the last n_new tokens on the GPU == causal prefill over the whole sequence.
-        let c = cfg(true, -1, -1, 0.0, r.clone());
+        let c = attn_cfg(true, -1, -1, 0.0, r.clone());
         if dtype == DType::F32 {
             continue; // no f32 GPU decode; the append itself was checked above
         }
@@ -525,7 +514,7 @@ fn check_cases_pass_on_gpu() {
 fn gpu_bad_inputs_are_typed_errors_before_launch() {
     let Some(gpu) = gpu(concat!(module_path!(), "::gpu_bad_inputs_are_typed_errors_before_launch")) else { return };
     let mut rng = Rng::from_time();
-    let c = cfg(true, -1, -1, 0.0, None);
+    let c = attn_cfg(true, -1, -1, 0.0, None);
     let o = DecodeOptions::default();
     // f32 decode: CPU only.
     let p = Problem::new(&mut rng, DType::F32, &[10], 1, 4, 2, 64, None, false);
@@ -546,7 +535,7 @@ fn gpu_bad_inputs_are_typed_errors_before_launch() {
     let p = Problem::new(&mut rng, DType::F16, &[100], 1, 4, 2, 64, Some(16), false);
     let dev = upload_problem(&gpu, &p);
     let e =
-        decode_cuda(&gpu, &cfg(true, -1, -1, 0.0, Some(rope(24, false))), &dev.q, &p.cache(&dev.k, &dev.v), None, &o)
+        decode_cuda(&gpu, &attn_cfg(true, -1, -1, 0.0, Some(rope(24, false))), &dev.q, &p.cache(&dev.k, &dev.v), None, &o)
             .unwrap_err();
     assert!(matches!(e, Error::Unsupported { .. }) && arg_of(&e) == "rope", "{e}");
     // Block id out of range: validated on the host, nothing launched.
@@ -611,7 +600,7 @@ fn paged_equals_contiguous_bit_for_bit_on_gpu() {
             seqlens: p.seqlens.clone(),
             alibi: p.alibi.clone(),
         };
-        let c = cfg(true, -1, -1, 0.0, rope_cfg);
+        let c = attn_cfg(true, -1, -1, 0.0, rope_cfg);
         let opts = DecodeOptions::default();
         let a = run_decode(&gpu, &p, &upload_problem(&gpu, &p), &c, &opts);
         let pb = run_decode(&gpu, &paged, &upload_problem(&gpu, &paged), &c, &opts);

@@ -2,17 +2,18 @@
 //! paged caches, the unfused baselines' epilogue) against the float64 oracle, plus the CPU-side
 //! checks of the decode reference and validation.
 
-use super::common::{compare, down, f32t, gpu, randn, shuffle, tensor, up};
+use super::common::{compare, down, f32t, gpu, pick_heads, randn, shuffle, tensor, up};
 use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs};
 use attn_kernels::decode::{KvCacheRef, SplitPolicy};
 use attn_kernels::diff_attention::cpu::DiffAttentionOutput;
-use attn_kernels::diff_attention::cuda::{diff_attention_cuda_into, diff_decode_cuda_into, diff_epilogue_cuda, DiffDecodeIndex};
+use attn_kernels::diff_attention::cuda::{diff_attention_cuda_into, diff_decode_cuda_into, diff_epilogue_cuda};
+use attn_kernels::decode::cuda::DeviceKvIndex;
 use attn_kernels::diff_attention::oracle::diff_attention_f64;
 use attn_kernels::diff_attention::{
     diff_decode_cpu, plan_diff, plan_diff_decode, DiffAttentionArgs, DiffAttentionConfig, DiffDecodeArgs, DiffVariant,
 };
 use attn_kernels::rope::RopeConfig;
-use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor, TensorInfo};
+use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor};
 use attn_kernels_harness::check::Rng;
 
 /// The spec's bound for diff_attention: twice the per-dtype bound.
@@ -363,24 +364,6 @@ fn v2_grid() {
     }
 }
 
-/// Columns `src_head(h)` of a `[.., H_src, D]` tensor as a `[.., n, D]` tensor.
-fn take_heads(t: &Tensor, n: usize, src_head: impl Fn(usize) -> usize) -> Tensor {
-    let sh = t.shape();
-    let (hs, d) = (sh[sh.len() - 2], sh[sh.len() - 1]);
-    let rows: usize = sh[..sh.len() - 2].iter().product();
-    let x = t.to_f32_vec();
-    let mut y = Vec::with_capacity(rows * n * d);
-    for r in 0..rows {
-        for h in 0..n {
-            y.extend_from_slice(&x[(r * hs + src_head(h)) * d..][..d]);
-        }
-    }
-    let mut shape = sh.to_vec();
-    let l = shape.len();
-    shape[l - 2] = n;
-    Tensor::from_f32(t.dtype(), &shape, &y).unwrap()
-}
-
 /// The fused GPU result equals two plain attention calls (CPU) plus the epilogue in f64.
 #[test]
 fn fused_equals_two_attention_calls_plus_epilogue() {
@@ -394,10 +377,10 @@ fn fused_equals_two_attention_calls_plus_epilogue() {
             s.alibi = true;
             let (cfg, inp) = build(&mut rng, &s);
             let (h, hkv) = (s.h, s.hkv);
-            let q1 = take_heads(&inp.q, h, |i| 2 * i);
-            let q2 = take_heads(&inp.q, h, |i| 2 * i + 1);
-            let k1 = take_heads(&inp.k, hkv, |g| 2 * g);
-            let k2 = take_heads(&inp.k, hkv, |g| 2 * g + 1);
+            // The even heads of q and k make the first attention map, the odd heads the second.
+            let heads = |n: usize, parity: usize| (0..n).map(|i| 2 * i + parity).collect::<Vec<_>>();
+            let (q1, q2) = (pick_heads(&inp.q, &heads(h, 0)), pick_heads(&inp.q, &heads(h, 1)));
+            let (k1, k2) = (pick_heads(&inp.k, &heads(hkv, 0)), pick_heads(&inp.k, &heads(hkv, 1)));
             let acfg = cfg.attention_config();
             let alibi = inp.alibi.as_ref().unwrap();
             let a1 = attention_cpu(&acfg, &AttentionArgs::new(&q1, &k1, &inp.v).with_alibi(alibi)).unwrap();
@@ -795,7 +778,7 @@ fn run_decode_gpu(
         alibi_slopes: alibi.as_ref(),
     };
     let p = plan_diff_decode(&c.cfg, &args)?;
-    let index = DiffDecodeIndex::new(gpu, &args.cache)?;
+    let index = DeviceKvIndex::new(gpu, &args.cache)?;
     let mut out = DiffAttentionOutput {
         o: gpu.alloc_poisoned(p.dtype, &p.o_shape())?,
         lse1: gpu.alloc_poisoned(DType::F32, &p.lse_shape())?,

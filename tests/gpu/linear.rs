@@ -2,7 +2,9 @@
 //! float64 oracles of `attn_kernels::linear::oracle` (and, for the 64k-step runs, against the
 //! CPU reference too).
 
-use super::common::{arg_of, assert_close, down, g_shape, gpu, shuffle, uniform, up, DevLin, LinCase, DECAY_SHAPES};
+use super::common::{
+    arg_of, assert_close, down, g_shape, gpu, shuffle, uniform, unit_rows, up, DevLin, LinCase, DECAY_SHAPES, FLOATS,
+};
 use attn_kernels::linear::chunked::auto_picks_chunked;
 use attn_kernels::linear::cuda::*;
 use attn_kernels::linear::oracle;
@@ -10,8 +12,6 @@ use attn_kernels::linear::*;
 use attn_kernels::tensor::{rel_error, DType, Tensor, TensorInfo};
 use attn_kernels::{DeviceTensor, Error, Gpu};
 use attn_kernels_harness::check::Rng;
-
-const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
 /// Bounds for `o` and for the f32 final state. `o`: its dtype's (spec section 0). The state:
 /// 1e-5 from the recurrent kernels, whatever the input dtype, since they do f32 math on the same
@@ -360,14 +360,6 @@ impl DeltaCase {
     }
 }
 
-/// L2-normalise each `[.., K]` row.
-fn normalise(x: &mut [f32], kd: usize) {
-    for row in x.chunks_mut(kd) {
-        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
-        row.iter_mut().for_each(|v| *v /= n);
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Param {
     /// RWKV-7: a = -kk, b = kk * alpha, per-key decay, scale 1.
@@ -380,9 +372,8 @@ fn delta_case(rng: &mut Rng, dtype: DType, p: Param, dims: [usize; 4], vd: usize
     let [b, t, h, kd] = dims;
     let rows = b * t * h;
     let q = rng.uniform_vec(rows * kd, -1.0, 1.0);
-    let mut k = rng.uniform_vec(rows * kd, -1.0, 1.0);
+    let k = unit_rows(&rng.uniform_vec(rows * kd, -1.0, 1.0), kd);
     let mut v = rng.uniform_vec(rows * vd, -1.0, 1.0);
-    normalise(&mut k, kd);
     let (a, bb, g) = match p {
         Param::Rwkv7 => {
             let alpha = rng.uniform_vec(rows * kd, 0.0, 1.0);
