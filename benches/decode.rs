@@ -131,7 +131,7 @@ fn gpu(_c: &mut Criterion) {
     }
 
     // Target points: paged caches and RoPE on read (cost relative to the same call without).
-    println!("\ntarget points (issue 5: >= 85% of copy bandwidth, RoPE on read <= 5% slower)");
+    println!("\ntarget points (>= 85% of copy bandwidth, RoPE on read <= 5% slower)");
     println!("{:<40} {:>7} {:>10} {:>9} {:>8} {:>9}", "case", "splits", "ms", "GB/s", "% copy", "rope +%");
     let rope = AttentionConfig { rope: Some(RopeConfig::new(D, 500000.0)), ..causal.clone() };
     for (b, ctx) in [(1usize, 32768usize), (1, 131072), (64, 4096), (64, 16384)] {

@@ -1,5 +1,5 @@
 //! Chunked tensor-core prefill of `linear_attention` against the recurrent kernel, in tokens/s,
-//! at B = 8, H = 32, K = V = 128, T = 4k and 16k (issue 9's targets: at least 5x the recurrent
+//! at B = 8, H = 32, K = V = 128, T = 4k and 16k (the target: at least 5x the recurrent
 //! kernel at 16k). GLA-style per-key decays (the tensor-core diagonal path), RWKV-6-style
 //! strong per-key decays with the bonus `u` (f32 diagonal path) and Mamba-2-style scalar
 //! decays. Inputs (1 to 4 GB) are far larger than the H100's 50 MB L2. Without a GPU it prints
