@@ -1,7 +1,7 @@
 //! The one error type of the library. Every message names the argument at fault and what was
 //! expected, so an engine can surface it verbatim.
 
-use crate::tensor::DType;
+use crate::dtype::DType;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

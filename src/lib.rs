@@ -22,6 +22,7 @@
 pub mod attention;
 pub mod decode;
 pub mod diff_attention;
+pub mod dtype;
 pub mod error;
 pub mod linear;
 pub mod rope;

@@ -1,9 +1,10 @@
 //! CUDA prefill path for attention: `kernels/attention/prefill.cu` (FlashAttention-2 style
 //! forward on tensor cores, with ALiBi, softcap, masks, GQA, varlen and fused RoPE).
 //!
-//! [`attention_cuda`] allocates the outputs; [`attention_cuda_into`] writes into buffers the
-//! caller owns. Both validate everything through [`plan`] and the device limits below before
-//! anything is uploaded or launched.
+//! [`AttentionLaunch`] plans once (validation, device limits, index uploads) and launches per
+//! layer; [`attention_cuda`] (allocates the outputs) and [`attention_cuda_into`] (buffers the
+//! caller owns) do both for one call. Nothing is uploaded or launched before everything is
+//! validated.
 //!
 //! Device support: f16 and bf16 (f32 inputs are rejected with `Error::Unsupported` naming `q`),
 //! head dims `D = Dv` in {64, 128, 256} and `Dv = 2 D` for `D` in {64, 128}; compute capability
@@ -14,8 +15,8 @@ use super::{plan, AttentionArgs, AttentionConfig, AttentionOutput, AttentionPlan
 use crate::error::{Error, Result};
 use crate::runtime::kernel_list::attention::TILES;
 use crate::runtime::params::AkAttnParams;
-use crate::runtime::{find_kernel, DeviceTensor, Gpu, Kernel, Key};
-use crate::tensor::{expect_dtype, expect_shape, DType, Tensor};
+use crate::runtime::{find_kernel, DeviceTensor, Gpu, Kernel, Key, Ready};
+use crate::tensor::{expect_dtype, expect_shape, DType, Tensor, TensorInfo};
 
 /// Kernel-side limit on `Sq + Sk` (the kernel indexes positions and masks in 32-bit ints).
 const MAX_TOKENS: usize = 1 << 30;
@@ -90,9 +91,154 @@ fn clamp_window(w: i64, limit: usize) -> i32 {
     }
 }
 
+/// Attention planned once for one batch (shapes, options, index data) and launched any number of
+/// times: per layer, an engine's prefill has the same `cu_seqlens`, position ids and shapes and
+/// new q, k, v. [`AttentionLaunch::new`] validates everything and uploads the index data (and
+/// the RoPE table) once; [`AttentionLaunch::launch`] checks only that the tensors it is given
+/// have the planned dtypes and shapes, and enqueues the kernel on the handle it is given (a fork
+/// of the planning handle waits for the uploads first).
+pub struct AttentionLaunch {
+    plan: AttentionPlan,
+    kernel: &'static Kernel,
+    shapes: [Vec<usize>; 3],
+    table: Option<std::sync::Arc<crate::rope::cuda::DeviceRopeTable>>,
+    cu_q: Option<DeviceTensor>,
+    cu_k: Option<DeviceTensor>,
+    ids_q: Option<DeviceTensor>,
+    ids_k: Option<DeviceTensor>,
+    uploaded: Ready,
+}
+
+impl AttentionLaunch {
+    /// Validate `args` against `cfg` and this device, and upload the index data. The tensors of
+    /// `args` are read only for their shapes and dtypes (host or device tensors alike).
+    pub fn new<T: TensorInfo>(gpu: &Gpu, cfg: &AttentionConfig, args: &AttentionArgs<'_, T>) -> Result<AttentionLaunch> {
+        let plan = plan(cfg, args)?;
+        let kernel = check_device_support(gpu, &plan)?;
+        let table = match &plan.rope {
+            Some(r) => {
+                let max_abs = plan.max_position.max(plan.min_position.unsigned_abs() as usize);
+                Some(crate::rope::cuda::rope_table(gpu, r, max_abs)?)
+            }
+            None => None,
+        };
+        let upload = |on: bool, data: Option<&[i32]>| data.filter(|_| on).map(|c| upload_i32(gpu, c)).transpose();
+        let (varlen, rope) = (plan.varlen, plan.rope.is_some());
+        Ok(AttentionLaunch {
+            kernel,
+            shapes: [args.q.shape().to_vec(), args.k.shape().to_vec(), args.v.shape().to_vec()],
+            table,
+            cu_q: upload(varlen, args.cu_seqlens_q)?,
+            cu_k: upload(varlen, args.cu_seqlens_k)?,
+            ids_q: upload(rope, args.position_ids_q)?,
+            ids_k: upload(rope, args.position_ids_k)?,
+            uploaded: Ready::now(gpu)?,
+            plan,
+        })
+    }
+
+    /// The validated plan (output shapes, sequence spans, resolved options).
+    pub fn plan(&self) -> &AttentionPlan {
+        &self.plan
+    }
+
+    /// Run on `gpu`'s stream: `q, k, v` (and ALiBi slopes, f32 `[Hq]`, if the plan has them) with
+    /// the planned dtypes and shapes, into `o` ([`AttentionPlan::o_shape`], q's dtype) and
+    /// optionally `lse` (f32, [`AttentionPlan::lse_shape`]).
+    pub fn launch(
+        &self,
+        gpu: &Gpu,
+        inputs: [&DeviceTensor; 3],
+        alibi_slopes: Option<&DeviceTensor>,
+        o: &mut DeviceTensor,
+        lse: Option<&mut DeviceTensor>,
+    ) -> Result<()> {
+        let p = &self.plan;
+        for ((arg, t), shape) in ["q", "k", "v"].into_iter().zip(inputs).zip(&self.shapes) {
+            check_out(arg, t, p.dtype, shape)?;
+        }
+        match (alibi_slopes, p.has_alibi) {
+            (Some(a), true) => check_out("alibi_slopes", a, DType::F32, &[p.heads_q])?,
+            (None, false) => {}
+            (_, planned) => {
+                return Err(Error::invalid("alibi_slopes", format!("the plan was made {} ALiBi slopes", if planned { "with" } else { "without" })))
+            }
+        }
+        check_out("o", o, p.dtype, &p.o_shape())?;
+        if let Some(l) = lse.as_deref() {
+            check_out("lse", l, DType::F32, &p.lse_shape())?;
+        }
+        self.uploaded.wait_on(gpu, "AttentionLaunch")?;
+        if p.total_q == 0 || p.batch == 0 {
+            return Ok(()); // nothing to compute; outputs are empty
+        }
+        let [q, k, v] = inputs;
+        let ptr_i32 = |t: &Option<DeviceTensor>| t.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32);
+        let (hq, hk, d, dv) = (p.heads_q as i64, p.heads_kv as i64, p.head_dim as i64, p.head_dim_v as i64);
+        let (sq, sk) = (p.max_q_len as i64, p.max_k_len as i64);
+        // Dense rows are b * S + i; varlen rows are cu[b] + i with batch strides 0.
+        let (bq, bk) = if p.varlen { (0, 0) } else { (sq, sk) };
+        let (lse_b, lse_h) = if p.varlen { (0, p.total_q as i64) } else { (hq * sq, sq) };
+        let lse_ptr = lse.map_or(std::ptr::null_mut(), |l| l.kernel_ptr_mut() as *mut f32);
+        let window_limit = p.max_q_len + p.max_k_len;
+        let params = AkAttnParams {
+            q: q.kernel_ptr(),
+            k: k.kernel_ptr(),
+            v: v.kernel_ptr(),
+            o: o.kernel_ptr_mut(),
+            lse: lse_ptr,
+            alibi_slopes: alibi_slopes.map_or(std::ptr::null(), |a| a.kernel_ptr() as *const f32),
+            cu_seqlens_q: ptr_i32(&self.cu_q),
+            cu_seqlens_k: ptr_i32(&self.cu_k),
+            position_ids_q: ptr_i32(&self.ids_q),
+            position_ids_k: ptr_i32(&self.ids_k),
+            rope: self.table.as_ref().map_or_else(crate::rope::cuda::no_rope, |t| t.params()),
+            q_batch_stride: bq * hq * d,
+            q_row_stride: hq * d,
+            q_head_stride: d,
+            k_batch_stride: bk * hk * d,
+            k_row_stride: hk * d,
+            k_head_stride: d,
+            v_batch_stride: bk * hk * dv,
+            v_row_stride: hk * dv,
+            v_head_stride: dv,
+            o_batch_stride: bq * hq * dv,
+            o_row_stride: hq * dv,
+            o_head_stride: dv,
+            lse_batch_stride: lse_b,
+            lse_head_stride: lse_h,
+            pos_q_batch_stride: bq,
+            pos_k_batch_stride: bk,
+            batch: p.batch as i32,
+            seqlen_q: sq as i32,
+            seqlen_k: sk as i32,
+            heads_q: p.heads_q as i32,
+            heads_kv: p.heads_kv as i32,
+            head_dim: p.head_dim as i32,
+            head_dim_v: p.head_dim_v as i32,
+            scale: p.scale,
+            softcap: p.softcap,
+            causal: p.causal as i32,
+            window_left: clamp_window(p.window_left, window_limit),
+            window_right: clamp_window(p.window_right, window_limit),
+            dtype: p.dtype.kernel_code(),
+        };
+        let grid = (p.max_q_len.div_ceil(self.kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
+        gpu.launch(self.kernel, grid, &params)
+    }
+
+    /// Allocate `o` and `lse` and launch.
+    pub fn launch_alloc(&self, gpu: &Gpu, inputs: [&DeviceTensor; 3], alibi_slopes: Option<&DeviceTensor>) -> Result<AttentionOutput<DeviceTensor>> {
+        let mut o = gpu.alloc_output(self.plan.dtype, &self.plan.o_shape())?;
+        let mut lse = gpu.alloc_output(DType::F32, &self.plan.lse_shape())?;
+        self.launch(gpu, inputs, alibi_slopes, &mut o, Some(&mut lse))?;
+        Ok(AttentionOutput { o, lse })
+    }
+}
+
 /// Run attention on the GPU into caller-owned outputs: `o` with the shape and dtype of
 /// [`AttentionPlan::o_shape`] (q's dtype) and optionally `lse` (f32, [`AttentionPlan::lse_shape`]).
-/// Everything is validated before any upload or launch.
+/// Everything is validated before any upload or launch ([`AttentionLaunch`] once).
 pub fn attention_cuda_into(
     gpu: &Gpu,
     cfg: &AttentionConfig,
@@ -100,93 +246,7 @@ pub fn attention_cuda_into(
     o: &mut DeviceTensor,
     lse: Option<&mut DeviceTensor>,
 ) -> Result<()> {
-    let p = plan(cfg, args)?;
-    let kernel = check_device_support(gpu, &p)?;
-    check_out("o", o, p.dtype, &p.o_shape())?;
-    if let Some(l) = lse.as_deref() {
-        check_out("lse", l, DType::F32, &p.lse_shape())?;
-    }
-    launch(gpu, &p, kernel, args, o, lse)
-}
-
-/// Launch the kernel of plan `p` (made from `args`, outputs checked against it).
-fn launch(
-    gpu: &Gpu,
-    p: &AttentionPlan,
-    kernel: &Kernel,
-    args: &AttentionArgs<'_, DeviceTensor>,
-    o: &mut DeviceTensor,
-    lse: Option<&mut DeviceTensor>,
-) -> Result<()> {
-    if p.total_q == 0 || p.batch == 0 {
-        return Ok(()); // nothing to compute; outputs are empty
-    }
-    let table = match &p.rope {
-        Some(r) => {
-            let max_abs = p.max_position.max(p.min_position.unsigned_abs() as usize);
-            Some(crate::rope::cuda::rope_table(gpu, r, max_abs)?)
-        }
-        None => None,
-    };
-
-    // Index data to the device (stream-ordered before the launch; freed stream-ordered after).
-    let cu_q = args.cu_seqlens_q.filter(|_| p.varlen).map(|c| upload_i32(gpu, c)).transpose()?;
-    let cu_k = args.cu_seqlens_k.filter(|_| p.varlen).map(|c| upload_i32(gpu, c)).transpose()?;
-    let ids_q = args.position_ids_q.filter(|_| p.rope.is_some()).map(|c| upload_i32(gpu, c)).transpose()?;
-    let ids_k = args.position_ids_k.filter(|_| p.rope.is_some()).map(|c| upload_i32(gpu, c)).transpose()?;
-    let ptr_i32 = |t: &Option<DeviceTensor>| t.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32);
-
-    let (hq, hk, d, dv) = (p.heads_q as i64, p.heads_kv as i64, p.head_dim as i64, p.head_dim_v as i64);
-    let (sq, sk) = (p.max_q_len as i64, p.max_k_len as i64);
-    // Dense rows are b * S + i; varlen rows are cu[b] + i with batch strides 0.
-    let (bq, bk) = if p.varlen { (0, 0) } else { (sq, sk) };
-    let (lse_b, lse_h) = if p.varlen { (0, p.total_q as i64) } else { (hq * sq, sq) };
-    let lse_ptr = lse.map_or(std::ptr::null_mut(), |l| l.kernel_ptr_mut() as *mut f32);
-    let window_limit = p.max_q_len + p.max_k_len;
-    let params = AkAttnParams {
-        q: args.q.kernel_ptr(),
-        k: args.k.kernel_ptr(),
-        v: args.v.kernel_ptr(),
-        o: o.kernel_ptr_mut(),
-        lse: lse_ptr,
-        alibi_slopes: args.alibi_slopes.map_or(std::ptr::null(), |a| a.kernel_ptr() as *const f32),
-        cu_seqlens_q: ptr_i32(&cu_q),
-        cu_seqlens_k: ptr_i32(&cu_k),
-        position_ids_q: ptr_i32(&ids_q),
-        position_ids_k: ptr_i32(&ids_k),
-        rope: table.as_ref().map_or_else(crate::rope::cuda::no_rope, |t| t.params()),
-        q_batch_stride: bq * hq * d,
-        q_row_stride: hq * d,
-        q_head_stride: d,
-        k_batch_stride: bk * hk * d,
-        k_row_stride: hk * d,
-        k_head_stride: d,
-        v_batch_stride: bk * hk * dv,
-        v_row_stride: hk * dv,
-        v_head_stride: dv,
-        o_batch_stride: bq * hq * dv,
-        o_row_stride: hq * dv,
-        o_head_stride: dv,
-        lse_batch_stride: lse_b,
-        lse_head_stride: lse_h,
-        pos_q_batch_stride: bq,
-        pos_k_batch_stride: bk,
-        batch: p.batch as i32,
-        seqlen_q: sq as i32,
-        seqlen_k: sk as i32,
-        heads_q: p.heads_q as i32,
-        heads_kv: p.heads_kv as i32,
-        head_dim: p.head_dim as i32,
-        head_dim_v: p.head_dim_v as i32,
-        scale: p.scale,
-        softcap: p.softcap,
-        causal: p.causal as i32,
-        window_left: clamp_window(p.window_left, window_limit),
-        window_right: clamp_window(p.window_right, window_limit),
-        dtype: p.dtype.kernel_code(),
-    };
-    let grid = (p.max_q_len.div_ceil(kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
-    gpu.launch(kernel, grid, &params)
+    AttentionLaunch::new(gpu, cfg, args)?.launch(gpu, [args.q, args.k, args.v], args.alibi_slopes, o, lse)
 }
 
 /// Run attention on the GPU; allocates `o` (q's dtype) and `lse` (f32).
@@ -195,12 +255,7 @@ pub fn attention_cuda(
     cfg: &AttentionConfig,
     args: &AttentionArgs<'_, DeviceTensor>,
 ) -> Result<AttentionOutput<DeviceTensor>> {
-    let p = plan(cfg, args)?;
-    let kernel = check_device_support(gpu, &p)?;
-    let mut o = gpu.alloc_output(p.dtype, &p.o_shape())?;
-    let mut lse = gpu.alloc_output(DType::F32, &p.lse_shape())?;
-    launch(gpu, &p, kernel, args, &mut o, Some(&mut lse))?;
-    Ok(AttentionOutput { o, lse })
+    AttentionLaunch::new(gpu, cfg, args)?.launch_alloc(gpu, [args.q, args.k, args.v], args.alibi_slopes)
 }
 
 /// Host tensors in, host tensors out (uploads, runs, downloads): a convenience for tests and callers
@@ -211,26 +266,11 @@ pub fn attention_cuda_host(
     args: &AttentionArgs<'_, Tensor>,
 ) -> Result<AttentionOutput<Tensor>> {
     // Validate before any upload; the device copies have the planned shapes.
-    let p = plan(cfg, args)?;
-    let kernel = check_device_support(gpu, &p)?;
-    let q = gpu.upload(args.q)?;
-    let k = gpu.upload(args.k)?;
-    let v = gpu.upload(args.v)?;
+    let launch = AttentionLaunch::new(gpu, cfg, args)?;
+    let (q, k, v) = (gpu.upload(args.q)?, gpu.upload(args.k)?, gpu.upload(args.v)?);
     let alibi = args.alibi_slopes.map(|a| gpu.upload(a)).transpose()?;
-    let dargs = AttentionArgs {
-        q: &q,
-        k: &k,
-        v: &v,
-        alibi_slopes: alibi.as_ref(),
-        cu_seqlens_q: args.cu_seqlens_q,
-        cu_seqlens_k: args.cu_seqlens_k,
-        position_ids_q: args.position_ids_q,
-        position_ids_k: args.position_ids_k,
-    };
-    let mut o = gpu.alloc_output(p.dtype, &p.o_shape())?;
-    let mut lse = gpu.alloc_output(DType::F32, &p.lse_shape())?;
-    launch(gpu, &p, kernel, &dargs, &mut o, Some(&mut lse))?;
-    Ok(AttentionOutput { o: gpu.download(&o)?, lse: gpu.download(&lse)? })
+    let out = launch.launch_alloc(gpu, [&q, &k, &v], alibi.as_ref())?;
+    Ok(AttentionOutput { o: gpu.download(&out.o)?, lse: gpu.download(&out.lse)? })
 }
 
 #[cfg(test)]

@@ -77,6 +77,18 @@ pub fn kernel(arg: &str, key: Key) -> Result<&'static Kernel> {
     find_kernel(key).ok_or_else(|| Error::unsupported(arg, format!("no kernel {key:?} in the kernel list")))
 }
 
+impl DType {
+    /// The kernel list's element type (the `T` of a kernel instance); `None` for i32.
+    pub fn kernel_dt(self) -> Option<Dt> {
+        match self {
+            DType::F32 => Some(Dt::F32),
+            DType::F16 => Some(Dt::F16),
+            DType::BF16 => Some(Dt::BF16),
+            DType::I32 => None,
+        }
+    }
+}
+
 /// Whether this build carries compiled kernels.
 pub fn kernels_compiled() -> bool {
     NOT_COMPILED_REASON.is_none()
@@ -153,13 +165,42 @@ struct Shared {
     poison_outputs: bool,
 }
 
-/// A cached value and the event recorded on the creating stream after it was made: a handle on
-/// another stream waits for it before its first use, so an upload still in flight is never read.
+/// A cached value and when its uploads are done.
 #[derive(Clone)]
 struct Cached {
     value: Arc<dyn Any + Send + Sync>,
-    ready: Arc<cudarc::driver::CudaEvent>,
+    ready: Ready,
+}
+
+/// The point on one stream after which device data made there (uploads, kernels) is complete: an
+/// event recorded on that stream. A handle on another stream of the same device waits for it
+/// ([`Ready::wait_on`]) before it reads the data; the same stream needs no wait.
+#[derive(Clone)]
+pub(crate) struct Ready {
+    event: Arc<cudarc::driver::CudaEvent>,
     stream: Arc<CudaStream>,
+    /// The device (context) the data lives on.
+    ctx: Arc<CudaContext>,
+}
+
+impl Ready {
+    /// Mark everything enqueued on `gpu`'s stream so far.
+    pub(crate) fn now(gpu: &Gpu) -> Result<Ready> {
+        let event = gpu.stream.record_event(None).map_err(|e| cuda_err("cuEventRecord", e))?;
+        Ok(Ready { event: Arc::new(event), stream: gpu.stream.clone(), ctx: gpu.shared.ctx.clone() })
+    }
+
+    /// Make `gpu`'s stream wait for the marked work; `arg` names the data in the error when `gpu`
+    /// is a handle on another device (its pointers would mean nothing there).
+    pub(crate) fn wait_on(&self, gpu: &Gpu, arg: &str) -> Result<()> {
+        if !Arc::ptr_eq(&self.ctx, &gpu.shared.ctx) {
+            return Err(Error::invalid(arg, "was made for another device (or another Gpu::new) than this handle's"));
+        }
+        if !Arc::ptr_eq(&self.stream, &gpu.stream) {
+            gpu.stream.wait(&self.event).map_err(|e| cuda_err("cuStreamWaitEvent", e))?;
+        }
+        Ok(())
+    }
 }
 
 /// A GPU handle: context, one stream, and caches shared by every clone and fork.
@@ -261,15 +302,12 @@ impl Gpu {
             Some(entry) => entry,
             None => {
                 let value: Arc<dyn Any + Send + Sync> = Arc::new(make()?);
-                let ready = self.stream.record_event(None).map_err(|e| cuda_err("cuEventRecord", e))?;
-                let made = Cached { value, ready: Arc::new(ready), stream: self.stream.clone() };
+                let made = Cached { value, ready: Ready::now(self)? };
                 // Two handles may race to make the same value: the first one stored wins.
                 self.shared.caches.lock().unwrap().entry(key.to_string()).or_insert(made).clone()
             }
         };
-        if !Arc::ptr_eq(&entry.stream, &self.stream) {
-            self.stream.wait(&entry.ready).map_err(|e| cuda_err("cuStreamWaitEvent", e))?;
-        }
+        entry.ready.wait_on(self, "cache entry")?;
         entry.value.downcast::<T>().map_err(|_| Error::invalid("cache key", format!("`{key}` holds another type")))
     }
 

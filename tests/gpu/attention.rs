@@ -404,3 +404,51 @@ fn bad_inputs_are_typed_errors() {
     assert!(out.is_ok(), "{out:?}");
     assert_eq!(o.shape(), &[1, 8, 2, 64]);
 }
+
+/// Planned once, launched per layer: varlen with RoPE position ids and ALiBi, three layers of
+/// fresh q, k, v on a fork of the planning handle, each against the float64 oracle; tensors that differ
+/// from the plan are typed errors.
+#[test]
+fn planned_once_launched_per_layer() {
+    use attn_kernels::attention::cuda::AttentionLaunch;
+    let Some(gpu) = gpu(concat!(module_path!(), "::planned_once_launched_per_layer")) else { return };
+    let mut rng = Rng::from_time();
+    let (hq, hk, d) = (4usize, 2usize, 64usize);
+    let (cu_q, cu_k) = (vec![0, 70, 70, 200], vec![0, 90, 130, 330]);
+    let (tq, tk) = (200usize, 330usize);
+    let pos_q: Vec<i32> = (0..tq).map(|_| rng.below(4096) as i32).collect();
+    let pos_k: Vec<i32> = (0..tk).map(|_| rng.below(4096) as i32).collect();
+    let cfg = AttentionConfig { causal: true, rope: Some(RopeConfig::new(d, 1e4)), ..Default::default() };
+    let slopes = Tensor::from_f32(DType::F32, &[hq], &alibi_slopes(hq)).unwrap();
+    let shape = |t: usize, h: usize| [t, h, d];
+    let (qs, ks) = (shape(tq, hq), shape(tk, hk));
+    let planning = Tensor::zeros(DType::BF16, &qs).unwrap();
+    let planning_k = Tensor::zeros(DType::BF16, &ks).unwrap();
+    let args = AttentionArgs::new(&planning, &planning_k, &planning_k)
+        .with_alibi(&slopes)
+        .with_varlen(&cu_q, &cu_k)
+        .with_positions(Some(&pos_q), Some(&pos_k));
+    let launch = AttentionLaunch::new(&gpu, &cfg, &args).unwrap();
+    let layer_gpu = gpu.fork().unwrap();
+    let slopes_dev = layer_gpu.upload(&slopes).unwrap();
+    for layer in 0..3 {
+        let (q, k, v) = (randn(&mut rng, DType::BF16, &qs), randn(&mut rng, DType::BF16, &ks), randn(&mut rng, DType::BF16, &ks));
+        let host = AttentionArgs::new(&q, &k, &v).with_alibi(&slopes).with_varlen(&cu_q, &cu_k).with_positions(Some(&pos_q), Some(&pos_k));
+        let (want_o, want_lse) = attention_f64(&cfg, &host).unwrap();
+        let (qd, kd, vd) = (layer_gpu.upload(&q).unwrap(), layer_gpu.upload(&k).unwrap(), layer_gpu.upload(&v).unwrap());
+        let out = launch.launch_alloc(&layer_gpu, [&qd, &kd, &vd], Some(&slopes_dev)).unwrap();
+        let tol = DType::BF16.rel_tolerance();
+        let err = rel_error(&layer_gpu.download(&out.o).unwrap().to_f64_vec(), &want_o);
+        assert!(err <= tol, "layer {layer}: o rel {err:e}, seed {}", rng.seed);
+        let lse_err = rel_error(&layer_gpu.download(&out.lse).unwrap().to_f64_vec(), &want_lse);
+        assert!(lse_err <= tol, "layer {layer}: lse rel {lse_err:e}, seed {}", rng.seed);
+    }
+    // Tensors that are not the planned ones.
+    let q = layer_gpu.upload(&randn(&mut rng, DType::BF16, &qs)).unwrap();
+    let k = layer_gpu.upload(&randn(&mut rng, DType::BF16, &ks)).unwrap();
+    let short = layer_gpu.upload(&randn(&mut rng, DType::BF16, &[tk - 1, hk, d])).unwrap();
+    let f16 = layer_gpu.upload(&randn(&mut rng, DType::F16, &qs)).unwrap();
+    expect_err(launch.launch_alloc(&layer_gpu, [&q, &k, &short], Some(&slopes_dev)), ErrKind::Shape, "v", "v of another shape");
+    expect_err(launch.launch_alloc(&layer_gpu, [&f16, &k, &k], Some(&slopes_dev)), ErrKind::DType, "q", "q of another dtype");
+    expect_err(launch.launch_alloc(&layer_gpu, [&q, &k, &k], None), ErrKind::Invalid, "alibi_slopes", "slopes the plan has");
+}
