@@ -217,7 +217,7 @@ typedef struct AkDiffAttnParams {
     float* lse1;
     float* lse2;
     const float* lambda;
-    const float* norm_weight;    /* [Dv] or NULL (v1 only) */
+    const void* norm_weight;     /* [Dv] or NULL (v1 only), in norm_weight_dtype */
     const float* alibi_slopes;   /* [H]: head h's slope for both maps, or NULL */
     const int* cu_seqlens_q;     /* [B+1] or NULL */
     const int* cu_seqlens_k;     /* [B+1] or NULL */
@@ -245,6 +245,7 @@ typedef struct AkDiffAttnParams {
     int window_left;             /* < 0: unbounded */
     int window_right;
     int dtype;                   /* AkDType of q, k, v, o */
+    int norm_weight_dtype;       /* AkDType of norm_weight: f32 or dtype */
 } AkDiffAttnParams;
 
 /* Baseline epilogue for the unfused benchmarks: o = a - lambda_h * b, then optional RMSNorm
@@ -258,7 +259,7 @@ typedef struct AkDiffEpilogueParams {
     const void* b_hi;
     void* o;
     const float* lambda;         /* [H] */
-    const float* norm_weight;    /* [Dv] or NULL */
+    const void* norm_weight;     /* [Dv] or NULL, in norm_weight_dtype */
     long long a_row_stride, a_head_stride;
     long long b_row_stride, b_head_stride;
     long long o_row_stride, o_head_stride;
@@ -268,6 +269,7 @@ typedef struct AkDiffEpilogueParams {
     float norm_factor;
     float eps;
     int dtype;
+    int norm_weight_dtype;       /* AkDType of norm_weight: f32 or dtype */
 } AkDiffEpilogueParams;
 
 /* Fused differential decode, variant v1 (kernels/diff_attention/decode.cu): one new query token
@@ -294,7 +296,7 @@ typedef struct AkDiffDecodeParams {
     float* lse1;
     float* lse2;
     const float* lambda;         /* [H] */
-    const float* norm_weight;    /* [2d] or NULL */
+    const void* norm_weight;     /* [2d] or NULL, in norm_weight_dtype */
     const float* alibi_slopes;   /* [H] or NULL */
     long long q_batch_stride, q_head_stride;
     long long k_batch_stride, k_row_stride, k_head_stride;
@@ -314,6 +316,7 @@ typedef struct AkDiffDecodeParams {
     float eps;
     int window_left;             /* < 0: unbounded */
     int dtype;
+    int norm_weight_dtype;       /* AkDType of norm_weight: f32 or dtype */
 } AkDiffDecodeParams;
 
 /* ========================================================================================

@@ -276,7 +276,7 @@ template <typename T, int D> __device__ __forceinline__ void diff_decode_combine
         const float den = tot / (2 * D) + p.eps;
         const float r = den > 0.f ? p.norm_factor / sqrtf(den) : 0.f;
 #pragma unroll
-        for (int c = 0; c < CPT; ++c) out[c] *= r * p.norm_weight[tid * CPT + c];
+        for (int c = 0; c < CPT; ++c) out[c] *= r * load_any(p.norm_weight, tid * CPT + c, p.norm_weight_dtype);
     }
     T* ob = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride + tid * CPT;
 #pragma unroll

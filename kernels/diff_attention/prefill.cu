@@ -312,9 +312,9 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
             const float r = den > 0.f ? p.norm_factor / sqrtf(den) : 0.f;  // eps = 0, zero row: 0, not NaN
 #pragma unroll
             for (int n = 0; n < DV / 8; ++n) {
-                const float2 w = *reinterpret_cast<const float2*>(p.norm_weight + n * 8 + 2 * tq);
-                acc[n][2 * rr] *= r * w.x;
-                acc[n][2 * rr + 1] *= r * w.y;
+                const int c = n * 8 + 2 * tq;
+                acc[n][2 * rr] *= r * load_any(p.norm_weight, c, p.norm_weight_dtype);
+                acc[n][2 * rr + 1] *= r * load_any(p.norm_weight, c + 1, p.norm_weight_dtype);
             }
         }
     }
@@ -361,7 +361,10 @@ template <typename T> __device__ __forceinline__ void diff_epilogue(const AkDiff
         const float2 x = at(p.a, p.a_hi, a_off, c);
         const float2 y = at(p.b, p.b_hi, b_off, c);
         float o0 = (x.x - lam * y.x) * r, o1 = (x.y - lam * y.y) * r;
-        if (p.norm_weight) { o0 *= p.norm_weight[c]; o1 *= p.norm_weight[c + 1]; }
+        if (p.norm_weight) {
+            o0 *= load_any(p.norm_weight, c, p.norm_weight_dtype);
+            o1 *= load_any(p.norm_weight, c + 1, p.norm_weight_dtype);
+        }
         *reinterpret_cast<uint32_t*>(o + c) = pack2<T>(o0, o1);
     }
 }

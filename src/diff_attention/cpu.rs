@@ -26,10 +26,8 @@ pub fn diff_attention_cpu(cfg: &DiffAttentionConfig, args: &DiffAttentionArgs<'_
         None => None,
     };
     let lambda = f32_data("lambda", args.lambda)?;
-    let norm_w = match args.norm_weight {
-        Some(w) => Some(f32_data("norm_weight", w)?),
-        None => None,
-    };
+    // f32 or the activation dtype (validated by the plan).
+    let norm_w = args.norm_weight.map(|w| w.to_f32_vec());
 
     let (pos_q, pos_k) = rope_positions(p, args.position_ids_q, args.position_ids_k);
     let q = load_rows(args.q, hq, d, p.rope.as_ref().map(|r| (r, pos_q.as_slice())));
@@ -63,7 +61,7 @@ pub fn diff_attention_cpu(cfg: &DiffAttentionConfig, args: &DiffAttentionArgs<'_
                 for c in 0..dv {
                     out[c] = o1[c] - lam * o2[c];
                 }
-                if let Some(w) = norm_w {
+                if let Some(w) = &norm_w {
                     let ms = out.iter().map(|x| x * x).sum::<f32>() / dv as f32;
                     let denom = ms + dp.eps;
                     let r = if denom > 0.0 { 1.0 / denom.sqrt() } else { 0.0 };

@@ -183,7 +183,7 @@ fn launch_prefill(
         lse1: out.lse1.kernel_ptr_mut() as *mut f32,
         lse2: out.lse2.kernel_ptr_mut() as *mut f32,
         lambda: args.lambda.kernel_ptr() as *const f32,
-        norm_weight: opt_ptr(args.norm_weight) as *const f32,
+        norm_weight: opt_ptr(args.norm_weight),
         alibi_slopes: opt_ptr(args.alibi_slopes) as *const f32,
         cu_seqlens_q: opt_ptr(cu_q.as_ref()) as *const i32,
         cu_seqlens_k: opt_ptr(cu_k.as_ref()) as *const i32,
@@ -222,6 +222,7 @@ fn launch_prefill(
         window_left: clamp_window(p.window_left, sq + sk),
         window_right: clamp_window(p.window_right, sq + sk),
         dtype: p.dtype.kernel_code(),
+        norm_weight_dtype: args.norm_weight.map_or(DType::F32, |w| w.dtype()).kernel_code(),
     };
     let prefill = kernel("q", Key::DiffPrefill { variant: variant_code(dp.variant), dtype: gpu_dtype("q", p.dtype)?, d })?;
     let grid = (sq.div_ceil(prefill.rows as usize) as u32, heads as u32, p.batch as u32);
@@ -370,7 +371,7 @@ fn launch_decode(
         lse1: out.lse1.kernel_ptr_mut() as *mut f32,
         lse2: out.lse2.kernel_ptr_mut() as *mut f32,
         lambda: args.lambda.kernel_ptr() as *const f32,
-        norm_weight: opt_ptr(args.norm_weight) as *const f32,
+        norm_weight: opt_ptr(args.norm_weight),
         alibi_slopes: opt_ptr(args.alibi_slopes) as *const f32,
         q_batch_stride: ll(2 * h * d),
         q_head_stride: ll(d),
@@ -396,6 +397,7 @@ fn launch_decode(
         eps: p.eps,
         window_left: clamp_window(p.window_left, p.max_seqlen()),
         dtype: p.dtype.kernel_code(),
+        norm_weight_dtype: args.norm_weight.map_or(DType::F32, |w| w.dtype()).kernel_code(),
     };
     let group = h / hkv;
     let gm = decode_heads_per_block(group);
@@ -476,7 +478,7 @@ pub fn diff_epilogue_cuda(
         return Err(Error::shape("lambda", format!("[{heads}]"), lambda.shape()));
     }
     if let Some(w) = norm_weight {
-        expect_dtype("norm_weight", w, &[DType::F32])?;
+        expect_dtype("norm_weight", w, &super::norm_weight_dtypes(o.dtype()))?;
         if w.shape() != [dv] {
             return Err(Error::shape("norm_weight", format!("[{dv}]"), w.shape()));
         }
@@ -489,7 +491,7 @@ pub fn diff_epilogue_cuda(
         b_hi: opt_ptr(b_hi),
         o: o.kernel_ptr_mut(),
         lambda: lambda.kernel_ptr() as *const f32,
-        norm_weight: opt_ptr(norm_weight) as *const f32,
+        norm_weight: opt_ptr(norm_weight),
         a_row_stride: (heads * pw) as i64,
         a_head_stride: pw as i64,
         b_row_stride: (heads * pw) as i64,
@@ -502,6 +504,7 @@ pub fn diff_epilogue_cuda(
         norm_factor: norm_scale,
         eps,
         dtype: o.dtype().kernel_code(),
+        norm_weight_dtype: norm_weight.map_or(DType::F32, |w| w.dtype()).kernel_code(),
     };
     let items = rows * heads;
     let epilogue = kernel("o", Key::DiffEpilogue { dtype })?;

@@ -9,7 +9,7 @@
 //!
 //! # Layouts
 //! - v1: `q [B, Sq, 2H, d]`, `k [B, Sk, 2Hkv, d]`, `v [B, Sk, Hkv, 2d]`, `lambda` f32 `[H]`,
-//!   optional `norm_weight` f32 `[2d]`; `o [B, Sq, H, 2d]`.
+//!   optional `norm_weight` `[2d]` (f32 or q's dtype); `o [B, Sq, H, 2d]`.
 //!   Head `h` (kv group `g = h / (H / Hkv)`): maps `(q head 2h, k head 2g)` and
 //!   `(q head 2h+1, k head 2g+1)`, both over `v head g`.
 //! - v2: `q [B, Sq, 2H, D]`, `k, v [B, Sk, Hkv, D]`, `lambda` f32 `[B, Sq, H]`; `o [B, Sq, H, D]`.
@@ -22,8 +22,9 @@
 //! - `norm_weight` given without `lambda_init` is an error naming `lambda_init` (the fused norm
 //!   multiplies by `1 - lambda_init`, which has no default). `lambda_init` without
 //!   `norm_weight` is accepted and unused.
-//! - `norm_weight` is f32 (like `lambda`: everything after the softmaxes is f32) and only exists
-//!   in v1; passing it with v2 is an error naming `norm_weight`.
+//! - `norm_weight` is f32 or the activation dtype (a checkpoint's RMSNorm weight as stored; the
+//!   norm itself runs in f32) and only exists in v1; passing it with v2 is an error naming
+//!   `norm_weight`.
 //! - `eps` must be finite and `>= 0`; a row whose `mean(O^2) + eps` is 0 (a fully masked row
 //!   with `eps = 0`) normalises to 0 rather than NaN.
 //! - `alibi_slopes` is f32 `[H]`: head `h`'s slope applies to both of its maps.
@@ -336,7 +337,7 @@ pub fn plan_diff<T: TensorInfo>(cfg: &DiffAttentionConfig, args: &DiffAttentionA
             if cfg.variant == DiffVariant::V2 {
                 return Err(Error::invalid("norm_weight", "only variant v1 has the fused RMSNorm"));
             }
-            expect_dtype("norm_weight", w, &[DType::F32])?;
+            expect_dtype("norm_weight", w, &norm_weight_dtypes(args.q.dtype()))?;
             if w.shape() != [dims.dv] {
                 return Err(Error::shape("norm_weight", format!("[{}] (2d)", dims.dv), w.shape()));
             }
@@ -359,6 +360,16 @@ pub fn plan_diff<T: TensorInfo>(cfg: &DiffAttentionConfig, args: &DiffAttentionA
 }
 
 /// The norm-related config keys (`eps`, `lambda_init`), shared by the prefill and decode plans.
+/// The dtypes `norm_weight` may have with activations of `act`: f32, or the activation dtype
+/// (what a model's checkpoint stores; the kernels convert it to f32 on load).
+pub(crate) fn norm_weight_dtypes(act: DType) -> Vec<DType> {
+    if act == DType::F32 {
+        vec![DType::F32]
+    } else {
+        vec![DType::F32, act]
+    }
+}
+
 pub(crate) fn check_norm_keys(cfg: &DiffAttentionConfig) -> Result<()> {
     if !(cfg.eps.is_finite() && cfg.eps >= 0.0) {
         return Err(Error::config("eps", format!("must be finite and >= 0, got {}", cfg.eps)));
@@ -502,7 +513,7 @@ pub fn plan_diff_decode<T: TensorInfo>(
     let norm_scale = match args.norm_weight {
         None => 1.0,
         Some(w) => {
-            expect_dtype("norm_weight", w, &[DType::F32])?;
+            expect_dtype("norm_weight", w, &norm_weight_dtypes(q.dtype()))?;
             if w.shape() != [2 * d] {
                 return Err(Error::shape("norm_weight", format!("[{}] (2d)", 2 * d), w.shape()));
             }

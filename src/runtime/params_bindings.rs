@@ -242,7 +242,7 @@ pub struct AkDiffAttnParams {
     pub lse1: *mut f32,
     pub lse2: *mut f32,
     pub lambda: *const f32,
-    pub norm_weight: *const f32,
+    pub norm_weight: *const ::core::ffi::c_void,
     pub alibi_slopes: *const f32,
     pub cu_seqlens_q: *const ::core::ffi::c_int,
     pub cu_seqlens_k: *const ::core::ffi::c_int,
@@ -281,6 +281,7 @@ pub struct AkDiffAttnParams {
     pub window_left: ::core::ffi::c_int,
     pub window_right: ::core::ffi::c_int,
     pub dtype: ::core::ffi::c_int,
+    pub norm_weight_dtype: ::core::ffi::c_int,
 }
 impl Default for AkDiffAttnParams {
     fn default() -> Self {
@@ -300,7 +301,7 @@ pub struct AkDiffEpilogueParams {
     pub b_hi: *const ::core::ffi::c_void,
     pub o: *mut ::core::ffi::c_void,
     pub lambda: *const f32,
-    pub norm_weight: *const f32,
+    pub norm_weight: *const ::core::ffi::c_void,
     pub a_row_stride: ::core::ffi::c_longlong,
     pub a_head_stride: ::core::ffi::c_longlong,
     pub b_row_stride: ::core::ffi::c_longlong,
@@ -313,6 +314,7 @@ pub struct AkDiffEpilogueParams {
     pub norm_factor: f32,
     pub eps: f32,
     pub dtype: ::core::ffi::c_int,
+    pub norm_weight_dtype: ::core::ffi::c_int,
 }
 impl Default for AkDiffEpilogueParams {
     fn default() -> Self {
@@ -337,7 +339,7 @@ pub struct AkDiffDecodeParams {
     pub lse1: *mut f32,
     pub lse2: *mut f32,
     pub lambda: *const f32,
-    pub norm_weight: *const f32,
+    pub norm_weight: *const ::core::ffi::c_void,
     pub alibi_slopes: *const f32,
     pub q_batch_stride: ::core::ffi::c_longlong,
     pub q_head_stride: ::core::ffi::c_longlong,
@@ -363,6 +365,7 @@ pub struct AkDiffDecodeParams {
     pub eps: f32,
     pub window_left: ::core::ffi::c_int,
     pub dtype: ::core::ffi::c_int,
+    pub norm_weight_dtype: ::core::ffi::c_int,
 }
 impl Default for AkDiffDecodeParams {
     fn default() -> Self {

@@ -156,7 +156,11 @@ fn build(rng: &mut Rng, s: &DiffSpec) -> (DiffAttentionConfig, DiffInputs) {
         k: randn(rng, s.dtype, &kdims),
         v: randn(rng, s.dtype, &vdims),
         lambda,
-        norm: s.norm.then(|| f32t(&[dv], &rng.uniform_vec(dv, 0.5, 1.5))),
+        // The norm weight in f32 or the activation dtype, as a checkpoint stores it.
+        norm: s.norm.then(|| {
+            let wt = if rng.below(2) == 0 { DType::F32 } else { s.dtype };
+            tensor(wt, &[dv], &rng.uniform_vec(dv, 0.5, 1.5))
+        }),
         alibi: s.alibi.then(|| f32t(&[s.h], &alibi_slopes(s.h))),
         cu_q,
         cu_k,
@@ -601,7 +605,10 @@ fn decode_case(
     }
     let q = randn(rng, dtype, &[b, 1, 2 * h, d]);
     let lambda = f32t(&[h], &rng.uniform_vec(h, 0.1, 0.9));
-    let norm = norm.then(|| f32t(&[2 * d], &rng.uniform_vec(2 * d, 0.5, 1.5)));
+    let norm = norm.then(|| {
+        let wt = if rng.below(2) == 0 { DType::F32 } else { dtype };
+        tensor(wt, &[2 * d], &rng.uniform_vec(2 * d, 0.5, 1.5))
+    });
     let alibi = alibi.then(|| f32t(&[h], &alibi_slopes(h)));
     // Oracle over the packed per-sequence keys (varlen, one query per sequence).
     let total: usize = seqlens.iter().sum();

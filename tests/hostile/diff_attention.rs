@@ -39,7 +39,9 @@ pub fn diff_case(r: &mut R) -> (Spec, Expect) {
         spec.t("k", ft(dt, &geo.shape(false, 2 * hkv, d)));
         spec.t("v", ft(dt, &geo.shape(false, hkv, 2 * d)));
         if r.bool() || matches!(defect, 14..=16) {
-            spec.t("norm_weight", ft(DType::F32, &[2 * d]));
+            // f32 or the activation dtype.
+            let wt = if r.bool() { DType::F32 } else { dt };
+            spec.t("norm_weight", ft(wt, &[2 * d]));
             spec.cfg("lambda_init", json!(0.2));
         }
         vec![h]
@@ -137,7 +139,9 @@ pub fn diff_case(r: &mut R) -> (Spec, Expect) {
             ex(Kind::Config, "eps")
         }
         14 => {
-            spec.set_dtype("norm_weight", r.other_dtype(DType::F32));
+            // Neither f32 nor the activation dtype.
+            let bad: Vec<DType> = [DType::F16, DType::BF16, DType::I32].into_iter().filter(|&x| x != dt).collect();
+            spec.set_dtype("norm_weight", r.pick(&bad));
             ex(Kind::DType, "norm_weight")
         }
         15 => {
