@@ -1,6 +1,6 @@
 //! An engine's serving loop over a paged KV cache: prefill a prompt with fused RoPE, append its
-//! keys and values to the cache (rotated once, on append), then decode token by token, uploading
-//! the cache's index data once per step and reusing it for every layer.
+//! keys and values to the cache (rotated once, on append), then decode token by token, planning
+//! once per step (`DecodeLaunch`: index upload, split count, workspace) and launching per layer.
 //!
 //!     cargo run --release --example paged_decode                          # a GPU
 //!     ATTN_KERNELS_DEVICE=emu cargo run --release --example paged_decode  # the emulated device
@@ -11,7 +11,7 @@ mod common;
 
 use attn_kernels::attention::cuda::attention_cuda;
 use attn_kernels::attention::{AttentionArgs, AttentionConfig};
-use attn_kernels::decode::cuda::{append_kv_cuda, decode_cuda_with_index, DeviceKvIndex};
+use attn_kernels::decode::cuda::{append_kv_cuda, DecodeLaunch};
 use attn_kernels::decode::{decode_cpu, DecodeOptions, KvCacheMut, KvCacheRef};
 use attn_kernels::rope::RopeConfig;
 use attn_kernels::tensor::rel_error;
@@ -75,14 +75,16 @@ fn main() -> Result<()> {
         let v_new = gpu.upload(&tensor(&[BATCH, 1, HEADS_KV, HEAD_DIM], seed + 1)?)?;
         lens = append(&mut k_cache, &mut v_cache, &lens, &k_new, &v_new)?;
         let view = KvCacheRef::Paged { k: &k_cache, v: &v_cache, block_table: &block_table, max_blocks: MAX_BLOCKS, cache_seqlens: &lens };
-        let index = DeviceKvIndex::new(&gpu, &view)?; // once per step, shared by the layers
         let q_host = tensor(&[BATCH, 1, HEADS_Q, HEAD_DIM], seed + 2)?;
         let q_new = gpu.upload(&q_host)?;
+        // Once per step: validate, upload the index, pick the split count, allocate the workspace.
+        let mut launch = DecodeLaunch::new(&gpu, &causal_rope, &q_new, &view, None, &opts)?;
         let mut o = gpu.alloc(DType::BF16, &[BATCH, 1, HEADS_Q, HEAD_DIM])?;
         let mut lse = gpu.alloc(DType::F32, &[BATCH, HEADS_Q, 1])?;
         for _layer in 0..LAYERS {
-            // (An engine has one cache per layer; this example reuses one.)
-            decode_cuda_with_index(&gpu, &causal_rope, &q_new, &view, &index, None, &opts, &mut o, &mut lse)?;
+            // Per layer: no host work beyond shape checks, no allocation (graph-capturable). An
+            // engine passes each layer's q and cache; this example reuses one.
+            launch.launch(&gpu, &q_new, [&k_cache, &v_cache], None, &mut o, &mut lse)?;
         }
         println!("step {step}: cache lengths {lens:?}");
         last = Some((q_host, o));

@@ -15,7 +15,7 @@ use crate::rope::cuda::{no_rope, rope_table};
 use crate::rope::RopeConfig;
 use crate::runtime::kernel_list::decode::{self as list, HEAD_DIMS, ROWS};
 use crate::runtime::params::{AkAppendKvParams, AkDecodeCombineParams, AkDecodeParams, AkMergeStatesParams};
-use crate::runtime::{find_kernel, kernel, DeviceTensor, Gpu, Key};
+use crate::runtime::{find_kernel, kernel, DeviceTensor, Gpu, Kernel, Key, Ready};
 use crate::tensor::{expect_shape, DType, Tensor, TensorInfo};
 
 /// Query rows per CTA for `n_rows` rows per kv head (GQA group size times Sq_new): the
@@ -83,6 +83,8 @@ pub struct DeviceKvIndex {
     pub(crate) block_table: Option<DeviceTensor>,
     host_seqlens: Vec<i32>,
     host_table: Option<Vec<i32>>,
+    /// After the uploads: another stream waits for it before reading the index.
+    ready: Ready,
 }
 
 impl DeviceKvIndex {
@@ -99,7 +101,12 @@ impl DeviceKvIndex {
             None => (None, None),
             Some((t, _)) => (Some(gpu.upload(&Tensor::from_i32(&[t.len()], t)?)?), Some(t.to_vec())),
         };
-        Ok(DeviceKvIndex { seqlens, block_table, host_seqlens: sl.to_vec(), host_table })
+        Ok(DeviceKvIndex { seqlens, block_table, host_seqlens: sl.to_vec(), host_table, ready: Ready::now(gpu)? })
+    }
+
+    /// Make `gpu`'s stream wait for the uploads (nothing to do on the uploading stream).
+    pub(crate) fn wait_on(&self, gpu: &Gpu) -> Result<()> {
+        self.ready.wait_on(gpu, "index")
     }
 
     pub(crate) fn matches(&self, cache: &KvCacheRef<'_, DeviceTensor>) -> bool {
@@ -134,8 +141,254 @@ fn check_gpu_decode(p: &DecodePlan) -> Result<()> {
     Ok(())
 }
 
+/// Decode planned once per step and launched per layer. [`DecodeLaunch::new`] validates the call
+/// (host index data included), uploads the cache's index data, resolves the RoPE table, picks the
+/// kernel and the split count and allocates the split workspace; [`DecodeLaunch::launch`] checks
+/// only that the tensors it is given have the planned dtypes and shapes and enqueues the kernels:
+/// no upload, no allocation, no synchronisation, so a launch can be captured in a CUDA graph.
+/// Launches of one `DecodeLaunch` share its workspace: order them (one stream, or events between).
+pub struct DecodeLaunch {
+    plan: DecodePlan,
+    q_shape: Vec<usize>,
+    cache_shapes: [Vec<usize>; 2],
+    /// The uploaded index data (`None`: the caller's, see [`decode_cuda_with_index`]).
+    index: Option<DeviceKvIndex>,
+    table: Option<std::sync::Arc<crate::rope::cuda::DeviceRopeTable>>,
+    decode: &'static Kernel,
+    combine: &'static Kernel,
+    rows: usize,
+    row_tiles: usize,
+    splits: usize,
+    max_blocks: usize,
+    block_size_log2: i32,
+    /// Splits > 1: the f32 partial outputs and LSEs the combine kernel merges.
+    workspace: Option<(DeviceTensor, DeviceTensor)>,
+    uploaded: Ready,
+}
+
+impl DecodeLaunch {
+    /// Validate and prepare a decode of `q` against `cache` (tensors read for their shapes only).
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &AttentionConfig,
+        q: &DeviceTensor,
+        cache: &KvCacheRef<'_, DeviceTensor>,
+        alibi_slopes: Option<&DeviceTensor>,
+        opts: &DecodeOptions,
+    ) -> Result<DecodeLaunch> {
+        let p = plan(cfg, q, cache, alibi_slopes, opts)?;
+        check_gpu_decode(&p)?;
+        let index = DeviceKvIndex::upload(gpu, cache)?;
+        Self::prepare(gpu, p, q, cache, Some(index), opts)
+    }
+
+    fn prepare(
+        gpu: &Gpu,
+        p: DecodePlan,
+        q: &DeviceTensor,
+        cache: &KvCacheRef<'_, DeviceTensor>,
+        index: Option<DeviceKvIndex>,
+        opts: &DecodeOptions,
+    ) -> Result<DecodeLaunch> {
+        let n_rows = p.heads_q / p.heads_kv * p.seqlen_q;
+        let rows = rows_per_cta(n_rows);
+        let row_tiles = n_rows.div_ceil(rows);
+        let splits = num_splits(gpu, &p, opts.split);
+        let grid_y = p.heads_kv * row_tiles;
+        if grid_y > 65535 || p.batch > 65535 {
+            return Err(Error::unsupported(
+                "q",
+                format!("Hkv * row tiles = {grid_y} and B = {} must be <= 65535", p.batch),
+            ));
+        }
+        for (arg, what, n) in [("q", "B", p.batch), ("q", "Sq_new", p.seqlen_q), ("q", "Hq", p.heads_q), ("k_cache", "Hkv", p.heads_kv)] {
+            fits_i32(arg, what, n)?;
+        }
+        let dtype = kernel_dtype("q", p.dtype)?;
+        let decode = find_kernel(Key::Decode { dtype, d: p.head_dim, rows })
+            .ok_or_else(|| Error::unsupported("q", format!("no decode kernel for {} D = {}", p.dtype, p.head_dim)))?;
+        // GPU decode takes f16 and bf16 only (check_gpu_decode), so the combine has no f32 form.
+        let combine = kernel("q", Key::DecodeCombine { dtype })?;
+        let table = match &p.rope {
+            Some(r) => Some(rope_table(gpu, r, p.max_position)?),
+            None => None,
+        };
+        let (max_blocks, block_size_log2) = match (&p.layout, cache.block_table()) {
+            (CacheLayout::Paged { max_blocks, .. }, Some(_)) => (*max_blocks, log2_block(&p.layout)?),
+            _ => (0, 0),
+        };
+        fits_i32("block_table", "max_blocks", max_blocks)?;
+        let workspace = if splits > 1 && p.batch > 0 && p.seqlen_q > 0 {
+            let o_part = gpu.alloc_output(DType::F32, &[splits, p.batch, p.seqlen_q, p.heads_q, p.head_dim_v])?;
+            let lse_part = gpu.alloc_output(DType::F32, &[splits, p.batch, p.heads_q, p.seqlen_q])?;
+            Some((o_part, lse_part))
+        } else {
+            None
+        };
+        Ok(DecodeLaunch {
+            q_shape: q.shape().to_vec(),
+            cache_shapes: [cache.k().shape().to_vec(), cache.v().shape().to_vec()],
+            index,
+            table,
+            decode,
+            combine,
+            rows,
+            row_tiles,
+            splits,
+            max_blocks,
+            block_size_log2,
+            workspace,
+            uploaded: Ready::now(gpu)?,
+            plan: p,
+        })
+    }
+
+    /// The validated plan (output shapes, lengths, resolved options).
+    pub fn plan(&self) -> &DecodePlan {
+        &self.plan
+    }
+
+    /// The number of KV splits (CTAs along the keys; > 1 adds the combine kernel).
+    pub fn splits(&self) -> usize {
+        self.splits
+    }
+
+    /// Run on `gpu`'s stream: `q` and the cache's `k`, `v` (and ALiBi slopes, f32 `[Hq]`, if the
+    /// plan has them) with the planned dtypes and shapes, into `o [B, Sq_new, Hq, Dv]` (q's dtype)
+    /// and `lse [B, Hq, Sq_new]` (f32). The cache's lengths and block table are the planned ones.
+    pub fn launch(
+        &mut self,
+        gpu: &Gpu,
+        q: &DeviceTensor,
+        kv: [&DeviceTensor; 2],
+        alibi_slopes: Option<&DeviceTensor>,
+        o: &mut DeviceTensor,
+        lse: &mut DeviceTensor,
+    ) -> Result<()> {
+        let index = self.index.take().ok_or_else(|| Error::invalid("index", "this DecodeLaunch has no index data"))?;
+        let r = self.enqueue(gpu, &index, q, kv, alibi_slopes, o, lse);
+        self.index = Some(index);
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &mut self,
+        gpu: &Gpu,
+        index: &DeviceKvIndex,
+        q: &DeviceTensor,
+        kv: [&DeviceTensor; 2],
+        alibi_slopes: Option<&DeviceTensor>,
+        o: &mut DeviceTensor,
+        lse: &mut DeviceTensor,
+    ) -> Result<()> {
+        let p = &self.plan;
+        check_tensor("q", q, p.dtype, &self.q_shape)?;
+        check_tensor("k_cache", kv[0], p.dtype, &self.cache_shapes[0])?;
+        check_tensor("v_cache", kv[1], p.dtype, &self.cache_shapes[1])?;
+        match (alibi_slopes, p.has_alibi) {
+            (Some(a), true) => check_tensor("alibi_slopes", a, DType::F32, &[p.heads_q])?,
+            (None, false) => {}
+            (_, planned) => {
+                return Err(Error::invalid(
+                    "alibi_slopes",
+                    format!("the plan was made {} ALiBi slopes", if planned { "with" } else { "without" }),
+                ))
+            }
+        }
+        check_tensor("o", o, p.dtype, &p.o_shape())?;
+        check_tensor("lse", lse, DType::F32, &p.lse_shape())?;
+        self.uploaded.wait_on(gpu, "DecodeLaunch")?;
+        index.wait_on(gpu)?;
+        if p.batch == 0 || p.seqlen_q == 0 {
+            return Ok(());
+        }
+        let (kb, kr, kh) = cache_strides(kv[0]);
+        let (vb, vr, vh) = cache_strides(kv[1]);
+        let mut params = AkDecodeParams {
+            q: q.kernel_ptr(),
+            k_cache: kv[0].kernel_ptr(),
+            v_cache: kv[1].kernel_ptr(),
+            block_table: index.block_table.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
+            cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
+            alibi_slopes: alibi_slopes.map_or(std::ptr::null(), |a| a.kernel_ptr() as *const f32),
+            o: std::ptr::null_mut(),
+            lse: std::ptr::null_mut(),
+            o_partial: std::ptr::null_mut(),
+            lse_partial: std::ptr::null_mut(),
+            rope: self.table.as_ref().map_or_else(no_rope, |t| t.params()),
+            rope_keys: p.rope_keys as i32,
+            k_block_stride: kb,
+            k_row_stride: kr,
+            k_head_stride: kh,
+            v_block_stride: vb,
+            v_row_stride: vr,
+            v_head_stride: vh,
+            // Range-checked in `new`.
+            batch: p.batch as i32,
+            seqlen_q: p.seqlen_q as i32,
+            heads_q: p.heads_q as i32,
+            heads_kv: p.heads_kv as i32,
+            head_dim: p.head_dim as i32,
+            row_tiles: self.row_tiles as i32,
+            max_blocks: self.max_blocks as i32,
+            block_size_log2: self.block_size_log2,
+            num_splits: self.splits as i32,
+            scale: p.scale,
+            softcap: p.softcap,
+            causal: p.causal as i32,
+            window_left: p.window_left as i32,
+            window_right: p.window_right as i32,
+            dtype: p.dtype.kernel_code(),
+        };
+        match &mut self.workspace {
+            Some((op, lp)) => {
+                params.o_partial = op.kernel_ptr_mut() as *mut f32;
+                params.lse_partial = lp.kernel_ptr_mut() as *mut f32;
+            }
+            None => {
+                params.o = o.kernel_ptr_mut();
+                params.lse = lse.kernel_ptr_mut() as *mut f32;
+            }
+        }
+        let grid_y = p.heads_kv * self.row_tiles;
+        gpu.launch(self.decode, (self.splits as u32, grid_y as u32, p.batch as u32), &params)?;
+        if let Some((op, lp)) = &self.workspace {
+            let cp = AkDecodeCombineParams {
+                o_partial: op.kernel_ptr() as *const f32,
+                lse_partial: lp.kernel_ptr() as *const f32,
+                o: o.kernel_ptr_mut(),
+                lse: lse.kernel_ptr_mut() as *mut f32,
+                num_splits: self.splits as i32,
+                batch: p.batch as i32,
+                seqlen_q: p.seqlen_q as i32,
+                heads_q: p.heads_q as i32,
+                head_dim_v: p.head_dim_v as i32,
+                dtype: p.dtype.kernel_code(),
+            };
+            let total_rows = (p.batch * p.seqlen_q * p.heads_q) as u32;
+            gpu.launch(self.combine, (total_rows, 1, 1), &cp)?;
+        }
+        Ok(())
+    }
+
+    /// Rows per CTA of the chosen decode kernel.
+    pub fn rows_per_cta(&self) -> usize {
+        self.rows
+    }
+}
+
+fn check_tensor(arg: &str, t: &DeviceTensor, dtype: DType, shape: &[usize]) -> Result<()> {
+    expect_shape(arg, t, shape)?;
+    if t.dtype() != dtype {
+        return Err(Error::DType { arg: arg.into(), expected: dtype.to_string(), got: t.dtype() });
+    }
+    Ok(())
+}
+
 /// Decode on the GPU: validates (host index data included), uploads the index data, and runs
-/// split-KV decode. Outputs `o [B, Sq_new, Hq, Dv]` (q's dtype), `lse [B, Hq, Sq_new]` f32.
+/// split-KV decode (one [`DecodeLaunch`]). Outputs `o [B, Sq_new, Hq, Dv]` (q's dtype),
+/// `lse [B, Hq, Sq_new]` f32.
 pub fn decode_cuda(
     gpu: &Gpu,
     cfg: &AttentionConfig,
@@ -144,17 +397,17 @@ pub fn decode_cuda(
     alibi_slopes: Option<&DeviceTensor>,
     opts: &DecodeOptions,
 ) -> Result<AttentionOutput<DeviceTensor>> {
-    let p = plan(cfg, q, cache, alibi_slopes, opts)?;
-    check_gpu_decode(&p)?;
-    let index = DeviceKvIndex::upload(gpu, cache)?;
+    let mut launch = DecodeLaunch::new(gpu, cfg, q, cache, alibi_slopes, opts)?;
+    let p = launch.plan();
     let mut o = gpu.alloc_output(p.dtype, &p.o_shape())?;
     let mut lse = gpu.alloc_output(DType::F32, &p.lse_shape())?;
-    launch_decode(gpu, &p, q, cache, &index, alibi_slopes, opts, &mut o, &mut lse)?;
+    launch.launch(gpu, q, [cache.k(), cache.v()], alibi_slopes, &mut o, &mut lse)?;
     Ok(AttentionOutput { o, lse })
 }
 
 /// Decode into caller-provided outputs (`o [B, Sq_new, Hq, Dv]` in q's dtype, `lse [B, Hq, Sq_new]`
-/// f32) with index data uploaded beforehand ([`DeviceKvIndex::new`] from the same cache).
+/// f32) with index data uploaded beforehand ([`DeviceKvIndex::new`] from the same cache). For
+/// many layers of one step, [`DecodeLaunch`] also keeps the plan and the workspace.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_cuda_with_index(
     gpu: &Gpu,
@@ -175,7 +428,9 @@ pub fn decode_cuda_with_index(
             "DeviceKvIndex was made from other cache_seqlens / block_table than this cache's",
         ));
     }
-    launch_decode(gpu, &p, q, cache, index, alibi_slopes, opts, o, lse)
+    // The caller's index may come from another handle: `enqueue` waits for its uploads.
+    let mut launch = DecodeLaunch::prepare(gpu, p, q, cache, None, opts)?;
+    launch.enqueue(gpu, index, q, [cache.k(), cache.v()], alibi_slopes, o, lse)
 }
 
 /// The split count a decode with this plan uses on `gpu`.
@@ -188,135 +443,6 @@ pub fn num_splits(gpu: &Gpu, p: &DecodePlan, split: SplitPolicy) -> usize {
             auto_splits(gpu.info().multiprocessors.max(1) as usize, p.batch, p.heads_kv, row_tiles, p.max_seqlen())
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn launch_decode(
-    gpu: &Gpu,
-    p: &DecodePlan,
-    q: &DeviceTensor,
-    cache: &KvCacheRef<'_, DeviceTensor>,
-    index: &DeviceKvIndex,
-    alibi_slopes: Option<&DeviceTensor>,
-    opts: &DecodeOptions,
-    o: &mut DeviceTensor,
-    lse: &mut DeviceTensor,
-) -> Result<()> {
-    expect_shape("o", o, &p.o_shape())?;
-    if o.dtype() != p.dtype {
-        return Err(Error::DType {
-            arg: "o".into(),
-            expected: format!("{} (the dtype of `q`)", p.dtype),
-            got: o.dtype(),
-        });
-    }
-    expect_shape("lse", lse, &p.lse_shape())?;
-    if lse.dtype() != DType::F32 {
-        return Err(Error::DType { arg: "lse".into(), expected: "f32".into(), got: lse.dtype() });
-    }
-    if p.batch == 0 || p.seqlen_q == 0 {
-        return Ok(());
-    }
-    let n_rows = p.heads_q / p.heads_kv * p.seqlen_q;
-    let rows = rows_per_cta(n_rows);
-    let row_tiles = n_rows.div_ceil(rows);
-    let splits = num_splits(gpu, p, opts.split);
-    let grid_y = p.heads_kv * row_tiles;
-    if grid_y > 65535 || p.batch > 65535 {
-        return Err(Error::unsupported(
-            "q",
-            format!("Hkv * row tiles = {grid_y} and B = {} must be <= 65535", p.batch),
-        ));
-    }
-    let dtype = kernel_dtype("q", p.dtype)?;
-    let decode = find_kernel(Key::Decode { dtype, d: p.head_dim, rows })
-        .ok_or_else(|| Error::unsupported("q", format!("no decode kernel for {} D = {}", p.dtype, p.head_dim)))?;
-
-    // RoPE table (cached per device), kept alive until the launch is queued.
-    let table = match &p.rope {
-        Some(r) => Some(rope_table(gpu, r, p.max_position)?),
-        None => None,
-    };
-    let (kb, kr, kh) = cache_strides(cache.k());
-    let (vb, vr, vh) = cache_strides(cache.v());
-    let (max_blocks, log2) = match (&p.layout, cache.block_table()) {
-        (CacheLayout::Paged { max_blocks, .. }, Some(_)) => (*max_blocks, log2_block(&p.layout)?),
-        _ => (0, 0),
-    };
-    // Splits > 1: f32 workspace for the partial results, merged by the combine kernel.
-    let mut work = if splits > 1 {
-        let o_part = gpu.alloc_output(DType::F32, &[splits, p.batch, p.seqlen_q, p.heads_q, p.head_dim_v])?;
-        let lse_part = gpu.alloc_output(DType::F32, &[splits, p.batch, p.heads_q, p.seqlen_q])?;
-        Some((o_part, lse_part))
-    } else {
-        None
-    };
-    let mut params = AkDecodeParams {
-        q: q.kernel_ptr(),
-        k_cache: cache.k().kernel_ptr(),
-        v_cache: cache.v().kernel_ptr(),
-        block_table: index.block_table.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
-        cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
-        alibi_slopes: alibi_slopes.map_or(std::ptr::null(), |a| a.kernel_ptr() as *const f32),
-        o: std::ptr::null_mut(),
-        lse: std::ptr::null_mut(),
-        o_partial: std::ptr::null_mut(),
-        lse_partial: std::ptr::null_mut(),
-        rope: table.as_ref().map_or_else(no_rope, |t| t.params()),
-        rope_keys: p.rope_keys as i32,
-        k_block_stride: kb,
-        k_row_stride: kr,
-        k_head_stride: kh,
-        v_block_stride: vb,
-        v_row_stride: vr,
-        v_head_stride: vh,
-        batch: fits_i32("q", "B", p.batch)?,
-        seqlen_q: fits_i32("q", "Sq_new", p.seqlen_q)?,
-        heads_q: fits_i32("q", "Hq", p.heads_q)?,
-        heads_kv: fits_i32("k_cache", "Hkv", p.heads_kv)?,
-        head_dim: p.head_dim as i32,
-        row_tiles: row_tiles as i32,
-        max_blocks: fits_i32("block_table", "max_blocks", max_blocks)?,
-        block_size_log2: log2,
-        num_splits: splits as i32,
-        scale: p.scale,
-        softcap: p.softcap,
-        causal: p.causal as i32,
-        window_left: p.window_left as i32,
-        window_right: p.window_right as i32,
-        dtype: p.dtype.kernel_code(),
-    };
-    match &mut work {
-        Some((op, lp)) => {
-            params.o_partial = op.kernel_ptr_mut() as *mut f32;
-            params.lse_partial = lp.kernel_ptr_mut() as *mut f32;
-        }
-        None => {
-            params.o = o.kernel_ptr_mut();
-            params.lse = lse.kernel_ptr_mut() as *mut f32;
-        }
-    }
-    gpu.launch(decode, (splits as u32, grid_y as u32, p.batch as u32), &params)?;
-
-    if let Some((op, lp)) = &work {
-        let cp = AkDecodeCombineParams {
-            o_partial: op.kernel_ptr() as *const f32,
-            lse_partial: lp.kernel_ptr() as *const f32,
-            o: o.kernel_ptr_mut(),
-            lse: lse.kernel_ptr_mut() as *mut f32,
-            num_splits: splits as i32,
-            batch: p.batch as i32,
-            seqlen_q: p.seqlen_q as i32,
-            heads_q: p.heads_q as i32,
-            head_dim_v: p.head_dim_v as i32,
-            dtype: p.dtype.kernel_code(),
-        };
-        // GPU decode takes f16 and bf16 only (check_gpu_decode), so the combine has no f32 form.
-        let combine = kernel("q", Key::DecodeCombine { dtype })?;
-        let total_rows = (p.batch * p.seqlen_q * p.heads_q) as u32;
-        gpu.launch(combine, (total_rows, 1, 1), &cp)?;
-    }
-    Ok(())
 }
 
 /// Append on the GPU (see [`super::append_kv_cpu`]): writes rows `cache_seqlens[b] + t`,

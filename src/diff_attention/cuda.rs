@@ -346,6 +346,7 @@ fn launch_decode(
     split: SplitPolicy,
     out: &mut DiffAttentionOutput<DeviceTensor>,
 ) -> Result<()> {
+    index.wait_on(gpu)?;
     if p.batch == 0 || p.heads == 0 {
         return Ok(());
     }

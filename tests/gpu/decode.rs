@@ -610,3 +610,45 @@ fn paged_equals_contiguous_bit_for_bit_on_gpu() {
         check_decode(&format!("bs {bs}"), seed, DType::BF16, &a, &want);
     }
 }
+
+/// Planned once per step, launched per layer: a paged cache with ALiBi and RoPE on read, three
+/// layers of fresh q and caches (same lengths and block table) on a fork of the planning handle,
+/// with 3 splits (the workspace is reused), each against the float64 oracle; tensors that differ
+/// from the plan are typed errors.
+#[test]
+fn decode_planned_once_launched_per_layer() {
+    use attn_kernels::decode::cuda::DecodeLaunch;
+    let Some(gpu) = gpu(concat!(module_path!(), "::decode_planned_once_launched_per_layer")) else { return };
+    let mut rng = Rng::from_time();
+    let seed = rng.seed;
+    let cfg = attn_cfg(true, -1, -1, 0.0, Some(rope(128, false)));
+    let opts = DecodeOptions { split: SplitPolicy::Fixed(3), cache_keys_rotated: false };
+    let first = Problem::new(&mut rng, DType::BF16, &[300, 77, 190], 2, 8, 2, 128, Some(32), true);
+    let dev = upload_problem(&gpu, &first);
+    let mut launch = DecodeLaunch::new(&gpu, &cfg, &dev.q, &first.cache(&dev.k, &dev.v), dev.alibi.as_ref(), &opts).unwrap();
+    assert_eq!(launch.splits(), 3);
+    let layer_gpu = gpu.fork().unwrap();
+    for layer in 0..3 {
+        // Same lengths and block table, fresh values.
+        let mut p = Problem::new(&mut rng, DType::BF16, &[300, 77, 190], 2, 8, 2, 128, Some(32), true);
+        p.table = first.table.clone();
+        let dev = upload_problem(&layer_gpu, &p);
+        let mut o = layer_gpu.alloc_poisoned(DType::BF16, &[3, 2, 8, 128]).unwrap();
+        let mut lse = layer_gpu.alloc_poisoned(DType::F32, &[3, 8, 2]).unwrap();
+        launch.launch(&layer_gpu, &dev.q, [&dev.k, &dev.v], dev.alibi.as_ref(), &mut o, &mut lse).unwrap();
+        let want = oracle::decode_f64(&cfg, &p.q, &p.host(), p.alibi.as_ref(), &opts).unwrap();
+        let got = (layer_gpu.download(&o).unwrap(), layer_gpu.download(&lse).unwrap());
+        check_decode(&format!("layer {layer}"), seed, DType::BF16, &got, &want);
+    }
+    // Tensors that are not the planned ones.
+    let mut o = layer_gpu.alloc(DType::BF16, &[3, 2, 8, 128]).unwrap();
+    let mut lse = layer_gpu.alloc(DType::F32, &[3, 8, 2]).unwrap();
+    let short_q = layer_gpu.upload(&randn(&mut rng, DType::BF16, &[3, 1, 8, 128])).unwrap();
+    let e = launch.launch(&layer_gpu, &short_q, [&dev.k, &dev.v], dev.alibi.as_ref(), &mut o, &mut lse).unwrap_err();
+    assert_eq!(arg_of(&e), "q", "{e}");
+    let e = launch.launch(&layer_gpu, &dev.q, [&dev.k, &dev.v], None, &mut o, &mut lse).unwrap_err();
+    assert_eq!(arg_of(&e), "alibi_slopes", "{e}");
+    let f16_k = layer_gpu.upload(&randn(&mut rng, DType::F16, first.k.shape())).unwrap();
+    let e = launch.launch(&layer_gpu, &dev.q, [&f16_k, &dev.v], dev.alibi.as_ref(), &mut o, &mut lse).unwrap_err();
+    assert_eq!(arg_of(&e), "k_cache", "{e}");
+}
