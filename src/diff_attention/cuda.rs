@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::rope::cuda::{no_rope, rope_table};
 use crate::runtime::kernel_list::diff_attention::{self as list, DECODE_HEADS, DECODE_KEYS, HEAD_DIMS};
 use crate::runtime::params::{AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams};
-use crate::runtime::{kernel, opt_ptr, DeviceTensor, Dt, Gpu, Key};
+use crate::runtime::{kernel, opt_ptr, DeviceTensor, Dt, Gpu, Kernel, Key, Ready};
 use crate::tensor::{expect_dtype, expect_same_dtype, DType, Tensor, TensorInfo};
 
 fn fits_i32(arg: &str, what: &str, n: usize) -> Result<i32> {
@@ -109,31 +109,195 @@ fn check_gpu_prefill(dp: &DiffAttentionPlan) -> Result<()> {
     Ok(())
 }
 
-/// Fused differential attention on the GPU (spec section 3, v1 and v2). Outputs `o` (q's
-/// dtype) and `lse1`, `lse2` (f32) in the shapes of [`DiffAttentionPlan::o_shape`] /
+/// The device tensors of one fused prefill launch (index data belongs to the plan).
+#[derive(Clone, Copy)]
+pub struct DiffTensors<'a> {
+    pub q: &'a DeviceTensor,
+    pub k: &'a DeviceTensor,
+    pub v: &'a DeviceTensor,
+    /// f32, `[H]` (v1) or per token (v2), as planned.
+    pub lambda: &'a DeviceTensor,
+    pub norm_weight: Option<&'a DeviceTensor>,
+    pub alibi_slopes: Option<&'a DeviceTensor>,
+}
+
+impl<'a> DiffTensors<'a> {
+    /// The tensors of `args` (its index data is the plan's business).
+    pub fn of(args: &DiffAttentionArgs<'a, DeviceTensor>) -> DiffTensors<'a> {
+        DiffTensors { q: args.q, k: args.k, v: args.v, lambda: args.lambda, norm_weight: args.norm_weight, alibi_slopes: args.alibi_slopes }
+    }
+}
+
+/// Fused differential attention planned once for one batch and launched per layer, as
+/// [`crate::attention::cuda::AttentionLaunch`]: [`DiffAttentionLaunch::new`] validates and
+/// uploads the index data and the RoPE table; [`DiffAttentionLaunch::launch`] checks that the
+/// tensors have the planned dtypes and shapes and enqueues the kernel.
+pub struct DiffAttentionLaunch {
+    plan: DiffAttentionPlan,
+    kernel: &'static Kernel,
+    /// q, k, v, lambda, norm_weight, alibi_slopes: (dtype, shape) as planned.
+    planned: [Option<(DType, Vec<usize>)>; 6],
+    table: Option<std::sync::Arc<crate::rope::cuda::DeviceRopeTable>>,
+    cu_q: Option<DeviceTensor>,
+    cu_k: Option<DeviceTensor>,
+    pos_q: Option<DeviceTensor>,
+    pos_k: Option<DeviceTensor>,
+    uploaded: Ready,
+}
+
+const DIFF_ARGS: [&str; 6] = ["q", "k", "v", "lambda", "norm_weight", "alibi_slopes"];
+
+impl DiffAttentionLaunch {
+    /// Validate `args` against `cfg` and this device and upload the index data (tensors are read
+    /// for their shapes and dtypes only).
+    pub fn new<T: TensorInfo>(gpu: &Gpu, cfg: &DiffAttentionConfig, args: &DiffAttentionArgs<'_, T>) -> Result<DiffAttentionLaunch> {
+        let dp = plan_diff(cfg, args)?;
+        check_gpu_prefill(&dp)?;
+        let p = &dp.attn;
+        let kernel = kernel("q", Key::DiffPrefill { variant: variant_code(dp.variant), dtype: gpu_dtype("q", p.dtype)?, d: p.head_dim })?;
+        let table = match &p.rope {
+            // Negative query positions are rotated by |p| with the sine negated.
+            Some(r) => Some(rope_table(gpu, r, p.max_position.max(p.min_position.unsigned_abs() as usize))?),
+            None => None,
+        };
+        let of = |t: Option<&T>| t.map(|t| (t.dtype(), t.shape().to_vec()));
+        Ok(DiffAttentionLaunch {
+            planned: [
+                of(Some(args.q)),
+                of(Some(args.k)),
+                of(Some(args.v)),
+                of(Some(args.lambda)),
+                of(args.norm_weight),
+                of(args.alibi_slopes),
+            ],
+            kernel,
+            table,
+            cu_q: upload_i32(gpu, args.cu_seqlens_q)?,
+            cu_k: upload_i32(gpu, args.cu_seqlens_k)?,
+            pos_q: upload_i32(gpu, args.position_ids_q)?,
+            pos_k: upload_i32(gpu, args.position_ids_k)?,
+            uploaded: Ready::now(gpu)?,
+            plan: dp,
+        })
+    }
+
+    /// The validated plan (output shapes, resolved options).
+    pub fn plan(&self) -> &DiffAttentionPlan {
+        &self.plan
+    }
+
+    /// Run on `gpu`'s stream with the planned tensors into `out` (`o` in q's dtype with
+    /// [`DiffAttentionPlan::o_shape`], `lse1`, `lse2` f32 with [`DiffAttentionPlan::lse_shape`]).
+    pub fn launch(&self, gpu: &Gpu, x: DiffTensors<'_>, out: &mut DiffAttentionOutput<DeviceTensor>) -> Result<()> {
+        let given = [Some(x.q), Some(x.k), Some(x.v), Some(x.lambda), x.norm_weight, x.alibi_slopes];
+        for ((arg, t), planned) in DIFF_ARGS.into_iter().zip(given).zip(&self.planned) {
+            match (t, planned) {
+                (Some(t), Some((dtype, shape))) => {
+                    expect_same_dtype(arg, t, "the plan's", *dtype)?;
+                    if t.shape() != shape.as_slice() {
+                        return Err(Error::shape(arg, format!("{shape:?} (as planned)"), t.shape()));
+                    }
+                }
+                (None, None) => {}
+                (_, planned) => {
+                    return Err(Error::invalid(arg, format!("the plan was made {} it", if planned.is_some() { "with" } else { "without" })))
+                }
+            }
+        }
+        let dp = &self.plan;
+        check_outputs(out, dp.attn.dtype, &dp.o_shape(), &dp.lse_shape())?;
+        self.uploaded.wait_on(gpu, "DiffAttentionLaunch")?;
+        let (table, cu_q, cu_k, pos_q, pos_k) = (&self.table, &self.cu_q, &self.cu_k, &self.pos_q, &self.pos_k);
+        let p = &dp.attn;
+        let (d, dv, hq, hk, heads, groups) = (p.head_dim, p.head_dim_v, p.heads_q, p.heads_kv, dp.heads, dp.kv_groups);
+        let (sq, sk) = (p.max_q_len, p.max_k_len);
+        let ll = |n: usize| n as i64;
+        let (bq, bk, blse) = if p.varlen { (0, 0, 0) } else { (ll(sq * hq * d), ll(sk * hk * d), ll(heads * sq)) };
+        let lse_head = if p.varlen { ll(p.total_q) } else { ll(sq) };
+        let (lam_b, lam_r) = match (dp.variant, p.varlen) {
+            (DiffVariant::V1, _) => (0, 0),
+            (DiffVariant::V2, true) => (0, ll(heads)),
+            (DiffVariant::V2, false) => (ll(sq * heads), ll(heads)),
+        };
+        let params = AkDiffAttnParams {
+            q: x.q.kernel_ptr(),
+            k: x.k.kernel_ptr(),
+            v: x.v.kernel_ptr(),
+            o: out.o.kernel_ptr_mut(),
+            lse1: out.lse1.kernel_ptr_mut() as *mut f32,
+            lse2: out.lse2.kernel_ptr_mut() as *mut f32,
+            lambda: x.lambda.kernel_ptr() as *const f32,
+            norm_weight: opt_ptr(x.norm_weight),
+            alibi_slopes: opt_ptr(x.alibi_slopes) as *const f32,
+            cu_seqlens_q: opt_ptr(cu_q.as_ref()) as *const i32,
+            cu_seqlens_k: opt_ptr(cu_k.as_ref()) as *const i32,
+            position_ids_q: opt_ptr(pos_q.as_ref()) as *const i32,
+            position_ids_k: opt_ptr(pos_k.as_ref()) as *const i32,
+            rope: table.as_ref().map_or_else(no_rope, |t| t.params()),
+            q_batch_stride: bq,
+            q_row_stride: ll(hq * d),
+            q_head_stride: ll(d),
+            k_batch_stride: bk,
+            k_row_stride: ll(hk * d),
+            k_head_stride: ll(d),
+            v_batch_stride: if p.varlen { 0 } else { ll(sk * groups * dv) },
+            v_row_stride: ll(groups * dv),
+            v_head_stride: ll(dv),
+            o_batch_stride: if p.varlen { 0 } else { ll(sq * heads * dv) },
+            o_row_stride: ll(heads * dv),
+            o_head_stride: ll(dv),
+            lse_batch_stride: blse,
+            lse_head_stride: lse_head,
+            lambda_batch_stride: lam_b,
+            lambda_row_stride: lam_r,
+            pos_q_batch_stride: if p.varlen { 0 } else { ll(sq) },
+            pos_k_batch_stride: if p.varlen { 0 } else { ll(sk) },
+            batch: fits_i32("q", "batch", p.batch)?,
+            heads: heads as i32,
+            kv_groups: (heads / groups) as i32,
+            seqlen_q: sq as i32,
+            seqlen_k: sk as i32,
+            head_dim: d as i32,
+            scale: p.scale,
+            softcap: p.softcap,
+            norm_factor: dp.norm_scale,
+            eps: dp.eps,
+            causal: p.causal as i32,
+            window_left: clamp_window(p.window_left, sq + sk),
+            window_right: clamp_window(p.window_right, sq + sk),
+            dtype: p.dtype.kernel_code(),
+            norm_weight_dtype: x.norm_weight.map_or(DType::F32, |w| w.dtype()).kernel_code(),
+        };
+        let prefill = self.kernel;
+        let grid = (sq.div_ceil(prefill.rows as usize) as u32, heads as u32, p.batch as u32);
+        if grid.0 == 0 || heads == 0 || p.batch == 0 {
+            return Ok(());
+        }
+        gpu.launch(prefill, grid, &params)
+    }
+
+    /// Allocate the outputs and launch.
+    pub fn launch_alloc(&self, gpu: &Gpu, x: DiffTensors<'_>) -> Result<DiffAttentionOutput<DeviceTensor>> {
+        let dp = &self.plan;
+        let mut out = DiffAttentionOutput {
+            o: gpu.alloc_output(dp.attn.dtype, &dp.o_shape())?,
+            lse1: gpu.alloc_output(DType::F32, &dp.lse_shape())?,
+            lse2: gpu.alloc_output(DType::F32, &dp.lse_shape())?,
+        };
+        self.launch(gpu, x, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Fused differential attention on the GPU (v1 and v2; one [`DiffAttentionLaunch`]). Outputs
+/// `o` (q's dtype) and `lse1`, `lse2` (f32) in the shapes of [`DiffAttentionPlan::o_shape`] /
 /// [`DiffAttentionPlan::lse_shape`].
 pub fn diff_attention_cuda(
     gpu: &Gpu,
     cfg: &DiffAttentionConfig,
     args: &DiffAttentionArgs<'_, DeviceTensor>,
 ) -> Result<DiffAttentionOutput<DeviceTensor>> {
-    let dp = plan_diff(cfg, args)?;
-    check_gpu_prefill(&dp)?;
-    alloc_and_launch_prefill(gpu, &dp, args)
-}
-
-fn alloc_and_launch_prefill(
-    gpu: &Gpu,
-    dp: &DiffAttentionPlan,
-    args: &DiffAttentionArgs<'_, DeviceTensor>,
-) -> Result<DiffAttentionOutput<DeviceTensor>> {
-    let mut out = DiffAttentionOutput {
-        o: gpu.alloc_output(dp.attn.dtype, &dp.o_shape())?,
-        lse1: gpu.alloc_output(DType::F32, &dp.lse_shape())?,
-        lse2: gpu.alloc_output(DType::F32, &dp.lse_shape())?,
-    };
-    launch_prefill(gpu, dp, args, &mut out)?;
-    Ok(out)
+    DiffAttentionLaunch::new(gpu, cfg, args)?.launch_alloc(gpu, DiffTensors::of(args))
 }
 
 /// [`diff_attention_cuda`] into caller-provided outputs (checked for dtype and shape).
@@ -143,93 +307,7 @@ pub fn diff_attention_cuda_into(
     args: &DiffAttentionArgs<'_, DeviceTensor>,
     out: &mut DiffAttentionOutput<DeviceTensor>,
 ) -> Result<()> {
-    let dp = plan_diff(cfg, args)?;
-    check_gpu_prefill(&dp)?;
-    check_outputs(out, dp.attn.dtype, &dp.o_shape(), &dp.lse_shape())?;
-    launch_prefill(gpu, &dp, args, out)
-}
-
-fn launch_prefill(
-    gpu: &Gpu,
-    dp: &DiffAttentionPlan,
-    args: &DiffAttentionArgs<'_, DeviceTensor>,
-    out: &mut DiffAttentionOutput<DeviceTensor>,
-) -> Result<()> {
-    let p = &dp.attn;
-    let (d, dv, hq, hk, heads, groups) = (p.head_dim, p.head_dim_v, p.heads_q, p.heads_kv, dp.heads, dp.kv_groups);
-    let (sq, sk) = (p.max_q_len, p.max_k_len);
-    let table = match &p.rope {
-        // Negative query positions are rotated by |p| with the sine negated.
-        Some(r) => Some(rope_table(gpu, r, p.max_position.max(p.min_position.unsigned_abs() as usize))?),
-        None => None,
-    };
-    let cu_q = upload_i32(gpu, args.cu_seqlens_q)?;
-    let cu_k = upload_i32(gpu, args.cu_seqlens_k)?;
-    let pos_q = upload_i32(gpu, args.position_ids_q)?;
-    let pos_k = upload_i32(gpu, args.position_ids_k)?;
-    let ll = |n: usize| n as i64;
-    let (bq, bk, blse) = if p.varlen { (0, 0, 0) } else { (ll(sq * hq * d), ll(sk * hk * d), ll(heads * sq)) };
-    let lse_head = if p.varlen { ll(p.total_q) } else { ll(sq) };
-    let (lam_b, lam_r) = match (dp.variant, p.varlen) {
-        (DiffVariant::V1, _) => (0, 0),
-        (DiffVariant::V2, true) => (0, ll(heads)),
-        (DiffVariant::V2, false) => (ll(sq * heads), ll(heads)),
-    };
-    let params = AkDiffAttnParams {
-        q: args.q.kernel_ptr(),
-        k: args.k.kernel_ptr(),
-        v: args.v.kernel_ptr(),
-        o: out.o.kernel_ptr_mut(),
-        lse1: out.lse1.kernel_ptr_mut() as *mut f32,
-        lse2: out.lse2.kernel_ptr_mut() as *mut f32,
-        lambda: args.lambda.kernel_ptr() as *const f32,
-        norm_weight: opt_ptr(args.norm_weight),
-        alibi_slopes: opt_ptr(args.alibi_slopes) as *const f32,
-        cu_seqlens_q: opt_ptr(cu_q.as_ref()) as *const i32,
-        cu_seqlens_k: opt_ptr(cu_k.as_ref()) as *const i32,
-        position_ids_q: opt_ptr(pos_q.as_ref()) as *const i32,
-        position_ids_k: opt_ptr(pos_k.as_ref()) as *const i32,
-        rope: table.as_ref().map_or_else(no_rope, |t| t.params()),
-        q_batch_stride: bq,
-        q_row_stride: ll(hq * d),
-        q_head_stride: ll(d),
-        k_batch_stride: bk,
-        k_row_stride: ll(hk * d),
-        k_head_stride: ll(d),
-        v_batch_stride: if p.varlen { 0 } else { ll(sk * groups * dv) },
-        v_row_stride: ll(groups * dv),
-        v_head_stride: ll(dv),
-        o_batch_stride: if p.varlen { 0 } else { ll(sq * heads * dv) },
-        o_row_stride: ll(heads * dv),
-        o_head_stride: ll(dv),
-        lse_batch_stride: blse,
-        lse_head_stride: lse_head,
-        lambda_batch_stride: lam_b,
-        lambda_row_stride: lam_r,
-        pos_q_batch_stride: if p.varlen { 0 } else { ll(sq) },
-        pos_k_batch_stride: if p.varlen { 0 } else { ll(sk) },
-        batch: fits_i32("q", "batch", p.batch)?,
-        heads: heads as i32,
-        kv_groups: (heads / groups) as i32,
-        seqlen_q: sq as i32,
-        seqlen_k: sk as i32,
-        head_dim: d as i32,
-        scale: p.scale,
-        softcap: p.softcap,
-        norm_factor: dp.norm_scale,
-        eps: dp.eps,
-        causal: p.causal as i32,
-        window_left: clamp_window(p.window_left, sq + sk),
-        window_right: clamp_window(p.window_right, sq + sk),
-        dtype: p.dtype.kernel_code(),
-        norm_weight_dtype: args.norm_weight.map_or(DType::F32, |w| w.dtype()).kernel_code(),
-    };
-    let prefill = kernel("q", Key::DiffPrefill { variant: variant_code(dp.variant), dtype: gpu_dtype("q", p.dtype)?, d })?;
-    let grid = (sq.div_ceil(prefill.rows as usize) as u32, heads as u32, p.batch as u32);
-    if grid.0 == 0 || heads == 0 || p.batch == 0 {
-        return Ok(());
-    }
-    gpu.launch(prefill, grid, &params)
+    DiffAttentionLaunch::new(gpu, cfg, args)?.launch(gpu, DiffTensors::of(args), out)
 }
 
 /// Host tensors in, host tensors out (validate, upload, run, download): the `--device cuda`
@@ -240,25 +318,13 @@ pub fn diff_attention_cuda_host(
     args: &DiffAttentionArgs<'_, Tensor>,
 ) -> Result<DiffAttentionOutput<Tensor>> {
     // Validate before any upload; the device copies have the planned shapes.
-    let dp = plan_diff(cfg, args)?;
-    check_gpu_prefill(&dp)?;
+    let launch = DiffAttentionLaunch::new(gpu, cfg, args)?;
     let up = |t: &Tensor| gpu.upload(t);
     let (q, k, v, lambda) = (up(args.q)?, up(args.k)?, up(args.v)?, up(args.lambda)?);
     let norm = args.norm_weight.map(up).transpose()?;
     let alibi = args.alibi_slopes.map(up).transpose()?;
-    let dargs = DiffAttentionArgs {
-        q: &q,
-        k: &k,
-        v: &v,
-        lambda: &lambda,
-        norm_weight: norm.as_ref(),
-        alibi_slopes: alibi.as_ref(),
-        cu_seqlens_q: args.cu_seqlens_q,
-        cu_seqlens_k: args.cu_seqlens_k,
-        position_ids_q: args.position_ids_q,
-        position_ids_k: args.position_ids_k,
-    };
-    let out = alloc_and_launch_prefill(gpu, &dp, &dargs)?;
+    let x = DiffTensors { q: &q, k: &k, v: &v, lambda: &lambda, norm_weight: norm.as_ref(), alibi_slopes: alibi.as_ref() };
+    let out = launch.launch_alloc(gpu, x)?;
     Ok(DiffAttentionOutput { o: gpu.download(&out.o)?, lse1: gpu.download(&out.lse1)?, lse2: gpu.download(&out.lse2)? })
 }
 

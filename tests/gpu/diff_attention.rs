@@ -13,7 +13,7 @@ use attn_kernels::diff_attention::{
     diff_decode_cpu, plan_diff, plan_diff_decode, DiffAttentionArgs, DiffAttentionConfig, DiffDecodeArgs, DiffVariant,
 };
 use attn_kernels::rope::RopeConfig;
-use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor};
+use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor, TensorInfo};
 use attn_kernels_harness::check::Rng;
 
 /// The spec's bound for diff_attention: twice the per-dtype bound.
@@ -868,4 +868,47 @@ fn kernel_names_and_smem_match_the_build() {
     for gm in [1, 2, 4, 8] {
         assert!(decode_smem_bytes(128, gm) <= 100 * 1024);
     }
+}
+
+/// Planned once, launched per layer: v1 varlen with RoPE position ids, ALiBi and the norm (weight
+/// in the activation dtype or f32, drawn per run), three layers of fresh tensors on a fork of the
+/// planning handle against the float64 oracle; tensors unlike the plan are typed errors.
+#[test]
+fn prefill_planned_once_launched_per_layer() {
+    use attn_kernels::diff_attention::cuda::{DiffAttentionLaunch, DiffTensors};
+    let Some(gpu) = gpu(concat!(module_path!(), "::prefill_planned_once_launched_per_layer")) else { return };
+    let mut rng = Rng::from_time();
+    let mut s = spec(DiffVariant::V1, DType::BF16, 1, 0, 0, 4, 2, 64);
+    s.causal = true;
+    s.alibi = true;
+    s.norm = true;
+    s.rope = Some(64);
+    s.pos_ids = true;
+    s.varlen = Some(vec![(70, 90), (0, 40), (130, 200)]);
+    let (cfg, first) = build(&mut rng, &s);
+    let launch = DiffAttentionLaunch::new(&gpu, &cfg, &first.args()).unwrap();
+    let layer_gpu = gpu.fork().unwrap();
+    for layer in 0..3 {
+        let (_, mut inp) = build(&mut rng, &s);
+        (inp.cu_q, inp.cu_k, inp.pos_q, inp.pos_k) = (first.cu_q.clone(), first.cu_k.clone(), first.pos_q.clone(), first.pos_k.clone());
+        if let (Some(w), Some(w0)) = (&inp.norm, &first.norm) {
+            inp.norm = Some(tensor(w0.dtype(), w.shape(), &w.to_f32_vec()));
+        }
+        let want = diff_attention_f64(&cfg, &inp.args()).unwrap();
+        let mut store = Vec::new();
+        let args = upload_args(&layer_gpu, &inp, &mut store);
+        let out = launch.launch_alloc(&layer_gpu, DiffTensors::of(&args)).unwrap();
+        let what = format!("layer {layer}");
+        let tol = bound(s.dtype);
+        compare(&what, rng.seed, "o", &down(&layer_gpu, &out.o), &want.o, tol);
+        compare(&what, rng.seed, "lse1", &down(&layer_gpu, &out.lse1), &want.lse1, tol);
+        compare(&what, rng.seed, "lse2", &down(&layer_gpu, &out.lse2), &want.lse2, tol);
+    }
+    let mut store = Vec::new();
+    let args = upload_args(&layer_gpu, &first, &mut store);
+    let x = DiffTensors::of(&args);
+    let e = launch.launch_alloc(&layer_gpu, DiffTensors { norm_weight: None, ..x }).map(|_| ()).unwrap_err();
+    assert_eq!(e.argument(), Some("norm_weight"), "{e}");
+    let e = launch.launch_alloc(&layer_gpu, DiffTensors { q: x.k, ..x }).map(|_| ()).unwrap_err();
+    assert_eq!(e.argument(), Some("q"), "{e}");
 }
