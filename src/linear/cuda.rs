@@ -24,7 +24,7 @@ use super::{DeltaRuleArgs, DeltaRuleConfig, LinearArgs, LinearAttentionConfig, R
 use crate::error::{Error, Result};
 use crate::runtime::params::{AkLinearParams, AkRwkv4Params};
 use crate::runtime::kernel_list::linear as list;
-use crate::runtime::{self, opt_ptr, DeviceTensor, Gpu, Key};
+use crate::runtime::{self, opt_ptr, DeviceTensor, Gpu, Key, Ready};
 use crate::tensor::{expect_dtype, expect_rank, DType, Tensor, TensorInfo};
 
 /// Which kernel computes `linear_attention` (and `delta_rule` through [`delta_rule_cuda_mode`]).
@@ -164,10 +164,10 @@ fn pick_kernel(plan: &LinearPlan, mode: LinearMode) -> Result<Kernel> {
     })
 }
 
-/// Validate a slot-id list: one per sequence, each in `[0, num_slots)`, all distinct.
-fn check_slots(plan: &LinearPlan, pool: &StatePool, slot_ids: &[i32]) -> Result<()> {
+/// Validate a pool against a plan: f32 `[num_slots, H, K, V]`.
+fn check_pool(plan: &LinearPlan, pool: &StatePool, num_slots: usize) -> Result<()> {
     expect_dtype("pool.state", &pool.state, &[DType::F32])?;
-    let want = [pool.num_slots(), plan.heads, plan.key_dim, plan.value_dim];
+    let want = [num_slots, plan.heads, plan.key_dim, plan.value_dim];
     if pool.state.shape() != want {
         return Err(Error::shape(
             "pool.state",
@@ -175,13 +175,21 @@ fn check_slots(plan: &LinearPlan, pool: &StatePool, slot_ids: &[i32]) -> Result<
             pool.state.shape(),
         ));
     }
+    if num_slots == 0 && plan.n_seqs > 0 {
+        return Err(Error::invalid("pool.state", "has no slots"));
+    }
+    Ok(())
+}
+
+/// Validate a slot-id list: one per sequence, each in `[0, num_slots)`, all distinct.
+fn check_slot_ids(plan: &LinearPlan, num_slots: usize, slot_ids: &[i32]) -> Result<()> {
     if slot_ids.len() != plan.n_seqs {
         return Err(Error::invalid(
             "slot_ids",
             format!("needs one slot per sequence: {} sequences, {} slot ids", plan.n_seqs, slot_ids.len()),
         ));
     }
-    let n = pool.num_slots();
+    let n = num_slots;
     let mut seen = vec![false; n];
     for (i, &s) in slot_ids.iter().enumerate() {
         if s < 0 || s as usize >= n {
@@ -237,26 +245,44 @@ struct Inputs<'a> {
 /// Where the states come from and go: plain tensors, or one pool in place with slot ids.
 enum States<'a> {
     Plain { initial: Option<&'a DeviceTensor>, out: &'a mut DeviceTensor },
-    Pool { pool: &'a mut DeviceTensor, slot_ids: &'a [i32] },
+    Pool { pool: &'a mut DeviceTensor },
 }
 
-/// Launch one recurrent kernel. Everything is validated by the callers.
-fn launch(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, states: States<'_>, kernel: Kernel, o: &mut DeviceTensor) -> Result<()> {
+/// The index data of one call on the device: cu_seqlens and slot ids, uploaded once.
+struct DeviceIndex {
+    cu: Option<DeviceTensor>,
+    slots: Option<DeviceTensor>,
+}
+
+impl DeviceIndex {
+    fn upload(gpu: &Gpu, cu_seqlens: Option<&[i32]>, slot_ids: Option<&[i32]>) -> Result<DeviceIndex> {
+        let up = |v: Option<&[i32]>| v.map(|v| gpu.upload(&Tensor::from_i32(&[v.len()], v)?)).transpose();
+        Ok(DeviceIndex { cu: up(cu_seqlens)?, slots: up(slot_ids)? })
+    }
+}
+
+/// Launch one recurrent kernel. Everything is validated by the callers; `index` holds the
+/// uploaded cu_seqlens and (for a pool) slot ids.
+fn launch(
+    gpu: &Gpu,
+    plan: &LinearPlan,
+    x: &Inputs<'_>,
+    states: States<'_>,
+    index: &DeviceIndex,
+    kernel: Kernel,
+    o: &mut DeviceTensor,
+) -> Result<()> {
     let delta = x.a.is_some();
     check_device(plan, kernel)?;
     if plan.n_seqs == 0 {
         return Ok(());
     }
-    let cu = match x.cu_seqlens {
-        Some(cu) => Some(gpu.upload(&Tensor::from_i32(&[cu.len()], cu)?)?),
-        None => None,
-    };
-    let (state_in, state_out, slots) = match states {
-        States::Plain { initial, out } => (opt_ptr(initial) as *const f32, out.kernel_ptr_mut() as *mut f32, None),
-        States::Pool { pool, slot_ids } => {
-            let ids = gpu.upload(&Tensor::from_i32(&[slot_ids.len()], slot_ids)?)?;
+    let (cu, slots) = (&index.cu, &index.slots);
+    let (state_in, state_out) = match states {
+        States::Plain { initial, out } => (opt_ptr(initial) as *const f32, out.kernel_ptr_mut() as *mut f32),
+        States::Pool { pool } => {
             let ptr = pool.kernel_ptr_mut() as *mut f32;
-            (ptr as *const f32, ptr, Some(ids))
+            (ptr as *const f32, ptr)
         }
     };
     let bin = k_bin(plan.key_dim)?;
@@ -305,17 +331,136 @@ fn run_plain(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, initial: Option<&Devi
     check_device(plan, kernel)?;
     let mut o = gpu.alloc_output(plan.dtype, &plan.o_shape())?;
     let mut final_state = gpu.alloc_output(DType::F32, &plan.state_shape())?;
-    launch(gpu, plan, x, States::Plain { initial, out: &mut final_state }, kernel, &mut o)?;
+    let index = DeviceIndex::upload(gpu, x.cu_seqlens, None)?;
+    launch(gpu, plan, x, States::Plain { initial, out: &mut final_state }, &index, kernel, &mut o)?;
     Ok(RecurrentOutput { o, final_state })
 }
 
 fn run_slots(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, pool: &mut StatePool, slot_ids: &[i32]) -> Result<DeviceTensor> {
-    check_slots(plan, pool, slot_ids)?;
-    let kernel = pick_kernel(plan, LinearMode::Auto)?;
-    check_device(plan, kernel)?;
+    check_pool(plan, pool, pool.num_slots())?;
+    let launch = SlotsLaunch::prepare(gpu, plan.clone(), x, pool.num_slots(), slot_ids)?;
     let mut o = gpu.alloc_output(plan.dtype, &plan.o_shape())?;
-    launch(gpu, plan, x, States::Pool { pool: &mut pool.state, slot_ids }, kernel, &mut o)?;
+    launch.enqueue(gpu, x, pool, &mut o)?;
     Ok(o)
+}
+
+/// A serving step of `linear_attention` or `delta_rule` over a [`StatePool`], planned once and
+/// launched per layer (each layer has its own pool and tensors; the sequences, their lengths and
+/// slots are the step's). [`SlotsLaunch::linear`] / [`SlotsLaunch::delta_rule`] validate and upload
+/// cu_seqlens and the slot ids; [`SlotsLaunch::launch_linear`] / [`SlotsLaunch::launch_delta_rule`]
+/// check that the tensors and the pool have the planned dtypes and shapes and enqueue the kernel
+/// (no upload, no allocation).
+pub struct SlotsLaunch {
+    plan: LinearPlan,
+    kernel: Kernel,
+    delta: bool,
+    /// q, k, v, a, b, g, u: (dtype, shape) as planned.
+    planned: [Option<(DType, Vec<usize>)>; 7],
+    num_slots: usize,
+    index: DeviceIndex,
+    uploaded: Ready,
+}
+
+const SLOT_ARGS: [&str; 7] = ["q", "k", "v", "a", "b", "g", "u"];
+
+impl SlotsLaunch {
+    /// Plan a `linear_attention` step over `num_slots` slots (tensors read for shapes only).
+    pub fn linear(
+        gpu: &Gpu,
+        cfg: &LinearAttentionConfig,
+        args: &LinearArgs<'_, DeviceTensor>,
+        num_slots: usize,
+        slot_ids: &[i32],
+    ) -> Result<SlotsLaunch> {
+        reject_initial_state(args.initial_state.is_some())?;
+        let plan = plan_linear(cfg, args)?;
+        let x = Inputs { q: args.q, k: args.k, v: args.v, a: None, b: None, g: args.g, u: args.u, cu_seqlens: args.cu_seqlens };
+        Self::prepare(gpu, plan, &x, num_slots, slot_ids)
+    }
+
+    /// Plan a `delta_rule` step over `num_slots` slots.
+    pub fn delta_rule(
+        gpu: &Gpu,
+        cfg: &DeltaRuleConfig,
+        args: &DeltaRuleArgs<'_, DeviceTensor>,
+        num_slots: usize,
+        slot_ids: &[i32],
+    ) -> Result<SlotsLaunch> {
+        reject_initial_state(args.initial_state.is_some())?;
+        let plan = plan_delta_rule(cfg, args)?;
+        let x = Inputs { q: args.q, k: args.k, v: args.v, a: Some(args.a), b: Some(args.b), g: args.g, u: None, cu_seqlens: args.cu_seqlens };
+        Self::prepare(gpu, plan, &x, num_slots, slot_ids)
+    }
+
+    fn prepare(gpu: &Gpu, plan: LinearPlan, x: &Inputs<'_>, num_slots: usize, slot_ids: &[i32]) -> Result<SlotsLaunch> {
+        check_slot_ids(&plan, num_slots, slot_ids)?;
+        let kernel = pick_kernel(&plan, LinearMode::Auto)?;
+        check_device(&plan, kernel)?;
+        let of = |t: Option<&DeviceTensor>| t.map(|t| (t.dtype(), t.shape().to_vec()));
+        Ok(SlotsLaunch {
+            planned: [of(Some(x.q)), of(Some(x.k)), of(Some(x.v)), of(x.a), of(x.b), of(x.g), of(x.u)],
+            delta: x.a.is_some(),
+            kernel,
+            num_slots,
+            index: DeviceIndex::upload(gpu, x.cu_seqlens, Some(slot_ids))?,
+            uploaded: Ready::now(gpu)?,
+            plan,
+        })
+    }
+
+    /// The validated plan.
+    pub fn plan(&self) -> &LinearPlan {
+        &self.plan
+    }
+
+    /// Run a planned `linear_attention` step on `gpu`'s stream: the layer's tensors (`args`'s
+    /// index data is the plan's and not read), its pool, in place, and `o` ([`LinearPlan::o_shape`]).
+    pub fn launch_linear(&self, gpu: &Gpu, args: &LinearArgs<'_, DeviceTensor>, pool: &mut StatePool, o: &mut DeviceTensor) -> Result<()> {
+        if self.delta {
+            return Err(Error::invalid("a", "this step was planned for delta_rule"));
+        }
+        reject_initial_state(args.initial_state.is_some())?;
+        let x = Inputs { q: args.q, k: args.k, v: args.v, a: None, b: None, g: args.g, u: args.u, cu_seqlens: None };
+        self.enqueue(gpu, &x, pool, o)
+    }
+
+    /// Run a planned `delta_rule` step, as [`SlotsLaunch::launch_linear`].
+    pub fn launch_delta_rule(&self, gpu: &Gpu, args: &DeltaRuleArgs<'_, DeviceTensor>, pool: &mut StatePool, o: &mut DeviceTensor) -> Result<()> {
+        if !self.delta {
+            return Err(Error::invalid("a", "this step was planned for linear_attention"));
+        }
+        reject_initial_state(args.initial_state.is_some())?;
+        let x = Inputs { q: args.q, k: args.k, v: args.v, a: Some(args.a), b: Some(args.b), g: args.g, u: None, cu_seqlens: None };
+        self.enqueue(gpu, &x, pool, o)
+    }
+
+    fn enqueue(&self, gpu: &Gpu, x: &Inputs<'_>, pool: &mut StatePool, o: &mut DeviceTensor) -> Result<()> {
+        let given = [Some(x.q), Some(x.k), Some(x.v), x.a, x.b, x.g, x.u];
+        for ((arg, t), planned) in SLOT_ARGS.into_iter().zip(given).zip(&self.planned) {
+            match (t, planned) {
+                (Some(t), Some((dtype, shape))) => {
+                    expect_dtype(arg, t, &[*dtype])?;
+                    if t.shape() != shape.as_slice() {
+                        return Err(Error::shape(arg, format!("{shape:?} (as planned)"), t.shape()));
+                    }
+                }
+                (None, None) => {}
+                (_, planned) => {
+                    return Err(Error::invalid(arg, format!("the step was planned {} it", if planned.is_some() { "with" } else { "without" })))
+                }
+            }
+        }
+        let plan = &self.plan;
+        check_pool(plan, pool, self.num_slots)?;
+        expect_dtype("o", o, &[plan.dtype])?;
+        if o.shape() != plan.o_shape().as_slice() {
+            return Err(Error::shape("o", format!("{:?}", plan.o_shape()), o.shape()));
+        }
+        self.uploaded.wait_on(gpu, "SlotsLaunch")?;
+        // The planned index data; the tensors' own cu_seqlens are not read.
+        let x = Inputs { cu_seqlens: None, ..*x };
+        launch(gpu, plan, &x, States::Pool { pool: &mut pool.state }, &self.index, self.kernel, o)
+    }
 }
 
 // -------------------------------------------------------------------------------- public API

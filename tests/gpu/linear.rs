@@ -827,3 +827,52 @@ fn rwkv4_64k_steps_small_w_vs_cpu() {
         assert_close(&format!("{what} state"), &st, &want.final_state, 1e-5, seed);
     }
 }
+
+/// A serving step planned once and launched per layer: decode of many sequences in a shuffled
+/// pool, two layers (each its own pool and tensors) on a fork of the planning handle, each
+/// against the float64 oracle, and the final states land in the planned slots; tensors and pools
+/// unlike the plan are typed errors.
+#[test]
+fn slots_planned_once_launched_per_layer() {
+    let Some(gpu) = gpu(concat!(module_path!(), "::slots_planned_once_launched_per_layer")) else { return };
+    let mut rng = Rng::from_time();
+    let seed = rng.seed;
+    let cfg = LinearAttentionConfig::default();
+    let (n, h, kd, vd, slots) = (40, 2, 64, 64, 64);
+    let mut ids: Vec<i32> = (0..slots as i32).collect();
+    shuffle(&mut rng, &mut ids);
+    ids.truncate(n);
+    let first = lin_case(&mut rng, DType::BF16, DType::F32, [n, 1, h, kd], vd, DecayShape::PerTokenKey, false, false);
+    let d0 = DevLin::new(&gpu, &first);
+    let mut planning = d0.args(None);
+    planning.initial_state = None;
+    let step = SlotsLaunch::linear(&gpu, &cfg, &planning, slots, &ids).unwrap();
+    let layer_gpu = gpu.fork().unwrap();
+    for layer in 0..2 {
+        let mut c = lin_case(&mut rng, DType::BF16, DType::F32, [n, 1, h, kd], vd, DecayShape::PerTokenKey, false, false);
+        c.s0 = None;
+        let d = DevLin::new(&layer_gpu, &c);
+        let mut args = d.args(None);
+        args.initial_state = None;
+        let mut pool = StatePool::new(&layer_gpu, slots, h, kd, vd).unwrap();
+        let mut o = layer_gpu.alloc_poisoned(DType::BF16, &step.plan().o_shape()).unwrap();
+        step.launch_linear(&layer_gpu, &args, &mut pool, &mut o).unwrap();
+        let want = oracle::linear_attention(&cfg, &c.host()).unwrap();
+        assert_close(&format!("layer {layer} o"), &down(&layer_gpu, &o), &want.o, DType::BF16.rel_tolerance(), seed);
+        // Slot ids[i] holds sequence i's final state.
+        let states = down(&layer_gpu, &pool.state).to_f64_vec();
+        let per = h * kd * vd;
+        let got: Vec<f64> = ids.iter().flat_map(|&s| states[s as usize * per..][..per].to_vec()).collect();
+        let err = rel_error(&got, &want.final_state);
+        assert!(err <= 1e-5, "layer {layer}: final states rel {err:e}, seed {seed}");
+    }
+    let mut args = d0.args(None);
+    args.initial_state = None;
+    let mut o = layer_gpu.alloc(DType::BF16, &step.plan().o_shape()).unwrap();
+    let mut small = StatePool::new(&layer_gpu, slots - 1, h, kd, vd).unwrap();
+    let e = step.launch_linear(&layer_gpu, &args, &mut small, &mut o).unwrap_err();
+    assert_eq!(arg_of(&e), "pool.state", "{e}");
+    let mut pool = StatePool::new(&layer_gpu, slots, h, kd, vd).unwrap();
+    let e = step.launch_linear(&layer_gpu, &LinearArgs { g: None, ..args }, &mut pool, &mut o).unwrap_err();
+    assert_eq!(arg_of(&e), "g", "{e}");
+}
