@@ -193,7 +193,7 @@ impl DiffAttentionLaunch {
         for ((arg, t), planned) in DIFF_ARGS.into_iter().zip(given).zip(&self.planned) {
             match (t, planned) {
                 (Some(t), Some((dtype, shape))) => {
-                    expect_same_dtype(arg, t, "the plan's", *dtype)?;
+                    expect_dtype(arg, t, &[*dtype])?;
                     if t.shape() != shape.as_slice() {
                         return Err(Error::shape(arg, format!("{shape:?} (as planned)"), t.shape()));
                     }
@@ -363,23 +363,191 @@ fn check_gpu_decode(p: &DiffDecodePlan, split: SplitPolicy) -> Result<()> {
     Ok(())
 }
 
-/// Fused v1 decode on the GPU (see the module docs). Outputs `o [B, 1, H, 2d]` in q's dtype,
-/// `lse1`, `lse2 [B, H, 1]` f32.
+/// Fused differential decode planned once per step and launched per layer, as
+/// [`crate::decode::cuda::DecodeLaunch`]: [`DiffDecodeLaunch::new`] validates, uploads the
+/// cache index, picks kernels and split count and allocates the split workspace;
+/// [`DiffDecodeLaunch::launch`] checks the layer's tensors against the plan (and the cache's
+/// host index against the uploaded one) and enqueues the two kernels, allocating nothing.
+/// Launches of one `DiffDecodeLaunch` share its workspace: order them.
+pub struct DiffDecodeLaunch {
+    plan: DiffDecodePlan,
+    /// q, k_cache, v_cache, lambda, norm_weight, alibi_slopes: (dtype, shape) as planned.
+    planned: [Option<(DType, Vec<usize>)>; 6],
+    index: Option<DeviceKvIndex>,
+    split_kernel: &'static Kernel,
+    combine_kernel: &'static Kernel,
+    grid_y: u32,
+    splits: usize,
+    workspace: (DeviceTensor, DeviceTensor),
+    uploaded: Ready,
+}
+
+const DIFF_DECODE_ARGS: [&str; 6] = ["q", "k_cache", "v_cache", "lambda", "norm_weight", "alibi_slopes"];
+
+impl DiffDecodeLaunch {
+    /// Validate a decode step and prepare it (tensors read for their shapes and dtypes only).
+    pub fn new(gpu: &Gpu, cfg: &DiffAttentionConfig, args: &DiffDecodeArgs<'_, DeviceTensor>, split: SplitPolicy) -> Result<DiffDecodeLaunch> {
+        let p = plan_diff_decode(cfg, args)?;
+        check_gpu_decode(&p, split)?;
+        let index = DeviceKvIndex::new(gpu, &args.cache)?;
+        Self::prepare(gpu, p, args, Some(index), split)
+    }
+
+    fn prepare(
+        gpu: &Gpu,
+        p: DiffDecodePlan,
+        args: &DiffDecodeArgs<'_, DeviceTensor>,
+        index: Option<DeviceKvIndex>,
+        split: SplitPolicy,
+    ) -> Result<DiffDecodeLaunch> {
+        let (d, h) = (p.head_dim, p.heads);
+        let splits = diff_decode_splits(gpu, &p, split);
+        let group = h / p.heads_kv.max(1);
+        let gm = decode_heads_per_block(group);
+        let dtype = gpu_dtype("q", p.dtype)?;
+        let of = |t: Option<&DeviceTensor>| t.map(|t| (t.dtype(), t.shape().to_vec()));
+        Ok(DiffDecodeLaunch {
+            planned: [
+                of(Some(args.q)),
+                of(Some(args.cache.k())),
+                of(Some(args.cache.v())),
+                of(Some(args.lambda)),
+                of(args.norm_weight),
+                of(args.alibi_slopes),
+            ],
+            index,
+            split_kernel: kernel("q", Key::DiffDecodeSplit { dtype, d, heads: gm })?,
+            combine_kernel: kernel("q", Key::DiffDecodeCombine { dtype, d })?,
+            grid_y: (p.heads_kv * group.div_ceil(gm)) as u32,
+            splits,
+            workspace: (
+                gpu.alloc_output(DType::F32, &[p.batch, h, splits, 2, 2 * d])?,
+                gpu.alloc_output(DType::F32, &[p.batch, h, splits, 2])?,
+            ),
+            uploaded: Ready::now(gpu)?,
+            plan: p,
+        })
+    }
+
+    /// The validated plan.
+    pub fn plan(&self) -> &DiffDecodePlan {
+        &self.plan
+    }
+
+    /// Run on `gpu`'s stream with the layer's tensors (the cache's lengths and block table must
+    /// be the planned ones) into `out` (`o [B, 1, H, 2d]`, `lse1`, `lse2` f32 `[B, H, 1]`).
+    pub fn launch(&mut self, gpu: &Gpu, args: &DiffDecodeArgs<'_, DeviceTensor>, out: &mut DiffAttentionOutput<DeviceTensor>) -> Result<()> {
+        let index = self.index.take().ok_or_else(|| Error::invalid("index", "this DiffDecodeLaunch has no index data"))?;
+        let r = self.enqueue(gpu, args, &index, out);
+        self.index = Some(index);
+        r
+    }
+
+    fn enqueue(
+        &mut self,
+        gpu: &Gpu,
+        args: &DiffDecodeArgs<'_, DeviceTensor>,
+        index: &DeviceKvIndex,
+        out: &mut DiffAttentionOutput<DeviceTensor>,
+    ) -> Result<()> {
+        let given = [Some(args.q), Some(args.cache.k()), Some(args.cache.v()), Some(args.lambda), args.norm_weight, args.alibi_slopes];
+        for ((arg, t), planned) in DIFF_DECODE_ARGS.into_iter().zip(given).zip(&self.planned) {
+            match (t, planned) {
+                (Some(t), Some((dtype, shape))) => {
+                    expect_dtype(arg, t, &[*dtype])?;
+                    if t.shape() != shape.as_slice() {
+                        return Err(Error::shape(arg, format!("{shape:?} (as planned)"), t.shape()));
+                    }
+                }
+                (None, None) => {}
+                (_, planned) => {
+                    return Err(Error::invalid(arg, format!("the plan was made {} it", if planned.is_some() { "with" } else { "without" })))
+                }
+            }
+        }
+        if !index.matches(&args.cache) {
+            return Err(Error::invalid(
+                "index",
+                "DeviceKvIndex was made from other cache_seqlens / block_table than this cache's",
+            ));
+        }
+        let p = &self.plan;
+        check_outputs(out, p.dtype, &p.o_shape(), &p.lse_shape())?;
+        self.uploaded.wait_on(gpu, "DiffDecodeLaunch")?;
+        index.wait_on(gpu)?;
+        if p.batch == 0 || p.heads == 0 {
+            return Ok(());
+        }
+        let (d, h, hkv) = (p.head_dim, p.heads, p.heads_kv);
+        let splits = self.splits;
+        let keys_per_split = p.max_seqlen().div_ceil(splits).div_ceil(DECODE_KEYS).max(1) * DECODE_KEYS;
+        let (part_o, part_lse) = &mut self.workspace;
+        let ll = |n: usize| n as i64;
+        let (batch_stride, block_size, max_blocks) = match p.layout {
+            CacheLayout::Contiguous { s_max } => (ll(s_max * hkv * 2 * d), 1, 0),
+            CacheLayout::Paged { block_size, max_blocks, .. } => (ll(block_size * hkv * 2 * d), block_size, max_blocks),
+        };
+        let params = AkDiffDecodeParams {
+            q: args.q.kernel_ptr(),
+            k_cache: args.cache.k().kernel_ptr(),
+            v_cache: args.cache.v().kernel_ptr(),
+            cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
+            block_table: opt_ptr(index.block_table.as_ref()) as *const i32,
+            part_o: part_o.kernel_ptr_mut() as *mut f32,
+            part_lse: part_lse.kernel_ptr_mut() as *mut f32,
+            o: out.o.kernel_ptr_mut(),
+            lse1: out.lse1.kernel_ptr_mut() as *mut f32,
+            lse2: out.lse2.kernel_ptr_mut() as *mut f32,
+            lambda: args.lambda.kernel_ptr() as *const f32,
+            norm_weight: opt_ptr(args.norm_weight),
+            alibi_slopes: opt_ptr(args.alibi_slopes) as *const f32,
+            q_batch_stride: ll(2 * h * d),
+            q_head_stride: ll(d),
+            k_batch_stride: batch_stride,
+            k_row_stride: ll(hkv * 2 * d),
+            k_head_stride: ll(2 * d),
+            v_batch_stride: batch_stride,
+            v_row_stride: ll(hkv * 2 * d),
+            v_head_stride: ll(2 * d),
+            block_table_stride: ll(max_blocks),
+            o_batch_stride: ll(h * 2 * d),
+            o_head_stride: ll(2 * d),
+            batch: p.batch as i32,
+            heads: h as i32,
+            kv_groups: (h / hkv) as i32,
+            head_dim: d as i32,
+            block_size: block_size as i32,
+            num_splits: splits as i32,
+            keys_per_split: fits_i32("k_cache", "keys per split", keys_per_split)?,
+            scale: p.scale,
+            softcap: p.softcap,
+            norm_factor: p.norm_scale,
+            eps: p.eps,
+            window_left: clamp_window(p.window_left, p.max_seqlen()),
+            dtype: p.dtype.kernel_code(),
+            norm_weight_dtype: args.norm_weight.map_or(DType::F32, |w| w.dtype()).kernel_code(),
+        };
+        gpu.launch(self.split_kernel, (splits as u32, self.grid_y, p.batch as u32), &params)?;
+        gpu.launch(self.combine_kernel, (h as u32, p.batch as u32, 1), &params)
+    }
+}
+
+/// Fused v1 decode on the GPU (one [`DiffDecodeLaunch`]): `o [B, 1, H, 2d]` in q's dtype,
+/// `lse1`, `lse2` f32 `[B, H, 1]`.
 pub fn diff_decode_cuda(
     gpu: &Gpu,
     cfg: &DiffAttentionConfig,
     args: &DiffDecodeArgs<'_, DeviceTensor>,
     split: SplitPolicy,
 ) -> Result<DiffAttentionOutput<DeviceTensor>> {
-    let p = plan_diff_decode(cfg, args)?;
-    check_gpu_decode(&p, split)?;
-    let index = DeviceKvIndex::new(gpu, &args.cache)?;
+    let mut launch = DiffDecodeLaunch::new(gpu, cfg, args, split)?;
+    let p = launch.plan();
     let mut out = DiffAttentionOutput {
         o: gpu.alloc_output(p.dtype, &p.o_shape())?,
         lse1: gpu.alloc_output(DType::F32, &p.lse_shape())?,
         lse2: gpu.alloc_output(DType::F32, &p.lse_shape())?,
     };
-    launch_decode(gpu, &p, args, &index, split, &mut out)?;
+    launch.launch(gpu, args, &mut out)?;
     Ok(out)
 }
 
@@ -394,86 +562,7 @@ pub fn diff_decode_cuda_into(
 ) -> Result<()> {
     let p = plan_diff_decode(cfg, args)?;
     check_gpu_decode(&p, split)?;
-    if !index.matches(&args.cache) {
-        return Err(Error::invalid(
-            "index",
-            "DeviceKvIndex was made from other cache_seqlens / block_table than this cache's",
-        ));
-    }
-    check_outputs(out, p.dtype, &p.o_shape(), &p.lse_shape())?;
-    launch_decode(gpu, &p, args, index, split, out)
-}
-
-fn launch_decode(
-    gpu: &Gpu,
-    p: &DiffDecodePlan,
-    args: &DiffDecodeArgs<'_, DeviceTensor>,
-    index: &DeviceKvIndex,
-    split: SplitPolicy,
-    out: &mut DiffAttentionOutput<DeviceTensor>,
-) -> Result<()> {
-    index.wait_on(gpu)?;
-    if p.batch == 0 || p.heads == 0 {
-        return Ok(());
-    }
-    let (d, h, hkv) = (p.head_dim, p.heads, p.heads_kv);
-    let splits = diff_decode_splits(gpu, p, split);
-    let keys_per_split = p.max_seqlen().div_ceil(splits).div_ceil(DECODE_KEYS).max(1) * DECODE_KEYS;
-    let mut part_o = gpu.alloc_output(DType::F32, &[p.batch, h, splits, 2, 2 * d])?;
-    let mut part_lse = gpu.alloc_output(DType::F32, &[p.batch, h, splits, 2])?;
-    let ll = |n: usize| n as i64;
-    let (batch_stride, block_size, max_blocks) = match p.layout {
-        CacheLayout::Contiguous { s_max } => (ll(s_max * hkv * 2 * d), 1, 0),
-        CacheLayout::Paged { block_size, max_blocks, .. } => (ll(block_size * hkv * 2 * d), block_size, max_blocks),
-    };
-    let params = AkDiffDecodeParams {
-        q: args.q.kernel_ptr(),
-        k_cache: args.cache.k().kernel_ptr(),
-        v_cache: args.cache.v().kernel_ptr(),
-        cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
-        block_table: opt_ptr(index.block_table.as_ref()) as *const i32,
-        part_o: part_o.kernel_ptr_mut() as *mut f32,
-        part_lse: part_lse.kernel_ptr_mut() as *mut f32,
-        o: out.o.kernel_ptr_mut(),
-        lse1: out.lse1.kernel_ptr_mut() as *mut f32,
-        lse2: out.lse2.kernel_ptr_mut() as *mut f32,
-        lambda: args.lambda.kernel_ptr() as *const f32,
-        norm_weight: opt_ptr(args.norm_weight),
-        alibi_slopes: opt_ptr(args.alibi_slopes) as *const f32,
-        q_batch_stride: ll(2 * h * d),
-        q_head_stride: ll(d),
-        k_batch_stride: batch_stride,
-        k_row_stride: ll(hkv * 2 * d),
-        k_head_stride: ll(2 * d),
-        v_batch_stride: batch_stride,
-        v_row_stride: ll(hkv * 2 * d),
-        v_head_stride: ll(2 * d),
-        block_table_stride: ll(max_blocks),
-        o_batch_stride: ll(h * 2 * d),
-        o_head_stride: ll(2 * d),
-        batch: p.batch as i32,
-        heads: h as i32,
-        kv_groups: (h / hkv) as i32,
-        head_dim: d as i32,
-        block_size: block_size as i32,
-        num_splits: splits as i32,
-        keys_per_split: fits_i32("k_cache", "keys per split", keys_per_split)?,
-        scale: p.scale,
-        softcap: p.softcap,
-        norm_factor: p.norm_scale,
-        eps: p.eps,
-        window_left: clamp_window(p.window_left, p.max_seqlen()),
-        dtype: p.dtype.kernel_code(),
-        norm_weight_dtype: args.norm_weight.map_or(DType::F32, |w| w.dtype()).kernel_code(),
-    };
-    let group = h / hkv;
-    let gm = decode_heads_per_block(group);
-    let dtype = gpu_dtype("q", p.dtype)?;
-    let split_k = kernel("q", Key::DiffDecodeSplit { dtype, d, heads: gm })?;
-    let combine_k = kernel("q", Key::DiffDecodeCombine { dtype, d })?;
-    let grid_y = (hkv * group.div_ceil(gm)) as u32;
-    gpu.launch(split_k, (splits as u32, grid_y, p.batch as u32), &params)?;
-    gpu.launch(combine_k, (h as u32, p.batch as u32, 1), &params)
+    DiffDecodeLaunch::prepare(gpu, p, args, None, split)?.enqueue(gpu, args, index, out)
 }
 
 /// Every kernel key this file can launch (for the build-manifest test).

@@ -912,3 +912,61 @@ fn prefill_planned_once_launched_per_layer() {
     let e = launch.launch_alloc(&layer_gpu, DiffTensors { q: x.k, ..x }).map(|_| ()).unwrap_err();
     assert_eq!(e.argument(), Some("q"), "{e}");
 }
+
+/// Fused decode planned once per step, launched per layer: three layers (fresh q, caches, lambda
+/// and norm weight; same lengths) on a fork of the planning handle with 3 splits, each against its
+/// float64 oracle; tensors unlike the plan are typed errors.
+#[test]
+fn decode_planned_once_launched_per_layer() {
+    use attn_kernels::diff_attention::cuda::DiffDecodeLaunch;
+    let Some(gpu) = gpu(concat!(module_path!(), "::decode_planned_once_launched_per_layer")) else { return };
+    let mut rng = Rng::from_time();
+    let lens = [300usize, 41, 129];
+    // Layers of one model store their norm weights in one dtype (drawn per case): keep those
+    // whose weight has the first case's dtype.
+    let mut cases: Vec<DecodeCase> = Vec::new();
+    while cases.len() < 3 {
+        let c = decode_case(&mut rng, DType::BF16, &lens, 4, 2, 64, 16, -1, 0.0, true, true);
+        let dt = |c: &DecodeCase| c.norm.as_ref().map(|w| w.dtype());
+        if cases.first().is_none_or(|c0| dt(c0) == dt(&c)) {
+            cases.push(c);
+        }
+    }
+    let upload = |g: &Gpu, c: &DecodeCase| {
+        [&c.q, &c.k_contig, &c.v_contig, &c.lambda, c.norm.as_ref().unwrap(), c.alibi.as_ref().unwrap()].map(|t| up(g, t))
+    };
+    let first = upload(&gpu, &cases[0]);
+    let mut launch = DiffDecodeLaunch::new(&gpu, &cases[0].cfg, &args_of(&cases[0], &first), SplitPolicy::Fixed(3)).unwrap();
+    let layer_gpu = gpu.fork().unwrap();
+    for (layer, c) in cases.iter().enumerate() {
+        let t = upload(&layer_gpu, c);
+        let args = args_of(c, &t);
+        let p = launch.plan().clone();
+        let mut out = DiffAttentionOutput {
+            o: layer_gpu.alloc_poisoned(p.dtype, &p.o_shape()).unwrap(),
+            lse1: layer_gpu.alloc_poisoned(DType::F32, &p.lse_shape()).unwrap(),
+            lse2: layer_gpu.alloc_poisoned(DType::F32, &p.lse_shape()).unwrap(),
+        };
+        launch.launch(&layer_gpu, &args, &mut out).unwrap();
+        let host = DiffAttentionOutput { o: down(&layer_gpu, &out.o), lse1: down(&layer_gpu, &out.lse1), lse2: down(&layer_gpu, &out.lse2) };
+        c.check(&format!("layer {layer}"), rng.seed, &host, bound(DType::BF16));
+    }
+    let t = upload(&layer_gpu, &cases[0]);
+    let args = args_of(&cases[0], &t);
+    let p = launch.plan().clone();
+    let mut out = DiffAttentionOutput {
+        o: layer_gpu.alloc(p.dtype, &p.o_shape()).unwrap(),
+        lse1: layer_gpu.alloc(DType::F32, &p.lse_shape()).unwrap(),
+        lse2: layer_gpu.alloc(DType::F32, &p.lse_shape()).unwrap(),
+    };
+    let e = launch.launch(&layer_gpu, &DiffDecodeArgs { alibi_slopes: None, ..args }, &mut out).unwrap_err();
+    assert_eq!(e.argument(), Some("alibi_slopes"), "{e}");
+    let e = launch.launch(&layer_gpu, &DiffDecodeArgs { lambda: args.q, ..args }, &mut out).unwrap_err();
+    assert_eq!(e.argument(), Some("lambda"), "{e}");
+}
+
+/// The decode arguments of a case's contiguous cache from its uploaded tensors.
+fn args_of<'a>(c: &'a DecodeCase, t: &'a [DeviceTensor; 6]) -> DiffDecodeArgs<'a, DeviceTensor> {
+    let [q, k, v, lambda, norm, alibi] = t;
+    DiffDecodeArgs { q, cache: c.cache(false, k, v), lambda, norm_weight: Some(norm), alibi_slopes: Some(alibi) }
+}
