@@ -1,11 +1,11 @@
 //! CUDA path of RoPE: the device copy of the exact-angle tables (shared with fused attention)
 //! and the standalone kernel launch.
 
-use super::{plan_rope, ResolvedRope, RopeArgs, RopeOpConfig};
+use super::{plan_rope, ResolvedRope, RopeArgs, RopeOpConfig, RopePlan};
 use crate::error::{Error, Result};
 use crate::runtime::params::{AkRopeParams, AkRopeTable};
 use crate::runtime::kernel_list::rope::MAX_ROTARY_DIM;
-use crate::runtime::{kernel, DeviceTensor, Gpu, Key};
+use crate::runtime::{kernel, DeviceTensor, Gpu, Kernel, Key, Ready};
 use crate::tensor::{DType, Tensor, TensorInfo};
 use std::sync::Arc;
 
@@ -61,66 +61,121 @@ pub fn rope_table(gpu: &Gpu, resolved: &ResolvedRope, max_pos: usize) -> Result<
     gpu.cached(&key, || DeviceRopeTable::new(gpu, resolved, max_pos))
 }
 
-fn launch(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>, y: *mut std::ffi::c_void) -> Result<()> {
-    let plan = plan_rope(cfg, args)?;
-    if args.x.numel() == 0 {
-        return Ok(());
+/// Standalone RoPE planned once (positions validated and uploaded, table resolved) and launched
+/// for every tensor of that shape: an engine rotates q and k of every layer with the same
+/// positions. [`RopeLaunch::launch`] / [`RopeLaunch::launch_inplace`] check the tensor against the
+/// plan and enqueue the kernel (no upload, no allocation).
+pub struct RopeLaunch {
+    plan: RopePlan,
+    shape: Vec<usize>,
+    position_offset: i64,
+    kernel: &'static Kernel,
+    table: Arc<DeviceRopeTable>,
+    ids: Option<DeviceTensor>,
+    uploaded: Ready,
+}
+
+impl RopeLaunch {
+    /// Validate and prepare a rotation of tensors shaped like `args.x`.
+    pub fn new(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>) -> Result<RopeLaunch> {
+        let plan = plan_rope(cfg, args)?;
+        if plan.resolved.rotary_dim > MAX_ROTARY_DIM {
+            return Err(Error::unsupported(
+                "rope.rotary_dim",
+                format!("{} > {MAX_ROTARY_DIM} on the GPU kernel", plan.resolved.rotary_dim),
+            ));
+        }
+        let dtype = plan.dtype.kernel_dt().ok_or_else(|| Error::DType {
+            arg: "x".into(),
+            expected: "f32, f16 or bf16".into(),
+            got: plan.dtype,
+        })?;
+        let table = rope_table(gpu, &plan.resolved, plan.max_position)?;
+        // Positions are resolved and validated on the host; upload them unless the plain
+        // `offset + row % seqlen` rule reproduces them.
+        let ids = if args.position_ids.is_some() || args.cu_seqlens.is_some() {
+            let ids: Vec<i32> = plan.positions.iter().map(|&p| p as i32).collect();
+            Some(gpu.upload(&Tensor::from_i32(&[ids.len()], &ids)?)?)
+        } else {
+            None
+        };
+        Ok(RopeLaunch {
+            shape: args.x.shape().to_vec(),
+            position_offset: cfg.position_offset,
+            kernel: kernel("x", Key::Rope { dtype })?,
+            table,
+            ids,
+            uploaded: Ready::now(gpu)?,
+            plan,
+        })
     }
-    if plan.resolved.rotary_dim > MAX_ROTARY_DIM {
-        return Err(Error::unsupported(
-            "rope.rotary_dim",
-            format!("{} > {MAX_ROTARY_DIM} on the GPU kernel", plan.resolved.rotary_dim),
-        ));
+
+    /// The validated plan.
+    pub fn plan(&self) -> &RopePlan {
+        &self.plan
     }
-    let table = rope_table(gpu, &plan.resolved, plan.max_position)?;
-    // Positions are resolved and validated on the host; upload them unless the plain
-    // `offset + row % seqlen` rule reproduces them.
-    let ids = if args.position_ids.is_some() || args.cu_seqlens.is_some() {
-        let ids: Vec<i32> = plan.positions.iter().map(|&p| p as i32).collect();
-        Some(gpu.upload(&Tensor::from_i32(&[ids.len()], &ids)?)?)
-    } else {
-        None
-    };
-    let row_stride = (plan.heads * plan.head_dim) as i64;
-    let params = AkRopeParams {
-        x: args.x.kernel_ptr(),
-        y,
-        position_ids: ids.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
-        table: table.params(),
-        x_row_stride: row_stride,
-        x_head_stride: plan.head_dim as i64,
-        y_row_stride: row_stride,
-        y_head_stride: plan.head_dim as i64,
-        rows: plan.rows as i32,
-        seqlen: plan.seqlen.max(1) as i32,
-        heads: plan.heads as i32,
-        head_dim: plan.head_dim as i32,
-        position_offset: cfg.position_offset as i32,
-        dtype: plan.dtype.kernel_code(),
-    };
-    let dtype = plan.dtype.kernel_dt().ok_or_else(|| Error::DType {
-        arg: "x".into(),
-        expected: "f32, f16 or bf16".into(),
-        got: plan.dtype,
-    })?;
-    let kernel = kernel("x", Key::Rope { dtype })?;
-    // One block per row; threads stride over (head, pair).
-    // `ids` is freed stream-ordered after the launch (cudarc frees on the same stream).
-    gpu.launch(kernel, (plan.rows as u32, 1, 1), &params)
+
+    fn check(&self, arg: &str, t: &DeviceTensor) -> Result<()> {
+        crate::tensor::expect_dtype(arg, t, &[self.plan.dtype])?;
+        crate::tensor::expect_shape(arg, t, &self.shape)
+    }
+
+    /// Rotate `x` into `y` (both with the planned shape and dtype) on `gpu`'s stream.
+    pub fn launch(&self, gpu: &Gpu, x: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
+        self.check("x", x)?;
+        self.check("y", y)?;
+        self.enqueue(gpu, x.kernel_ptr(), y.kernel_ptr_mut())
+    }
+
+    /// Rotate `x` in place.
+    pub fn launch_inplace(&self, gpu: &Gpu, x: &mut DeviceTensor) -> Result<()> {
+        self.check("x", x)?;
+        let p = x.kernel_ptr_mut();
+        self.enqueue(gpu, p, p)
+    }
+
+    fn enqueue(&self, gpu: &Gpu, x: *const std::ffi::c_void, y: *mut std::ffi::c_void) -> Result<()> {
+        self.uploaded.wait_on(gpu, "RopeLaunch")?;
+        let plan = &self.plan;
+        if plan.rows == 0 || self.shape.iter().product::<usize>() == 0 {
+            return Ok(());
+        }
+        let row_stride = (plan.heads * plan.head_dim) as i64;
+        let params = AkRopeParams {
+            x,
+            y,
+            position_ids: self.ids.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
+            table: self.table.params(),
+            x_row_stride: row_stride,
+            x_head_stride: plan.head_dim as i64,
+            y_row_stride: row_stride,
+            y_head_stride: plan.head_dim as i64,
+            rows: plan.rows as i32,
+            seqlen: plan.seqlen.max(1) as i32,
+            heads: plan.heads as i32,
+            head_dim: plan.head_dim as i32,
+            position_offset: self.position_offset as i32,
+            dtype: plan.dtype.kernel_code(),
+        };
+        // One block per row; threads stride over (head, pair).
+        gpu.launch(self.kernel, (plan.rows as u32, 1, 1), &params)
+    }
 }
 
 /// Rotate `x` into a new device tensor.
 pub fn rope_cuda(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>) -> Result<DeviceTensor> {
+    let launch = RopeLaunch::new(gpu, cfg, args)?;
     let mut y = gpu.alloc_output(args.x.dtype(), args.x.shape())?;
-    launch(gpu, cfg, args, y.kernel_ptr_mut())?;
+    launch.launch(gpu, args.x, &mut y)?;
     Ok(y)
 }
 
 /// Rotate `x` into `y` (same shape and dtype).
 pub fn rope_cuda_into(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>, y: &mut DeviceTensor) -> Result<()> {
+    let launch = RopeLaunch::new(gpu, cfg, args)?;
     crate::tensor::expect_shape("y", y, args.x.shape())?;
     crate::tensor::expect_same_dtype("y", y, "x", args.x.dtype())?;
-    launch(gpu, cfg, args, y.kernel_ptr_mut())
+    launch.launch(gpu, args.x, y)
 }
 
 /// Rotate `x` in place.
@@ -131,6 +186,6 @@ pub fn rope_cuda_inplace(
     position_ids: Option<&[i32]>,
     cu_seqlens: Option<&[i32]>,
 ) -> Result<()> {
-    let y = x.kernel_ptr_mut();
-    launch(gpu, cfg, &RopeArgs { x, position_ids, cu_seqlens }, y)
+    let launch = RopeLaunch::new(gpu, cfg, &RopeArgs { x, position_ids, cu_seqlens })?;
+    launch.launch_inplace(gpu, x)
 }

@@ -31,6 +31,7 @@ fn shared_types_are_send_and_sync() {
     assert_send_sync::<attn_kernels::diff_attention::cuda::DiffAttentionLaunch>();
     assert_send_sync::<attn_kernels::linear::cuda::SlotsLaunch>();
     assert_send_sync::<attn_kernels::diff_attention::cuda::DiffDecodeLaunch>();
+    assert_send_sync::<attn_kernels::rope::cuda::RopeLaunch>();
     assert_send_sync::<attn_kernels::diff_attention::DiffAttentionPlan>();
     assert_send_sync::<attn_kernels::decode::DecodePlan>();
     assert_send_sync::<attn_kernels::linear::LinearPlan>();

@@ -85,3 +85,35 @@ fn rope_gpu_bad_inputs() {
     let e = rope_cuda(&gpu, &op, &RopeArgs { x: &x, position_ids: Some(&[1, 2]), cu_seqlens: None }).unwrap_err();
     assert_eq!(e.argument(), Some("position_ids"));
 }
+
+/// Planned once, launched per tensor: position ids uploaded once, three tensors (out of
+/// place and in place) on a fork of the planning handle against the CPU; a tensor unlike the plan
+/// is a typed error.
+#[test]
+fn rope_planned_once_launched_per_tensor() {
+    use attn_kernels::rope::cuda::RopeLaunch;
+    let Some(gpu) = gpu(concat!(module_path!(), "::rope_planned_once_launched_per_tensor")) else { return };
+    let mut rng = Rng::from_time();
+    let (total, h, d) = (150usize, 4usize, 128usize);
+    let op = RopeOpConfig { rope: RopeConfig::new(128, 5e5), position_offset: 3 };
+    let ids: Vec<i32> = (0..total).map(|_| rng.below(1 << 16) as i32).collect();
+    let first = gpu.upload(&randn(&mut rng, DType::BF16, &[total, h, d])).unwrap();
+    let launch = RopeLaunch::new(&gpu, &op, &RopeArgs { x: &first, position_ids: Some(&ids), cu_seqlens: None }).unwrap();
+    let fork = gpu.fork().unwrap();
+    for i in 0..3 {
+        let x = randn(&mut rng, DType::BF16, &[total, h, d]);
+        let want = rope_cpu(&op, &RopeArgs { x: &x, position_ids: Some(&ids), cu_seqlens: None }).unwrap();
+        let mut xd = fork.upload(&x).unwrap();
+        let mut yd = fork.alloc_poisoned(DType::BF16, x.shape()).unwrap();
+        launch.launch(&fork, &xd, &mut yd).unwrap();
+        launch.launch_inplace(&fork, &mut xd).unwrap();
+        let (y, xi) = (fork.download(&yd).unwrap(), fork.download(&xd).unwrap());
+        let err = rel_error(&y.to_f64_vec(), &want.to_f64_vec());
+        assert!(err <= DType::BF16.rel_tolerance(), "tensor {i}: rel {err:e}, seed {}", rng.seed);
+        assert_eq!(y, xi, "tensor {i}: in place differs from out of place");
+    }
+    let other = fork.upload(&randn(&mut rng, DType::BF16, &[total, h + 1, d])).unwrap();
+    let mut y = fork.alloc(DType::BF16, &[total, h + 1, d]).unwrap();
+    let e = launch.launch(&fork, &other, &mut y).unwrap_err();
+    assert_eq!(e.argument(), Some("x"), "{e}");
+}
