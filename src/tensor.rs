@@ -276,3 +276,39 @@ pub fn rel_error(out: &[f64], reference: &[f64]) -> f64 {
         (num / den).sqrt()
     }
 }
+
+/// The dtypes and shapes of the tensors a launch plan was made for (`None`: an optional tensor
+/// the plan was made without). A plan's launch checks the tensors it is given against them.
+#[derive(Clone, Debug)]
+pub(crate) struct PlannedTensors {
+    names: &'static [&'static str],
+    planned: Vec<Option<(DType, Vec<usize>)>>,
+}
+
+impl PlannedTensors {
+    /// Record `tensors` (one per name, in order).
+    pub(crate) fn of<T: TensorInfo>(names: &'static [&'static str], tensors: &[Option<&T>]) -> PlannedTensors {
+        PlannedTensors { names, planned: tensors.iter().map(|t| t.map(|t| (t.dtype(), t.shape().to_vec()))).collect() }
+    }
+
+    /// `tensors` have the planned dtypes and shapes, and the optional ones are given exactly
+    /// where the plan had them; the error names the first that differs.
+    pub(crate) fn check<T: TensorInfo>(&self, tensors: &[Option<&T>]) -> Result<()> {
+        for ((arg, t), planned) in self.names.iter().zip(tensors).zip(&self.planned) {
+            match (t, planned) {
+                (Some(t), Some((dtype, shape))) => {
+                    expect_dtype(arg, *t, &[*dtype])?;
+                    if t.shape() != shape.as_slice() {
+                        return Err(Error::shape(*arg, format!("{shape:?} (as planned)"), t.shape()));
+                    }
+                }
+                (None, None) => {}
+                (_, planned) => {
+                    let how = if planned.is_some() { "with" } else { "without" };
+                    return Err(Error::invalid(*arg, format!("the plan was made {how} it")));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::runtime::kernel_list::attention::TILES;
 use crate::runtime::params::AkAttnParams;
 use crate::runtime::{find_kernel, DeviceTensor, Gpu, Kernel, Key, Ready};
-use crate::tensor::{expect_dtype, expect_shape, DType, Tensor, TensorInfo};
+use crate::tensor::{expect_dtype, expect_shape, DType, PlannedTensors, Tensor, TensorInfo};
 
 /// Kernel-side limit on `Sq + Sk` (the kernel indexes positions and masks in 32-bit ints).
 const MAX_TOKENS: usize = 1 << 30;
@@ -100,7 +100,8 @@ fn clamp_window(w: i64, limit: usize) -> i32 {
 pub struct AttentionLaunch {
     plan: AttentionPlan,
     kernel: &'static Kernel,
-    shapes: [Vec<usize>; 3],
+    /// q, k, v, alibi_slopes as planned.
+    planned: PlannedTensors,
     table: Option<std::sync::Arc<crate::rope::cuda::DeviceRopeTable>>,
     cu_q: Option<DeviceTensor>,
     cu_k: Option<DeviceTensor>,
@@ -126,7 +127,7 @@ impl AttentionLaunch {
         let (varlen, rope) = (plan.varlen, plan.rope.is_some());
         Ok(AttentionLaunch {
             kernel,
-            shapes: [args.q.shape().to_vec(), args.k.shape().to_vec(), args.v.shape().to_vec()],
+            planned: PlannedTensors::of(&["q", "k", "v", "alibi_slopes"], &[Some(args.q), Some(args.k), Some(args.v), args.alibi_slopes]),
             table,
             cu_q: upload(varlen, args.cu_seqlens_q)?,
             cu_k: upload(varlen, args.cu_seqlens_k)?,
@@ -154,16 +155,8 @@ impl AttentionLaunch {
         lse: Option<&mut DeviceTensor>,
     ) -> Result<()> {
         let p = &self.plan;
-        for ((arg, t), shape) in ["q", "k", "v"].into_iter().zip(inputs).zip(&self.shapes) {
-            check_out(arg, t, p.dtype, shape)?;
-        }
-        match (alibi_slopes, p.has_alibi) {
-            (Some(a), true) => check_out("alibi_slopes", a, DType::F32, &[p.heads_q])?,
-            (None, false) => {}
-            (_, planned) => {
-                return Err(Error::invalid("alibi_slopes", format!("the plan was made {} ALiBi slopes", if planned { "with" } else { "without" })))
-            }
-        }
+        let [q, k, v] = inputs;
+        self.planned.check(&[Some(q), Some(k), Some(v), alibi_slopes])?;
         check_out("o", o, p.dtype, &p.o_shape())?;
         if let Some(l) = lse.as_deref() {
             check_out("lse", l, DType::F32, &p.lse_shape())?;
@@ -172,7 +165,6 @@ impl AttentionLaunch {
         if p.total_q == 0 || p.batch == 0 {
             return Ok(()); // nothing to compute; outputs are empty
         }
-        let [q, k, v] = inputs;
         let ptr_i32 = |t: &Option<DeviceTensor>| t.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32);
         let (hq, hk, d, dv) = (p.heads_q as i64, p.heads_kv as i64, p.head_dim as i64, p.head_dim_v as i64);
         let (sq, sk) = (p.max_q_len as i64, p.max_k_len as i64);

@@ -16,7 +16,7 @@ use crate::rope::RopeConfig;
 use crate::runtime::kernel_list::decode::{self as list, HEAD_DIMS, ROWS};
 use crate::runtime::params::{AkAppendKvParams, AkDecodeCombineParams, AkDecodeParams, AkMergeStatesParams};
 use crate::runtime::{find_kernel, kernel, DeviceTensor, Gpu, Kernel, Key, Ready};
-use crate::tensor::{expect_shape, DType, Tensor, TensorInfo};
+use crate::tensor::{expect_shape, DType, PlannedTensors, Tensor, TensorInfo};
 
 /// Query rows per CTA for `n_rows` rows per kv head (GQA group size times Sq_new): the
 /// smallest instance of the kernel list that holds them all, else the largest (several tiles).
@@ -149,8 +149,8 @@ fn check_gpu_decode(p: &DecodePlan) -> Result<()> {
 /// Launches of one `DecodeLaunch` share its workspace: order them (one stream, or events between).
 pub struct DecodeLaunch {
     plan: DecodePlan,
-    q_shape: Vec<usize>,
-    cache_shapes: [Vec<usize>; 2],
+    /// q, k_cache, v_cache, alibi_slopes as planned.
+    planned: PlannedTensors,
     /// The uploaded index data (`None`: the caller's, see [`decode_cuda_with_index`]).
     index: Option<DeviceKvIndex>,
     table: Option<std::sync::Arc<crate::rope::cuda::DeviceRopeTable>>,
@@ -179,7 +179,7 @@ impl DecodeLaunch {
         let p = plan(cfg, q, cache, alibi_slopes, opts)?;
         check_gpu_decode(&p)?;
         let index = DeviceKvIndex::upload(gpu, cache)?;
-        Self::prepare(gpu, p, q, cache, Some(index), opts)
+        Self::prepare(gpu, p, q, cache, alibi_slopes, Some(index), opts)
     }
 
     fn prepare(
@@ -187,6 +187,7 @@ impl DecodeLaunch {
         p: DecodePlan,
         q: &DeviceTensor,
         cache: &KvCacheRef<'_, DeviceTensor>,
+        alibi_slopes: Option<&DeviceTensor>,
         index: Option<DeviceKvIndex>,
         opts: &DecodeOptions,
     ) -> Result<DecodeLaunch> {
@@ -226,8 +227,7 @@ impl DecodeLaunch {
             None
         };
         Ok(DecodeLaunch {
-            q_shape: q.shape().to_vec(),
-            cache_shapes: [cache.k().shape().to_vec(), cache.v().shape().to_vec()],
+            planned: PlannedTensors::of(&["q", "k_cache", "v_cache", "alibi_slopes"], &[Some(q), Some(cache.k()), Some(cache.v()), alibi_slopes]),
             index,
             table,
             decode,
@@ -283,19 +283,7 @@ impl DecodeLaunch {
         lse: &mut DeviceTensor,
     ) -> Result<()> {
         let p = &self.plan;
-        check_tensor("q", q, p.dtype, &self.q_shape)?;
-        check_tensor("k_cache", kv[0], p.dtype, &self.cache_shapes[0])?;
-        check_tensor("v_cache", kv[1], p.dtype, &self.cache_shapes[1])?;
-        match (alibi_slopes, p.has_alibi) {
-            (Some(a), true) => check_tensor("alibi_slopes", a, DType::F32, &[p.heads_q])?,
-            (None, false) => {}
-            (_, planned) => {
-                return Err(Error::invalid(
-                    "alibi_slopes",
-                    format!("the plan was made {} ALiBi slopes", if planned { "with" } else { "without" }),
-                ))
-            }
-        }
+        self.planned.check(&[Some(q), Some(kv[0]), Some(kv[1]), alibi_slopes])?;
         check_tensor("o", o, p.dtype, &p.o_shape())?;
         check_tensor("lse", lse, DType::F32, &p.lse_shape())?;
         self.uploaded.wait_on(gpu, "DecodeLaunch")?;
@@ -429,7 +417,7 @@ pub fn decode_cuda_with_index(
         ));
     }
     // The caller's index may come from another handle: `enqueue` waits for its uploads.
-    let mut launch = DecodeLaunch::prepare(gpu, p, q, cache, None, opts)?;
+    let mut launch = DecodeLaunch::prepare(gpu, p, q, cache, alibi_slopes, None, opts)?;
     launch.enqueue(gpu, index, q, [cache.k(), cache.v()], alibi_slopes, o, lse)
 }
 

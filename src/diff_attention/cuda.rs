@@ -35,7 +35,7 @@ use crate::rope::cuda::{no_rope, rope_table};
 use crate::runtime::kernel_list::diff_attention::{self as list, DECODE_HEADS, DECODE_KEYS, HEAD_DIMS};
 use crate::runtime::params::{AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams};
 use crate::runtime::{kernel, opt_ptr, DeviceTensor, Dt, Gpu, Kernel, Key, Ready};
-use crate::tensor::{expect_dtype, expect_same_dtype, DType, Tensor, TensorInfo};
+use crate::tensor::{expect_dtype, expect_same_dtype, DType, PlannedTensors, Tensor, TensorInfo};
 
 fn fits_i32(arg: &str, what: &str, n: usize) -> Result<i32> {
     i32::try_from(n).map_err(|_| Error::unsupported(arg, format!("{what} = {n} exceeds 2^31 - 1 on the GPU")))
@@ -135,8 +135,8 @@ impl<'a> DiffTensors<'a> {
 pub struct DiffAttentionLaunch {
     plan: DiffAttentionPlan,
     kernel: &'static Kernel,
-    /// q, k, v, lambda, norm_weight, alibi_slopes: (dtype, shape) as planned.
-    planned: [Option<(DType, Vec<usize>)>; 6],
+    /// q, k, v, lambda, norm_weight, alibi_slopes as planned.
+    planned: PlannedTensors,
     table: Option<std::sync::Arc<crate::rope::cuda::DeviceRopeTable>>,
     cu_q: Option<DeviceTensor>,
     cu_k: Option<DeviceTensor>,
@@ -160,16 +160,11 @@ impl DiffAttentionLaunch {
             Some(r) => Some(rope_table(gpu, r, p.max_position.max(p.min_position.unsigned_abs() as usize))?),
             None => None,
         };
-        let of = |t: Option<&T>| t.map(|t| (t.dtype(), t.shape().to_vec()));
         Ok(DiffAttentionLaunch {
-            planned: [
-                of(Some(args.q)),
-                of(Some(args.k)),
-                of(Some(args.v)),
-                of(Some(args.lambda)),
-                of(args.norm_weight),
-                of(args.alibi_slopes),
-            ],
+            planned: PlannedTensors::of(
+                &DIFF_ARGS,
+                &[Some(args.q), Some(args.k), Some(args.v), Some(args.lambda), args.norm_weight, args.alibi_slopes],
+            ),
             kernel,
             table,
             cu_q: upload_i32(gpu, args.cu_seqlens_q)?,
@@ -189,21 +184,7 @@ impl DiffAttentionLaunch {
     /// Run on `gpu`'s stream with the planned tensors into `out` (`o` in q's dtype with
     /// [`DiffAttentionPlan::o_shape`], `lse1`, `lse2` f32 with [`DiffAttentionPlan::lse_shape`]).
     pub fn launch(&self, gpu: &Gpu, x: DiffTensors<'_>, out: &mut DiffAttentionOutput<DeviceTensor>) -> Result<()> {
-        let given = [Some(x.q), Some(x.k), Some(x.v), Some(x.lambda), x.norm_weight, x.alibi_slopes];
-        for ((arg, t), planned) in DIFF_ARGS.into_iter().zip(given).zip(&self.planned) {
-            match (t, planned) {
-                (Some(t), Some((dtype, shape))) => {
-                    expect_dtype(arg, t, &[*dtype])?;
-                    if t.shape() != shape.as_slice() {
-                        return Err(Error::shape(arg, format!("{shape:?} (as planned)"), t.shape()));
-                    }
-                }
-                (None, None) => {}
-                (_, planned) => {
-                    return Err(Error::invalid(arg, format!("the plan was made {} it", if planned.is_some() { "with" } else { "without" })))
-                }
-            }
-        }
+        self.planned.check(&[Some(x.q), Some(x.k), Some(x.v), Some(x.lambda), x.norm_weight, x.alibi_slopes])?;
         let dp = &self.plan;
         check_outputs(out, dp.attn.dtype, &dp.o_shape(), &dp.lse_shape())?;
         self.uploaded.wait_on(gpu, "DiffAttentionLaunch")?;
@@ -371,8 +352,8 @@ fn check_gpu_decode(p: &DiffDecodePlan, split: SplitPolicy) -> Result<()> {
 /// Launches of one `DiffDecodeLaunch` share its workspace: order them.
 pub struct DiffDecodeLaunch {
     plan: DiffDecodePlan,
-    /// q, k_cache, v_cache, lambda, norm_weight, alibi_slopes: (dtype, shape) as planned.
-    planned: [Option<(DType, Vec<usize>)>; 6],
+    /// q, k_cache, v_cache, lambda, norm_weight, alibi_slopes as planned.
+    planned: PlannedTensors,
     index: Option<DeviceKvIndex>,
     split_kernel: &'static Kernel,
     combine_kernel: &'static Kernel,
@@ -405,16 +386,11 @@ impl DiffDecodeLaunch {
         let group = h / p.heads_kv.max(1);
         let gm = decode_heads_per_block(group);
         let dtype = gpu_dtype("q", p.dtype)?;
-        let of = |t: Option<&DeviceTensor>| t.map(|t| (t.dtype(), t.shape().to_vec()));
         Ok(DiffDecodeLaunch {
-            planned: [
-                of(Some(args.q)),
-                of(Some(args.cache.k())),
-                of(Some(args.cache.v())),
-                of(Some(args.lambda)),
-                of(args.norm_weight),
-                of(args.alibi_slopes),
-            ],
+            planned: PlannedTensors::of(
+                &DIFF_DECODE_ARGS,
+                &[Some(args.q), Some(args.cache.k()), Some(args.cache.v()), Some(args.lambda), args.norm_weight, args.alibi_slopes],
+            ),
             index,
             split_kernel: kernel("q", Key::DiffDecodeSplit { dtype, d, heads: gm })?,
             combine_kernel: kernel("q", Key::DiffDecodeCombine { dtype, d })?,
@@ -450,27 +426,7 @@ impl DiffDecodeLaunch {
         index: &DeviceKvIndex,
         out: &mut DiffAttentionOutput<DeviceTensor>,
     ) -> Result<()> {
-        let given = [Some(args.q), Some(args.cache.k()), Some(args.cache.v()), Some(args.lambda), args.norm_weight, args.alibi_slopes];
-        for ((arg, t), planned) in DIFF_DECODE_ARGS.into_iter().zip(given).zip(&self.planned) {
-            match (t, planned) {
-                (Some(t), Some((dtype, shape))) => {
-                    expect_dtype(arg, t, &[*dtype])?;
-                    if t.shape() != shape.as_slice() {
-                        return Err(Error::shape(arg, format!("{shape:?} (as planned)"), t.shape()));
-                    }
-                }
-                (None, None) => {}
-                (_, planned) => {
-                    return Err(Error::invalid(arg, format!("the plan was made {} it", if planned.is_some() { "with" } else { "without" })))
-                }
-            }
-        }
-        if !index.matches(&args.cache) {
-            return Err(Error::invalid(
-                "index",
-                "DeviceKvIndex was made from other cache_seqlens / block_table than this cache's",
-            ));
-        }
+        self.planned.check(&[Some(args.q), Some(args.cache.k()), Some(args.cache.v()), Some(args.lambda), args.norm_weight, args.alibi_slopes])?;
         let p = &self.plan;
         check_outputs(out, p.dtype, &p.o_shape(), &p.lse_shape())?;
         self.uploaded.wait_on(gpu, "DiffDecodeLaunch")?;

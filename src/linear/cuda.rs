@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::runtime::params::{AkLinearParams, AkRwkv4Params};
 use crate::runtime::kernel_list::linear as list;
 use crate::runtime::{self, opt_ptr, DeviceTensor, Gpu, Key, Ready};
-use crate::tensor::{expect_dtype, expect_rank, DType, Tensor, TensorInfo};
+use crate::tensor::{expect_dtype, expect_rank, DType, PlannedTensors, Tensor, TensorInfo};
 
 /// Which kernel computes `linear_attention` (and `delta_rule` through [`delta_rule_cuda_mode`]).
 ///
@@ -354,8 +354,8 @@ pub struct SlotsLaunch {
     plan: LinearPlan,
     kernel: Kernel,
     delta: bool,
-    /// q, k, v, a, b, g, u: (dtype, shape) as planned.
-    planned: [Option<(DType, Vec<usize>)>; 7],
+    /// q, k, v, a, b, g, u as planned.
+    planned: PlannedTensors,
     num_slots: usize,
     index: DeviceIndex,
     uploaded: Ready,
@@ -396,9 +396,8 @@ impl SlotsLaunch {
         check_slot_ids(&plan, num_slots, slot_ids)?;
         let kernel = pick_kernel(&plan, LinearMode::Auto)?;
         check_device(&plan, kernel)?;
-        let of = |t: Option<&DeviceTensor>| t.map(|t| (t.dtype(), t.shape().to_vec()));
         Ok(SlotsLaunch {
-            planned: [of(Some(x.q)), of(Some(x.k)), of(Some(x.v)), of(x.a), of(x.b), of(x.g), of(x.u)],
+            planned: PlannedTensors::of(&SLOT_ARGS, &[Some(x.q), Some(x.k), Some(x.v), x.a, x.b, x.g, x.u]),
             delta: x.a.is_some(),
             kernel,
             num_slots,
@@ -435,21 +434,7 @@ impl SlotsLaunch {
     }
 
     fn enqueue(&self, gpu: &Gpu, x: &Inputs<'_>, pool: &mut StatePool, o: &mut DeviceTensor) -> Result<()> {
-        let given = [Some(x.q), Some(x.k), Some(x.v), x.a, x.b, x.g, x.u];
-        for ((arg, t), planned) in SLOT_ARGS.into_iter().zip(given).zip(&self.planned) {
-            match (t, planned) {
-                (Some(t), Some((dtype, shape))) => {
-                    expect_dtype(arg, t, &[*dtype])?;
-                    if t.shape() != shape.as_slice() {
-                        return Err(Error::shape(arg, format!("{shape:?} (as planned)"), t.shape()));
-                    }
-                }
-                (None, None) => {}
-                (_, planned) => {
-                    return Err(Error::invalid(arg, format!("the step was planned {} it", if planned.is_some() { "with" } else { "without" })))
-                }
-            }
-        }
+        self.planned.check(&[Some(x.q), Some(x.k), Some(x.v), x.a, x.b, x.g, x.u])?;
         let plan = &self.plan;
         check_pool(plan, pool, self.num_slots)?;
         expect_dtype("o", o, &[plan.dtype])?;
