@@ -202,6 +202,13 @@ pub fn expect_shape(arg: &str, t: &dyn TensorInfo, want: &[usize]) -> Result<()>
     Ok(())
 }
 
+/// Check a tensor a caller hands in for an output (or a planned input): exactly `dtype`, then
+/// exactly `shape`.
+pub fn expect_tensor(arg: &str, t: &dyn TensorInfo, dtype: DType, shape: &[usize]) -> Result<()> {
+    expect_dtype(arg, t, &[dtype])?;
+    expect_shape(arg, t, shape)
+}
+
 /// Check that `t`'s dtype is one of `allowed`.
 pub fn expect_dtype(arg: &str, t: &dyn TensorInfo, allowed: &[DType]) -> Result<()> {
     if !allowed.contains(&t.dtype()) {

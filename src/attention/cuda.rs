@@ -13,10 +13,12 @@
 
 use super::{plan, AttentionArgs, AttentionConfig, AttentionOutput, AttentionPlan};
 use crate::error::{Error, Result};
+use crate::rope::cuda::{rope_table, DeviceRopeTable};
 use crate::runtime::kernel_list::attention::TILES;
 use crate::runtime::params::AkAttnParams;
 use crate::runtime::{find_kernel, DeviceTensor, Gpu, Kernel, Key, Ready};
-use crate::tensor::{expect_dtype, expect_shape, DType, PlannedTensors, Tensor, TensorInfo};
+use crate::tensor::{expect_tensor, DType, PlannedTensors, Tensor, TensorInfo};
+use std::sync::Arc;
 
 /// Kernel-side limit on `Sq + Sk` (the kernel indexes positions and masks in 32-bit ints).
 const MAX_TOKENS: usize = 1 << 30;
@@ -72,14 +74,11 @@ fn check_device_support(gpu: &Gpu, p: &AttentionPlan) -> Result<&'static Kernel>
     Ok(tc)
 }
 
-/// Validate a caller-provided output buffer.
-fn check_out(arg: &str, t: &DeviceTensor, dtype: DType, shape: &[usize]) -> Result<()> {
-    expect_dtype(arg, t, &[dtype])?;
-    expect_shape(arg, t, shape)
-}
-
-fn upload_i32(gpu: &Gpu, data: &[i32]) -> Result<DeviceTensor> {
-    gpu.upload(&Tensor::from_i32(&[data.len()], data)?)
+/// The RoPE table of a prefill plan (attention, diff_attention), if it rotates: it covers
+/// `|P|` for negative default query positions too (rotated by `|P|` with the sine negated).
+pub(crate) fn prefill_rope_table(gpu: &Gpu, p: &AttentionPlan) -> Result<Option<Arc<DeviceRopeTable>>> {
+    let span = p.max_position.max(p.min_position.unsigned_abs() as usize);
+    p.rope.as_ref().map(|r| rope_table(gpu, r, span)).transpose()
 }
 
 /// Windows beyond `Sq + Sk` cannot exclude any key; clamp them so the kernel's ints stay small.
@@ -102,7 +101,7 @@ pub struct AttentionLaunch {
     kernel: &'static Kernel,
     /// q, k, v, alibi_slopes as planned.
     planned: PlannedTensors,
-    table: Option<std::sync::Arc<crate::rope::cuda::DeviceRopeTable>>,
+    table: Option<Arc<DeviceRopeTable>>,
     cu_q: Option<DeviceTensor>,
     cu_k: Option<DeviceTensor>,
     ids_q: Option<DeviceTensor>,
@@ -116,14 +115,8 @@ impl AttentionLaunch {
     pub fn new<T: TensorInfo>(gpu: &Gpu, cfg: &AttentionConfig, args: &AttentionArgs<'_, T>) -> Result<AttentionLaunch> {
         let plan = plan(cfg, args)?;
         let kernel = check_device_support(gpu, &plan)?;
-        let table = match &plan.rope {
-            Some(r) => {
-                let max_abs = plan.max_position.max(plan.min_position.unsigned_abs() as usize);
-                Some(crate::rope::cuda::rope_table(gpu, r, max_abs)?)
-            }
-            None => None,
-        };
-        let upload = |on: bool, data: Option<&[i32]>| data.filter(|_| on).map(|c| upload_i32(gpu, c)).transpose();
+        let table = prefill_rope_table(gpu, &plan)?;
+        let upload = |on: bool, data: Option<&[i32]>| data.filter(|_| on).map(|c| gpu.upload_i32(c)).transpose();
         let (varlen, rope) = (plan.varlen, plan.rope.is_some());
         Ok(AttentionLaunch {
             kernel,
@@ -157,9 +150,9 @@ impl AttentionLaunch {
         let p = &self.plan;
         let [q, k, v] = inputs;
         self.planned.check(&[Some(q), Some(k), Some(v), alibi_slopes])?;
-        check_out("o", o, p.dtype, &p.o_shape())?;
+        expect_tensor("o", o, p.dtype, &p.o_shape())?;
         if let Some(l) = lse.as_deref() {
-            check_out("lse", l, DType::F32, &p.lse_shape())?;
+            expect_tensor("lse", l, DType::F32, &p.lse_shape())?;
         }
         self.uploaded.wait_on(gpu, "AttentionLaunch")?;
         if p.total_q == 0 || p.batch == 0 {

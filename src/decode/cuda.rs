@@ -16,7 +16,7 @@ use crate::rope::RopeConfig;
 use crate::runtime::kernel_list::decode::{self as list, HEAD_DIMS, ROWS};
 use crate::runtime::params::{AkAppendKvParams, AkDecodeCombineParams, AkDecodeParams, AkMergeStatesParams};
 use crate::runtime::{find_kernel, kernel, DeviceTensor, Gpu, Kernel, Key, Ready};
-use crate::tensor::{expect_shape, DType, PlannedTensors, Tensor, TensorInfo};
+use crate::tensor::{expect_shape, expect_tensor, DType, PlannedTensors, TensorInfo};
 
 /// Query rows per CTA for `n_rows` rows per kv head (GQA group size times Sq_new): the
 /// smallest instance of the kernel list that holds them all, else the largest (several tiles).
@@ -96,10 +96,10 @@ impl DeviceKvIndex {
 
     fn upload(gpu: &Gpu, cache: &KvCacheRef<'_, DeviceTensor>) -> Result<DeviceKvIndex> {
         let sl = cache.cache_seqlens();
-        let seqlens = gpu.upload(&Tensor::from_i32(&[sl.len()], sl)?)?;
+        let seqlens = gpu.upload_i32(sl)?;
         let (block_table, host_table) = match cache.block_table() {
             None => (None, None),
-            Some((t, _)) => (Some(gpu.upload(&Tensor::from_i32(&[t.len()], t)?)?), Some(t.to_vec())),
+            Some((t, _)) => (Some(gpu.upload_i32(t)?), Some(t.to_vec())),
         };
         Ok(DeviceKvIndex { seqlens, block_table, host_seqlens: sl.to_vec(), host_table, ready: Ready::now(gpu)? })
     }
@@ -153,10 +153,11 @@ pub struct DecodeLaunch {
     planned: PlannedTensors,
     /// The uploaded index data (`None`: the caller's, see [`decode_cuda_with_index`]).
     index: Option<DeviceKvIndex>,
+    /// The index is the caller's: wait for its own upload (ours is covered by `uploaded`).
+    callers_index: bool,
     table: Option<std::sync::Arc<crate::rope::cuda::DeviceRopeTable>>,
     decode: &'static Kernel,
     combine: &'static Kernel,
-    rows: usize,
     row_tiles: usize,
     splits: usize,
     max_blocks: usize,
@@ -227,12 +228,12 @@ impl DecodeLaunch {
             None
         };
         Ok(DecodeLaunch {
+            callers_index: index.is_none(),
             planned: PlannedTensors::of(&["q", "k_cache", "v_cache", "alibi_slopes"], &[Some(q), Some(cache.k()), Some(cache.v()), alibi_slopes]),
             index,
             table,
             decode,
             combine,
-            rows,
             row_tiles,
             splits,
             max_blocks,
@@ -284,10 +285,12 @@ impl DecodeLaunch {
     ) -> Result<()> {
         let p = &self.plan;
         self.planned.check(&[Some(q), Some(kv[0]), Some(kv[1]), alibi_slopes])?;
-        check_tensor("o", o, p.dtype, &p.o_shape())?;
-        check_tensor("lse", lse, DType::F32, &p.lse_shape())?;
+        expect_tensor("o", o, p.dtype, &p.o_shape())?;
+        expect_tensor("lse", lse, DType::F32, &p.lse_shape())?;
         self.uploaded.wait_on(gpu, "DecodeLaunch")?;
-        index.wait_on(gpu)?;
+        if self.callers_index {
+            index.wait_on(gpu)?;
+        }
         if p.batch == 0 || p.seqlen_q == 0 {
             return Ok(());
         }
@@ -359,19 +362,6 @@ impl DecodeLaunch {
         }
         Ok(())
     }
-
-    /// Rows per CTA of the chosen decode kernel.
-    pub fn rows_per_cta(&self) -> usize {
-        self.rows
-    }
-}
-
-fn check_tensor(arg: &str, t: &DeviceTensor, dtype: DType, shape: &[usize]) -> Result<()> {
-    expect_shape(arg, t, shape)?;
-    if t.dtype() != dtype {
-        return Err(Error::DType { arg: arg.into(), expected: dtype.to_string(), got: t.dtype() });
-    }
-    Ok(())
 }
 
 /// Decode on the GPU: validates (host index data included), uploads the index data, and runs

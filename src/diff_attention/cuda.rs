@@ -31,7 +31,8 @@ use super::{
 use crate::decode::cuda::DeviceKvIndex;
 use crate::decode::{CacheLayout, SplitPolicy, MAX_SPLITS};
 use crate::error::{Error, Result};
-use crate::rope::cuda::{no_rope, rope_table};
+use crate::attention::cuda::prefill_rope_table;
+use crate::rope::cuda::no_rope;
 use crate::runtime::kernel_list::diff_attention::{self as list, DECODE_HEADS, DECODE_KEYS, HEAD_DIMS};
 use crate::runtime::params::{AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams};
 use crate::runtime::{kernel, opt_ptr, DeviceTensor, Dt, Gpu, Kernel, Key, Ready};
@@ -69,7 +70,7 @@ fn clamp_window(w: i64, limit: usize) -> i32 {
 }
 
 fn upload_i32(gpu: &Gpu, v: Option<&[i32]>) -> Result<Option<DeviceTensor>> {
-    v.map(|v| gpu.upload(&Tensor::from_i32(&[v.len()], v)?)).transpose()
+    v.map(|v| gpu.upload_i32(v)).transpose()
 }
 
 /// Dynamic shared memory of one prefill block (f16 or bf16): Q1 and Q2 tiles plus two KV stages.
@@ -155,11 +156,7 @@ impl DiffAttentionLaunch {
         check_gpu_prefill(&dp)?;
         let p = &dp.attn;
         let kernel = kernel("q", Key::DiffPrefill { variant: variant_code(dp.variant), dtype: gpu_dtype("q", p.dtype)?, d: p.head_dim })?;
-        let table = match &p.rope {
-            // Negative query positions are rotated by |p| with the sine negated.
-            Some(r) => Some(rope_table(gpu, r, p.max_position.max(p.min_position.unsigned_abs() as usize))?),
-            None => None,
-        };
+        let table = prefill_rope_table(gpu, p)?;
         Ok(DiffAttentionLaunch {
             planned: PlannedTensors::of(
                 &DIFF_ARGS,
@@ -355,6 +352,8 @@ pub struct DiffDecodeLaunch {
     /// q, k_cache, v_cache, lambda, norm_weight, alibi_slopes as planned.
     planned: PlannedTensors,
     index: Option<DeviceKvIndex>,
+    /// The index is the caller's: wait for its own upload (ours is covered by `uploaded`).
+    callers_index: bool,
     split_kernel: &'static Kernel,
     combine_kernel: &'static Kernel,
     grid_y: u32,
@@ -391,6 +390,7 @@ impl DiffDecodeLaunch {
                 &DIFF_DECODE_ARGS,
                 &[Some(args.q), Some(args.cache.k()), Some(args.cache.v()), Some(args.lambda), args.norm_weight, args.alibi_slopes],
             ),
+            callers_index: index.is_none(),
             index,
             split_kernel: kernel("q", Key::DiffDecodeSplit { dtype, d, heads: gm })?,
             combine_kernel: kernel("q", Key::DiffDecodeCombine { dtype, d })?,
@@ -430,7 +430,9 @@ impl DiffDecodeLaunch {
         let p = &self.plan;
         check_outputs(out, p.dtype, &p.o_shape(), &p.lse_shape())?;
         self.uploaded.wait_on(gpu, "DiffDecodeLaunch")?;
-        index.wait_on(gpu)?;
+        if self.callers_index {
+            index.wait_on(gpu)?;
+        }
         if p.batch == 0 || p.heads == 0 {
             return Ok(());
         }

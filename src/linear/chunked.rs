@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::runtime::params::AkChunkedParams;
 use crate::runtime::kernel_list::linear::{self as list, CHUNKED_DIMS};
 use crate::runtime::{kernel, opt_ptr, DeviceTensor, Gpu, Key};
-use crate::tensor::{expect_dtype, expect_same_dtype, expect_shape, DType, Tensor, TensorInfo};
+use crate::tensor::{expect_dtype, expect_same_dtype, expect_shape, DType, TensorInfo};
 
 /// Tokens per chunk (the kernel list's `linear::CHUNK`).
 pub const CHUNK: usize = list::CHUNK;
@@ -147,7 +147,7 @@ fn launch(
         ));
     }
     let cu_dev = match args.cu_seqlens {
-        Some(cu) => Some(gpu.upload(&Tensor::from_i32(&[cu.len()], cu)?)?),
+        Some(cu) => Some(gpu.upload_i32(cu)?),
         None => None,
     };
     let (g_row_stride, g_head_stride, g_key_stride) = decay_strides(plan.decay, plan.heads, plan.key_dim);

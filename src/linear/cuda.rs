@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::runtime::params::{AkLinearParams, AkRwkv4Params};
 use crate::runtime::kernel_list::linear as list;
 use crate::runtime::{self, opt_ptr, DeviceTensor, Gpu, Key, Ready};
-use crate::tensor::{expect_dtype, expect_rank, DType, PlannedTensors, Tensor, TensorInfo};
+use crate::tensor::{expect_dtype, expect_rank, expect_tensor, DType, PlannedTensors, TensorInfo};
 
 /// Which kernel computes `linear_attention` (and `delta_rule` through [`delta_rule_cuda_mode`]).
 ///
@@ -256,7 +256,7 @@ struct DeviceIndex {
 
 impl DeviceIndex {
     fn upload(gpu: &Gpu, cu_seqlens: Option<&[i32]>, slot_ids: Option<&[i32]>) -> Result<DeviceIndex> {
-        let up = |v: Option<&[i32]>| v.map(|v| gpu.upload(&Tensor::from_i32(&[v.len()], v)?)).transpose();
+        let up = |v: Option<&[i32]>| v.map(|v| gpu.upload_i32(v)).transpose();
         Ok(DeviceIndex { cu: up(cu_seqlens)?, slots: up(slot_ids)? })
     }
 }
@@ -336,10 +336,11 @@ fn run_plain(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, initial: Option<&Devi
     Ok(RecurrentOutput { o, final_state })
 }
 
-fn run_slots(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, pool: &mut StatePool, slot_ids: &[i32]) -> Result<DeviceTensor> {
-    check_pool(plan, pool, pool.num_slots())?;
-    let launch = SlotsLaunch::prepare(gpu, plan.clone(), x, pool.num_slots(), slot_ids)?;
-    let mut o = gpu.alloc_output(plan.dtype, &plan.o_shape())?;
+fn run_slots(gpu: &Gpu, plan: LinearPlan, x: &Inputs<'_>, pool: &mut StatePool, slot_ids: &[i32]) -> Result<DeviceTensor> {
+    check_pool(&plan, pool, pool.num_slots())?;
+    let (dtype, o_shape) = (plan.dtype, plan.o_shape());
+    let launch = SlotsLaunch::prepare(gpu, plan, x, pool.num_slots(), slot_ids)?;
+    let mut o = gpu.alloc_output(dtype, &o_shape)?;
     launch.enqueue(gpu, x, pool, &mut o)?;
     Ok(o)
 }
@@ -437,10 +438,7 @@ impl SlotsLaunch {
         self.planned.check(&[Some(x.q), Some(x.k), Some(x.v), x.a, x.b, x.g, x.u])?;
         let plan = &self.plan;
         check_pool(plan, pool, self.num_slots)?;
-        expect_dtype("o", o, &[plan.dtype])?;
-        if o.shape() != plan.o_shape().as_slice() {
-            return Err(Error::shape("o", format!("{:?}", plan.o_shape()), o.shape()));
-        }
+        expect_tensor("o", o, plan.dtype, &plan.o_shape())?;
         self.uploaded.wait_on(gpu, "SlotsLaunch")?;
         // The planned index data; the tensors' own cu_seqlens are not read.
         let x = Inputs { cu_seqlens: None, ..*x };
@@ -515,7 +513,7 @@ pub fn linear_attention_cuda_slots(
     reject_initial_state(args.initial_state.is_some())?;
     let plan = plan_linear(cfg, args)?;
     let x = Inputs { q: args.q, k: args.k, v: args.v, a: None, b: None, g: args.g, u: args.u, cu_seqlens: args.cu_seqlens };
-    run_slots(gpu, &plan, &x, pool, slot_ids)
+    run_slots(gpu, plan, &x, pool, slot_ids)
 }
 
 /// `delta_rule` for serving, as [`linear_attention_cuda_slots`].
@@ -529,7 +527,7 @@ pub fn delta_rule_cuda_slots(
     reject_initial_state(args.initial_state.is_some())?;
     let plan = plan_delta_rule(cfg, args)?;
     let x = Inputs { q: args.q, k: args.k, v: args.v, a: Some(args.a), b: Some(args.b), g: args.g, u: None, cu_seqlens: args.cu_seqlens };
-    run_slots(gpu, &plan, &x, pool, slot_ids)
+    run_slots(gpu, plan, &x, pool, slot_ids)
 }
 
 /// `rwkv4` on the GPU (spec section 4): `y [B, T, C]` in v's dtype (returned as `o`) and the

@@ -95,7 +95,7 @@ impl RopeLaunch {
         // `offset + row % seqlen` rule reproduces them.
         let ids = if args.position_ids.is_some() || args.cu_seqlens.is_some() {
             let ids: Vec<i32> = plan.positions.iter().map(|&p| p as i32).collect();
-            Some(gpu.upload(&Tensor::from_i32(&[ids.len()], &ids)?)?)
+            Some(gpu.upload_i32(&ids)?)
         } else {
             None
         };
@@ -116,8 +116,7 @@ impl RopeLaunch {
     }
 
     fn check(&self, arg: &str, t: &DeviceTensor) -> Result<()> {
-        crate::tensor::expect_dtype(arg, t, &[self.plan.dtype])?;
-        crate::tensor::expect_shape(arg, t, &self.shape)
+        crate::tensor::expect_tensor(arg, t, self.plan.dtype, &self.shape)
     }
 
     /// Rotate `x` into `y` (both with the planned shape and dtype) on `gpu`'s stream.

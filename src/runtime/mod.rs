@@ -482,6 +482,12 @@ impl Gpu {
         Ok(t)
     }
 
+    /// Copy index data (cu_seqlens, position ids, block tables, slot ids) to the device as an
+    /// i32 tensor of its length.
+    pub fn upload_i32(&self, data: &[i32]) -> Result<DeviceTensor> {
+        self.upload(&Tensor::from_i32(&[data.len()], data)?)
+    }
+
     /// Copy a host tensor to the device.
     pub fn upload(&self, t: &Tensor) -> Result<DeviceTensor> {
         let bytes = t.to_le_bytes();

@@ -10,7 +10,7 @@
 use super::params::AkProbeParams;
 use super::{kernel, Gpu, Key, ProbeKernel};
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::DType;
 
 /// Upload 32-bit words as an i32 device buffer, launch the `probe` kernel with one block of `threads`
 /// threads (or `blocks` blocks for the elementwise probes), return `out_words` result words.
@@ -26,7 +26,7 @@ fn run(
     width: i32,
 ) -> Result<Vec<u32>> {
     let words: Vec<i32> = input.iter().map(|&w| w as i32).collect();
-    let inp = gpu.upload(&Tensor::from_i32(&[words.len()], &words)?)?;
+    let inp = gpu.upload_i32(&words)?;
     let mut out = gpu.alloc_poisoned(DType::I32, &[out_words.max(1)])?;
     let params = AkProbeParams { in_: inp.kernel_ptr(), out: out.kernel_ptr_mut(), mode, n, mask, width };
     let k = kernel("probe", Key::Probe(probe))?;
