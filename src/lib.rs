@@ -32,5 +32,5 @@ pub mod runtime;
 pub mod tensor;
 
 pub use error::{Error, Result};
-pub use runtime::{DeviceTensor, Gpu};
+pub use runtime::{DeviceRead, DeviceTensor, DeviceView, DeviceViewMut, DeviceWrite, Gpu};
 pub use tensor::{DType, Tensor, TensorInfo};

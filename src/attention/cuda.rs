@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::rope::cuda::{rope_table, DeviceRopeTable};
 use crate::runtime::kernel_list::attention::TILES;
 use crate::runtime::params::AkAttnParams;
-use crate::runtime::{find_kernel, DeviceTensor, Gpu, Kernel, Key, Ready};
+use crate::runtime::view::{parts_of, Layout::{Packed, Strided}};
+use crate::runtime::{check_views, find_kernel, DeviceRead, DeviceTensor, DeviceWrite, Gpu, Kernel, Key, RawParts, Ready};
 use crate::tensor::{expect_tensor, DType, PlannedTensors, Tensor, TensorInfo};
 use std::sync::Arc;
 
@@ -139,13 +140,16 @@ impl AttentionLaunch {
     /// Run on `gpu`'s stream: `q, k, v` (and ALiBi slopes, f32 `[Hq]`, if the plan has them) with
     /// the planned dtypes and shapes, into `o` ([`AttentionPlan::o_shape`], q's dtype) and
     /// optionally `lse` (f32, [`AttentionPlan::lse_shape`]).
-    pub fn launch(
+    ///
+    /// The tensors may be owned or borrowed ([`DeviceView`](crate::DeviceView)): any batch, row and
+    /// head strides, the head dimension contiguous, 16-byte aligned rows; `lse` packed.
+    pub fn launch<T: DeviceRead, O: DeviceWrite>(
         &self,
         gpu: &Gpu,
-        inputs: [&DeviceTensor; 3],
-        alibi_slopes: Option<&DeviceTensor>,
-        o: &mut DeviceTensor,
-        lse: Option<&mut DeviceTensor>,
+        inputs: [&T; 3],
+        alibi_slopes: Option<&T>,
+        o: &mut O,
+        lse: Option<&mut O>,
     ) -> Result<()> {
         let p = &self.plan;
         let [q, k, v] = inputs;
@@ -154,42 +158,50 @@ impl AttentionLaunch {
         if let Some(l) = lse.as_deref() {
             expect_tensor("lse", l, DType::F32, &p.lse_shape())?;
         }
+        let (qp, kp, vp, op) = (q.parts(), k.parts(), v.parts(), o.parts());
+        let lse_parts = parts_of(lse.as_deref());
+        check_views(
+            &[("q", Some(qp), Strided), ("k", Some(kp), Strided), ("v", Some(vp), Strided), ("alibi_slopes", parts_of(alibi_slopes), Packed)],
+            &[("o", Some(op), Strided), ("lse", lse_parts, Packed)],
+        )?;
         self.uploaded.wait_on(gpu, "AttentionLaunch")?;
         if p.total_q == 0 || p.batch == 0 {
             return Ok(()); // nothing to compute; outputs are empty
         }
         let ptr_i32 = |t: &Option<DeviceTensor>| t.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32);
-        let (hq, hk, d, dv) = (p.heads_q as i64, p.heads_kv as i64, p.head_dim as i64, p.head_dim_v as i64);
-        let (sq, sk) = (p.max_q_len as i64, p.max_k_len as i64);
-        // Dense rows are b * S + i; varlen rows are cu[b] + i with batch strides 0.
-        let (bq, bk) = if p.varlen { (0, 0) } else { (sq, sk) };
+        let (hq, sq, sk) = (p.heads_q as i64, p.max_q_len as i64, p.max_k_len as i64);
+        // Dense tensors are [B, S, H, D] (dimension 1 is the row); varlen ones [total, H, D] with
+        // rows cu[b] + i and batch strides 0.
+        let r = if p.varlen { 0 } else { 1 };
+        let batch_stride = |t: &RawParts| if p.varlen { 0 } else { t.stride(0) };
         let (lse_b, lse_h) = if p.varlen { (0, p.total_q as i64) } else { (hq * sq, sq) };
-        let lse_ptr = lse.map_or(std::ptr::null_mut(), |l| l.kernel_ptr_mut() as *mut f32);
+        let lse_ptr = lse_parts.map_or(std::ptr::null_mut(), |l| l.ptr_mut() as *mut f32);
+        let (bq, bk) = if p.varlen { (0, 0) } else { (sq, sk) };
         let window_limit = p.max_q_len + p.max_k_len;
         let params = AkAttnParams {
-            q: q.kernel_ptr(),
-            k: k.kernel_ptr(),
-            v: v.kernel_ptr(),
-            o: o.kernel_ptr_mut(),
+            q: qp.ptr(),
+            k: kp.ptr(),
+            v: vp.ptr(),
+            o: op.ptr_mut(),
             lse: lse_ptr,
-            alibi_slopes: alibi_slopes.map_or(std::ptr::null(), |a| a.kernel_ptr() as *const f32),
+            alibi_slopes: parts_of(alibi_slopes).map_or(std::ptr::null(), |a| a.ptr() as *const f32),
             cu_seqlens_q: ptr_i32(&self.cu_q),
             cu_seqlens_k: ptr_i32(&self.cu_k),
             position_ids_q: ptr_i32(&self.ids_q),
             position_ids_k: ptr_i32(&self.ids_k),
             rope: self.table.as_ref().map_or_else(crate::rope::cuda::no_rope, |t| t.params()),
-            q_batch_stride: bq * hq * d,
-            q_row_stride: hq * d,
-            q_head_stride: d,
-            k_batch_stride: bk * hk * d,
-            k_row_stride: hk * d,
-            k_head_stride: d,
-            v_batch_stride: bk * hk * dv,
-            v_row_stride: hk * dv,
-            v_head_stride: dv,
-            o_batch_stride: bq * hq * dv,
-            o_row_stride: hq * dv,
-            o_head_stride: dv,
+            q_batch_stride: batch_stride(&qp),
+            q_row_stride: qp.stride(r),
+            q_head_stride: qp.stride(r + 1),
+            k_batch_stride: batch_stride(&kp),
+            k_row_stride: kp.stride(r),
+            k_head_stride: kp.stride(r + 1),
+            v_batch_stride: batch_stride(&vp),
+            v_row_stride: vp.stride(r),
+            v_head_stride: vp.stride(r + 1),
+            o_batch_stride: batch_stride(&op),
+            o_row_stride: op.stride(r),
+            o_head_stride: op.stride(r + 1),
             lse_batch_stride: lse_b,
             lse_head_stride: lse_h,
             pos_q_batch_stride: bq,
@@ -213,7 +225,7 @@ impl AttentionLaunch {
     }
 
     /// Allocate `o` and `lse` and launch.
-    pub fn launch_alloc(&self, gpu: &Gpu, inputs: [&DeviceTensor; 3], alibi_slopes: Option<&DeviceTensor>) -> Result<AttentionOutput<DeviceTensor>> {
+    pub fn launch_alloc<T: DeviceRead>(&self, gpu: &Gpu, inputs: [&T; 3], alibi_slopes: Option<&T>) -> Result<AttentionOutput<DeviceTensor>> {
         let mut o = gpu.alloc_output(self.plan.dtype, &self.plan.o_shape())?;
         let mut lse = gpu.alloc_output(DType::F32, &self.plan.lse_shape())?;
         self.launch(gpu, inputs, alibi_slopes, &mut o, Some(&mut lse))?;
@@ -224,21 +236,21 @@ impl AttentionLaunch {
 /// Run attention on the GPU into caller-owned outputs: `o` with the shape and dtype of
 /// [`AttentionPlan::o_shape`] (q's dtype) and optionally `lse` (f32, [`AttentionPlan::lse_shape`]).
 /// Everything is validated before any upload or launch ([`AttentionLaunch`] once).
-pub fn attention_cuda_into(
+pub fn attention_cuda_into<T: DeviceRead, O: DeviceWrite>(
     gpu: &Gpu,
     cfg: &AttentionConfig,
-    args: &AttentionArgs<'_, DeviceTensor>,
-    o: &mut DeviceTensor,
-    lse: Option<&mut DeviceTensor>,
+    args: &AttentionArgs<'_, T>,
+    o: &mut O,
+    lse: Option<&mut O>,
 ) -> Result<()> {
     AttentionLaunch::new(gpu, cfg, args)?.launch(gpu, [args.q, args.k, args.v], args.alibi_slopes, o, lse)
 }
 
 /// Run attention on the GPU; allocates `o` (q's dtype) and `lse` (f32).
-pub fn attention_cuda(
+pub fn attention_cuda<T: DeviceRead>(
     gpu: &Gpu,
     cfg: &AttentionConfig,
-    args: &AttentionArgs<'_, DeviceTensor>,
+    args: &AttentionArgs<'_, T>,
 ) -> Result<AttentionOutput<DeviceTensor>> {
     AttentionLaunch::new(gpu, cfg, args)?.launch_alloc(gpu, [args.q, args.k, args.v], args.alibi_slopes)
 }

@@ -24,6 +24,7 @@ pub mod emu;
 pub mod kernel_list;
 pub(crate) mod params;
 pub mod probe;
+pub mod view;
 
 use crate::error::{Error, Result};
 use crate::tensor::{checked_numel, DType, Tensor, TensorInfo};
@@ -37,6 +38,7 @@ use std::sync::{Arc, Mutex};
 
 pub use kernel_list::{Dt, Kernel, Key, ProbeKernel};
 pub use params::BINDINGS_STATUS;
+pub use view::{check_views, DeviceRead, DeviceView, DeviceViewMut, DeviceWrite, Layout, RawParts};
 use params::KernelParams;
 
 /// One compiled kernel module embedded in the library (a `kernels/**/*.cu` file).
@@ -282,6 +284,34 @@ impl Gpu {
     pub fn fork(&self) -> Result<Gpu> {
         let stream = self.shared.ctx.new_stream().map_err(|e| cuda_err("cuStreamCreate", e))?;
         Ok(Gpu { shared: self.shared.clone(), stream })
+    }
+
+    /// A handle that enqueues on `stream`, a stream of this handle's device that another library
+    /// made (candle's `CudaDevice::cuda_stream()`, an engine's), sharing module and table caches.
+    /// Ops on it are ordered with the caller's own work on that stream: no synchronisation and no
+    /// event beyond what an op's plan needs. Errors (`stream`) when the stream belongs to another
+    /// context than this handle's.
+    pub fn with_stream(&self, stream: Arc<CudaStream>) -> Result<Gpu> {
+        if stream.context().cu_ctx() != self.shared.ctx.cu_ctx() {
+            return Err(Error::invalid(
+                "stream",
+                "belongs to another CUDA context than this handle's (open the handle on the same device: Gpu::new uses the primary context)",
+            ));
+        }
+        Ok(Gpu { shared: self.shared.clone(), stream })
+    }
+
+    /// [`Gpu::with_stream`] for a raw `CUstream` (or `cudaStream_t`; null is the legacy default
+    /// stream).
+    ///
+    /// # Safety
+    /// `stream` must be a live stream of this handle's context (the device's primary context) and
+    /// stay alive as long as the returned handle or anything planned on it is used; the handle
+    /// does not destroy it.
+    pub unsafe fn with_raw_stream(&self, stream: sys::CUstream) -> Gpu {
+        // SAFETY: the caller's promise: a live stream of this context that outlives the handle.
+        let stream = unsafe { self.shared.ctx.wrap_borrowed_stream(stream) };
+        Gpu { shared: self.shared.clone(), stream }
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

@@ -1,0 +1,387 @@
+//! Borrowed device tensors: views of device memory another library owns (an engine's KV cache,
+//! candle's or PyTorch's storage), so every op can read and write it in place, on the caller's
+//! stream ([`Gpu::with_stream`](super::Gpu::with_stream)), with no copy and no allocation.
+//!
+//! - [`DeviceView`] (read) and [`DeviceViewMut`] (written): a device address, dtype, shape and
+//!   element strides. The last dimension is contiguous (stride 1); the other strides are free, as
+//!   FlashAttention accepts. Made from raw parts with `unsafe` [`DeviceView::from_raw`], or
+//!   safely from an owned [`DeviceTensor`] ([`DeviceTensor::view`], [`DeviceTensor::view_mut`]).
+//! - [`DeviceRead`] / [`DeviceWrite`]: what the CUDA paths take, implemented by the owned tensor
+//!   and both views, so the same call serves owned and borrowed memory.
+//!
+//! What a view guarantees once made: the address is not null (unless it has no elements), is
+//! aligned to its element, every element it addresses lies inside the `len_bytes` its maker
+//! vouched for, and (for [`DeviceViewMut`]) no two elements share an address. What an op checks
+//! at each launch, naming its argument: dtype and shape as planned, 16-byte alignment where its
+//! kernels load 16 bytes at a time, contiguity where its kernels take only the packed layout, and
+//! that no output overlaps an input or another output.
+
+use super::DeviceTensor;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, TensorInfo};
+use std::marker::PhantomData;
+
+/// The largest rank of a view (the ops' tensors have rank 1 to 4).
+pub const MAX_RANK: usize = 6;
+
+/// A shape or stride list held inline (no allocation per launch).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    len: u8,
+    dims: [usize; MAX_RANK],
+}
+
+impl Dims {
+    fn new(arg: &str, values: &[usize]) -> Result<Dims> {
+        if values.len() > MAX_RANK {
+            return Err(Error::invalid(arg, format!("rank {} exceeds the largest supported rank {MAX_RANK}", values.len())));
+        }
+        let mut dims = [0; MAX_RANK];
+        dims[..values.len()].copy_from_slice(values);
+        Ok(Dims { len: values.len() as u8, dims })
+    }
+
+    /// Row-major contiguous strides of `shape`.
+    fn packed(shape: &[usize]) -> Dims {
+        let mut dims = [0; MAX_RANK];
+        let mut acc = 1usize;
+        for (i, &d) in shape.iter().enumerate().rev().take(MAX_RANK) {
+            dims[i] = acc;
+            acc = acc.saturating_mul(d);
+        }
+        Dims { len: shape.len().min(MAX_RANK) as u8, dims }
+    }
+
+    pub fn as_slice(&self) -> &[usize] {
+        &self.dims[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for Dims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_slice())
+    }
+}
+
+/// The parts of a device tensor a launch needs, owned or borrowed alike.
+#[derive(Clone, Copy, Debug)]
+pub struct RawParts {
+    /// Device address of element 0.
+    pub addr: u64,
+    pub dtype: DType,
+    pub shape: Dims,
+    /// Element strides, one per dimension.
+    pub strides: Dims,
+}
+
+impl RawParts {
+    /// Element stride of dimension `dim` as the kernels' `long long`.
+    pub fn stride(&self, dim: usize) -> i64 {
+        self.strides.as_slice()[dim] as i64
+    }
+
+    /// The address for a kernel parameter struct (read-only use).
+    pub fn ptr(&self) -> *const std::ffi::c_void {
+        self.addr as usize as *const std::ffi::c_void
+    }
+
+    /// The address for a kernel parameter struct (the kernel writes through it).
+    pub fn ptr_mut(&self) -> *mut std::ffi::c_void {
+        self.addr as usize as *mut std::ffi::c_void
+    }
+
+    /// Offset in elements of the last element (None: no elements).
+    fn last_offset(&self) -> Option<usize> {
+        let shape = self.shape.as_slice();
+        if shape.contains(&0) {
+            return None;
+        }
+        // Checked when the view was made (`extent`), so this cannot overflow.
+        Some(shape.iter().zip(self.strides.as_slice()).map(|(&d, &s)| (d - 1) * s).sum())
+    }
+
+    /// The bytes `[start, end)` the tensor's elements span (None: no elements).
+    pub fn byte_range(&self) -> Option<(u64, u64)> {
+        let size = self.dtype.size() as u64;
+        self.last_offset().map(|last| (self.addr, self.addr + (last as u64 + 1) * size))
+    }
+
+    /// Strides equal to the row-major packed ones (dimensions of extent 1 may have any stride).
+    pub fn is_packed(&self) -> bool {
+        let packed = Dims::packed(self.shape.as_slice());
+        self.shape.as_slice().iter().zip(self.strides.as_slice()).zip(packed.as_slice()).all(|((&d, &s), &p)| d <= 1 || s == p)
+    }
+
+    /// The address and every stride of a dimension longer than 1, in bytes, are multiples of
+    /// `align` (the last dimension's stride is 1 and is not counted).
+    fn is_aligned(&self, align: u64) -> bool {
+        let size = self.dtype.size() as u64;
+        let rank = self.shape.len as usize;
+        self.addr % align == 0
+            && (0..rank.saturating_sub(1))
+                .all(|i| self.shape.as_slice()[i] <= 1 || (self.strides.as_slice()[i] as u64 * size) % align == 0)
+    }
+}
+
+/// Check the layout rules every view obeys; `writable` adds "no two elements share an address".
+fn check_layout(addr: u64, len_bytes: usize, dtype: DType, shape: &[usize], strides: &[usize], writable: bool) -> Result<RawParts> {
+    let parts = RawParts { addr, dtype, shape: Dims::new("shape", shape)?, strides: Dims::new("strides", strides)? };
+    if strides.len() != shape.len() {
+        return Err(Error::invalid("strides", format!("{} strides for a rank-{} shape {shape:?}", strides.len(), shape.len())));
+    }
+    if shape.contains(&0) {
+        return Ok(parts); // no element is ever addressed
+    }
+    if addr == 0 {
+        return Err(Error::invalid("ptr", "null device pointer for a view with elements"));
+    }
+    let size = dtype.size();
+    if addr % size as u64 != 0 {
+        return Err(Error::invalid("ptr", format!("{addr:#x} is not aligned to its {size}-byte {dtype} elements")));
+    }
+    if let (Some(&last), Some(&stride)) = (shape.last(), strides.last()) {
+        if last > 1 && stride != 1 {
+            return Err(Error::invalid("strides", format!("the last dimension must be contiguous (stride 1), got {strides:?}")));
+        }
+    }
+    // Offset of the last element, in bytes, without overflow.
+    let mut last = 0usize;
+    for (&d, &s) in shape.iter().zip(strides) {
+        last = (d - 1).checked_mul(s).and_then(|o| last.checked_add(o)).ok_or_else(|| {
+            Error::invalid("strides", format!("shape {shape:?} with strides {strides:?} addresses beyond usize"))
+        })?;
+    }
+    let end = last.checked_add(1).and_then(|n| n.checked_mul(size)).filter(|&e| (addr as u128 + e as u128) <= u64::MAX as u128);
+    match end {
+        Some(end) if end <= len_bytes => {}
+        _ => {
+            return Err(Error::invalid(
+                "len_bytes",
+                format!("shape {shape:?} with strides {strides:?} of {dtype} spans more than the {len_bytes} bytes given"),
+            ))
+        }
+    }
+    if writable {
+        // Sorted by stride, each dimension must step over everything the smaller ones span.
+        let mut dims: Vec<(usize, usize)> = shape.iter().copied().zip(strides.iter().copied()).filter(|&(d, _)| d > 1).collect();
+        dims.sort_by_key(|&(_, s)| s);
+        let mut span = 1usize; // elements covered by the dimensions so far
+        for (d, s) in dims {
+            if s < span {
+                return Err(Error::invalid(
+                    "strides",
+                    format!("shape {shape:?} with strides {strides:?} gives two elements one address: an output cannot"),
+                ));
+            }
+            span += s * (d - 1);
+        }
+    }
+    Ok(parts)
+}
+
+/// A read-only view of device memory the caller owns, valid for `'a`.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceView<'a> {
+    parts: RawParts,
+    _borrow: PhantomData<&'a ()>,
+}
+
+/// A writable view of device memory the caller owns, valid for `'a`; no two of its elements
+/// share an address.
+#[derive(Debug)]
+pub struct DeviceViewMut<'a> {
+    parts: RawParts,
+    _borrow: PhantomData<&'a mut ()>,
+}
+
+impl<'a> DeviceView<'a> {
+    /// A view of `len_bytes` of device memory at `ptr`, holding `shape` elements of `dtype` at
+    /// element `strides` (the last one 1). Errors name `ptr`, `len_bytes`, `shape` or `strides`:
+    /// a null or misaligned address, a layout that reaches past `len_bytes`, a non-unit last
+    /// stride, a rank above [`MAX_RANK`].
+    ///
+    /// # Safety
+    /// `ptr .. ptr + len_bytes` must be device memory of the context the view will be used with
+    /// (a [`Gpu`](super::Gpu) of the same device; CUDA's primary context, which the runtime API
+    /// and candle use), readable by kernels for all of `'a`, and not written by anyone while an
+    /// op reading it may still be running, unless the caller orders that write after it on the
+    /// stream.
+    pub unsafe fn from_raw(ptr: u64, len_bytes: usize, dtype: DType, shape: &[usize], strides: &[usize]) -> Result<DeviceView<'a>> {
+        Ok(DeviceView { parts: check_layout(ptr, len_bytes, dtype, shape, strides, false)?, _borrow: PhantomData })
+    }
+
+    /// The same memory as a row-major packed tensor of `shape`.
+    ///
+    /// # Safety
+    /// As [`DeviceView::from_raw`].
+    pub unsafe fn from_raw_packed(ptr: u64, len_bytes: usize, dtype: DType, shape: &[usize]) -> Result<DeviceView<'a>> {
+        let strides = Dims::packed(shape);
+        // SAFETY: the caller's promise, passed on.
+        unsafe { Self::from_raw(ptr, len_bytes, dtype, shape, strides.as_slice()) }
+    }
+}
+
+impl<'a> DeviceViewMut<'a> {
+    /// As [`DeviceView::from_raw`], for memory kernels write; also refuses strides that give two
+    /// elements one address (`strides`).
+    ///
+    /// # Safety
+    /// As [`DeviceView::from_raw`], and the memory must be writable by kernels and not read or
+    /// written by anyone else while an op writing it may still be running (unless ordered after
+    /// it on the stream).
+    pub unsafe fn from_raw(ptr: u64, len_bytes: usize, dtype: DType, shape: &[usize], strides: &[usize]) -> Result<DeviceViewMut<'a>> {
+        Ok(DeviceViewMut { parts: check_layout(ptr, len_bytes, dtype, shape, strides, true)?, _borrow: PhantomData })
+    }
+
+    /// The same memory as a row-major packed tensor of `shape`.
+    ///
+    /// # Safety
+    /// As [`DeviceViewMut::from_raw`].
+    pub unsafe fn from_raw_packed(ptr: u64, len_bytes: usize, dtype: DType, shape: &[usize]) -> Result<DeviceViewMut<'a>> {
+        let strides = Dims::packed(shape);
+        // SAFETY: the caller's promise, passed on.
+        unsafe { Self::from_raw(ptr, len_bytes, dtype, shape, strides.as_slice()) }
+    }
+
+    /// A read-only view of the same memory, borrowing this one.
+    pub fn as_view(&self) -> DeviceView<'_> {
+        DeviceView { parts: self.parts, _borrow: PhantomData }
+    }
+}
+
+impl DeviceTensor {
+    /// A read-only view of this tensor (packed strides).
+    pub fn view(&self) -> DeviceView<'_> {
+        DeviceView { parts: self.raw_parts(), _borrow: PhantomData }
+    }
+
+    /// A writable view of this tensor (packed strides).
+    pub fn view_mut(&mut self) -> DeviceViewMut<'_> {
+        DeviceViewMut { parts: self.raw_parts(), _borrow: PhantomData }
+    }
+
+    fn raw_parts(&self) -> RawParts {
+        let shape = self.shape();
+        RawParts {
+            addr: self.kernel_ptr() as usize as u64,
+            dtype: self.dtype(),
+            // A DeviceTensor's rank is that of an op's tensor (at most 4); longer shapes are cut
+            // to MAX_RANK and then fail every op's shape check.
+            shape: Dims::new("shape", shape).unwrap_or_else(|_| Dims::packed(&shape[..MAX_RANK])),
+            strides: Dims::packed(shape),
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::DeviceTensor {}
+    impl Sealed for super::DeviceView<'_> {}
+    impl Sealed for super::DeviceViewMut<'_> {}
+}
+
+/// A device tensor an op may read: the owned [`DeviceTensor`] or a borrowed view. Sealed: the
+/// layout rules above hold for every implementation.
+pub trait DeviceRead: TensorInfo + sealed::Sealed {
+    /// Address, dtype, shape and strides.
+    fn parts(&self) -> RawParts;
+}
+
+/// A device tensor an op may write: the owned [`DeviceTensor`] or a [`DeviceViewMut`].
+pub trait DeviceWrite: DeviceRead {}
+
+impl DeviceRead for DeviceTensor {
+    fn parts(&self) -> RawParts {
+        self.raw_parts()
+    }
+}
+impl DeviceWrite for DeviceTensor {}
+
+impl TensorInfo for DeviceView<'_> {
+    fn dtype(&self) -> DType {
+        self.parts.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        self.parts.shape.as_slice()
+    }
+}
+impl DeviceRead for DeviceView<'_> {
+    fn parts(&self) -> RawParts {
+        self.parts
+    }
+}
+
+impl TensorInfo for DeviceViewMut<'_> {
+    fn dtype(&self) -> DType {
+        self.parts.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        self.parts.shape.as_slice()
+    }
+}
+impl DeviceRead for DeviceViewMut<'_> {
+    fn parts(&self) -> RawParts {
+        self.parts
+    }
+}
+impl DeviceWrite for DeviceViewMut<'_> {}
+
+/// How an op's kernels address a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Any strides (last dimension contiguous); 16-byte loads need 16-byte aligned rows.
+    Strided,
+    /// Only the row-major packed layout.
+    Packed,
+}
+
+/// The launch-time checks of an op's device tensors, each error naming its argument:
+/// - alignment: a tensor whose rows are a multiple of 16 bytes (the kernels may load them 16
+///   bytes at a time) starts on 16 bytes and has outer strides that are multiples of 16 bytes;
+///   any other is element-aligned (a view is by construction);
+/// - `Layout::Packed` tensors are packed;
+/// - no output's bytes overlap an input's or another output's. The test is on the spans
+///   `[first byte, last byte]`, so two interleaved strided tensors count as overlapping.
+pub fn check_views(inputs: &[(&str, Option<RawParts>, Layout)], outputs: &[(&str, Option<RawParts>, Layout)]) -> Result<()> {
+    for (arg, parts, layout) in inputs.iter().chain(outputs) {
+        let Some(p) = parts else { continue };
+        if p.shape.as_slice().contains(&0) {
+            continue;
+        }
+        let row_bytes = p.shape.as_slice().last().copied().unwrap_or(1) * p.dtype.size();
+        if row_bytes % 16 == 0 && !p.is_aligned(16) {
+            return Err(Error::invalid(
+                *arg,
+                format!(
+                    "misaligned: address {:#x} and strides {:?} (x {} bytes) must be multiples of 16 bytes",
+                    p.addr,
+                    p.strides,
+                    p.dtype.size()
+                ),
+            ));
+        }
+        if *layout == Layout::Packed && !p.is_packed() {
+            return Err(Error::invalid(
+                *arg,
+                format!("must be packed row-major for this op (shape {:?}, strides {:?})", p.shape, p.strides),
+            ));
+        }
+    }
+    for (i, (out_arg, out, _)) in outputs.iter().enumerate() {
+        let Some(out_range) = out.and_then(|o| o.byte_range()) else { continue };
+        let others = inputs.iter().chain(outputs.iter().take(i));
+        for (arg, parts, _) in others {
+            if let Some((start, end)) = parts.and_then(|p| p.byte_range()) {
+                if start < out_range.1 && out_range.0 < end {
+                    return Err(Error::invalid(*out_arg, format!("overlaps `{arg}` in device memory")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`RawParts`] of an optional tensor.
+pub fn parts_of<T: DeviceRead + ?Sized>(t: Option<&T>) -> Option<RawParts> {
+    t.map(|t| t.parts())
+}
