@@ -15,7 +15,8 @@ use crate::rope::cuda::{no_rope, rope_table};
 use crate::rope::RopeConfig;
 use crate::runtime::kernel_list::decode::{self as list, HEAD_DIMS, ROWS};
 use crate::runtime::params::{AkAppendKvParams, AkDecodeCombineParams, AkDecodeParams, AkMergeStatesParams};
-use crate::runtime::{find_kernel, kernel, DeviceTensor, Gpu, Kernel, Key, Ready};
+use crate::runtime::view::{parts_of, Layout::{Packed, Strided}};
+use crate::runtime::{check_views, find_kernel, kernel, DeviceRead, DeviceTensor, DeviceWrite, Gpu, Kernel, Key, RawParts, Ready};
 use crate::tensor::{expect_shape, expect_tensor, DType, PlannedTensors, TensorInfo};
 
 /// Query rows per CTA for `n_rows` rows per kv head (GQA group size times Sq_new): the
@@ -52,10 +53,10 @@ fn fits_i32(arg: &str, what: &str, n: usize) -> Result<i32> {
     i32::try_from(n).map_err(|_| Error::unsupported(arg, format!("{what} = {n} exceeds the kernels' 32-bit range")))
 }
 
-/// Element strides `(block, row, head)` of a cache tensor `[blocks, rows, H, width]`.
-fn cache_strides(t: &DeviceTensor) -> (i64, i64, i64) {
-    let s = t.shape();
-    ((s[1] * s[2] * s[3]) as i64, (s[2] * s[3]) as i64, s[3] as i64)
+/// Element strides `(block, row, head)` of a cache tensor `[blocks, rows, H, width]` (owned or
+/// borrowed: an engine's cache may interleave K and V or pad its blocks).
+fn cache_strides(t: &RawParts) -> (i64, i64, i64) {
+    (t.stride(0), t.stride(1), t.stride(2))
 }
 
 fn log2_block(layout: &CacheLayout) -> Result<i32> {
@@ -89,12 +90,12 @@ pub struct DeviceKvIndex {
 
 impl DeviceKvIndex {
     /// Validate the cache (shapes, lengths, block ids) and upload its index data.
-    pub fn new(gpu: &Gpu, cache: &KvCacheRef<'_, DeviceTensor>) -> Result<DeviceKvIndex> {
+    pub fn new<T: TensorInfo>(gpu: &Gpu, cache: &KvCacheRef<'_, T>) -> Result<DeviceKvIndex> {
         check_cache(cache, 0)?;
         Self::upload(gpu, cache)
     }
 
-    fn upload(gpu: &Gpu, cache: &KvCacheRef<'_, DeviceTensor>) -> Result<DeviceKvIndex> {
+    fn upload<T>(gpu: &Gpu, cache: &KvCacheRef<'_, T>) -> Result<DeviceKvIndex> {
         let sl = cache.cache_seqlens();
         let seqlens = gpu.upload_i32(sl)?;
         let (block_table, host_table) = match cache.block_table() {
@@ -109,7 +110,7 @@ impl DeviceKvIndex {
         self.ready.wait_on(gpu, "index")
     }
 
-    pub(crate) fn matches(&self, cache: &KvCacheRef<'_, DeviceTensor>) -> bool {
+    pub(crate) fn matches<T>(&self, cache: &KvCacheRef<'_, T>) -> bool {
         self.host_seqlens == cache.cache_seqlens() && self.host_table.as_deref() == cache.block_table().map(|(t, _)| t)
     }
 }
@@ -169,12 +170,12 @@ pub struct DecodeLaunch {
 
 impl DecodeLaunch {
     /// Validate and prepare a decode of `q` against `cache` (tensors read for their shapes only).
-    pub fn new(
+    pub fn new<T: TensorInfo>(
         gpu: &Gpu,
         cfg: &AttentionConfig,
-        q: &DeviceTensor,
-        cache: &KvCacheRef<'_, DeviceTensor>,
-        alibi_slopes: Option<&DeviceTensor>,
+        q: &T,
+        cache: &KvCacheRef<'_, T>,
+        alibi_slopes: Option<&T>,
         opts: &DecodeOptions,
     ) -> Result<DecodeLaunch> {
         let p = plan(cfg, q, cache, alibi_slopes, opts)?;
@@ -183,12 +184,12 @@ impl DecodeLaunch {
         Self::prepare(gpu, p, q, cache, alibi_slopes, Some(index), opts)
     }
 
-    fn prepare(
+    fn prepare<T: TensorInfo>(
         gpu: &Gpu,
         p: DecodePlan,
-        q: &DeviceTensor,
-        cache: &KvCacheRef<'_, DeviceTensor>,
-        alibi_slopes: Option<&DeviceTensor>,
+        q: &T,
+        cache: &KvCacheRef<'_, T>,
+        alibi_slopes: Option<&T>,
         index: Option<DeviceKvIndex>,
         opts: &DecodeOptions,
     ) -> Result<DecodeLaunch> {
@@ -257,14 +258,16 @@ impl DecodeLaunch {
     /// Run on `gpu`'s stream: `q` and the cache's `k`, `v` (and ALiBi slopes, f32 `[Hq]`, if the
     /// plan has them) with the planned dtypes and shapes, into `o [B, Sq_new, Hq, Dv]` (q's dtype)
     /// and `lse [B, Hq, Sq_new]` (f32). The cache's lengths and block table are the planned ones.
-    pub fn launch(
+    /// Owned or borrowed tensors: the cache with any block, row and head strides (16-byte aligned
+    /// rows), the others packed.
+    pub fn launch<T: DeviceRead, O: DeviceWrite>(
         &mut self,
         gpu: &Gpu,
-        q: &DeviceTensor,
-        kv: [&DeviceTensor; 2],
-        alibi_slopes: Option<&DeviceTensor>,
-        o: &mut DeviceTensor,
-        lse: &mut DeviceTensor,
+        q: &T,
+        kv: [&T; 2],
+        alibi_slopes: Option<&T>,
+        o: &mut O,
+        lse: &mut O,
     ) -> Result<()> {
         let index = self.index.take().ok_or_else(|| Error::invalid("index", "this DecodeLaunch has no index data"))?;
         let r = self.enqueue(gpu, &index, q, kv, alibi_slopes, o, lse);
@@ -273,20 +276,30 @@ impl DecodeLaunch {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn enqueue(
+    fn enqueue<T: DeviceRead, O: DeviceWrite>(
         &mut self,
         gpu: &Gpu,
         index: &DeviceKvIndex,
-        q: &DeviceTensor,
-        kv: [&DeviceTensor; 2],
-        alibi_slopes: Option<&DeviceTensor>,
-        o: &mut DeviceTensor,
-        lse: &mut DeviceTensor,
+        q: &T,
+        kv: [&T; 2],
+        alibi_slopes: Option<&T>,
+        o: &mut O,
+        lse: &mut O,
     ) -> Result<()> {
         let p = &self.plan;
         self.planned.check(&[Some(q), Some(kv[0]), Some(kv[1]), alibi_slopes])?;
         expect_tensor("o", o, p.dtype, &p.o_shape())?;
         expect_tensor("lse", lse, DType::F32, &p.lse_shape())?;
+        let (qp, kp, vp, op, lp) = (q.parts(), kv[0].parts(), kv[1].parts(), o.parts(), lse.parts());
+        check_views(
+            &[
+                ("q", Some(qp), Packed),
+                ("k_cache", Some(kp), Strided),
+                ("v_cache", Some(vp), Strided),
+                ("alibi_slopes", parts_of(alibi_slopes), Packed),
+            ],
+            &[("o", Some(op), Packed), ("lse", Some(lp), Packed)],
+        )?;
         self.uploaded.wait_on(gpu, "DecodeLaunch")?;
         if self.callers_index {
             index.wait_on(gpu)?;
@@ -294,15 +307,15 @@ impl DecodeLaunch {
         if p.batch == 0 || p.seqlen_q == 0 {
             return Ok(());
         }
-        let (kb, kr, kh) = cache_strides(kv[0]);
-        let (vb, vr, vh) = cache_strides(kv[1]);
+        let (kb, kr, kh) = cache_strides(&kp);
+        let (vb, vr, vh) = cache_strides(&vp);
         let mut params = AkDecodeParams {
-            q: q.kernel_ptr(),
-            k_cache: kv[0].kernel_ptr(),
-            v_cache: kv[1].kernel_ptr(),
+            q: qp.ptr(),
+            k_cache: kp.ptr(),
+            v_cache: vp.ptr(),
             block_table: index.block_table.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
             cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
-            alibi_slopes: alibi_slopes.map_or(std::ptr::null(), |a| a.kernel_ptr() as *const f32),
+            alibi_slopes: parts_of(alibi_slopes).map_or(std::ptr::null(), |a| a.ptr() as *const f32),
             o: std::ptr::null_mut(),
             lse: std::ptr::null_mut(),
             o_partial: std::ptr::null_mut(),
@@ -333,23 +346,23 @@ impl DecodeLaunch {
             dtype: p.dtype.kernel_code(),
         };
         match &mut self.workspace {
-            Some((op, lp)) => {
-                params.o_partial = op.kernel_ptr_mut() as *mut f32;
-                params.lse_partial = lp.kernel_ptr_mut() as *mut f32;
+            Some((o_part, lse_part)) => {
+                params.o_partial = o_part.kernel_ptr_mut() as *mut f32;
+                params.lse_partial = lse_part.kernel_ptr_mut() as *mut f32;
             }
             None => {
-                params.o = o.kernel_ptr_mut();
-                params.lse = lse.kernel_ptr_mut() as *mut f32;
+                params.o = op.ptr_mut();
+                params.lse = lp.ptr_mut() as *mut f32;
             }
         }
         let grid_y = p.heads_kv * self.row_tiles;
         gpu.launch(self.decode, (self.splits as u32, grid_y as u32, p.batch as u32), &params)?;
-        if let Some((op, lp)) = &self.workspace {
+        if let Some((o_part, lse_part)) = &self.workspace {
             let cp = AkDecodeCombineParams {
-                o_partial: op.kernel_ptr() as *const f32,
-                lse_partial: lp.kernel_ptr() as *const f32,
-                o: o.kernel_ptr_mut(),
-                lse: lse.kernel_ptr_mut() as *mut f32,
+                o_partial: o_part.kernel_ptr() as *const f32,
+                lse_partial: lse_part.kernel_ptr() as *const f32,
+                o: op.ptr_mut(),
+                lse: lp.ptr_mut() as *mut f32,
                 num_splits: self.splits as i32,
                 batch: p.batch as i32,
                 seqlen_q: p.seqlen_q as i32,
@@ -367,12 +380,12 @@ impl DecodeLaunch {
 /// Decode on the GPU: validates (host index data included), uploads the index data, and runs
 /// split-KV decode (one [`DecodeLaunch`]). Outputs `o [B, Sq_new, Hq, Dv]` (q's dtype),
 /// `lse [B, Hq, Sq_new]` f32.
-pub fn decode_cuda(
+pub fn decode_cuda<T: DeviceRead>(
     gpu: &Gpu,
     cfg: &AttentionConfig,
-    q: &DeviceTensor,
-    cache: &KvCacheRef<'_, DeviceTensor>,
-    alibi_slopes: Option<&DeviceTensor>,
+    q: &T,
+    cache: &KvCacheRef<'_, T>,
+    alibi_slopes: Option<&T>,
     opts: &DecodeOptions,
 ) -> Result<AttentionOutput<DeviceTensor>> {
     let mut launch = DecodeLaunch::new(gpu, cfg, q, cache, alibi_slopes, opts)?;
@@ -387,16 +400,16 @@ pub fn decode_cuda(
 /// f32) with index data uploaded beforehand ([`DeviceKvIndex::new`] from the same cache). For
 /// many layers of one step, [`DecodeLaunch`] also keeps the plan and the workspace.
 #[allow(clippy::too_many_arguments)]
-pub fn decode_cuda_with_index(
+pub fn decode_cuda_with_index<T: DeviceRead, O: DeviceWrite>(
     gpu: &Gpu,
     cfg: &AttentionConfig,
-    q: &DeviceTensor,
-    cache: &KvCacheRef<'_, DeviceTensor>,
+    q: &T,
+    cache: &KvCacheRef<'_, T>,
     index: &DeviceKvIndex,
-    alibi_slopes: Option<&DeviceTensor>,
+    alibi_slopes: Option<&T>,
     opts: &DecodeOptions,
-    o: &mut DeviceTensor,
-    lse: &mut DeviceTensor,
+    o: &mut O,
+    lse: &mut O,
 ) -> Result<()> {
     let p = plan(cfg, q, cache, alibi_slopes, opts)?;
     check_gpu_decode(&p)?;
@@ -425,14 +438,23 @@ pub fn num_splits(gpu: &Gpu, p: &DecodePlan, split: SplitPolicy) -> usize {
 
 /// Append on the GPU (see [`super::append_kv_cpu`]): writes rows `cache_seqlens[b] + t`,
 /// rotating K when `rope` is given; returns the new lengths. Validated before any write.
-pub fn append_kv_cuda(
+///
+/// Owned or borrowed tensors: the cache with any block, row and head strides (16-byte aligned
+/// rows), `k_new` and `v_new` packed and not overlapping the cache.
+pub fn append_kv_cuda<T: DeviceRead, C: DeviceWrite>(
     gpu: &Gpu,
-    cache: &mut KvCacheMut<'_, DeviceTensor>,
-    k_new: &DeviceTensor,
-    v_new: &DeviceTensor,
+    cache: &mut KvCacheMut<'_, C>,
+    k_new: &T,
+    v_new: &T,
     rope: Option<&RopeConfig>,
 ) -> Result<Vec<i32>> {
     let p = plan_append(&cache.as_ref(), k_new, v_new, rope)?;
+    let (kc, vc) = cache.kv_mut();
+    let (kcp, vcp, knp, vnp) = (kc.parts(), vc.parts(), k_new.parts(), v_new.parts());
+    check_views(
+        &[("k_new", Some(knp), Packed), ("v_new", Some(vnp), Packed)],
+        &[("k_cache", Some(kcp), Strided), ("v_cache", Some(vcp), Strided)],
+    )?;
     let new_lens: Vec<i32> = p.old_seqlens.iter().map(|&s| (s + p.seqlen_new) as i32).collect();
     if p.batch == 0 || p.seqlen_new == 0 {
         return Ok(new_lens);
@@ -449,14 +471,13 @@ pub fn append_kv_cuda(
         CacheLayout::Paged { max_blocks, .. } => max_blocks,
         CacheLayout::Contiguous { .. } => 0,
     };
-    let (kc, vc) = cache.kv_mut();
-    let (kb, kr, kh) = cache_strides(kc);
-    let (vb, vr, vh) = cache_strides(vc);
+    let (kb, kr, kh) = cache_strides(&kcp);
+    let (vb, vr, vh) = cache_strides(&vcp);
     let params = AkAppendKvParams {
-        k_new: k_new.kernel_ptr(),
-        v_new: v_new.kernel_ptr(),
-        k_cache: kc.kernel_ptr_mut(),
-        v_cache: vc.kernel_ptr_mut(),
+        k_new: knp.ptr(),
+        v_new: vnp.ptr(),
+        k_cache: kcp.ptr_mut(),
+        v_cache: vcp.ptr_mut(),
         block_table: index.block_table.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
         cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
         rope: table.as_ref().map_or_else(no_rope, |t| t.params()),
@@ -481,12 +502,12 @@ pub fn append_kv_cuda(
 }
 
 /// `merge_states` on the GPU: returns `(o, lse)` (see docs/merge_states.md).
-pub fn merge_states_cuda(
+pub fn merge_states_cuda<T: DeviceRead>(
     gpu: &Gpu,
-    o_a: &DeviceTensor,
-    lse_a: &DeviceTensor,
-    o_b: &DeviceTensor,
-    lse_b: &DeviceTensor,
+    o_a: &T,
+    lse_a: &T,
+    o_b: &T,
+    lse_b: &T,
 ) -> Result<(DeviceTensor, DeviceTensor)> {
     plan_merge(o_a, lse_a, o_b, lse_b)?;
     let mut o = gpu.alloc_output(o_a.dtype(), o_a.shape())?;
@@ -496,15 +517,15 @@ pub fn merge_states_cuda(
 }
 
 /// `merge_states` into caller-provided outputs (shapes and dtypes of `o_a` and `lse_a`).
-/// The outputs may not alias the inputs.
-pub fn merge_states_cuda_into(
+/// Owned or borrowed tensors, all packed; the outputs may not overlap the inputs.
+pub fn merge_states_cuda_into<T: DeviceRead, O: DeviceWrite>(
     gpu: &Gpu,
-    o_a: &DeviceTensor,
-    lse_a: &DeviceTensor,
-    o_b: &DeviceTensor,
-    lse_b: &DeviceTensor,
-    o: &mut DeviceTensor,
-    lse: &mut DeviceTensor,
+    o_a: &T,
+    lse_a: &T,
+    o_b: &T,
+    lse_b: &T,
+    o: &mut O,
+    lse: &mut O,
 ) -> Result<()> {
     let (b, s, h, dv, _) = plan_merge(o_a, lse_a, o_b, lse_b)?;
     expect_shape("o", o, o_a.shape())?;
@@ -519,17 +540,23 @@ pub fn merge_states_cuda_into(
     if lse.dtype() != DType::F32 {
         return Err(Error::DType { arg: "lse".into(), expected: "f32".into(), got: lse.dtype() });
     }
+    let [oa, la, ob, lb] = [o_a.parts(), lse_a.parts(), o_b.parts(), lse_b.parts()];
+    let (op, lp) = (o.parts(), lse.parts());
+    check_views(
+        &[("o_a", Some(oa), Packed), ("lse_a", Some(la), Packed), ("o_b", Some(ob), Packed), ("lse_b", Some(lb), Packed)],
+        &[("o", Some(op), Packed), ("lse", Some(lp), Packed)],
+    )?;
     let rows = b * s * h;
     if rows == 0 || dv == 0 {
         return Ok(());
     }
     let params = AkMergeStatesParams {
-        o_a: o_a.kernel_ptr(),
-        lse_a: lse_a.kernel_ptr() as *const f32,
-        o_b: o_b.kernel_ptr(),
-        lse_b: lse_b.kernel_ptr() as *const f32,
-        o: o.kernel_ptr_mut(),
-        lse: lse.kernel_ptr_mut() as *mut f32,
+        o_a: oa.ptr(),
+        lse_a: la.ptr() as *const f32,
+        o_b: ob.ptr(),
+        lse_b: lb.ptr() as *const f32,
+        o: op.ptr_mut(),
+        lse: lp.ptr_mut() as *mut f32,
         batch: fits_i32("o_a", "B", b)?,
         seqlen: fits_i32("o_a", "S", s)?,
         heads: fits_i32("o_a", "H", h)?,

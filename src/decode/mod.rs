@@ -421,8 +421,8 @@ pub(crate) struct AppendPlan {
     pub max_position: usize,
 }
 
-pub(crate) fn plan_append<T: TensorInfo>(
-    cache: &KvCacheRef<'_, T>,
+pub(crate) fn plan_append<C: TensorInfo, T: TensorInfo>(
+    cache: &KvCacheRef<'_, C>,
     k_new: &T,
     v_new: &T,
     rope: Option<&RopeConfig>,

@@ -35,7 +35,8 @@ use crate::attention::cuda::prefill_rope_table;
 use crate::rope::cuda::no_rope;
 use crate::runtime::kernel_list::diff_attention::{self as list, DECODE_HEADS, DECODE_KEYS, HEAD_DIMS};
 use crate::runtime::params::{AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams};
-use crate::runtime::{kernel, opt_ptr, DeviceTensor, Dt, Gpu, Kernel, Key, Ready};
+use crate::runtime::view::{parts_of, Layout::{Packed, Strided}};
+use crate::runtime::{check_views, kernel, opt_ptr, DeviceRead, DeviceTensor, DeviceWrite, Dt, Gpu, Kernel, Key, RawParts, Ready};
 use crate::tensor::{expect_dtype, expect_same_dtype, DType, PlannedTensors, Tensor, TensorInfo};
 
 fn fits_i32(arg: &str, what: &str, n: usize) -> Result<i32> {
@@ -110,21 +111,28 @@ fn check_gpu_prefill(dp: &DiffAttentionPlan) -> Result<()> {
     Ok(())
 }
 
-/// The device tensors of one fused prefill launch (index data belongs to the plan).
-#[derive(Clone, Copy)]
-pub struct DiffTensors<'a> {
-    pub q: &'a DeviceTensor,
-    pub k: &'a DeviceTensor,
-    pub v: &'a DeviceTensor,
+/// The device tensors of one fused prefill launch (index data belongs to the plan), owned or
+/// borrowed.
+pub struct DiffTensors<'a, T = DeviceTensor> {
+    pub q: &'a T,
+    pub k: &'a T,
+    pub v: &'a T,
     /// f32, `[H]` (v1) or per token (v2), as planned.
-    pub lambda: &'a DeviceTensor,
-    pub norm_weight: Option<&'a DeviceTensor>,
-    pub alibi_slopes: Option<&'a DeviceTensor>,
+    pub lambda: &'a T,
+    pub norm_weight: Option<&'a T>,
+    pub alibi_slopes: Option<&'a T>,
 }
 
-impl<'a> DiffTensors<'a> {
+impl<T> Clone for DiffTensors<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for DiffTensors<'_, T> {}
+
+impl<'a, T: TensorInfo> DiffTensors<'a, T> {
     /// The tensors of `args` (its index data is the plan's business).
-    pub fn of(args: &DiffAttentionArgs<'a, DeviceTensor>) -> DiffTensors<'a> {
+    pub fn of(args: &DiffAttentionArgs<'a, T>) -> DiffTensors<'a, T> {
         DiffTensors { q: args.q, k: args.k, v: args.v, lambda: args.lambda, norm_weight: args.norm_weight, alibi_slopes: args.alibi_slopes }
     }
 }
@@ -180,17 +188,35 @@ impl DiffAttentionLaunch {
 
     /// Run on `gpu`'s stream with the planned tensors into `out` (`o` in q's dtype with
     /// [`DiffAttentionPlan::o_shape`], `lse1`, `lse2` f32 with [`DiffAttentionPlan::lse_shape`]).
-    pub fn launch(&self, gpu: &Gpu, x: DiffTensors<'_>, out: &mut DiffAttentionOutput<DeviceTensor>) -> Result<()> {
+    /// Owned or borrowed tensors: q, k, v and o with any batch, row and head strides (16-byte
+    /// aligned rows), the others packed.
+    pub fn launch<T: DeviceRead, O: DeviceWrite>(&self, gpu: &Gpu, x: DiffTensors<'_, T>, out: &mut DiffAttentionOutput<O>) -> Result<()> {
         self.planned.check(&[Some(x.q), Some(x.k), Some(x.v), Some(x.lambda), x.norm_weight, x.alibi_slopes])?;
         let dp = &self.plan;
         check_outputs(out, dp.attn.dtype, &dp.o_shape(), &dp.lse_shape())?;
+        let (qp, kp, vp, op) = (x.q.parts(), x.k.parts(), x.v.parts(), out.o.parts());
+        check_views(
+            &[
+                ("q", Some(qp), Strided),
+                ("k", Some(kp), Strided),
+                ("v", Some(vp), Strided),
+                ("lambda", Some(x.lambda.parts()), Packed),
+                ("norm_weight", parts_of(x.norm_weight), Packed),
+                ("alibi_slopes", parts_of(x.alibi_slopes), Packed),
+            ],
+            &[("o", Some(op), Strided), ("lse1", Some(out.lse1.parts()), Packed), ("lse2", Some(out.lse2.parts()), Packed)],
+        )?;
         self.uploaded.wait_on(gpu, "DiffAttentionLaunch")?;
         let (table, cu_q, cu_k, pos_q, pos_k) = (&self.table, &self.cu_q, &self.cu_k, &self.pos_q, &self.pos_k);
         let p = &dp.attn;
-        let (d, dv, hq, hk, heads, groups) = (p.head_dim, p.head_dim_v, p.heads_q, p.heads_kv, dp.heads, dp.kv_groups);
+        let (d, heads, groups) = (p.head_dim, dp.heads, dp.kv_groups);
         let (sq, sk) = (p.max_q_len, p.max_k_len);
         let ll = |n: usize| n as i64;
-        let (bq, bk, blse) = if p.varlen { (0, 0, 0) } else { (ll(sq * hq * d), ll(sk * hk * d), ll(heads * sq)) };
+        let blse = if p.varlen { 0 } else { ll(heads * sq) };
+        // Dense tensors are [B, S, H, D] (dimension 1 is the row); varlen ones [total, H, D] with
+        // rows cu[b] + i and batch strides 0.
+        let r = if p.varlen { 0 } else { 1 };
+        let batch_stride = |t: &RawParts| if p.varlen { 0 } else { t.stride(0) };
         let lse_head = if p.varlen { ll(p.total_q) } else { ll(sq) };
         let (lam_b, lam_r) = match (dp.variant, p.varlen) {
             (DiffVariant::V1, _) => (0, 0),
@@ -198,32 +224,32 @@ impl DiffAttentionLaunch {
             (DiffVariant::V2, false) => (ll(sq * heads), ll(heads)),
         };
         let params = AkDiffAttnParams {
-            q: x.q.kernel_ptr(),
-            k: x.k.kernel_ptr(),
-            v: x.v.kernel_ptr(),
-            o: out.o.kernel_ptr_mut(),
-            lse1: out.lse1.kernel_ptr_mut() as *mut f32,
-            lse2: out.lse2.kernel_ptr_mut() as *mut f32,
-            lambda: x.lambda.kernel_ptr() as *const f32,
-            norm_weight: opt_ptr(x.norm_weight),
-            alibi_slopes: opt_ptr(x.alibi_slopes) as *const f32,
+            q: qp.ptr(),
+            k: kp.ptr(),
+            v: vp.ptr(),
+            o: op.ptr_mut(),
+            lse1: out.lse1.parts().ptr_mut() as *mut f32,
+            lse2: out.lse2.parts().ptr_mut() as *mut f32,
+            lambda: x.lambda.parts().ptr() as *const f32,
+            norm_weight: parts_of(x.norm_weight).map_or(std::ptr::null(), |w| w.ptr()),
+            alibi_slopes: parts_of(x.alibi_slopes).map_or(std::ptr::null(), |a| a.ptr()) as *const f32,
             cu_seqlens_q: opt_ptr(cu_q.as_ref()) as *const i32,
             cu_seqlens_k: opt_ptr(cu_k.as_ref()) as *const i32,
             position_ids_q: opt_ptr(pos_q.as_ref()) as *const i32,
             position_ids_k: opt_ptr(pos_k.as_ref()) as *const i32,
             rope: table.as_ref().map_or_else(no_rope, |t| t.params()),
-            q_batch_stride: bq,
-            q_row_stride: ll(hq * d),
-            q_head_stride: ll(d),
-            k_batch_stride: bk,
-            k_row_stride: ll(hk * d),
-            k_head_stride: ll(d),
-            v_batch_stride: if p.varlen { 0 } else { ll(sk * groups * dv) },
-            v_row_stride: ll(groups * dv),
-            v_head_stride: ll(dv),
-            o_batch_stride: if p.varlen { 0 } else { ll(sq * heads * dv) },
-            o_row_stride: ll(heads * dv),
-            o_head_stride: ll(dv),
+            q_batch_stride: batch_stride(&qp),
+            q_row_stride: qp.stride(r),
+            q_head_stride: qp.stride(r + 1),
+            k_batch_stride: batch_stride(&kp),
+            k_row_stride: kp.stride(r),
+            k_head_stride: kp.stride(r + 1),
+            v_batch_stride: batch_stride(&vp),
+            v_row_stride: vp.stride(r),
+            v_head_stride: vp.stride(r + 1),
+            o_batch_stride: batch_stride(&op),
+            o_row_stride: op.stride(r),
+            o_head_stride: op.stride(r + 1),
             lse_batch_stride: blse,
             lse_head_stride: lse_head,
             lambda_batch_stride: lam_b,
@@ -255,7 +281,7 @@ impl DiffAttentionLaunch {
     }
 
     /// Allocate the outputs and launch.
-    pub fn launch_alloc(&self, gpu: &Gpu, x: DiffTensors<'_>) -> Result<DiffAttentionOutput<DeviceTensor>> {
+    pub fn launch_alloc<T: DeviceRead>(&self, gpu: &Gpu, x: DiffTensors<'_, T>) -> Result<DiffAttentionOutput<DeviceTensor>> {
         let dp = &self.plan;
         let mut out = DiffAttentionOutput {
             o: gpu.alloc_output(dp.attn.dtype, &dp.o_shape())?,
@@ -270,20 +296,20 @@ impl DiffAttentionLaunch {
 /// Fused differential attention on the GPU (v1 and v2; one [`DiffAttentionLaunch`]). Outputs
 /// `o` (q's dtype) and `lse1`, `lse2` (f32) in the shapes of [`DiffAttentionPlan::o_shape`] /
 /// [`DiffAttentionPlan::lse_shape`].
-pub fn diff_attention_cuda(
+pub fn diff_attention_cuda<T: DeviceRead>(
     gpu: &Gpu,
     cfg: &DiffAttentionConfig,
-    args: &DiffAttentionArgs<'_, DeviceTensor>,
+    args: &DiffAttentionArgs<'_, T>,
 ) -> Result<DiffAttentionOutput<DeviceTensor>> {
     DiffAttentionLaunch::new(gpu, cfg, args)?.launch_alloc(gpu, DiffTensors::of(args))
 }
 
 /// [`diff_attention_cuda`] into caller-provided outputs (checked for dtype and shape).
-pub fn diff_attention_cuda_into(
+pub fn diff_attention_cuda_into<T: DeviceRead, O: DeviceWrite>(
     gpu: &Gpu,
     cfg: &DiffAttentionConfig,
-    args: &DiffAttentionArgs<'_, DeviceTensor>,
-    out: &mut DiffAttentionOutput<DeviceTensor>,
+    args: &DiffAttentionArgs<'_, T>,
+    out: &mut DiffAttentionOutput<O>,
 ) -> Result<()> {
     DiffAttentionLaunch::new(gpu, cfg, args)?.launch(gpu, DiffTensors::of(args), out)
 }
@@ -366,17 +392,17 @@ const DIFF_DECODE_ARGS: [&str; 6] = ["q", "k_cache", "v_cache", "lambda", "norm_
 
 impl DiffDecodeLaunch {
     /// Validate a decode step and prepare it (tensors read for their shapes and dtypes only).
-    pub fn new(gpu: &Gpu, cfg: &DiffAttentionConfig, args: &DiffDecodeArgs<'_, DeviceTensor>, split: SplitPolicy) -> Result<DiffDecodeLaunch> {
+    pub fn new<T: TensorInfo>(gpu: &Gpu, cfg: &DiffAttentionConfig, args: &DiffDecodeArgs<'_, T>, split: SplitPolicy) -> Result<DiffDecodeLaunch> {
         let p = plan_diff_decode(cfg, args)?;
         check_gpu_decode(&p, split)?;
         let index = DeviceKvIndex::new(gpu, &args.cache)?;
         Self::prepare(gpu, p, args, Some(index), split)
     }
 
-    fn prepare(
+    fn prepare<T: TensorInfo>(
         gpu: &Gpu,
         p: DiffDecodePlan,
-        args: &DiffDecodeArgs<'_, DeviceTensor>,
+        args: &DiffDecodeArgs<'_, T>,
         index: Option<DeviceKvIndex>,
         split: SplitPolicy,
     ) -> Result<DiffDecodeLaunch> {
@@ -412,23 +438,37 @@ impl DiffDecodeLaunch {
 
     /// Run on `gpu`'s stream with the layer's tensors (the cache's lengths and block table must
     /// be the planned ones) into `out` (`o [B, 1, H, 2d]`, `lse1`, `lse2` f32 `[B, H, 1]`).
-    pub fn launch(&mut self, gpu: &Gpu, args: &DiffDecodeArgs<'_, DeviceTensor>, out: &mut DiffAttentionOutput<DeviceTensor>) -> Result<()> {
+    /// Owned or borrowed tensors: q and o with any batch and head strides, the cache with any
+    /// block, row and head strides (16-byte aligned rows), the others packed.
+    pub fn launch<T: DeviceRead, O: DeviceWrite>(&mut self, gpu: &Gpu, args: &DiffDecodeArgs<'_, T>, out: &mut DiffAttentionOutput<O>) -> Result<()> {
         let index = self.index.take().ok_or_else(|| Error::invalid("index", "this DiffDecodeLaunch has no index data"))?;
         let r = self.enqueue(gpu, args, &index, out);
         self.index = Some(index);
         r
     }
 
-    fn enqueue(
+    fn enqueue<T: DeviceRead, O: DeviceWrite>(
         &mut self,
         gpu: &Gpu,
-        args: &DiffDecodeArgs<'_, DeviceTensor>,
+        args: &DiffDecodeArgs<'_, T>,
         index: &DeviceKvIndex,
-        out: &mut DiffAttentionOutput<DeviceTensor>,
+        out: &mut DiffAttentionOutput<O>,
     ) -> Result<()> {
         self.planned.check(&[Some(args.q), Some(args.cache.k()), Some(args.cache.v()), Some(args.lambda), args.norm_weight, args.alibi_slopes])?;
         let p = &self.plan;
         check_outputs(out, p.dtype, &p.o_shape(), &p.lse_shape())?;
+        let (qp, kp, vp, op) = (args.q.parts(), args.cache.k().parts(), args.cache.v().parts(), out.o.parts());
+        check_views(
+            &[
+                ("q", Some(qp), Strided),
+                ("k_cache", Some(kp), Strided),
+                ("v_cache", Some(vp), Strided),
+                ("lambda", Some(args.lambda.parts()), Packed),
+                ("norm_weight", parts_of(args.norm_weight), Packed),
+                ("alibi_slopes", parts_of(args.alibi_slopes), Packed),
+            ],
+            &[("o", Some(op), Strided), ("lse1", Some(out.lse1.parts()), Packed), ("lse2", Some(out.lse2.parts()), Packed)],
+        )?;
         self.uploaded.wait_on(gpu, "DiffDecodeLaunch")?;
         if self.callers_index {
             index.wait_on(gpu)?;
@@ -441,35 +481,36 @@ impl DiffDecodeLaunch {
         let keys_per_split = p.max_seqlen().div_ceil(splits).div_ceil(DECODE_KEYS).max(1) * DECODE_KEYS;
         let (part_o, part_lse) = &mut self.workspace;
         let ll = |n: usize| n as i64;
-        let (batch_stride, block_size, max_blocks) = match p.layout {
-            CacheLayout::Contiguous { s_max } => (ll(s_max * hkv * 2 * d), 1, 0),
-            CacheLayout::Paged { block_size, max_blocks, .. } => (ll(block_size * hkv * 2 * d), block_size, max_blocks),
+        let (block_size, max_blocks) = match p.layout {
+            CacheLayout::Contiguous { .. } => (1, 0),
+            CacheLayout::Paged { block_size, max_blocks, .. } => (block_size, max_blocks),
         };
         let params = AkDiffDecodeParams {
-            q: args.q.kernel_ptr(),
-            k_cache: args.cache.k().kernel_ptr(),
-            v_cache: args.cache.v().kernel_ptr(),
+            q: qp.ptr(),
+            k_cache: kp.ptr(),
+            v_cache: vp.ptr(),
             cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
             block_table: opt_ptr(index.block_table.as_ref()) as *const i32,
             part_o: part_o.kernel_ptr_mut() as *mut f32,
             part_lse: part_lse.kernel_ptr_mut() as *mut f32,
-            o: out.o.kernel_ptr_mut(),
-            lse1: out.lse1.kernel_ptr_mut() as *mut f32,
-            lse2: out.lse2.kernel_ptr_mut() as *mut f32,
-            lambda: args.lambda.kernel_ptr() as *const f32,
-            norm_weight: opt_ptr(args.norm_weight),
-            alibi_slopes: opt_ptr(args.alibi_slopes) as *const f32,
-            q_batch_stride: ll(2 * h * d),
-            q_head_stride: ll(d),
-            k_batch_stride: batch_stride,
-            k_row_stride: ll(hkv * 2 * d),
-            k_head_stride: ll(2 * d),
-            v_batch_stride: batch_stride,
-            v_row_stride: ll(hkv * 2 * d),
-            v_head_stride: ll(2 * d),
+            o: op.ptr_mut(),
+            lse1: out.lse1.parts().ptr_mut() as *mut f32,
+            lse2: out.lse2.parts().ptr_mut() as *mut f32,
+            lambda: args.lambda.parts().ptr() as *const f32,
+            norm_weight: parts_of(args.norm_weight).map_or(std::ptr::null(), |w| w.ptr()),
+            alibi_slopes: parts_of(args.alibi_slopes).map_or(std::ptr::null(), |a| a.ptr()) as *const f32,
+            // q [B, 1, 2H, d], o [B, 1, H, 2d]; the cache [B or blocks, rows, Hkv, 2d].
+            q_batch_stride: qp.stride(0),
+            q_head_stride: qp.stride(2),
+            k_batch_stride: kp.stride(0),
+            k_row_stride: kp.stride(1),
+            k_head_stride: kp.stride(2),
+            v_batch_stride: vp.stride(0),
+            v_row_stride: vp.stride(1),
+            v_head_stride: vp.stride(2),
             block_table_stride: ll(max_blocks),
-            o_batch_stride: ll(h * 2 * d),
-            o_head_stride: ll(2 * d),
+            o_batch_stride: op.stride(0),
+            o_head_stride: op.stride(2),
             batch: p.batch as i32,
             heads: h as i32,
             kv_groups: (h / hkv) as i32,
@@ -492,10 +533,10 @@ impl DiffDecodeLaunch {
 
 /// Fused v1 decode on the GPU (one [`DiffDecodeLaunch`]): `o [B, 1, H, 2d]` in q's dtype,
 /// `lse1`, `lse2` f32 `[B, H, 1]`.
-pub fn diff_decode_cuda(
+pub fn diff_decode_cuda<T: DeviceRead>(
     gpu: &Gpu,
     cfg: &DiffAttentionConfig,
-    args: &DiffDecodeArgs<'_, DeviceTensor>,
+    args: &DiffDecodeArgs<'_, T>,
     split: SplitPolicy,
 ) -> Result<DiffAttentionOutput<DeviceTensor>> {
     let mut launch = DiffDecodeLaunch::new(gpu, cfg, args, split)?;
@@ -510,13 +551,13 @@ pub fn diff_decode_cuda(
 }
 
 /// [`diff_decode_cuda`] into caller-provided outputs, with index data uploaded beforehand.
-pub fn diff_decode_cuda_into(
+pub fn diff_decode_cuda_into<T: DeviceRead, O: DeviceWrite>(
     gpu: &Gpu,
     cfg: &DiffAttentionConfig,
-    args: &DiffDecodeArgs<'_, DeviceTensor>,
+    args: &DiffDecodeArgs<'_, T>,
     index: &DeviceKvIndex,
     split: SplitPolicy,
-    out: &mut DiffAttentionOutput<DeviceTensor>,
+    out: &mut DiffAttentionOutput<O>,
 ) -> Result<()> {
     let p = plan_diff_decode(cfg, args)?;
     check_gpu_decode(&p, split)?;
@@ -627,7 +668,7 @@ pub fn diff_epilogue_cuda(
 
 /// Caller-provided outputs of prefill and decode: `o` in q's dtype, `lse1`/`lse2` f32, shapes
 /// as planned.
-fn check_outputs(out: &DiffAttentionOutput<DeviceTensor>, dtype: DType, o_shape: &[usize], lse_shape: &[usize]) -> Result<()> {
+fn check_outputs<O: TensorInfo>(out: &DiffAttentionOutput<O>, dtype: DType, o_shape: &[usize], lse_shape: &[usize]) -> Result<()> {
     expect_same_dtype("o", &out.o, "q", dtype)?;
     if out.o.shape() != o_shape {
         return Err(Error::shape("o", format!("{o_shape:?}"), out.o.shape()));

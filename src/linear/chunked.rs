@@ -29,8 +29,9 @@ use super::DecayShape;
 use crate::error::{Error, Result};
 use crate::runtime::params::AkChunkedParams;
 use crate::runtime::kernel_list::linear::{self as list, CHUNKED_DIMS};
-use crate::runtime::{kernel, opt_ptr, DeviceTensor, Gpu, Key};
-use crate::tensor::{expect_dtype, expect_same_dtype, expect_shape, DType, TensorInfo};
+use crate::runtime::view::{opt_parts_ptr, parts_of, Layout::Packed};
+use crate::runtime::{check_views, kernel, opt_ptr, DeviceRead, DeviceTensor, DeviceWrite, Gpu, Key};
+use crate::tensor::{expect_dtype, expect_same_dtype, expect_shape, DType};
 
 /// Tokens per chunk (the kernel list's `linear::CHUNK`).
 pub const CHUNK: usize = list::CHUNK;
@@ -95,10 +96,10 @@ fn decay_strides(decay: DecayShape, heads: usize, k: usize) -> (i64, i64, i32) {
 /// Validates with [`plan_linear`] and [`check_supported`] (f16/bf16, `K`, `V` in {64, 128})
 /// before launching anything. Returns `o` (q's dtype, `[B, T, H, V]`) and the f32
 /// `final_state` (`[N, H, K, V]`).
-pub fn linear_attention_chunked_cuda(
+pub fn linear_attention_chunked_cuda<T: DeviceRead>(
     gpu: &Gpu,
     cfg: &LinearAttentionConfig,
-    args: &LinearArgs<'_, DeviceTensor>,
+    args: &LinearArgs<'_, T>,
 ) -> Result<RecurrentOutput<DeviceTensor>> {
     let plan = plan_linear(cfg, args)?;
     check_supported(&plan)?;
@@ -110,12 +111,13 @@ pub fn linear_attention_chunked_cuda(
 
 /// As [`linear_attention_chunked_cuda`], writing into caller-owned outputs: `o` (q's dtype,
 /// `[B, T, H, V]`) and `final_state` (f32, `[N, H, K, V]`). Every element of both is written.
-pub fn linear_attention_chunked_cuda_into(
+/// Owned or borrowed tensors, all packed (as flash-linear-attention takes them).
+pub fn linear_attention_chunked_cuda_into<T: DeviceRead, O: DeviceWrite>(
     gpu: &Gpu,
     cfg: &LinearAttentionConfig,
-    args: &LinearArgs<'_, DeviceTensor>,
-    o: &mut DeviceTensor,
-    final_state: &mut DeviceTensor,
+    args: &LinearArgs<'_, T>,
+    o: &mut O,
+    final_state: &mut O,
 ) -> Result<()> {
     let plan = plan_linear(cfg, args)?;
     check_supported(&plan)?;
@@ -126,13 +128,25 @@ pub fn linear_attention_chunked_cuda_into(
     launch(gpu, &plan, args, o, final_state)
 }
 
-fn launch(
+fn launch<T: DeviceRead, O: DeviceWrite>(
     gpu: &Gpu,
     plan: &LinearPlan,
-    args: &LinearArgs<'_, DeviceTensor>,
-    o: &mut DeviceTensor,
-    final_state: &mut DeviceTensor,
+    args: &LinearArgs<'_, T>,
+    o: &mut O,
+    final_state: &mut O,
 ) -> Result<()> {
+    let (op, fp) = (o.parts(), final_state.parts());
+    check_views(
+        &[
+            ("q", Some(args.q.parts()), Packed),
+            ("k", Some(args.k.parts()), Packed),
+            ("v", Some(args.v.parts()), Packed),
+            ("g", parts_of(args.g), Packed),
+            ("u", parts_of(args.u), Packed),
+            ("initial_state", parts_of(args.initial_state), Packed),
+        ],
+        &[("o", Some(op), Packed), ("final_state", Some(fp), Packed)],
+    )?;
     let dtype = plan.dtype.kernel_dt().ok_or_else(|| Error::unsupported("q", "no chunked kernel for i32"))?;
     let kernel = kernel("q", Key::LinearChunked { dtype, k: plan.key_dim, v: plan.value_dim })?;
     let smem = kernel.smem_bytes;
@@ -152,14 +166,14 @@ fn launch(
     };
     let (g_row_stride, g_head_stride, g_key_stride) = decay_strides(plan.decay, plan.heads, plan.key_dim);
     let params = AkChunkedParams {
-        q: args.q.kernel_ptr(),
-        k: args.k.kernel_ptr(),
-        v: args.v.kernel_ptr(),
-        g: opt_ptr(args.g),
-        u: opt_ptr(args.u),
-        initial_state: opt_ptr(args.initial_state) as *const f32,
-        o: o.kernel_ptr_mut(),
-        final_state: final_state.kernel_ptr_mut() as *mut f32,
+        q: args.q.parts().ptr(),
+        k: args.k.parts().ptr(),
+        v: args.v.parts().ptr(),
+        g: opt_parts_ptr(args.g),
+        u: opt_parts_ptr(args.u),
+        initial_state: opt_parts_ptr(args.initial_state) as *const f32,
+        o: op.ptr_mut(),
+        final_state: fp.ptr_mut() as *mut f32,
         cu_seqlens: opt_ptr(cu_dev.as_ref()) as *const i32,
         g_row_stride,
         g_head_stride,

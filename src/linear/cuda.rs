@@ -24,7 +24,8 @@ use super::{DeltaRuleArgs, DeltaRuleConfig, LinearArgs, LinearAttentionConfig, R
 use crate::error::{Error, Result};
 use crate::runtime::params::{AkLinearParams, AkRwkv4Params};
 use crate::runtime::kernel_list::linear as list;
-use crate::runtime::{self, opt_ptr, DeviceTensor, Gpu, Key, Ready};
+use crate::runtime::view::{opt_parts_ptr, parts_of, Layout::Packed};
+use crate::runtime::{self, check_views, DeviceRead, DeviceTensor, DeviceWrite, Gpu, Key, Ready};
 use crate::tensor::{expect_dtype, expect_rank, expect_tensor, DType, PlannedTensors, TensorInfo};
 
 /// Which kernel computes `linear_attention` (and `delta_rule` through [`delta_rule_cuda_mode`]).
@@ -70,11 +71,12 @@ pub const MAX_VALUE_DIM: usize = 256;
 const PREFILL_CHUNK_FLOATS: usize = 8192;
 const PREFILL_MAX_CHUNK: usize = 64;
 
-/// A pool of recurrent states for serving, `[num_slots, H, K, V]` f32. Sequences name their slot
-/// by index; the slot calls read and update their slots in place.
-pub struct StatePool {
+/// A pool of recurrent states for serving, `[num_slots, H, K, V]` f32, packed. Sequences name
+/// their slot by index; the slot calls read and update their slots in place. The pool owns its
+/// tensor (`StatePool<DeviceTensor>`) or borrows an engine's (`StatePool<DeviceViewMut>`).
+pub struct StatePool<S = DeviceTensor> {
     /// `[num_slots, H, K, V]`, f32.
-    pub state: DeviceTensor,
+    pub state: S,
 }
 
 impl StatePool {
@@ -83,8 +85,11 @@ impl StatePool {
         Ok(StatePool { state: gpu.zeros(DType::F32, &[num_slots, heads, key_dim, value_dim])? })
     }
 
-    /// Wrap an existing `[num_slots, H, K, V]` f32 tensor.
-    pub fn from_tensor(state: DeviceTensor) -> Result<StatePool> {
+}
+
+impl<S: DeviceWrite> StatePool<S> {
+    /// Wrap an existing `[num_slots, H, K, V]` f32 tensor, owned or borrowed.
+    pub fn from_tensor(state: S) -> Result<StatePool<S>> {
         expect_dtype("pool.state", &state, &[DType::F32])?;
         expect_rank("pool.state", &state, 4, "[num_slots, H, K, V]")?;
         Ok(StatePool { state })
@@ -165,7 +170,7 @@ fn pick_kernel(plan: &LinearPlan, mode: LinearMode) -> Result<Kernel> {
 }
 
 /// Validate a pool against a plan: f32 `[num_slots, H, K, V]`.
-fn check_pool(plan: &LinearPlan, pool: &StatePool, num_slots: usize) -> Result<()> {
+fn check_pool<S: DeviceWrite>(plan: &LinearPlan, pool: &StatePool<S>, num_slots: usize) -> Result<()> {
     expect_dtype("pool.state", &pool.state, &[DType::F32])?;
     let want = [num_slots, plan.heads, plan.key_dim, plan.value_dim];
     if pool.state.shape() != want {
@@ -231,21 +236,28 @@ fn prefill_geometry(bin: &list::Bin, plan: &LinearPlan, delta: bool) -> (usize, 
 }
 
 /// The device tensors of one `linear_attention` / `delta_rule` launch.
-struct Inputs<'a> {
-    q: &'a DeviceTensor,
-    k: &'a DeviceTensor,
-    v: &'a DeviceTensor,
-    a: Option<&'a DeviceTensor>,
-    b: Option<&'a DeviceTensor>,
-    g: Option<&'a DeviceTensor>,
-    u: Option<&'a DeviceTensor>,
+struct Inputs<'a, T> {
+    q: &'a T,
+    k: &'a T,
+    v: &'a T,
+    a: Option<&'a T>,
+    b: Option<&'a T>,
+    g: Option<&'a T>,
+    u: Option<&'a T>,
     cu_seqlens: Option<&'a [i32]>,
 }
 
+impl<T> Clone for Inputs<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Inputs<'_, T> {}
+
 /// Where the states come from and go: plain tensors, or one pool in place with slot ids.
-enum States<'a> {
-    Plain { initial: Option<&'a DeviceTensor>, out: &'a mut DeviceTensor },
-    Pool { pool: &'a mut DeviceTensor },
+enum States<'a, T, S> {
+    Plain { initial: Option<&'a T>, out: &'a mut S },
+    Pool { pool: &'a mut S },
 }
 
 /// The index data of one call on the device: cu_seqlens and slot ids, uploaded once.
@@ -261,41 +273,60 @@ impl DeviceIndex {
     }
 }
 
-/// Launch one recurrent kernel. Everything is validated by the callers; `index` holds the
+/// Launch one recurrent kernel. Shapes and dtypes are validated by the callers; here the
+/// device layout (every tensor packed, outputs overlapping nothing); `index` holds the
 /// uploaded cu_seqlens and (for a pool) slot ids.
-fn launch(
+fn launch<T: DeviceRead, S: DeviceWrite, O: DeviceWrite>(
     gpu: &Gpu,
     plan: &LinearPlan,
-    x: &Inputs<'_>,
-    states: States<'_>,
+    x: &Inputs<'_, T>,
+    states: States<'_, T, S>,
     index: &DeviceIndex,
     kernel: Kernel,
-    o: &mut DeviceTensor,
+    o: &mut O,
 ) -> Result<()> {
     let delta = x.a.is_some();
     check_device(plan, kernel)?;
+    let (initial, state, state_arg) = match &states {
+        States::Plain { initial, out } => (parts_of(*initial), out.parts(), "final_state"),
+        States::Pool { pool } => (None, pool.parts(), "pool.state"),
+    };
+    let op = o.parts();
+    check_views(
+        &[
+            ("q", Some(x.q.parts()), Packed),
+            ("k", Some(x.k.parts()), Packed),
+            ("v", Some(x.v.parts()), Packed),
+            ("a", parts_of(x.a), Packed),
+            ("b", parts_of(x.b), Packed),
+            ("g", parts_of(x.g), Packed),
+            ("u", parts_of(x.u), Packed),
+            ("initial_state", initial, Packed),
+        ],
+        &[("o", Some(op), Packed), (state_arg, Some(state), Packed)],
+    )?;
     if plan.n_seqs == 0 {
         return Ok(());
     }
     let (cu, slots) = (&index.cu, &index.slots);
     let (state_in, state_out) = match states {
-        States::Plain { initial, out } => (opt_ptr(initial) as *const f32, out.kernel_ptr_mut() as *mut f32),
-        States::Pool { pool } => {
-            let ptr = pool.kernel_ptr_mut() as *mut f32;
+        States::Plain { .. } => (initial.map_or(std::ptr::null(), |i| i.ptr()) as *const f32, state.ptr_mut() as *mut f32),
+        States::Pool { .. } => {
+            let ptr = state.ptr_mut() as *mut f32;
             (ptr as *const f32, ptr)
         }
     };
     let bin = k_bin(plan.key_dim)?;
     let (chunk, smem) = prefill_geometry(bin, plan, delta);
     let params = AkLinearParams {
-        q: x.q.kernel_ptr(),
-        k: x.k.kernel_ptr(),
-        v: x.v.kernel_ptr(),
-        a: opt_ptr(x.a),
-        b: opt_ptr(x.b),
-        g: opt_ptr(x.g),
-        u: if delta { std::ptr::null() } else { opt_ptr(x.u) },
-        o: o.kernel_ptr_mut(),
+        q: x.q.parts().ptr(),
+        k: x.k.parts().ptr(),
+        v: x.v.parts().ptr(),
+        a: opt_parts_ptr(x.a),
+        b: opt_parts_ptr(x.b),
+        g: opt_parts_ptr(x.g),
+        u: if delta { std::ptr::null() } else { opt_parts_ptr(x.u) },
+        o: op.ptr_mut(),
         state_in,
         state_out,
         cu_seqlens: cu.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
@@ -327,16 +358,27 @@ fn launch(
     }
 }
 
-fn run_plain(gpu: &Gpu, plan: &LinearPlan, x: &Inputs<'_>, initial: Option<&DeviceTensor>, kernel: Kernel) -> Result<RecurrentOutput<DeviceTensor>> {
+fn run_plain<T: DeviceRead, O: DeviceWrite>(
+    gpu: &Gpu,
+    plan: &LinearPlan,
+    x: &Inputs<'_, T>,
+    initial: Option<&T>,
+    kernel: Kernel,
+    out: &mut RecurrentOutput<O>,
+) -> Result<()> {
     check_device(plan, kernel)?;
-    let mut o = gpu.alloc_output(plan.dtype, &plan.o_shape())?;
-    let mut final_state = gpu.alloc_output(DType::F32, &plan.state_shape())?;
+    expect_tensor("o", &out.o, plan.dtype, &plan.o_shape())?;
+    expect_tensor("final_state", &out.final_state, DType::F32, &plan.state_shape())?;
     let index = DeviceIndex::upload(gpu, x.cu_seqlens, None)?;
-    launch(gpu, plan, x, States::Plain { initial, out: &mut final_state }, &index, kernel, &mut o)?;
-    Ok(RecurrentOutput { o, final_state })
+    launch(gpu, plan, x, States::Plain { initial, out: &mut out.final_state }, &index, kernel, &mut out.o)
 }
 
-fn run_slots(gpu: &Gpu, plan: LinearPlan, x: &Inputs<'_>, pool: &mut StatePool, slot_ids: &[i32]) -> Result<DeviceTensor> {
+/// Outputs of a plan, allocated (poisoned on the emulated device).
+fn alloc_outputs(gpu: &Gpu, plan: &LinearPlan) -> Result<RecurrentOutput<DeviceTensor>> {
+    Ok(RecurrentOutput { o: gpu.alloc_output(plan.dtype, &plan.o_shape())?, final_state: gpu.alloc_output(DType::F32, &plan.state_shape())? })
+}
+
+fn run_slots<T: DeviceRead, S: DeviceWrite>(gpu: &Gpu, plan: LinearPlan, x: &Inputs<'_, T>, pool: &mut StatePool<S>, slot_ids: &[i32]) -> Result<DeviceTensor> {
     check_pool(&plan, pool, pool.num_slots())?;
     let (dtype, o_shape) = (plan.dtype, plan.o_shape());
     let launch = SlotsLaunch::prepare(gpu, plan, x, pool.num_slots(), slot_ids)?;
@@ -366,10 +408,10 @@ const SLOT_ARGS: [&str; 7] = ["q", "k", "v", "a", "b", "g", "u"];
 
 impl SlotsLaunch {
     /// Plan a `linear_attention` step over `num_slots` slots (tensors read for shapes only).
-    pub fn linear(
+    pub fn linear<T: TensorInfo>(
         gpu: &Gpu,
         cfg: &LinearAttentionConfig,
-        args: &LinearArgs<'_, DeviceTensor>,
+        args: &LinearArgs<'_, T>,
         num_slots: usize,
         slot_ids: &[i32],
     ) -> Result<SlotsLaunch> {
@@ -380,10 +422,10 @@ impl SlotsLaunch {
     }
 
     /// Plan a `delta_rule` step over `num_slots` slots.
-    pub fn delta_rule(
+    pub fn delta_rule<T: TensorInfo>(
         gpu: &Gpu,
         cfg: &DeltaRuleConfig,
-        args: &DeltaRuleArgs<'_, DeviceTensor>,
+        args: &DeltaRuleArgs<'_, T>,
         num_slots: usize,
         slot_ids: &[i32],
     ) -> Result<SlotsLaunch> {
@@ -393,7 +435,7 @@ impl SlotsLaunch {
         Self::prepare(gpu, plan, &x, num_slots, slot_ids)
     }
 
-    fn prepare(gpu: &Gpu, plan: LinearPlan, x: &Inputs<'_>, num_slots: usize, slot_ids: &[i32]) -> Result<SlotsLaunch> {
+    fn prepare<T: TensorInfo>(gpu: &Gpu, plan: LinearPlan, x: &Inputs<'_, T>, num_slots: usize, slot_ids: &[i32]) -> Result<SlotsLaunch> {
         check_slot_ids(&plan, num_slots, slot_ids)?;
         let kernel = pick_kernel(&plan, LinearMode::Auto)?;
         check_device(&plan, kernel)?;
@@ -415,7 +457,14 @@ impl SlotsLaunch {
 
     /// Run a planned `linear_attention` step on `gpu`'s stream: the layer's tensors (`args`'s
     /// index data is the plan's and not read), its pool, in place, and `o` ([`LinearPlan::o_shape`]).
-    pub fn launch_linear(&self, gpu: &Gpu, args: &LinearArgs<'_, DeviceTensor>, pool: &mut StatePool, o: &mut DeviceTensor) -> Result<()> {
+    /// Owned or borrowed tensors and pool, all packed.
+    pub fn launch_linear<T: DeviceRead, S: DeviceWrite, O: DeviceWrite>(
+        &self,
+        gpu: &Gpu,
+        args: &LinearArgs<'_, T>,
+        pool: &mut StatePool<S>,
+        o: &mut O,
+    ) -> Result<()> {
         if self.delta {
             return Err(Error::invalid("a", "this step was planned for delta_rule"));
         }
@@ -425,7 +474,13 @@ impl SlotsLaunch {
     }
 
     /// Run a planned `delta_rule` step, as [`SlotsLaunch::launch_linear`].
-    pub fn launch_delta_rule(&self, gpu: &Gpu, args: &DeltaRuleArgs<'_, DeviceTensor>, pool: &mut StatePool, o: &mut DeviceTensor) -> Result<()> {
+    pub fn launch_delta_rule<T: DeviceRead, S: DeviceWrite, O: DeviceWrite>(
+        &self,
+        gpu: &Gpu,
+        args: &DeltaRuleArgs<'_, T>,
+        pool: &mut StatePool<S>,
+        o: &mut O,
+    ) -> Result<()> {
         if !self.delta {
             return Err(Error::invalid("a", "this step was planned for linear_attention"));
         }
@@ -434,7 +489,7 @@ impl SlotsLaunch {
         self.enqueue(gpu, &x, pool, o)
     }
 
-    fn enqueue(&self, gpu: &Gpu, x: &Inputs<'_>, pool: &mut StatePool, o: &mut DeviceTensor) -> Result<()> {
+    fn enqueue<T: DeviceRead, S: DeviceWrite, O: DeviceWrite>(&self, gpu: &Gpu, x: &Inputs<'_, T>, pool: &mut StatePool<S>, o: &mut O) -> Result<()> {
         self.planned.check(&[Some(x.q), Some(x.k), Some(x.v), x.a, x.b, x.g, x.u])?;
         let plan = &self.plan;
         check_pool(plan, pool, self.num_slots)?;
@@ -450,12 +505,27 @@ impl SlotsLaunch {
 
 /// `linear_attention` on the GPU (spec section 4): `o [B, T, H, V]` in v's dtype and the f32
 /// final state `[N, H, K, V]`. `mode` picks the kernel ([`LinearMode::Auto`] for most uses).
-pub fn linear_attention_cuda(
+pub fn linear_attention_cuda<T: DeviceRead>(
     gpu: &Gpu,
     cfg: &LinearAttentionConfig,
-    args: &LinearArgs<'_, DeviceTensor>,
+    args: &LinearArgs<'_, T>,
     mode: LinearMode,
 ) -> Result<RecurrentOutput<DeviceTensor>> {
+    let mut out = alloc_outputs(gpu, &plan_linear(cfg, args)?)?;
+    linear_attention_cuda_into(gpu, cfg, args, mode, &mut out)?;
+    Ok(out)
+}
+
+/// [`linear_attention_cuda`] into caller-provided outputs (`o` in q's dtype with
+/// [`LinearPlan::o_shape`], `final_state` f32 with [`LinearPlan::state_shape`]), owned or
+/// borrowed; every tensor packed (as flash-linear-attention takes them).
+pub fn linear_attention_cuda_into<T: DeviceRead, O: DeviceWrite>(
+    gpu: &Gpu,
+    cfg: &LinearAttentionConfig,
+    args: &LinearArgs<'_, T>,
+    mode: LinearMode,
+    out: &mut RecurrentOutput<O>,
+) -> Result<()> {
     let plan = plan_linear(cfg, args)?;
     let chunked = match mode {
         LinearMode::Chunked => true,
@@ -463,33 +533,43 @@ pub fn linear_attention_cuda(
         _ => false,
     };
     if chunked {
-        let mut o = gpu.alloc_output(plan.dtype, &plan.o_shape())?;
-        let mut final_state = gpu.alloc_output(DType::F32, &plan.state_shape())?;
-        super::chunked::linear_attention_chunked_cuda_into(gpu, cfg, args, &mut o, &mut final_state)?;
-        return Ok(RecurrentOutput { o, final_state });
+        return super::chunked::linear_attention_chunked_cuda_into(gpu, cfg, args, &mut out.o, &mut out.final_state);
     }
     let kernel = pick_kernel(&plan, mode)?;
     let x = Inputs { q: args.q, k: args.k, v: args.v, a: None, b: None, g: args.g, u: args.u, cu_seqlens: args.cu_seqlens };
-    run_plain(gpu, &plan, &x, args.initial_state, kernel)
+    run_plain(gpu, &plan, &x, args.initial_state, kernel, out)
 }
 
 /// `delta_rule` on the GPU (spec section 4), kernel chosen as by [`LinearMode::Auto`].
-pub fn delta_rule_cuda(gpu: &Gpu, cfg: &DeltaRuleConfig, args: &DeltaRuleArgs<'_, DeviceTensor>) -> Result<RecurrentOutput<DeviceTensor>> {
+pub fn delta_rule_cuda<T: DeviceRead>(gpu: &Gpu, cfg: &DeltaRuleConfig, args: &DeltaRuleArgs<'_, T>) -> Result<RecurrentOutput<DeviceTensor>> {
     delta_rule_cuda_mode(gpu, cfg, args, LinearMode::Auto)
 }
 
 /// `delta_rule` on the GPU with an explicit kernel choice ([`LinearMode::Chunked`] is not
 /// available for the delta rule).
-pub fn delta_rule_cuda_mode(
+pub fn delta_rule_cuda_mode<T: DeviceRead>(
     gpu: &Gpu,
     cfg: &DeltaRuleConfig,
-    args: &DeltaRuleArgs<'_, DeviceTensor>,
+    args: &DeltaRuleArgs<'_, T>,
     mode: LinearMode,
 ) -> Result<RecurrentOutput<DeviceTensor>> {
+    let mut out = alloc_outputs(gpu, &plan_delta_rule(cfg, args)?)?;
+    delta_rule_cuda_into(gpu, cfg, args, mode, &mut out)?;
+    Ok(out)
+}
+
+/// [`delta_rule_cuda_mode`] into caller-provided outputs, as [`linear_attention_cuda_into`].
+pub fn delta_rule_cuda_into<T: DeviceRead, O: DeviceWrite>(
+    gpu: &Gpu,
+    cfg: &DeltaRuleConfig,
+    args: &DeltaRuleArgs<'_, T>,
+    mode: LinearMode,
+    out: &mut RecurrentOutput<O>,
+) -> Result<()> {
     let plan = plan_delta_rule(cfg, args)?;
     let kernel = pick_kernel(&plan, mode)?;
     let x = Inputs { q: args.q, k: args.k, v: args.v, a: Some(args.a), b: Some(args.b), g: args.g, u: None, cu_seqlens: args.cu_seqlens };
-    run_plain(gpu, &plan, &x, args.initial_state, kernel)
+    run_plain(gpu, &plan, &x, args.initial_state, kernel, out)
 }
 
 fn reject_initial_state(given: bool) -> Result<()> {
@@ -503,11 +583,11 @@ fn reject_initial_state(given: bool) -> Result<()> {
 /// final state is written back there, in place. Returns `o`. `args.initial_state` must be
 /// `None`; `slot_ids` holds one distinct slot per sequence (`B`, or `N` with varlen). With every
 /// sequence at most [`DECODE_MAX_LEN`] tokens long (e.g. `q [N, 1, H, K]`) this is the decode path.
-pub fn linear_attention_cuda_slots(
+pub fn linear_attention_cuda_slots<T: DeviceRead, S: DeviceWrite>(
     gpu: &Gpu,
     cfg: &LinearAttentionConfig,
-    args: &LinearArgs<'_, DeviceTensor>,
-    pool: &mut StatePool,
+    args: &LinearArgs<'_, T>,
+    pool: &mut StatePool<S>,
     slot_ids: &[i32],
 ) -> Result<DeviceTensor> {
     reject_initial_state(args.initial_state.is_some())?;
@@ -517,11 +597,11 @@ pub fn linear_attention_cuda_slots(
 }
 
 /// `delta_rule` for serving, as [`linear_attention_cuda_slots`].
-pub fn delta_rule_cuda_slots(
+pub fn delta_rule_cuda_slots<T: DeviceRead, S: DeviceWrite>(
     gpu: &Gpu,
     cfg: &DeltaRuleConfig,
-    args: &DeltaRuleArgs<'_, DeviceTensor>,
-    pool: &mut StatePool,
+    args: &DeltaRuleArgs<'_, T>,
+    pool: &mut StatePool<S>,
     slot_ids: &[i32],
 ) -> Result<DeviceTensor> {
     reject_initial_state(args.initial_state.is_some())?;
@@ -532,7 +612,19 @@ pub fn delta_rule_cuda_slots(
 
 /// `rwkv4` on the GPU (spec section 4): `y [B, T, C]` in v's dtype (returned as `o`) and the
 /// final state `(aa, bb, pp)` as `[B, 3, C]` f32.
-pub fn rwkv4_cuda(gpu: &Gpu, cfg: &Rwkv4Config, args: &Rwkv4Args<'_, DeviceTensor>) -> Result<RecurrentOutput<DeviceTensor>> {
+pub fn rwkv4_cuda<T: DeviceRead>(gpu: &Gpu, cfg: &Rwkv4Config, args: &Rwkv4Args<'_, T>) -> Result<RecurrentOutput<DeviceTensor>> {
+    let plan = plan_rwkv4(cfg, args)?;
+    let mut out = RecurrentOutput {
+        o: gpu.alloc_output(plan.dtype, &[plan.batch, plan.t, plan.channels])?,
+        final_state: gpu.alloc_output(DType::F32, &[plan.batch, 3, plan.channels])?,
+    };
+    rwkv4_cuda_into(gpu, cfg, args, &mut out)?;
+    Ok(out)
+}
+
+/// [`rwkv4_cuda`] into caller-provided outputs (`o [B, T, C]` in k's dtype, `final_state
+/// [B, 3, C]` f32), owned or borrowed; every tensor packed.
+pub fn rwkv4_cuda_into<T: DeviceRead, O: DeviceWrite>(gpu: &Gpu, cfg: &Rwkv4Config, args: &Rwkv4Args<'_, T>, out: &mut RecurrentOutput<O>) -> Result<()> {
     let plan = plan_rwkv4(cfg, args)?;
     fits_i32("k", "B", plan.batch)?;
     fits_i32("k", "T", plan.t)?;
@@ -542,25 +634,35 @@ pub fn rwkv4_cuda(gpu: &Gpu, cfg: &Rwkv4Config, args: &Rwkv4Args<'_, DeviceTenso
         expected: "f32, f16 or bf16".into(),
         got: plan.dtype,
     })?;
+    expect_tensor("o", &out.o, plan.dtype, &[plan.batch, plan.t, plan.channels])?;
+    expect_tensor("final_state", &out.final_state, DType::F32, &[plan.batch, 3, plan.channels])?;
+    let (yp, fp) = (out.o.parts(), out.final_state.parts());
+    check_views(
+        &[
+            ("k", Some(args.k.parts()), Packed),
+            ("v", Some(args.v.parts()), Packed),
+            ("w", Some(args.w.parts()), Packed),
+            ("u", Some(args.u.parts()), Packed),
+            ("initial_state", parts_of(args.initial_state), Packed),
+        ],
+        &[("o", Some(yp), Packed), ("final_state", Some(fp), Packed)],
+    )?;
     let kernel = runtime::kernel("k", Key::Rwkv4 { dtype })?;
     // One thread per (batch, channel).
     let blocks = (plan.batch * plan.channels).div_ceil(kernel.rows as usize);
     fits_i32("k", "blocks", blocks)?;
-    let mut y = gpu.alloc_output(plan.dtype, &[plan.batch, plan.t, plan.channels])?;
-    let mut final_state = gpu.alloc_output(DType::F32, &[plan.batch, 3, plan.channels])?;
     let params = AkRwkv4Params {
-        k: args.k.kernel_ptr(),
-        v: args.v.kernel_ptr(),
-        w: args.w.kernel_ptr() as *const f32,
-        u: args.u.kernel_ptr() as *const f32,
-        y: y.kernel_ptr_mut(),
-        state_in: opt_ptr(args.initial_state) as *const f32,
-        state_out: final_state.kernel_ptr_mut() as *mut f32,
+        k: args.k.parts().ptr(),
+        v: args.v.parts().ptr(),
+        w: args.w.parts().ptr() as *const f32,
+        u: args.u.parts().ptr() as *const f32,
+        y: yp.ptr_mut(),
+        state_in: opt_parts_ptr(args.initial_state) as *const f32,
+        state_out: fp.ptr_mut() as *mut f32,
         batch: plan.batch as i32,
         seq_len: plan.t as i32,
         channels: plan.channels as i32,
         dtype: plan.dtype.kernel_code(),
     };
-    gpu.launch(kernel, (blocks as u32, 1, 1), &params)?;
-    Ok(RecurrentOutput { o: y, final_state })
+    gpu.launch(kernel, (blocks as u32, 1, 1), &params)
 }

@@ -5,7 +5,8 @@ use super::{plan_rope, ResolvedRope, RopeArgs, RopeOpConfig, RopePlan};
 use crate::error::{Error, Result};
 use crate::runtime::params::{AkRopeParams, AkRopeTable};
 use crate::runtime::kernel_list::rope::MAX_ROTARY_DIM;
-use crate::runtime::{kernel, DeviceTensor, Gpu, Kernel, Key, Ready};
+use crate::runtime::view::Layout::Strided;
+use crate::runtime::{check_views, kernel, DeviceRead, DeviceTensor, DeviceWrite, Gpu, Kernel, Key, RawParts, Ready};
 use crate::tensor::{DType, Tensor, TensorInfo};
 use std::sync::Arc;
 
@@ -77,7 +78,7 @@ pub struct RopeLaunch {
 
 impl RopeLaunch {
     /// Validate and prepare a rotation of tensors shaped like `args.x`.
-    pub fn new(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>) -> Result<RopeLaunch> {
+    pub fn new<T: TensorInfo>(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, T>) -> Result<RopeLaunch> {
         let plan = plan_rope(cfg, args)?;
         if plan.resolved.rotary_dim > MAX_ROTARY_DIM {
             return Err(Error::unsupported(
@@ -115,40 +116,53 @@ impl RopeLaunch {
         &self.plan
     }
 
-    fn check(&self, arg: &str, t: &DeviceTensor) -> Result<()> {
-        crate::tensor::expect_tensor(arg, t, self.plan.dtype, &self.shape)
+    /// `t` has the planned dtype and shape, 16-byte aligned rows if they are a multiple of 16
+    /// bytes, and rows at one stride (a rank-4 `[B, S, H, D]` needs batch stride = S x row
+    /// stride); returns its parts.
+    fn check<T: DeviceRead>(&self, arg: &str, t: &T) -> Result<RawParts> {
+        crate::tensor::expect_tensor(arg, t, self.plan.dtype, &self.shape)?;
+        let parts = t.parts();
+        check_views(&[(arg, Some(parts), Strided)], &[])?;
+        if self.shape.len() == 4 && self.shape[0] > 1 && parts.stride(0) != parts.stride(1) * self.shape[1] as i64 {
+            return Err(Error::invalid(
+                arg,
+                format!("batch stride {} must be S x the row stride ({} x {}): the kernel walks rows at one stride", parts.stride(0), self.shape[1], parts.stride(1)),
+            ));
+        }
+        Ok(parts)
     }
 
-    /// Rotate `x` into `y` (both with the planned shape and dtype) on `gpu`'s stream.
-    pub fn launch(&self, gpu: &Gpu, x: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
-        self.check("x", x)?;
-        self.check("y", y)?;
-        self.enqueue(gpu, x.kernel_ptr(), y.kernel_ptr_mut())
+    /// Rotate `x` into `y` (both with the planned shape and dtype, owned or borrowed, any row
+    /// and head strides) on `gpu`'s stream.
+    pub fn launch<T: DeviceRead, O: DeviceWrite>(&self, gpu: &Gpu, x: &T, y: &mut O) -> Result<()> {
+        let (xp, yp) = (self.check("x", x)?, self.check("y", y)?);
+        check_views(&[("x", Some(xp), Strided)], &[("y", Some(yp), Strided)])?;
+        self.enqueue(gpu, xp, yp)
     }
 
     /// Rotate `x` in place.
-    pub fn launch_inplace(&self, gpu: &Gpu, x: &mut DeviceTensor) -> Result<()> {
-        self.check("x", x)?;
-        let p = x.kernel_ptr_mut();
+    pub fn launch_inplace<O: DeviceWrite>(&self, gpu: &Gpu, x: &mut O) -> Result<()> {
+        let p = self.check("x", x)?;
         self.enqueue(gpu, p, p)
     }
 
-    fn enqueue(&self, gpu: &Gpu, x: *const std::ffi::c_void, y: *mut std::ffi::c_void) -> Result<()> {
+    fn enqueue(&self, gpu: &Gpu, x: RawParts, y: RawParts) -> Result<()> {
         self.uploaded.wait_on(gpu, "RopeLaunch")?;
         let plan = &self.plan;
         if plan.rows == 0 || self.shape.iter().product::<usize>() == 0 {
             return Ok(());
         }
-        let row_stride = (plan.heads * plan.head_dim) as i64;
+        // Rows are the dimension before the heads: [B, S, H, D] walks S (B collapses onto it).
+        let r = self.shape.len() - 3;
         let params = AkRopeParams {
-            x,
-            y,
+            x: x.ptr(),
+            y: y.ptr_mut(),
             position_ids: self.ids.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
             table: self.table.params(),
-            x_row_stride: row_stride,
-            x_head_stride: plan.head_dim as i64,
-            y_row_stride: row_stride,
-            y_head_stride: plan.head_dim as i64,
+            x_row_stride: x.stride(r),
+            x_head_stride: x.stride(r + 1),
+            y_row_stride: y.stride(r),
+            y_head_stride: y.stride(r + 1),
             rows: plan.rows as i32,
             seqlen: plan.seqlen.max(1) as i32,
             heads: plan.heads as i32,
@@ -162,7 +176,7 @@ impl RopeLaunch {
 }
 
 /// Rotate `x` into a new device tensor.
-pub fn rope_cuda(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>) -> Result<DeviceTensor> {
+pub fn rope_cuda<T: DeviceRead>(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, T>) -> Result<DeviceTensor> {
     let launch = RopeLaunch::new(gpu, cfg, args)?;
     let mut y = gpu.alloc_output(args.x.dtype(), args.x.shape())?;
     launch.launch(gpu, args.x, &mut y)?;
@@ -170,7 +184,7 @@ pub fn rope_cuda(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor
 }
 
 /// Rotate `x` into `y` (same shape and dtype).
-pub fn rope_cuda_into(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceTensor>, y: &mut DeviceTensor) -> Result<()> {
+pub fn rope_cuda_into<T: DeviceRead, O: DeviceWrite>(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, T>, y: &mut O) -> Result<()> {
     let launch = RopeLaunch::new(gpu, cfg, args)?;
     crate::tensor::expect_shape("y", y, args.x.shape())?;
     crate::tensor::expect_same_dtype("y", y, "x", args.x.dtype())?;
@@ -178,10 +192,10 @@ pub fn rope_cuda_into(gpu: &Gpu, cfg: &RopeOpConfig, args: &RopeArgs<'_, DeviceT
 }
 
 /// Rotate `x` in place.
-pub fn rope_cuda_inplace(
+pub fn rope_cuda_inplace<O: DeviceWrite>(
     gpu: &Gpu,
     cfg: &RopeOpConfig,
-    x: &mut DeviceTensor,
+    x: &mut O,
     position_ids: Option<&[i32]>,
     cu_seqlens: Option<&[i32]>,
 ) -> Result<()> {

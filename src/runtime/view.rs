@@ -385,3 +385,8 @@ pub fn check_views(inputs: &[(&str, Option<RawParts>, Layout)], outputs: &[(&str
 pub fn parts_of<T: DeviceRead + ?Sized>(t: Option<&T>) -> Option<RawParts> {
     t.map(|t| t.parts())
 }
+
+/// The address of an optional tensor for a kernel parameter struct (null when absent).
+pub fn opt_parts_ptr<T: DeviceRead + ?Sized>(t: Option<&T>) -> *const std::ffi::c_void {
+    t.map_or(std::ptr::null(), |t| t.parts().ptr())
+}
