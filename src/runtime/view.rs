@@ -161,22 +161,60 @@ fn check_layout(addr: u64, len_bytes: usize, dtype: DType, shape: &[usize], stri
             ))
         }
     }
-    if writable {
-        // Sorted by stride, each dimension must step over everything the smaller ones span.
-        let mut dims: Vec<(usize, usize)> = shape.iter().copied().zip(strides.iter().copied()).filter(|&(d, _)| d > 1).collect();
-        dims.sort_by_key(|&(_, s)| s);
-        let mut span = 1usize; // elements covered by the dimensions so far
-        for (d, s) in dims {
-            if s < span {
-                return Err(Error::invalid(
-                    "strides",
-                    format!("shape {shape:?} with strides {strides:?} gives two elements one address: an output cannot"),
-                ));
-            }
-            span += s * (d - 1);
-        }
+    if writable && !is_one_to_one(shape, strides) {
+        return Err(Error::invalid(
+            "strides",
+            format!("shape {shape:?} with strides {strides:?} gives two elements one address: an output cannot"),
+        ));
     }
     Ok(parts)
+}
+
+/// The dimensions longer than 1, as (extent, stride), largest stride first.
+fn nested_dims(shape: &[usize], strides: &[usize]) -> Vec<(usize, usize)> {
+    let mut dims: Vec<(usize, usize)> = shape.iter().copied().zip(strides.iter().copied()).filter(|&(d, _)| d > 1).collect();
+    dims.sort_by_key(|&(_, s)| std::cmp::Reverse(s));
+    dims
+}
+
+/// Every stride steps over everything the smaller strides span, so distinct indices have
+/// distinct offsets (sufficient, and what every real layout satisfies). The layout must already
+/// fit in usize (`check_layout` checks the extent first).
+fn is_one_to_one(shape: &[usize], strides: &[usize]) -> bool {
+    let mut span = 1usize; // elements covered by the dimensions so far, smallest stride first
+    for (d, s) in nested_dims(shape, strides).into_iter().rev() {
+        if s < span {
+            return false;
+        }
+        span += s * (d - 1);
+    }
+    true
+}
+
+/// Whether two tensors may share a byte. Disjoint spans never do. Two tensors with one shape and
+/// one one-to-one layout at different addresses (K and V interleaved in one cache, the heads of a
+/// fused QKV buffer) share an element exactly when the address difference is a sum of
+/// `c_d x stride_d` with `|c_d| < extent_d`; with nested strides each `c_d` is the floor or the
+/// ceiling of what remains over the stride, so a search of at most 2^rank paths decides it. Any
+/// other pair with intersecting spans counts as overlapping.
+fn may_overlap(a: &RawParts, b: &RawParts) -> bool {
+    let (Some(ra), Some(rb)) = (a.byte_range(), b.byte_range()) else { return false };
+    if !(ra.0 < rb.1 && rb.0 < ra.1) {
+        return false;
+    }
+    let size = a.dtype.size() as i128;
+    let same_layout = a.dtype.size() == b.dtype.size() && a.shape == b.shape && a.strides == b.strides;
+    let diff = b.addr as i128 - a.addr as i128;
+    if !same_layout || diff % size != 0 || !is_one_to_one(a.shape.as_slice(), a.strides.as_slice()) {
+        return true;
+    }
+    fn reachable(rest: i128, dims: &[(usize, usize)]) -> bool {
+        let Some((&(n, s), inner)) = dims.split_first() else { return rest == 0 };
+        let (n, s) = (n as i128, s as i128);
+        let lo = rest.div_euclid(s);
+        [lo, lo + 1].into_iter().any(|c| c.abs() < n && reachable(rest - c * s, inner))
+    }
+    reachable(diff / size, &nested_dims(a.shape.as_slice(), a.strides.as_slice()))
 }
 
 /// A read-only view of device memory the caller owns, valid for `'a`.
@@ -340,8 +378,9 @@ pub enum Layout {
 ///   bytes at a time) starts on 16 bytes and has outer strides that are multiples of 16 bytes;
 ///   any other is element-aligned (a view is by construction);
 /// - `Layout::Packed` tensors are packed;
-/// - no output's bytes overlap an input's or another output's. The test is on the spans
-///   `[first byte, last byte]`, so two interleaved strided tensors count as overlapping.
+/// - no output shares an element with an input or another output. Tensors of one shape and
+///   layout are compared element by element (K and V interleaved in one cache are disjoint);
+///   others by their spans `[first byte, last byte]`, which is conservative.
 pub fn check_views(inputs: &[(&str, Option<RawParts>, Layout)], outputs: &[(&str, Option<RawParts>, Layout)]) -> Result<()> {
     for (arg, parts, layout) in inputs.iter().chain(outputs) {
         let Some(p) = parts else { continue };
@@ -368,11 +407,10 @@ pub fn check_views(inputs: &[(&str, Option<RawParts>, Layout)], outputs: &[(&str
         }
     }
     for (i, (out_arg, out, _)) in outputs.iter().enumerate() {
-        let Some(out_range) = out.and_then(|o| o.byte_range()) else { continue };
         let others = inputs.iter().chain(outputs.iter().take(i));
         for (arg, parts, _) in others {
-            if let Some((start, end)) = parts.and_then(|p| p.byte_range()) {
-                if start < out_range.1 && out_range.0 < end {
+            if let (Some(o), Some(p)) = (out, parts) {
+                if may_overlap(o, p) {
                     return Err(Error::invalid(*out_arg, format!("overlaps `{arg}` in device memory")));
                 }
             }

@@ -22,3 +22,4 @@ mod kernel_list;
 mod linear;
 mod linear_chunked;
 mod rope;
+mod views;
