@@ -428,3 +428,44 @@ pub fn parts_of<T: DeviceRead + ?Sized>(t: Option<&T>) -> Option<RawParts> {
 pub fn opt_parts_ptr<T: DeviceRead + ?Sized>(t: Option<&T>) -> *const std::ffi::c_void {
     t.map_or(std::ptr::null(), |t| t.parts().ptr())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(addr: u64, shape: &[usize], strides: &[usize]) -> RawParts {
+        check_layout(addr, usize::MAX / 4, DType::BF16, shape, strides, false).unwrap()
+    }
+
+    #[test]
+    fn interleaved_k_and_v_are_disjoint_and_a_shift_by_one_element_is_not() {
+        // A cache [blocks, rows, 2, H, D] with K at offset 0 and V at offset H D.
+        let (h, d) = (2usize, 64usize);
+        let shape = [3, 16, h, d];
+        let strides = [16 * 2 * h * d, 2 * h * d, d, 1];
+        let base = 1 << 20;
+        let k = parts(base, &shape, &strides);
+        let v = parts(base + (h * d * 2) as u64, &shape, &strides);
+        assert!(!may_overlap(&k, &v) && !may_overlap(&v, &k));
+        let v_early = parts(base + ((h * d - 1) * 2) as u64, &shape, &strides);
+        assert!(may_overlap(&k, &v_early) && may_overlap(&v_early, &k));
+        // The next block's K is V of no row: disjoint spans shifted by a whole block overlap K's.
+        let k_next = parts(base + (16 * 2 * h * d * 2) as u64, &shape, &strides);
+        assert!(may_overlap(&k, &k_next), "blocks 1 and 2 of one are blocks 0 and 1 of the other");
+        // Different layouts with intersecting spans count as overlapping.
+        let packed = parts(base + (h * d * 2) as u64, &shape, Dims::packed(&shape).as_slice());
+        assert!(may_overlap(&k, &packed));
+        // Disjoint spans never overlap.
+        let far = parts(base + (1 << 24), &shape, &strides);
+        assert!(!may_overlap(&k, &far));
+    }
+
+    #[test]
+    fn one_to_one_layouts() {
+        assert!(is_one_to_one(&[4, 8, 64], &[512, 64, 1]));
+        assert!(is_one_to_one(&[4, 8, 64], &[1024, 128, 1]));
+        assert!(!is_one_to_one(&[4, 8, 64], &[0, 64, 1]));
+        assert!(!is_one_to_one(&[4, 8, 64], &[512, 32, 1]));
+        assert!(is_one_to_one(&[1, 8, 64], &[0, 64, 1]), "a dimension of extent 1 has any stride");
+    }
+}

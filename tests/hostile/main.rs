@@ -35,6 +35,7 @@ mod linear;
 mod rng;
 mod rope;
 mod spec;
+mod views;
 
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 use rng::R;
