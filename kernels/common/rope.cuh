@@ -10,8 +10,9 @@ namespace ak {
 // Table entries are f64 values rounded once to f32; the angle-addition step adds a few ulps.
 __device__ __forceinline__ float2 rope_cos_sin(const AkRopeTable& t, int pos, int i) {
     const int half = t.rotary_dim >> 1;
-    const int max_pos = t.n_hi * AK_ROPE_LO_SIZE - 1;
-    pos = pos < 0 ? 0 : (pos > max_pos ? max_pos : pos);  // out of range: clamp, never read OOB
+    // In 64 bits: a table for positions near 2^31 has n_hi * AK_ROPE_LO_SIZE = 2^31 rows' worth.
+    const long long max_pos = (long long)t.n_hi * AK_ROPE_LO_SIZE - 1;
+    pos = pos < 0 ? 0 : ((long long)pos > max_pos ? (int)max_pos : pos);  // out of range: clamp, never read OOB
     const int hi = pos / AK_ROPE_LO_SIZE;
     const int lo = pos - hi * AK_ROPE_LO_SIZE;
     const float2 l = reinterpret_cast<const float2*>(t.lo)[lo * half + i];

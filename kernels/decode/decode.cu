@@ -115,8 +115,8 @@ struct KeyRope {
 
     __device__ __forceinline__ void cos_sin(const AkRopeTable& t, int pos, float2* cs) {
         const int half = t.rotary_dim >> 1;
-        const int max_pos = t.n_hi * AK_ROPE_LO_SIZE - 1;
-        pos = pos < 0 ? 0 : (pos > max_pos ? max_pos : pos);
+        const long long max_pos = (long long)t.n_hi * AK_ROPE_LO_SIZE - 1;  // 64 bits, as rope_cos_sin
+        pos = pos < 0 ? 0 : ((long long)pos > max_pos ? (int)max_pos : pos);
         const int hi = pos / AK_ROPE_LO_SIZE;
         const int lo = pos - hi * AK_ROPE_LO_SIZE;
         if (hi != hi_row) {

@@ -39,6 +39,9 @@ use crate::runtime::view::{parts_of, Layout::{Packed, Strided}};
 use crate::runtime::{check_views, kernel, opt_ptr, DeviceRead, DeviceTensor, DeviceWrite, Dt, Gpu, Kernel, Key, RawParts, Ready};
 use crate::tensor::{expect_dtype, expect_same_dtype, DType, PlannedTensors, Tensor, TensorInfo};
 
+/// Kernel-side limit on `total_q + total_k` of the prefill (positions and windows are ints).
+const MAX_TOKENS: usize = 1 << 30;
+
 fn fits_i32(arg: &str, what: &str, n: usize) -> Result<i32> {
     i32::try_from(n).map_err(|_| Error::unsupported(arg, format!("{what} = {n} exceeds 2^31 - 1 on the GPU")))
 }
@@ -103,6 +106,14 @@ fn check_gpu_prefill(dp: &DiffAttentionPlan) -> Result<()> {
     }
     fits_i32("q", "total query rows", p.total_q)?;
     fits_i32("k", "total key rows", p.total_k)?;
+    // The kernel adds positions P(i) = i + Sk - Sq and windows (clamped to Sq + Sk) in ints:
+    // below 2^30 tokens in all, every such sum stays inside 2^31 (as the attention kernel).
+    if p.total_q.saturating_add(p.total_k) >= MAX_TOKENS {
+        return Err(Error::unsupported(
+            "q",
+            format!("total_q + total_k = {} exceeds the kernel's limit of 2^30 tokens", p.total_q + p.total_k),
+        ));
+    }
     fits_i32("q", "query rows per sequence", p.max_q_len)?;
     fits_i32("k", "keys per sequence", p.max_k_len)?;
     if p.max_position > (1usize << 30) {

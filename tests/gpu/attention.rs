@@ -452,3 +452,32 @@ fn planned_once_launched_per_layer() {
     expect_err(launch.launch_alloc(&layer_gpu, [&f16, &k, &k], Some(&slopes_dev)), ErrKind::DType, "q", "q of another dtype");
     expect_err(launch.launch_alloc(&layer_gpu, [&q, &k, &k], None), ErrKind::Invalid, "alibi_slopes", "slopes the plan has");
 }
+
+/// Fused RoPE at position ids up to `i32::MAX`: the table then covers 2^31 positions, whose row
+/// count times the low-table size overflows an int (the kernels compute the clamp in 64 bits).
+/// Both RoPE code paths of the prefill kernel: `rotary_dim % 4 != 0` (pairwise table reads)
+/// and `% 4 == 0` (two pairs per 16-byte load); against the CPU reference, whose angles are
+/// exact in f64.
+#[test]
+fn rope_at_positions_near_i32_max() {
+    use super::common::{attn_cfg, compare, down, rope, up};
+    let Some(gpu) = gpu(concat!(module_path!(), "::rope_at_positions_near_i32_max")) else { return };
+    let mut rng = Rng::from_time();
+    let (sq, sk, d) = (5usize, 7usize, 64usize);
+    let q = randn(&mut rng, DType::BF16, &[1, sq, 2, d]);
+    let k = randn(&mut rng, DType::BF16, &[1, sk, 1, d]);
+    let v = randn(&mut rng, DType::BF16, &[1, sk, 1, d]);
+    let top = i32::MAX;
+    let pos_q: Vec<i32> = (0..sq as i32).map(|i| top - 2 * i).collect();
+    let pos_k: Vec<i32> = (0..sk as i32).map(|i| top - 3 * i).collect();
+    for rotary_dim in [6usize, 64] {
+        let cfg = attn_cfg(false, -1, -1, 0.0, Some(rope(rotary_dim, false)));
+        let host = AttentionArgs::new(&q, &k, &v).with_positions(Some(&pos_q), Some(&pos_k));
+        let want = attention_cpu(&cfg, &host).unwrap();
+        let (dq, dk, dv) = (up(&gpu, &q), up(&gpu, &k), up(&gpu, &v));
+        let args = AttentionArgs::new(&dq, &dk, &dv).with_positions(Some(&pos_q), Some(&pos_k));
+        let got = attention_cuda(&gpu, &cfg, &args).unwrap();
+        let what = format!("rotary_dim {rotary_dim} at positions near 2^31");
+        compare(&what, rng.seed, "o", &down(&gpu, &got.o), &want.o.to_f64_vec(), DType::BF16.rel_tolerance());
+    }
+}

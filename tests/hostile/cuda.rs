@@ -67,3 +67,30 @@ fn hostile_cuda_entry_points() {
     // Valid: the same call with good slots succeeds.
     linear_attention_cuda_slots(&gpu, &lcfg, &LinearArgs::new(&q, &k, &v), &mut pool, &[4, 0, 2]).expect("valid slots");
 }
+
+/// The fused differential prefill adds positions and windows in 32-bit ints: more than 2^30
+/// tokens in all (query plus key rows) is refused before anything is uploaded (shapes only, no
+/// memory: the tensors are `Fake`).
+#[test]
+fn diff_prefill_refuses_more_than_2_pow_30_tokens() {
+    use crate::spec::Fake;
+    use attn_kernels::diff_attention::cuda::DiffAttentionLaunch;
+    use attn_kernels::diff_attention::{DiffAttentionArgs, DiffAttentionConfig};
+    let Some(gpu) = gpu(concat!(module_path!(), "::diff_prefill_refuses_more_than_2_pow_30_tokens")) else { return };
+    let (h, d) = (1usize, 64usize);
+    let cfg = DiffAttentionConfig::default();
+    for (sq, sk, ok) in [(1usize << 29, 1usize << 29, false), ((1 << 29) - 1, 1 << 29, true)] {
+        let q = Fake { dtype: DType::BF16, shape: vec![1, sq, 2 * h, d] };
+        let k = Fake { dtype: DType::BF16, shape: vec![1, sk, 2 * h, d] };
+        let v = Fake { dtype: DType::BF16, shape: vec![1, sk, h, 2 * d] };
+        let lambda = Fake { dtype: DType::F32, shape: vec![h] };
+        let got = DiffAttentionLaunch::new(&gpu, &cfg, &DiffAttentionArgs::new(&q, &k, &v, &lambda)).map(|_| ());
+        if ok {
+            got.unwrap_or_else(|e| panic!("Sq = {sq}, Sk = {sk} is under the limit: {e}"));
+        } else {
+            let e = got.expect_err("2^30 tokens must be refused");
+            crate::common::assert_err(&e, crate::common::ErrKind::Unsupported, "q", "diff prefill at 2^30 tokens");
+            assert!(e.to_string().contains("2^30 tokens"), "the token limit, not another check: {e}");
+        }
+    }
+}
