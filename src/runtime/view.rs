@@ -41,15 +41,17 @@ impl Dims {
         Ok(Dims { len: values.len() as u8, dims })
     }
 
-    /// Row-major contiguous strides of `shape`.
+    /// Row-major contiguous strides of `shape` (of rank at most [`MAX_RANK`]; a longer shape
+    /// gets the strides of its first [`MAX_RANK`] dimensions).
     fn packed(shape: &[usize]) -> Dims {
+        let shape = &shape[..shape.len().min(MAX_RANK)];
         let mut dims = [0; MAX_RANK];
         let mut acc = 1usize;
-        for (i, &d) in shape.iter().enumerate().rev().take(MAX_RANK) {
+        for (i, &d) in shape.iter().enumerate().rev() {
             dims[i] = acc;
             acc = acc.saturating_mul(d);
         }
-        Dims { len: shape.len().min(MAX_RANK) as u8, dims }
+        Dims { len: shape.len() as u8, dims }
     }
 
     pub fn as_slice(&self) -> &[usize] {
@@ -217,6 +219,13 @@ fn may_overlap(a: &RawParts, b: &RawParts) -> bool {
     reachable(diff / size, &nested_dims(a.shape.as_slice(), a.strides.as_slice()))
 }
 
+/// `shape` (rank at most [`MAX_RANK`]) as an inline array.
+fn dims_of(shape: &[usize]) -> [usize; MAX_RANK] {
+    let mut dims = [0; MAX_RANK];
+    dims[..shape.len()].copy_from_slice(shape);
+    dims
+}
+
 /// A read-only view of device memory the caller owns, valid for `'a`.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceView<'a> {
@@ -299,15 +308,19 @@ impl DeviceTensor {
     }
 
     fn raw_parts(&self) -> RawParts {
+        // An op's tensors have rank 1 to 4. A longer (packed) shape is seen with its leading
+        // dimensions merged into one, rank MAX_RANK, which every op's shape check refuses.
         let shape = self.shape();
-        RawParts {
-            addr: self.kernel_ptr() as usize as u64,
-            dtype: self.dtype(),
-            // A DeviceTensor's rank is that of an op's tensor (at most 4); longer shapes are cut
-            // to MAX_RANK and then fail every op's shape check.
-            shape: Dims::new("shape", shape).unwrap_or_else(|_| Dims::packed(&shape[..MAX_RANK])),
-            strides: Dims::packed(shape),
-        }
+        let merged;
+        let shape = if shape.len() > MAX_RANK {
+            let cut = shape.len() - MAX_RANK + 1;
+            merged = std::iter::once(shape[..cut].iter().product()).chain(shape[cut..].iter().copied()).collect::<Vec<usize>>();
+            &merged[..]
+        } else {
+            shape
+        };
+        let dims = Dims::packed(shape);
+        RawParts { addr: self.kernel_ptr() as usize as u64, dtype: self.dtype(), shape: Dims { len: dims.len, dims: dims_of(shape) }, strides: dims }
     }
 }
 
@@ -458,6 +471,13 @@ mod tests {
         // Disjoint spans never overlap.
         let far = parts(base + (1 << 24), &shape, &strides);
         assert!(!may_overlap(&k, &far));
+    }
+
+    #[test]
+    fn packed_strides_of_any_rank() {
+        assert_eq!(Dims::packed(&[2, 3, 4]).as_slice(), &[12, 4, 1]);
+        assert_eq!(Dims::packed(&[]).as_slice(), &[] as &[usize]);
+        assert_eq!(Dims::packed(&[2; 8]).as_slice(), &[32, 16, 8, 4, 2, 1], "cut to MAX_RANK, never a panic");
     }
 
     #[test]
