@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::rope::cuda::{rope_table, DeviceRopeTable};
 use crate::runtime::kernel_list::attention::TILES;
 use crate::runtime::params::AkAttnParams;
-use crate::runtime::view::{parts_of, Layout::{Packed, Strided}};
-use crate::runtime::{check_views, find_kernel, DeviceRead, DeviceTensor, DeviceWrite, Gpu, Kernel, Key, RawParts, Ready};
+use crate::runtime::view::{opt_parts_ptr, parts_of, Layout::{Packed, Strided}};
+use crate::runtime::{check_views, find_kernel, DeviceRead, DeviceTensor, DeviceWrite, Gpu, Kernel, Key, Ready};
 use crate::tensor::{expect_tensor, DType, PlannedTensors, Tensor, TensorInfo};
 use std::sync::Arc;
 
@@ -170,10 +170,7 @@ impl AttentionLaunch {
         }
         let ptr_i32 = |t: &Option<DeviceTensor>| t.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32);
         let (hq, sq, sk) = (p.heads_q as i64, p.max_q_len as i64, p.max_k_len as i64);
-        // Dense tensors are [B, S, H, D] (dimension 1 is the row); varlen ones [total, H, D] with
-        // rows cu[b] + i and batch strides 0.
-        let r = if p.varlen { 0 } else { 1 };
-        let batch_stride = |t: &RawParts| if p.varlen { 0 } else { t.stride(0) };
+        let [qs, ks, vs, os] = [&qp, &kp, &vp, &op].map(|t| t.seq_strides(p.varlen));
         let (lse_b, lse_h) = if p.varlen { (0, p.total_q as i64) } else { (hq * sq, sq) };
         let lse_ptr = lse_parts.map_or(std::ptr::null_mut(), |l| l.ptr_mut() as *mut f32);
         let (bq, bk) = if p.varlen { (0, 0) } else { (sq, sk) };
@@ -184,24 +181,24 @@ impl AttentionLaunch {
             v: vp.ptr(),
             o: op.ptr_mut(),
             lse: lse_ptr,
-            alibi_slopes: parts_of(alibi_slopes).map_or(std::ptr::null(), |a| a.ptr() as *const f32),
+            alibi_slopes: opt_parts_ptr(alibi_slopes) as *const f32,
             cu_seqlens_q: ptr_i32(&self.cu_q),
             cu_seqlens_k: ptr_i32(&self.cu_k),
             position_ids_q: ptr_i32(&self.ids_q),
             position_ids_k: ptr_i32(&self.ids_k),
             rope: self.table.as_ref().map_or_else(crate::rope::cuda::no_rope, |t| t.params()),
-            q_batch_stride: batch_stride(&qp),
-            q_row_stride: qp.stride(r),
-            q_head_stride: qp.stride(r + 1),
-            k_batch_stride: batch_stride(&kp),
-            k_row_stride: kp.stride(r),
-            k_head_stride: kp.stride(r + 1),
-            v_batch_stride: batch_stride(&vp),
-            v_row_stride: vp.stride(r),
-            v_head_stride: vp.stride(r + 1),
-            o_batch_stride: batch_stride(&op),
-            o_row_stride: op.stride(r),
-            o_head_stride: op.stride(r + 1),
+            q_batch_stride: qs.0,
+            q_row_stride: qs.1,
+            q_head_stride: qs.2,
+            k_batch_stride: ks.0,
+            k_row_stride: ks.1,
+            k_head_stride: ks.2,
+            v_batch_stride: vs.0,
+            v_row_stride: vs.1,
+            v_head_stride: vs.2,
+            o_batch_stride: os.0,
+            o_row_stride: os.1,
+            o_head_stride: os.2,
             lse_batch_stride: lse_b,
             lse_head_stride: lse_h,
             pos_q_batch_stride: bq,

@@ -15,7 +15,7 @@ use crate::rope::cuda::{no_rope, rope_table};
 use crate::rope::RopeConfig;
 use crate::runtime::kernel_list::decode::{self as list, HEAD_DIMS, ROWS};
 use crate::runtime::params::{AkAppendKvParams, AkDecodeCombineParams, AkDecodeParams, AkMergeStatesParams};
-use crate::runtime::view::{parts_of, Layout::{Packed, Strided}};
+use crate::runtime::view::{opt_parts_ptr, parts_of, Layout::{Packed, Strided}};
 use crate::runtime::{check_views, find_kernel, kernel, DeviceRead, DeviceTensor, DeviceWrite, Gpu, Kernel, Key, RawParts, Ready};
 use crate::tensor::{expect_shape, expect_tensor, DType, PlannedTensors, TensorInfo};
 
@@ -315,7 +315,7 @@ impl DecodeLaunch {
             v_cache: vp.ptr(),
             block_table: index.block_table.as_ref().map_or(std::ptr::null(), |t| t.kernel_ptr() as *const i32),
             cache_seqlens: index.seqlens.kernel_ptr() as *const i32,
-            alibi_slopes: parts_of(alibi_slopes).map_or(std::ptr::null(), |a| a.ptr() as *const f32),
+            alibi_slopes: opt_parts_ptr(alibi_slopes) as *const f32,
             o: std::ptr::null_mut(),
             lse: std::ptr::null_mut(),
             o_partial: std::ptr::null_mut(),

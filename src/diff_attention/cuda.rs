@@ -35,8 +35,8 @@ use crate::attention::cuda::prefill_rope_table;
 use crate::rope::cuda::no_rope;
 use crate::runtime::kernel_list::diff_attention::{self as list, DECODE_HEADS, DECODE_KEYS, HEAD_DIMS};
 use crate::runtime::params::{AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams};
-use crate::runtime::view::{parts_of, Layout::{Packed, Strided}};
-use crate::runtime::{check_views, kernel, opt_ptr, DeviceRead, DeviceTensor, DeviceWrite, Dt, Gpu, Kernel, Key, RawParts, Ready};
+use crate::runtime::view::{opt_parts_ptr, parts_of, Layout::{Packed, Strided}};
+use crate::runtime::{check_views, kernel, opt_ptr, DeviceRead, DeviceTensor, DeviceWrite, Dt, Gpu, Kernel, Key, Ready};
 use crate::tensor::{expect_dtype, expect_same_dtype, DType, PlannedTensors, Tensor, TensorInfo};
 
 /// Kernel-side limit on `total_q + total_k` of the prefill (positions and windows are ints).
@@ -224,10 +224,7 @@ impl DiffAttentionLaunch {
         let (sq, sk) = (p.max_q_len, p.max_k_len);
         let ll = |n: usize| n as i64;
         let blse = if p.varlen { 0 } else { ll(heads * sq) };
-        // Dense tensors are [B, S, H, D] (dimension 1 is the row); varlen ones [total, H, D] with
-        // rows cu[b] + i and batch strides 0.
-        let r = if p.varlen { 0 } else { 1 };
-        let batch_stride = |t: &RawParts| if p.varlen { 0 } else { t.stride(0) };
+        let [qs, ks, vs, os] = [&qp, &kp, &vp, &op].map(|t| t.seq_strides(p.varlen));
         let lse_head = if p.varlen { ll(p.total_q) } else { ll(sq) };
         let (lam_b, lam_r) = match (dp.variant, p.varlen) {
             (DiffVariant::V1, _) => (0, 0),
@@ -242,25 +239,25 @@ impl DiffAttentionLaunch {
             lse1: out.lse1.parts().ptr_mut() as *mut f32,
             lse2: out.lse2.parts().ptr_mut() as *mut f32,
             lambda: x.lambda.parts().ptr() as *const f32,
-            norm_weight: parts_of(x.norm_weight).map_or(std::ptr::null(), |w| w.ptr()),
-            alibi_slopes: parts_of(x.alibi_slopes).map_or(std::ptr::null(), |a| a.ptr()) as *const f32,
+            norm_weight: opt_parts_ptr(x.norm_weight),
+            alibi_slopes: opt_parts_ptr(x.alibi_slopes) as *const f32,
             cu_seqlens_q: opt_ptr(cu_q.as_ref()) as *const i32,
             cu_seqlens_k: opt_ptr(cu_k.as_ref()) as *const i32,
             position_ids_q: opt_ptr(pos_q.as_ref()) as *const i32,
             position_ids_k: opt_ptr(pos_k.as_ref()) as *const i32,
             rope: table.as_ref().map_or_else(no_rope, |t| t.params()),
-            q_batch_stride: batch_stride(&qp),
-            q_row_stride: qp.stride(r),
-            q_head_stride: qp.stride(r + 1),
-            k_batch_stride: batch_stride(&kp),
-            k_row_stride: kp.stride(r),
-            k_head_stride: kp.stride(r + 1),
-            v_batch_stride: batch_stride(&vp),
-            v_row_stride: vp.stride(r),
-            v_head_stride: vp.stride(r + 1),
-            o_batch_stride: batch_stride(&op),
-            o_row_stride: op.stride(r),
-            o_head_stride: op.stride(r + 1),
+            q_batch_stride: qs.0,
+            q_row_stride: qs.1,
+            q_head_stride: qs.2,
+            k_batch_stride: ks.0,
+            k_row_stride: ks.1,
+            k_head_stride: ks.2,
+            v_batch_stride: vs.0,
+            v_row_stride: vs.1,
+            v_head_stride: vs.2,
+            o_batch_stride: os.0,
+            o_row_stride: os.1,
+            o_head_stride: os.2,
             lse_batch_stride: blse,
             lse_head_stride: lse_head,
             lambda_batch_stride: lam_b,
@@ -508,8 +505,8 @@ impl DiffDecodeLaunch {
             lse1: out.lse1.parts().ptr_mut() as *mut f32,
             lse2: out.lse2.parts().ptr_mut() as *mut f32,
             lambda: args.lambda.parts().ptr() as *const f32,
-            norm_weight: parts_of(args.norm_weight).map_or(std::ptr::null(), |w| w.ptr()),
-            alibi_slopes: parts_of(args.alibi_slopes).map_or(std::ptr::null(), |a| a.ptr()) as *const f32,
+            norm_weight: opt_parts_ptr(args.norm_weight),
+            alibi_slopes: opt_parts_ptr(args.alibi_slopes) as *const f32,
             // q [B, 1, 2H, d], o [B, 1, H, 2d]; the cache [B or blocks, rows, Hkv, 2d].
             q_batch_stride: qp.stride(0),
             q_head_stride: qp.stride(2),

@@ -92,6 +92,16 @@ impl RawParts {
         self.addr as usize as *mut std::ffi::c_void
     }
 
+    /// `(batch, row, head)` element strides of a sequence tensor: dense `[B, S, H, D]`, or varlen
+    /// `[total, H, D]` (rows `cu[b] + i`, batch stride 0), as the prefill kernels take them.
+    pub fn seq_strides(&self, varlen: bool) -> (i64, i64, i64) {
+        if varlen {
+            (0, self.stride(0), self.stride(1))
+        } else {
+            (self.stride(0), self.stride(1), self.stride(2))
+        }
+    }
+
     /// Offset in elements of the last element (None: no elements).
     fn last_offset(&self) -> Option<usize> {
         let shape = self.shape.as_slice();
