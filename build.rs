@@ -302,7 +302,9 @@ fn nvcc_version(nvcc: &Path) -> Result<String, String> {
 
 fn nvcc_args(unit: &KernelUnit, archs: &[String], out_dir: &Path) -> Vec<String> {
     let mut args: Vec<String> = [
-        "-fatbin", "-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo", "-Xptxas", "-v",
+        // --no-compress: entry-point names stay visible in the fatbin (tests/kernel_list.rs
+        // checks them); nvcc compresses large fatbins by default.
+        "-fatbin", "--no-compress", "-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo", "-Xptxas", "-v",
         "-Ikernels", "-Xcompiler", "-fPIC",
     ]
     .iter()

@@ -1,15 +1,19 @@
 // Attention prefill (spec section 1): a FlashAttention-2 style forward pass on tensor cores.
 //
 // One block owns BM query rows of one (sequence, query head); each warp owns WM = 16 * MT of
-// those rows. The block walks the key tiles that its rows can see (causal / window limits skip
-// the rest), BN keys at a time:
-//   K/V tile t+1 is copied (cp.async) into the other smem stage while tile t is computed;
-//   [fused RoPE: rotate tile t's K rows in smem]
+// those rows. The block visits the key tiles that its rows can see (causal / window limits skip
+// the rest), BN keys at a time, clean tiles first and then those that need a mask (TileOrder):
 //   S = Q K^T        mma.sync m16n8k16, Q and K through ldmatrix, f32 accumulators
-//   scores           x = log2(e) * (scale * S | softcap * tanh(scale * S / softcap)) - alibi
-//                    masked entries (-inf) only in tiles that cross a mask boundary
-//   online softmax   running max / sum per row in registers, O rescaled by exp2(m_old - m_new)
+//                    (V(t) is copied by cp.async meanwhile)
+//   scores           base 2: clean tiles fold scale (and ALiBi) into the exponent's FFMA;
+//                    masked tiles: x = log2(e) * (scale S | softcap tanh(scale S / softcap))
+//                    - alibi, -inf where masked
+//   online softmax   running max / sum per row in registers, O rescaled by 2^(m_old - m_new),
+//                    exp2 with flush-to-zero (one MUFU.EX2)
 //   O += P V         P packed from the S accumulators, V through ldmatrix.trans
+//                    (K(next) is copied meanwhile)
+// ALiBi and softcap are template arguments (four instances per tile); fused RoPE rotates Q
+// once per block and reads K rotated by the rope_keys pre-pass.
 // Epilogue: O / l staged through the block's Q rows in smem, written with 16-byte stores;
 // lse = ln 2 * (m + log2 l), -inf for rows that see no key (o = 0 there).
 //
@@ -19,8 +23,12 @@
 #include "common/dtype.cuh"
 #include "common/tile.cuh"
 #include "common/rope.cuh"
+#include <type_traits>
 
 namespace ak::attention {
+
+// How far (base 2) the running row max may lag the true one before O and l are rescaled.
+constexpr float RESCALE_SLACK = 8.f;
 
 // Tile shape per (D, Dv).
 template <int D_, int DV_, int MT_, int NWARPS_, int BN_>
@@ -33,19 +41,13 @@ struct Cfg {
     static constexpr int QS = (D > DV ? D : DV) + PAD;  // Q rows, reused for the O staging
     static constexpr int KS = D + PAD;
     static constexpr int VS = DV + PAD;
-    static constexpr int SMEM_BYTES = 2 * (BM * QS + 2 * BN * KS + 2 * BN * VS);
+    static constexpr int SMEM_BYTES = 2 * (BM * QS + BN * KS + BN * VS);  // one K and one V stage
     static_assert(D % 16 == 0 && DV % 16 == 0 && BN % 16 == 0, "tile shape");
     static_assert(SMEM_BYTES <= 227 * 1024, "fits the sm_90 opt-in shared memory per block");
 };
 
 // The configurations instantiated are those of the kernel list (src/runtime/kernel_list.rs,
 // `attention::TILES`); the generated entry points check NT, BM, BN and SMEM_BYTES against it.
-
-// tanh(x) = 1 - 2 / (e^{2x} + 1): branch-free, saturates correctly at +-inf, absolute error a
-// few f32 ulps of 1 (the softcap multiplies it, so relative accuracy near 0 is not needed).
-__device__ __forceinline__ float tanh_fast(float x) {
-    return 1.f - __fdividef(2.f, exp2f(x * (2.f * kLog2e)) + 1.f);
-}
 
 // (cos, sin) of a possibly negative position: cos(-x) = cos x, sin(-x) = -sin x.
 __device__ __forceinline__ float2 rope_cs(const AkRopeTable& tab, long long pos, int i) {
@@ -142,7 +144,41 @@ __device__ __forceinline__ void rope_rows(T* s, int rows_valid, const AkRopeTabl
         rope_tile<T, NT / 32, STRIDE>(s, rows_valid, tab, ids, first, tid >> 5, tid & 31);
 }
 
-template <typename T, class C>
+// The key tiles one block visits, [t_begin, t_end), in visiting order: first the clean ones,
+// [t_begin + lead, t_begin + lead + clean), where no row of the block needs a mask (the tile is
+// whole and inside every row's causal / window limits; under ALiBi also left of every row's
+// diagonal, so |P(i) - j| = P(i) - j), then the masked ones before and after them. The online
+// softmax does not depend on the order. Three ints, so the loop keeps its registers.
+struct TileOrder {
+    int t_begin, lead, clean;
+    // Tile index of visit s.
+    __device__ __forceinline__ int at(int s) const {
+        if (s < clean) return t_begin + lead + s;
+        s -= clean;
+        return t_begin + (s < lead ? s : s + clean);
+    }
+};
+
+// The BN rows of key tile t of `src` (sk rows in all) into `dst` as one cp.async group, without
+// the row predicate when the tile is whole.
+template <int BN, int COLS, int STRIDE, int NT, typename T>
+__device__ __forceinline__ void load_key_tile(T* dst, const T* src, long long row_stride, int t, int sk, int tid) {
+    const int n0 = t * BN;
+    if (n0 + BN <= sk)
+        load_tile_async<BN, COLS, STRIDE, NT, true>(dst, src + n0 * row_stride, row_stride, BN, tid);
+    else
+        load_tile_async<BN, COLS, STRIDE, NT>(dst, src + n0 * row_stride, row_stride, sk - n0, tid);
+    cp_async_commit();
+}
+
+// floor(x / n) for n > 0 and any int x; ceil likewise.
+__device__ __forceinline__ int floor_div(int x, int n) { return x >= 0 ? x / n : -((-x + n - 1) / n); }
+__device__ __forceinline__ int ceil_div(int x, int n) { return -floor_div(-x, n); }
+
+// ALIBI, SOFTCAP: the score transform, fixed per instance so the steady-state loop carries only
+// what the call uses. Masks (causal, windows, the ragged last tile) cost nothing there either:
+// the tiles that need them run in a second copy of the loop body (TileOrder).
+template <typename T, class C, bool ALIBI, bool SOFTCAP>
 __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     constexpr int D = C::D, DV = C::DV, MT = C::MT, BM = C::BM, BN = C::BN, NT = C::NT;
     constexpr int NTILES_S = BN / 8;  // n-tiles of S per m-tile
@@ -150,8 +186,8 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
 
     AK_DYNAMIC_SHARED(unsigned char, smem_raw);
     T* sQ = reinterpret_cast<T*>(smem_raw);
-    T* sK = sQ + BM * C::QS;          // 2 stages of BN x KS
-    T* sV = sK + 2 * BN * C::KS;      // 2 stages of BN x VS
+    T* sK = sQ + BM * C::QS;  // BN x KS
+    T* sV = sK + BN * C::KS;  // BN x VS
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int g = lane >> 2, tq = lane & 3;  // fragment row group and column pair
@@ -185,36 +221,74 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     const int shift = sk - sq;
     const bool has_right = p.causal || p.window_right >= 0;
     const int right_off = p.causal ? (p.window_right >= 0 ? min(0, p.window_right) : 0) : p.window_right;
+    const bool has_left = p.window_left >= 0;
     int j_begin = 0, j_end = sk;
-    if (p.window_left >= 0) j_begin = max(0, m0 + shift - p.window_left);
+    if (has_left) j_begin = max(0, m0 + shift - p.window_left);
     if (has_right) j_end = min(sk, m_last + shift + right_off + 1);
     const int t_begin = j_begin / BN;
     const int t_end = j_end > j_begin ? (j_end + BN - 1) / BN : t_begin;
 
-    // Prologue: Q and the first K/V tile in one group.
-    load_tile_async<BM, D, C::QS, NT>(sQ, q, p.q_row_stride, sq - m0, tid);
-    if (t_begin < t_end) {
-        const int n0 = t_begin * BN;
-        load_tile_async<BN, D, C::KS, NT>(sK, k + n0 * p.k_row_stride, p.k_row_stride, sk - n0, tid);
-        load_tile_async<BN, DV, C::VS, NT>(sV, v + n0 * p.v_row_stride, p.v_row_stride, sk - n0, tid);
-    }
-    cp_async_commit();
+    // Clean tiles: whole (n0 + BN <= sk), right of every row's left limit (n0 >= P(m_last) -
+    // window_left), left of every row's right limit (n0 + BN - 1 <= P(m0) + right_off) and,
+    // under ALiBi, of every row's diagonal (n0 + BN - 1 <= P(m0)).
+    int clean_hi = (has_right ? min(sk, m0 + shift + right_off + 1) : sk) / BN;
+    if (ALIBI) clean_hi = min(clean_hi, floor_div(m0 + shift + 1, BN));
+    const int clean_lo = max(t_begin, has_left ? ceil_div(m_last + shift - p.window_left, BN) : 0);
+    clean_hi = min(clean_hi, t_end);
+    const TileOrder order{t_begin, clean_lo < clean_hi ? clean_lo - t_begin : 0, max(0, clean_hi - clean_lo)};
+    const int visits = t_end - t_begin;
+    auto load_k = [&](int t) { load_key_tile<BN, D, C::KS, NT>(sK, k, p.k_row_stride, t, sk, tid); };
+    auto load_v = [&](int t) { load_key_tile<BN, DV, C::VS, NT>(sV, v, p.v_row_stride, t, sk, tid); };
 
+    // Prologue: Q and the first K tile in one group.
+    load_tile_async<BM, D, C::QS, NT>(sQ, q, p.q_row_stride, sq - m0, tid);
+    if (visits > 0) load_k(order.at(0));
+    else cp_async_commit();
+
+    // What the masks of a row need, kept in shared memory rather than in registers through
+    // the loop: key j is allowed in row i iff j <= lim[0], j <= P(i) + lim[1], j >= P(i) -
+    // lim[2]; P(i) = lim[3] + (i - m0). Unlimited sides use 2^30 (> any index, no overflow).
+    AK_SHARED(int, lim, [7]);  // lim[4..6]: the TileOrder, also kept out of the loop's registers
+    if (tid == 0) {
+        lim[4] = order.t_begin;
+        lim[5] = order.lead;
+        lim[6] = order.clean;
+        lim[0] = sk - 1;
+        lim[1] = has_right ? right_off : (1 << 30);
+        lim[2] = has_left ? p.window_left : (1 << 30);
+        lim[3] = m0 + shift;
+    }
+    __syncthreads();  // publishes lim before the first visit reads its order
+
+    // Fused RoPE rotates Q here, once per block; K arrives rotated (the host's rope_keys pre-pass).
+    // A negative scale is folded into Q (negation is exact), so the loop scales by |scale|.
     const bool rope = p.rope.lo != nullptr;
-    if (rope && t_begin < t_end) {
+    const bool negate = p.scale < 0.f;
+    if ((rope || negate) && visits > 0) {
         cp_async_wait<0>();
         __syncthreads();
-        const int* ids = p.position_ids_q ? p.position_ids_q + b * p.pos_q_batch_stride + q_first + m0 : nullptr;
-        rope_rows<T, BM, D, C::QS, NT>(sQ, m_last - m0 + 1, p.rope, ids, m0 + shift, tid);
+        if (rope) {
+            const int* ids = p.position_ids_q ? p.position_ids_q + b * p.pos_q_batch_stride + q_first + m0 : nullptr;
+            rope_rows<T, BM, D, C::QS, NT>(sQ, m_last - m0 + 1, p.rope, ids, m0 + shift, tid);
+        }
+        if (negate) {
+            if (rope) __syncthreads();
+            constexpr int CHUNKS = BM * D / 8;
+#pragma unroll
+            for (int c = tid; c < CHUNKS; c += NT) {
+                uint4* u = reinterpret_cast<uint4*>(sQ + (c / (D / 8)) * C::QS + (c % (D / 8)) * 8);
+                uint4 x = *u;
+                x.x ^= 0x80008000u, x.y ^= 0x80008000u, x.z ^= 0x80008000u, x.w ^= 0x80008000u;
+                *u = x;
+            }
+        }
         // The barrier after the first K tile lands orders these writes before any ldmatrix.
     }
 
-    const float scale_log2 = p.scale * kLog2e;
-    const bool softcap = p.softcap > 0.f;
-    const float softcap_inv_scale = softcap ? p.scale / p.softcap : 0.f;
+    const float scale_log2 = fabsf(p.scale) * kLog2e;
+    const float softcap_inv_scale = SOFTCAP ? fabsf(p.scale) / p.softcap : 0.f;
     const float softcap_log2 = p.softcap * kLog2e;
-    const float alibi_log2 = p.alibi_slopes ? p.alibi_slopes[h] * kLog2e : 0.f;
-    const bool alibi = p.alibi_slopes != nullptr;
+    const float alibi_log2 = ALIBI ? p.alibi_slopes[h] * kLog2e : 0.f;
 
     const int row_w = warp * C::WM;  // first block row of this warp
     float acc_o[MT][NTILES_O][4];
@@ -226,26 +300,18 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         stat[mt][0] = stat[mt][1] = SoftmaxRow{-INFINITY, 0.f};
     }
 
-    for (int t = t_begin; t < t_end; ++t) {
-        const int stage = (t - t_begin) & 1;
+    // One visit of tile t. One K and one V stage, each copy overlapping one GEMM (FlashAttention-2's
+    // pipeline; two blocks per SM on A100 and H100 hide the rest): V(t) lands during S = Q K(t)^T
+    // and the softmax, K(next) during O += P V(t). MASKED: the scores are transformed in full and
+    // masked per element; otherwise the tile is clean and the transform folds into one FFMA.
+    auto visit = [&](auto masked, int s, int t) {
+        constexpr bool MASKED = decltype(masked)::value;
         const int n0 = t * BN;
-        if (t + 1 < t_end) {  // prefetch the next tile into the other stage
-            const int n1 = n0 + BN;
-            load_tile_async<BN, D, C::KS, NT>(sK + (stage ^ 1) * BN * C::KS, k + n1 * p.k_row_stride,
-                                                  p.k_row_stride, sk - n1, tid);
-            load_tile_async<BN, DV, C::VS, NT>(sV + (stage ^ 1) * BN * C::VS, v + n1 * p.v_row_stride,
-                                                   p.v_row_stride, sk - n1, tid);
-        }
-        cp_async_commit();   // possibly empty: keeps "wait for all but the newest" uniform
-        cp_async_wait<1>();  // tile t has landed (this thread's copies) ...
-        __syncthreads();     // ... and everyone's
-        const T* k_s = sK + stage * BN * C::KS;
-        const T* v_s = sV + stage * BN * C::VS;
-        if (rope) {
-            const int* ids = p.position_ids_k ? p.position_ids_k + b * p.pos_k_batch_stride + k_first + n0 : nullptr;
-            rope_rows<T, BN, D, C::KS, NT>(sK + stage * BN * C::KS, min(BN, sk - n0), p.rope, ids, n0, tid);
-            __syncthreads();
-        }
+        cp_async_wait<0>();  // K(t) has landed (this thread's copies) ...
+        __syncthreads();     // ... and everyone's; every warp is done with V(t - 1)
+        load_v(t);
+        const T* k_s = sK;
+        const T* v_s = sV;
 
         // ---- S = Q K^T
         float acc_s[MT][NTILES_S][4];
@@ -271,61 +337,96 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
             }
         }
 
-        // ---- scores in base-2 units, masks, online softmax; P leaves as packed A fragments
-        uint32_t p_frag[MT][BN / 16][4];
-        // Masks are needed only in tiles crossing Sk or a causal / window boundary of this block.
-        const bool need_mask = n0 + BN > sk || (has_right && n0 + BN - 1 > m0 + shift + right_off) ||
-                               (p.window_left >= 0 && n0 < m_last + shift - p.window_left);
+        // ---- scores in base-2 units and the online softmax; P leaves as packed A fragments.
+        // Per element the exponent is x - (m + r), the true base-2 score being x - r:
+        //   clean:   x = scale S or softcap(S), [+ slope * (j - n0)]; under ALiBi
+        //            r = slope * (P(i) - n0) (one int difference, rounded once), else 0
+        //   masked:  x = the whole score (-inf where masked), r = 0.
+        // Clean tiles have a finite score in every row, so only masked ones guard m = -inf.
+        // The running max m may stay up to RESCALE_SLACK below the true one (exponents up to
+        // 2^8, far inside f32, f16 and bf16 range): O and l are rescaled only when some row of
+        // the warp outgrows that, which after the first tiles is rare, instead of every tile.
+        // Scores are scaled to base 2 (rounded once) before the max, so the max element's
+        // exponent is exactly 0. FA2's FFMA form 2^(S scale - m scale) leaves the rounding
+        // error of m * scale in it, up to ulp(m) / 2: past 2^31 (f16 inputs near 60000) 2^err
+        // overflows or flushes the whole row.
+        float cand[MT][2];  // this tile's row max in true base-2 units
+        bool grow = false;
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
             for (int rh = 0; rh < 2; ++rh) {
-                const int i = m0 + row_w + mt * 16 + g + rh * 8;  // query row in the sequence
-                const int pi = i + shift;                        // P(i)
-                // Column of element (nt, c) is n0 + 2 tq + 8 nt + c; dist0 = P(i) - (n0 + 2 tq).
-                const float dist0 = (float)(pi - n0 - 2 * tq);
-                int lo = 0, hi = sk - 1;  // allowed columns [lo, hi] of this row
-                if (need_mask) {
-                    if (has_right) hi = max(-1, min(hi, pi + right_off));
-                    if (p.window_left >= 0) lo = min(sk, max(0, pi - p.window_left));
-                    lo -= n0 + 2 * tq;  // relative to this lane's first column
-                    hi -= n0 + 2 * tq;
+                const int pi = lim[3] + row_w + mt * 16 + g + rh * 8;  // P(i)
+                const int c0 = n0 + 2 * tq;  // column of element (nt, c): c0 + 8 nt + c
+                int lo = 0, hi = 0;  // masked: allowed columns [lo, hi] relative to c0
+                if (MASKED) {
+                    hi = min(lim[0], pi + lim[1]) - c0;
+                    lo = max(0, pi - lim[2]) - c0;
                 }
                 float mx = -INFINITY;
 #pragma unroll
                 for (int nt = 0; nt < NTILES_S; ++nt) {
 #pragma unroll
                     for (int c = 0; c < 2; ++c) {
+                        const int col = nt * 8 + c;
                         float x = acc_s[mt][nt][rh * 2 + c];
-                        x = softcap ? softcap_log2 * tanh_fast(x * softcap_inv_scale) : x * scale_log2;
-                        if (alibi) x -= alibi_log2 * fabsf(dist0 - (float)(nt * 8 + c));
-                        if (need_mask && (nt * 8 + c < lo || nt * 8 + c > hi)) x = -INFINITY;
+                        {
+                            x = SOFTCAP ? softcap_log2 * tanh_fast(x * softcap_inv_scale) : x * scale_log2;
+                            if (ALIBI && MASKED) x -= alibi_log2 * (float)abs(pi - c0 - col);
+                            if (ALIBI && !MASKED) x += alibi_log2 * (float)(2 * tq + col);
+                            if (MASKED && (col < lo || col > hi)) x = -INFINITY;
+                        }
                         acc_s[mt][nt][rh * 2 + c] = x;
                         mx = fmaxf(mx, x);
                     }
                 }
-                mx = quad_max(mx);
-                const float m_new = fmaxf(stat[mt][rh].m, mx);
-                const float m_use = safe_max(m_new);
-                const float alpha = exp2f(stat[mt][rh].m - m_use);  // 0 while the old max is -inf
-                stat[mt][rh].m = m_new;
+                const float r = (ALIBI && !MASKED) ? alibi_log2 * (float)(pi - n0) : 0.f;
+                cand[mt][rh] = quad_max(mx) - r;
+                grow |= cand[mt][rh] > stat[mt][rh].m + RESCALE_SLACK;  // also when m = -inf
+            }
+        }
+        if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+                for (int rh = 0; rh < 2; ++rh) {
+                    const float m_new = fmaxf(stat[mt][rh].m, cand[mt][rh]);
+                    // 0 while the old max is -inf; m stays -inf while every score was masked
+                    const float alpha = exp2_ftz(stat[mt][rh].m - safe_max(m_new));
+                    stat[mt][rh].m = m_new;
+                    stat[mt][rh].l *= alpha;
+#pragma unroll
+                    for (int nt = 0; nt < NTILES_O; ++nt) {
+                        acc_o[mt][nt][rh * 2] *= alpha;
+                        acc_o[mt][nt][rh * 2 + 1] *= alpha;
+                    }
+                }
+            }
+        }
+        uint32_t p_frag[MT][BN / 16][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int rh = 0; rh < 2; ++rh) {
+                const int pi = lim[3] + row_w + mt * 16 + g + rh * 8;
+                const float r = (ALIBI && !MASKED) ? alibi_log2 * (float)(pi - n0) : 0.f;
+                const float neg_off = -((MASKED ? safe_max(stat[mt][rh].m) : stat[mt][rh].m) + r);
                 float sum = 0.f;
 #pragma unroll
                 for (int nt = 0; nt < NTILES_S; ++nt) {
-                    const float e0 = exp2f(acc_s[mt][nt][rh * 2] - m_use);
-                    const float e1 = exp2f(acc_s[mt][nt][rh * 2 + 1] - m_use);
+                    const float e0 = exp2_ftz(acc_s[mt][nt][rh * 2] + neg_off);
+                    const float e1 = exp2_ftz(acc_s[mt][nt][rh * 2 + 1] + neg_off);
                     sum += e0 + e1;
                     // P as the A operand of P V: n-tile nt is half (nt % 2) of k-step nt / 2.
                     p_frag[mt][nt / 2][rh + 2 * (nt % 2)] = Mma<T>::pack(e0, e1);
                 }
-                stat[mt][rh].l = stat[mt][rh].l * alpha + sum;
-#pragma unroll
-                for (int nt = 0; nt < NTILES_O; ++nt) {
-                    acc_o[mt][nt][rh * 2] *= alpha;
-                    acc_o[mt][nt][rh * 2 + 1] *= alpha;
-                }
+                stat[mt][rh].l += sum;
             }
         }
+
+        cp_async_wait<0>();  // V(t) has landed ...
+        __syncthreads();     // ... everywhere; every warp is done with K(t)
+        if (s + 1 < visits) load_k(TileOrder{lim[4], lim[5], lim[6]}.at(s + 1));
 
         // ---- O += P V
 #pragma unroll
@@ -341,8 +442,13 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
                 }
             }
         }
-        __syncthreads();  // stage `stage` is refilled by the next iteration's prefetch
-    }
+    };
+
+    int s = 0;
+#pragma unroll 1
+    for (; s < order.clean; ++s) visit(std::false_type{}, s, TileOrder{lim[4], lim[5], lim[6]}.at(s));
+#pragma unroll 1
+    for (; s < visits; ++s) visit(std::true_type{}, s, TileOrder{lim[4], lim[5], lim[6]}.at(s));
 
     // ---- epilogue: normalise, stage O in this warp's Q rows, store 16 bytes at a time
     cp_async_wait<0>();  // no copy may still target sQ (matters when no tile was visited)
@@ -375,6 +481,46 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         if (m0 + r < sq)
             *reinterpret_cast<uint4*>(o + r * p.o_row_stride + col) =
                 *reinterpret_cast<const uint4*>(sQ + r * C::QS + col);
+    }
+}
+
+// RoPE pre-pass of fused-RoPE attention: rotate every key row once into p.k_rotated (packed
+// [.., rows, heads_kv, D]: row stride heads_kv * D), so the attention blocks read rotated keys
+// instead of each rotating every K tile it visits (O(Sk) work, not O(Sq / BM x Sk)). The
+// rotation is the one the attention kernel applies to Q (rope_rows, rounded once to T).
+// Grid (ceil(max Sk / ROPE_ROWS), heads_kv, batch), ROPE_THREADS threads.
+constexpr int ROPE_ROWS = 64, ROPE_THREADS = 128;
+template <typename T, int D>
+__device__ __forceinline__ void rope_keys(const AkAttnParams& p) {
+    constexpr int STRIDE = D + 8;
+    AK_SHARED(T, tile, [ROPE_ROWS * STRIDE]);
+    const int tid = threadIdx.x, hk = blockIdx.y, b = blockIdx.z;
+    int sk = p.seqlen_k;
+    long long k_first = 0;
+    if (p.cu_seqlens_k) {
+        k_first = p.cu_seqlens_k[b];
+        sk = p.cu_seqlens_k[b + 1] - (int)k_first;
+    }
+    const int n0 = blockIdx.x * ROPE_ROWS;
+    if (n0 >= sk) return;
+    const int rows = min(ROPE_ROWS, sk - n0);
+    const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + (k_first + n0) * p.k_row_stride +
+                 hk * p.k_head_stride;
+    load_tile_async<ROPE_ROWS, D, STRIDE, ROPE_THREADS>(tile, k, p.k_row_stride, rows, tid);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    const int* ids = p.position_ids_k ? p.position_ids_k + b * p.pos_k_batch_stride + k_first + n0 : nullptr;
+    rope_rows<T, ROPE_ROWS, D, STRIDE, ROPE_THREADS>(tile, rows, p.rope, ids, n0, tid);
+    __syncthreads();
+    const long long row_stride = (long long)p.heads_kv * D;
+    const long long first = (p.cu_seqlens_k ? 0 : (long long)b * p.seqlen_k) + k_first + n0;
+    T* out = static_cast<T*>(p.k_rotated) + first * row_stride + hk * D;
+    constexpr int CHUNKS = D / 8;
+    for (int c = tid; c < ROPE_ROWS * CHUNKS; c += ROPE_THREADS) {
+        const int r = c / CHUNKS, col = (c % CHUNKS) * 8;
+        if (r < rows)
+            *reinterpret_cast<uint4*>(out + r * row_stride + col) = *reinterpret_cast<const uint4*>(tile + r * STRIDE + col);
     }
 }
 

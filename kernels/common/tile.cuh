@@ -47,8 +47,9 @@ __device__ __forceinline__ void prefetch_l2(const void* p) { ptx::prefetch_l2(p)
 // Cooperative copy of a ROWS x COLS tile (16-bit elements, COLS % 8 == 0) by NT threads:
 // global row r at `src + r * src_row_stride`, shared row r at `dst + r * DST_STRIDE`.
 // Rows >= rows_valid are zero-filled. Each thread keeps one 16-byte column chunk for all its
-// rows, so the address arithmetic is one add per row.
-template <int ROWS, int COLS, int DST_STRIDE, int NT, typename T>
+// rows, so the address arithmetic is one add per row. WHOLE: the caller knows rows_valid >= ROWS
+// (a full key tile in a prefill's steady state), so no row predicate is issued.
+template <int ROWS, int COLS, int DST_STRIDE, int NT, bool WHOLE = false, typename T>
 __device__ __forceinline__ void load_tile_async(T* dst, const T* src, long long src_row_stride, int rows_valid,
                                                 int tid) {
     constexpr int CHUNKS = COLS / 8;             // 16-byte chunks per row
@@ -60,8 +61,8 @@ __device__ __forceinline__ void load_tile_async(T* dst, const T* src, long long 
     T* d = dst + row * DST_STRIDE + col;
 #pragma unroll
     for (int pass = 0; pass < ROWS / ROWS_PER_PASS; ++pass) {
-        const int r = row + pass * ROWS_PER_PASS;
-        cp_async_16(d, r < rows_valid ? s : src, r < rows_valid);
+        const bool ok = WHOLE || row + pass * ROWS_PER_PASS < rows_valid;
+        cp_async_16(d, ok ? s : src, ok);
         s += ROWS_PER_PASS * src_row_stride;
         d += ROWS_PER_PASS * DST_STRIDE;
     }
@@ -102,6 +103,29 @@ template <int COLS>
 __device__ __forceinline__ int swizzle(int row, int col) {
     static_assert(COLS % 64 == 0, "the swizzle needs at least eight 16-byte chunks per row");
     return row * COLS + (((col >> 3) ^ (row & 7)) << 3) + (col & 7);
+}
+
+// load_tile_async (above) for an unpadded ROWS x COLS tile stored swizzled: a pass covers a
+// multiple of 8 rows, so row % 8, hence the swizzled chunk, is the same for all of a thread's
+// rows: one fixed destination column, one add per row as there.
+template <int ROWS, int COLS, int NT, typename T>
+__device__ __forceinline__ void load_tile_async_swizzled(T* dst, const T* src, long long src_row_stride,
+                                                         int rows_valid, int tid) {
+    constexpr int CHUNKS = COLS / 8;
+    constexpr int ROWS_PER_PASS = NT / CHUNKS;
+    static_assert(NT % CHUNKS == 0 && ROWS % ROWS_PER_PASS == 0 && ROWS_PER_PASS % 8 == 0,
+                  "tile shape: whole passes of a multiple of 8 rows");
+    const int row = tid / CHUNKS;
+    const int col = (tid % CHUNKS) * 8;
+    const T* s = src + row * src_row_stride + col;
+    T* d = dst + swizzle<COLS>(row, col);
+#pragma unroll
+    for (int pass = 0; pass < ROWS / ROWS_PER_PASS; ++pass) {
+        const int r = row + pass * ROWS_PER_PASS;
+        cp_async_16(d, r < rows_valid ? s : src, r < rows_valid);
+        s += ROWS_PER_PASS * src_row_stride;
+        d += ROWS_PER_PASS * COLS;
+    }
 }
 
 // ------------------------------------------------------------------------- mma
@@ -178,6 +202,18 @@ struct SoftmaxRow {
     float m;
     float l;
 };
+
+// 2^x with subnormal inputs and results flushed to zero (ex2.approx.ftz: one MUFU.EX2, where
+// exp2f adds a range check and two multiplies); 2^-inf = 0. Probabilities below 2^-126 of the
+// row max are dropped, far under the bf16 / f16 rounding of P.
+__device__ __forceinline__ float exp2_ftz(float x) { return ptx::ex2_approx_ftz(x); }
+
+// tanh(x) = 1 - 2 / (e^{2x} + 1) for softcaps: branch-free, saturates to +-1 at +-inf; absolute
+// error a few f32 ulps of 1, which the softcap (a multiplier of tens) keeps far inside the
+// spec's bounds (relative accuracy near 0 is not needed).
+__device__ __forceinline__ float tanh_fast(float x) {
+    return 1.f - __fdividef(2.f, exp2_ftz(x * (2.f * kLog2e)) + 1.f);
+}
 
 // Where the row max is still -inf (every score so far masked), subtract 0 instead, so that
 // exp2(-inf - m) = 0 rather than NaN.

@@ -6,7 +6,13 @@
 // Per KV tile, K1, K2 and the shared V are copied to shared memory once (cp.async, double
 // buffer) and read by both groups, so each map keeps its own online-softmax state (m, l, acc)
 // in registers while V traffic is paid once. Shared tiles are unpadded and XOR-swizzled
-// (ak::swizzle), so ldmatrix and cp.async rows hit distinct banks. The epilogue hands
+// (ak::swizzle), so ldmatrix and cp.async rows hit distinct banks; the copies are unrolled
+// (load_tile_async_swizzled). Key tiles are classified once per block: clean tiles (no row of
+// the block needs a mask there) run first in a loop without mask code, then the masked ones
+// (tile_step<MASK>). Scores as in FlashAttention-2: plain path (scale > 0, no softcap / ALiBi)
+// takes the row max on raw scores and forms p = exp2(s * scale log2 e - m scale log2 e) with one
+// FFMA and one ex2.approx.ftz per score; softcap / ALiBi / other scales first rewrite the scores
+// as base-2 logits (one uniform branch per tile). The epilogue hands
 // lambda * O2 / l2 to the map-1 warps through shared memory; they form O1 / l1 - lambda * O2 / l2,
 // apply the RMSNorm over the full Dv-wide row (the row sits in one quad of lanes: a two-step
 // shuffle reduction) and store.
@@ -57,6 +63,138 @@ __device__ __forceinline__ void rope_tile(T* tile, int rows, const AkRopeTable& 
     }
 }
 
+// What a warp needs to score its 16 rows of one map against a key tile.
+struct RowInfo {
+    int Prow[2];  // P(i) of rows gi and gi + 8 of the warp (key coordinates)
+    int tq;       // lane % 4: this lane's column pair in a fragment
+    int Sk;
+};
+
+// One key tile for one warp: S = Qm Km^T (16 rows x BC keys), scale / softcap / ALiBi, masks
+// when MASK (the tile crosses Sk or a causal / window limit of some row of the block), online
+// softmax update of (m_run, l_run, acc), acc += P V. Clean tiles run MASK = false: no mask code.
+template <bool MASK, typename T, int D, int DV>
+__device__ __forceinline__ void tile_step(const AkDiffAttnParams& p, const RowInfo& ri, const T* sQm, const T* sKm,
+                                          const T* sV, int n0, int wrow, int lane, float (&acc)[DV / 8][4],
+                                          float (&m_run)[2], float (&l_run)[2]) {
+    // S = Qm Km^T for this warp's 16 rows x BC keys
+    float s[BC / 8][4];
+#pragma unroll
+    for (int n = 0; n < BC / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t a[4];
+        ldmatrix_x4(a, sQm + swizzle<D>(wrow + a_row(lane), kk * 16 + a_col(lane)));
+#pragma unroll
+        for (int n2 = 0; n2 < BC / 16; ++n2) {
+            uint32_t kf[4];
+            ldmatrix_x4(kf, sKm + swizzle<D>(n2 * 16 + bt_row(lane), kk * 16 + bt_col(lane)));
+            Mma<T>::run(s[2 * n2], a, kf[0], kf[1]);
+            Mma<T>::run(s[2 * n2 + 1], a, kf[2], kf[3]);
+        }
+    }
+
+    // MASK: allowed keys of each row, [lo, hi] relative to this lane's first column n0 + 2 tq,
+    // so each score needs two compares against compile-time offsets. With Sq + Sk < 2^30
+    // (host-checked) and windows clamped to Sq + Sk, none of these ints overflows.
+    int lo[2] = {0, 0}, hi[2] = {0, 0};
+    if (MASK) {
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+            const int Pi = ri.Prow[rr];
+            int l = 0, r = ri.Sk - 1;
+            if (p.causal) r = min(r, Pi);
+            if (p.window_right >= 0) r = min(r, Pi + p.window_right);
+            if (p.window_left >= 0) l = max(l, Pi - p.window_left);
+            lo[rr] = l - (n0 + 2 * ri.tq);
+            hi[rr] = r - (n0 + 2 * ri.tq);
+        }
+    }
+
+    // Base-2 logits in place, rounded once before the max, so the max element's exponent is
+    // exactly 0 (the FFMA form 2^(s c - m c) keeps the rounding error of m c, up to ulp(m) / 2,
+    // which past 2^31 overflows or flushes a row: f16 inputs near 60000). Softcap, then ALiBi
+    // with the distance P(i) - j formed in int and converted once (exact beyond 2^24); one
+    // uniform branch per feature and tile, not per score. The constants come from the launch
+    // parameters (constant bank) per tile rather than living in registers.
+    {
+        if (p.softcap > 0.f) {
+            const float c_in = p.scale / p.softcap, c_out = p.softcap * kLog2e;
+#pragma unroll
+            for (int n = 0; n < BC / 8; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[n][e] = c_out * tanh_fast(s[n][e] * c_in);
+        } else {
+#pragma unroll
+            for (int n = 0; n < BC / 8; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[n][e] *= p.scale * kLog2e;
+        }
+        if (p.alibi_slopes) {
+            const float slope_log2 = p.alibi_slopes[blockIdx.y] * kLog2e;  // one slope per diff head
+#pragma unroll
+            for (int n = 0; n < BC / 8; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int dist = ri.Prow[e >> 1] - (n0 + n * 8 + 2 * ri.tq + (e & 1));
+                    s[n][e] = fmaf(-slope_log2, (float)abs(dist), s[n][e]);
+                }
+        }
+    }
+    if (MASK) {
+#pragma unroll
+        for (int n = 0; n < BC / 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int c = n * 8 + (e & 1);
+                if (c < lo[e >> 1] || c > hi[e >> 1]) s[n][e] = -INFINITY;
+            }
+    }
+
+    // online softmax, one state per row; m_run in base-2 units
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < BC / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * rr], s[n][2 * rr + 1]));
+        mx = quad_max(mx);
+        const float m_new = fmaxf(m_run[rr], mx);
+        const float m_use = safe_max(m_new);            // all masked so far: p = 0
+        const float alpha = exp2_ftz(m_run[rr] - m_use);  // old max -inf: 0
+        m_run[rr] = m_new;
+        float sum = 0.f;
+#pragma unroll
+        for (int n = 0; n < BC / 8; ++n) {
+#pragma unroll
+            for (int e = 2 * rr; e < 2 * rr + 2; ++e) {
+                const float pe = exp2_ftz(s[n][e] - m_use);
+                s[n][e] = pe;
+                sum += pe;
+            }
+        }
+        l_run[rr] = l_run[rr] * alpha + sum;
+#pragma unroll
+        for (int n = 0; n < DV / 8; ++n) {
+            acc[n][2 * rr] *= alpha;
+            acc[n][2 * rr + 1] *= alpha;
+        }
+    }
+
+    // acc += P V
+#pragma unroll
+    for (int kk = 0; kk < BC / 16; ++kk) {
+        uint32_t a[4];
+        pack_c_as_a<T>(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+        for (int n2 = 0; n2 < DV / 16; ++n2) {
+            uint32_t vf[4];
+            ldmatrix_x4_trans(vf, sV + swizzle<DV>(kk * 16 + bk_row(lane), n2 * 16 + bk_col(lane)));
+            Mma<T>::run(acc[2 * n2], a, vf[0], vf[1]);
+            Mma<T>::run(acc[2 * n2 + 1], a, vf[2], vf[3]);
+        }
+    }
+}
+
 template <typename T, int D, int DV, bool SHARED_K>
 __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
     using L = Layout<D, DV, SHARED_K>;
@@ -66,7 +204,12 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int map = warp >> 2, wrow = (warp & 3) * 16;
-    const int b = blockIdx.z, h = blockIdx.y, row0 = blockIdx.x * BR;
+    const int b = blockIdx.z, h = blockIdx.y;
+    // Causal: the last query tiles see the most keys; schedule them first (heavy first). Not in
+    // v1 d = 128, whose registers sit at 255: the block-dependent row0 pushes ptxas into 170+ B
+    // of spills there (benches/NOTES.md, issue 15 helper, step 4).
+    constexpr bool kHeavyFirst = !(D == 128 && !SHARED_K);
+    const int row0 = (kHeavyFirst && p.causal ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x) * BR;
 
     int q_start = 0, k_start = 0, Sq = p.seqlen_q, Sk = p.seqlen_k;
     if (p.cu_seqlens_q) { q_start = p.cu_seqlens_q[b]; Sq = p.cu_seqlens_q[b + 1] - q_start; }
@@ -81,35 +224,22 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
     const T* k1 = kb + (SHARED_K ? kvh : 2 * kvh) * p.k_head_stride;
     const T* k2 = SHARED_K ? k1 : k1 + p.k_head_stride;
 
-    // ---- Q1, Q2 -> shared (rows past Sq zero-filled)
+    // ---- Q1, Q2 -> shared (rows past Sq zero-filled). Copies have compile-time trip counts:
+    // each thread keeps one 16-byte column chunk and steps rows by a constant (tile.cuh).
     {
-        constexpr int CH = BR * D / 8;
-        for (int c = tid; c < 2 * CH; c += THREADS) {
-            const int m = c / CH, rem = c - m * CH, r = rem / (D / 8), col = (rem % (D / 8)) * 8;
-            const bool ok = row0 + r < Sq;
-            const T* src = qb + (long long)(ok ? row0 + r : 0) * p.q_row_stride + (2 * h + m) * p.q_head_stride + col;
-            cp_async_16(sQ + m * L::Q_TILE + swizzle<D>(r, col), src, ok);
-        }
+        const T* q1 = qb + (long long)row0 * p.q_row_stride + 2 * h * p.q_head_stride;
+        load_tile_async_swizzled<BR, D, THREADS>(sQ, q1, p.q_row_stride, Sq - row0, tid);
+        load_tile_async_swizzled<BR, D, THREADS>(sQ + L::Q_TILE, q1 + p.q_head_stride, p.q_row_stride, Sq - row0, tid);
         cp_async_commit();
     }
 
     auto load_kv = [&](int n0, int stage) {
         T* sK = sKV + stage * L::STAGE;
-        T* sV = sK + L::NK * L::K_TILE;
-        constexpr int KCH = BC * D / 8;
-        for (int c = tid; c < L::NK * KCH; c += THREADS) {
-            const int m = c / KCH, rem = c - m * KCH, r = rem / (D / 8), col = (rem % (D / 8)) * 8;
-            const bool ok = n0 + r < Sk;
-            const T* src = (m ? k2 : k1) + (long long)(ok ? n0 + r : 0) * p.k_row_stride + col;
-            cp_async_16(sK + m * L::K_TILE + swizzle<D>(r, col), src, ok);
-        }
-        constexpr int VCH = BC * DV / 8;
-        for (int c = tid; c < VCH; c += THREADS) {
-            const int r = c / (DV / 8), col = (c % (DV / 8)) * 8;
-            const bool ok = n0 + r < Sk;
-            const T* src = vb + (long long)(ok ? n0 + r : 0) * p.v_row_stride + col;
-            cp_async_16(sV + swizzle<DV>(r, col), src, ok);
-        }
+        const long long koff = (long long)n0 * p.k_row_stride;
+        load_tile_async_swizzled<BC, D, THREADS>(sK, k1 + koff, p.k_row_stride, Sk - n0, tid);
+        if (!SHARED_K) load_tile_async_swizzled<BC, D, THREADS>(sK + L::K_TILE, k2 + koff, p.k_row_stride, Sk - n0, tid);
+        load_tile_async_swizzled<BC, DV, THREADS>(sK + L::NK * L::K_TILE, vb + (long long)n0 * p.v_row_stride,
+                                                  p.v_row_stride, Sk - n0, tid);
     };
 
     // ---- key range that can be allowed for any row of this tile
@@ -123,14 +253,31 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
     const int nt_lo = kv_lo / BC;
     const int nt_hi = kv_hi > kv_lo ? (kv_hi + BC - 1) / BC : nt_lo;
 
-    if (nt_lo < nt_hi) {
-        load_kv(nt_lo * BC, 0);
+    // Clean tiles: no row of the block needs a mask in them (whole tile inside Sk, at or
+    // below the causal / window_right limit of the block's first row, at or above the
+    // window_left limit of its last row): tiles c_lo .. c_hi-1, a sub-range of nt_lo .. nt_hi-1.
+    int right = Sk - 1, left = 0;  // keys every row of the block may see: [left, right]
+    if (p.causal) right = min(right, P0);
+    if (p.window_right >= 0) right = min(right, P0 + p.window_right);
+    if (p.window_left >= 0) left = max(left, Plast - p.window_left);
+    const int c_lo = min(nt_hi, max(nt_lo, (left + BC - 1) / BC));
+    const int c_hi = max(c_lo, min(nt_hi, max(right + 1, 0) / BC));
+    // Visiting order: c_lo .. nt_hi-1 (the clean tiles, then the masked ones above them), then
+    // nt_lo .. c_lo-1 (masked ones below); the online softmax does not depend on the order.
+    const int n_clean = c_hi - c_lo, n_tiles = nt_hi - nt_lo;
+    auto tile_at = [&](int i) {
+        const int t = c_lo + i;
+        return t < nt_hi ? t : t - n_tiles;
+    };
+
+    if (n_tiles > 0) {
+        load_kv(tile_at(0) * BC, 0);
         cp_async_commit();
     }
     const bool rope = p.rope.lo != nullptr;
     if (rope) {
         cp_async_wait<1>();  // the Q group (a KV group may still be in flight; an empty wait is fine)
-        if (nt_lo >= nt_hi) cp_async_wait<0>();
+        if (n_tiles == 0) cp_async_wait<0>();
         __syncthreads();
         const int nrows = min(BR, Sq - row0);
         for (int m = 0; m < 2; ++m)
@@ -146,122 +293,50 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
 #pragma unroll
     for (int n = 0; n < DV / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
-    int Prow[2];
-    Prow[0] = row0 + wrow + gi + shift;
-    Prow[1] = Prow[0] + 8;
-    const float slope = p.alibi_slopes ? p.alibi_slopes[h] : 0.f;  // one slope per diff head, both maps
+    RowInfo ri;
+    ri.Prow[0] = row0 + wrow + gi + shift;
+    ri.Prow[1] = ri.Prow[0] + 8;
+    ri.tq = tq;
+    ri.Sk = Sk;
     const T* sQm = sQ + map * L::Q_TILE;
 
-    for (int nt = nt_lo; nt < nt_hi; ++nt) {
-        const int stage = (nt - nt_lo) & 1, n0 = nt * BC;
-        if (nt + 1 < nt_hi) {
-            load_kv(n0 + BC, stage ^ 1);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
-        T* sK1 = sKV + stage * L::STAGE;
-        T* sK2 = SHARED_K ? sK1 : sK1 + L::K_TILE;
-        const T* sV = sK1 + L::NK * L::K_TILE;
-        if (rope) {
-            const int nrows = min(BC, Sk - n0);
-            auto kpos = [&](int r) {
-                const int j = n0 + r;
-                return p.position_ids_k ? p.position_ids_k[b * p.pos_k_batch_stride + k_start + j] : j;
-            };
-            rope_tile<T, D>(sK1, nrows, p.rope, kpos);
-            if (!SHARED_K) rope_tile<T, D>(sK2, nrows, p.rope, kpos);
+    // Phase 0 runs the clean tiles, phase 1 the masked ones; the phase loop is unrolled, so each
+    // phase has its own key-tile loop with the tile body specialised (tile_step<MASK>), and the
+    // double-buffered prefetch runs on across the two (`it` counts tiles in visiting order).
+    int it = 0;
+#pragma unroll
+    for (int phase = 0; phase < 2; ++phase) {
+        const int i_end = phase == 0 ? n_clean : n_tiles;
+        for (; it < i_end; ++it) {
+            const int stage = it & 1, n0 = tile_at(it) * BC;
+            if (it + 1 < n_tiles) {
+                load_kv(tile_at(it + 1) * BC, stage ^ 1);
+                cp_async_commit();
+                cp_async_wait<1>();
+            } else {
+                cp_async_wait<0>();
+            }
             __syncthreads();
-        }
-        const T* sKm = map ? sK2 : sK1;
-
-        // S = Qm Km^T for this warp's 16 rows x BC keys
-        float s[BC / 8][4];
-#pragma unroll
-        for (int n = 0; n < BC / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-            uint32_t a[4];
-            ldmatrix_x4(a, sQm + swizzle<D>(wrow + a_row(lane), kk * 16 + a_col(lane)));
-#pragma unroll
-            for (int n2 = 0; n2 < BC / 16; ++n2) {
-                uint32_t kf[4];
-                ldmatrix_x4(kf, sKm + swizzle<D>(n2 * 16 + bt_row(lane), kk * 16 + bt_col(lane)));
-                Mma<T>::run(s[2 * n2], a, kf[0], kf[1]);
-                Mma<T>::run(s[2 * n2 + 1], a, kf[2], kf[3]);
+            T* sK1 = sKV + stage * L::STAGE;
+            T* sK2 = SHARED_K ? sK1 : sK1 + L::K_TILE;
+            const T* sV = sK1 + L::NK * L::K_TILE;
+            if (rope) {
+                const int nrows = min(BC, Sk - n0);
+                auto kpos = [&](int r) {
+                    const int j = n0 + r;
+                    return p.position_ids_k ? p.position_ids_k[b * p.pos_k_batch_stride + k_start + j] : j;
+                };
+                rope_tile<T, D>(sK1, nrows, p.rope, kpos);
+                if (!SHARED_K) rope_tile<T, D>(sK2, nrows, p.rope, kpos);
+                __syncthreads();
             }
+            const T* sKm = map ? sK2 : sK1;
+            if (phase == 0)
+                tile_step<false, T, D, DV>(p, ri, sQm, sKm, sV, n0, wrow, lane, acc, m_run, l_run);
+            else
+                tile_step<true, T, D, DV>(p, ri, sQm, sKm, sV, n0, wrow, lane, acc, m_run, l_run);
+            __syncthreads();  // the stage is refilled two iterations on
         }
-
-        // scale, softcap, ALiBi, mask; scores leave in base-2 units (x log2 e) so the softmax
-        // subtracts its row max from values rounded the same way (the max element gives exactly
-        // exp2(0) = 1 however large the logits are)
-        const bool need_mask = (n0 + BC > Sk) || (p.causal && n0 + BC - 1 > P0) ||
-                               (p.window_left >= 0 && n0 < Plast - p.window_left) ||
-                               (p.window_right >= 0 && n0 + BC - 1 > P0 + p.window_right);
-#pragma unroll
-        for (int n = 0; n < BC / 8; ++n) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int j = n0 + n * 8 + 2 * tq + (e & 1);
-                const int Pi = Prow[e >> 1];
-                float x = s[n][e] * p.scale;
-                if (p.softcap > 0.f) x = p.softcap * tanhf(x / p.softcap);
-                if (p.alibi_slopes) x -= slope * fabsf((float)(Pi - j));
-                if (need_mask) {
-                    const bool ok = j < Sk && (!p.causal || j <= Pi) &&
-                                    (p.window_left < 0 || j >= Pi - p.window_left) &&
-                                    (p.window_right < 0 || j <= Pi + p.window_right);
-                    if (!ok) x = -INFINITY;
-                }
-                s[n][e] = x * kLog2e;
-            }
-        }
-
-        // online softmax, one state per row
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int n = 0; n < BC / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * rr], s[n][2 * rr + 1]));
-            mx = quad_max(mx);
-            const float m_new = fmaxf(m_run[rr], mx);
-            const float m_use = safe_max(m_new);  // all masked so far: p = 0
-            const float alpha = exp2f(m_run[rr] - m_use);
-            m_run[rr] = m_new;
-            float sum = 0.f;
-#pragma unroll
-            for (int n = 0; n < BC / 8; ++n) {
-#pragma unroll
-                for (int e = 2 * rr; e < 2 * rr + 2; ++e) {
-                    const float pe = exp2f(s[n][e] - m_use);
-                    s[n][e] = pe;
-                    sum += pe;
-                }
-            }
-            l_run[rr] = l_run[rr] * alpha + sum;
-#pragma unroll
-            for (int n = 0; n < DV / 8; ++n) {
-                acc[n][2 * rr] *= alpha;
-                acc[n][2 * rr + 1] *= alpha;
-            }
-        }
-
-        // acc += P V
-#pragma unroll
-        for (int kk = 0; kk < BC / 16; ++kk) {
-            uint32_t a[4];
-            pack_c_as_a<T>(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (int n2 = 0; n2 < DV / 16; ++n2) {
-                uint32_t vf[4];
-                ldmatrix_x4_trans(vf, sV + swizzle<DV>(kk * 16 + bk_row(lane), n2 * 16 + bk_col(lane)));
-                Mma<T>::run(acc[2 * n2], a, vf[0], vf[1]);
-                Mma<T>::run(acc[2 * n2 + 1], a, vf[2], vf[3]);
-            }
-        }
-        __syncthreads();  // the stage is refilled two iterations on
     }
     cp_async_wait<0>();
     __syncthreads();

@@ -8,8 +8,13 @@
 //!
 //! Device support: f16 and bf16 (f32 inputs are rejected with `Error::Unsupported` naming `q`),
 //! head dims `D = Dv` in {64, 128, 256} and `Dv = 2 D` for `D` in {64, 128}; compute capability
-//! 8.0 or newer. Shared memory per block: 54 to 132 KB (`D = 256`), so the larger head dims need
-//! an A100 / H100 class GPU (consumer Ampere / Ada allow 99 KB and get `Error::Unsupported`).
+//! 8.0 or newer. Shared memory per block: 36 to 116 KB (`D = 128, Dv = 256`), so that head-dim
+//! pair needs an A100 / H100 class GPU (consumer Ampere / Ada allow 99 KB and get
+//! `Error::Unsupported`).
+//!
+//! Per call the host picks the kernel instance for the plan's ALiBi and softcap (four per tile);
+//! with fused RoPE it first rotates every key once into a scratch copy (`rope_keys`, allocated
+//! and freed in stream order on the call's stream), which the attention kernel reads as K.
 
 use super::{plan, AttentionArgs, AttentionConfig, AttentionOutput, AttentionPlan};
 use crate::error::{Error, Result};
@@ -35,7 +40,9 @@ fn tile_config(p: &AttentionPlan) -> Result<&'static Kernel> {
             ))
         }
     };
-    dtype.and_then(|dtype| find_kernel(Key::AttnFwd { dtype, d: p.head_dim, dv: p.head_dim_v })).ok_or_else(|| {
+    let (alibi, softcap) = (p.has_alibi, p.softcap > 0.0);
+    let key = |dtype| Key::AttnFwd { dtype, d: p.head_dim, dv: p.head_dim_v, alibi, softcap };
+    dtype.and_then(|dtype| find_kernel(key(dtype))).ok_or_else(|| {
         let (arg, what) = if TILES.iter().any(|t| t.d == p.head_dim) { ("v", "Dv") } else { ("q", "D") };
         let pairs: Vec<String> = TILES.iter().map(|t| format!("({}, {})", t.d, t.dv)).collect();
         Error::unsupported(
@@ -100,6 +107,8 @@ fn clamp_window(w: i64, limit: usize) -> i32 {
 pub struct AttentionLaunch {
     plan: AttentionPlan,
     kernel: &'static Kernel,
+    /// The RoPE pre-pass (`rope_keys`) when the plan rotates.
+    rope_keys: Option<&'static Kernel>,
     /// q, k, v, alibi_slopes as planned.
     planned: PlannedTensors,
     table: Option<Arc<DeviceRopeTable>>,
@@ -116,11 +125,18 @@ impl AttentionLaunch {
     pub fn new<T: TensorInfo>(gpu: &Gpu, cfg: &AttentionConfig, args: &AttentionArgs<'_, T>) -> Result<AttentionLaunch> {
         let plan = plan(cfg, args)?;
         let kernel = check_device_support(gpu, &plan)?;
+        let rope_keys = match (&plan.rope, plan.dtype.kernel_dt()) {
+            (Some(_), Some(dtype)) => Some(find_kernel(Key::AttnRopeKeys { dtype, d: plan.head_dim }).ok_or_else(|| {
+                Error::unsupported("q", format!("no RoPE key pre-pass for head dim {}", plan.head_dim))
+            })?),
+            _ => None,
+        };
         let table = prefill_rope_table(gpu, &plan)?;
         let upload = |on: bool, data: Option<&[i32]>| data.filter(|_| on).map(|c| gpu.upload_i32(c)).transpose();
         let (varlen, rope) = (plan.varlen, plan.rope.is_some());
         Ok(AttentionLaunch {
             kernel,
+            rope_keys,
             planned: PlannedTensors::of(&["q", "k", "v", "alibi_slopes"], &[Some(args.q), Some(args.k), Some(args.v), args.alibi_slopes]),
             table,
             cu_q: upload(varlen, args.cu_seqlens_q)?,
@@ -175,7 +191,7 @@ impl AttentionLaunch {
         let lse_ptr = lse_parts.map_or(std::ptr::null_mut(), |l| l.ptr_mut() as *mut f32);
         let (bq, bk) = if p.varlen { (0, 0) } else { (sq, sk) };
         let window_limit = p.max_q_len + p.max_k_len;
-        let params = AkAttnParams {
+        let mut params = AkAttnParams {
             q: qp.ptr(),
             k: kp.ptr(),
             v: vp.ptr(),
@@ -187,6 +203,7 @@ impl AttentionLaunch {
             position_ids_q: ptr_i32(&self.ids_q),
             position_ids_k: ptr_i32(&self.ids_k),
             rope: self.table.as_ref().map_or_else(crate::rope::cuda::no_rope, |t| t.params()),
+            k_rotated: std::ptr::null_mut(),
             q_batch_stride: qs.0,
             q_row_stride: qs.1,
             q_head_stride: qs.2,
@@ -216,6 +233,24 @@ impl AttentionLaunch {
             window_left: clamp_window(p.window_left, window_limit),
             window_right: clamp_window(p.window_right, window_limit),
             dtype: p.dtype.kernel_code(),
+        };
+        // Fused RoPE: rotate every key once into a packed scratch copy (freed in stream order
+        // after the attention kernel), which the attention kernel then reads as K.
+        let _rotated = match self.rope_keys {
+            Some(rk) if p.total_k > 0 => {
+                let rows = if p.varlen { p.total_k } else { p.batch * p.max_k_len };
+                let mut scratch = gpu.alloc(p.dtype, &[rows, p.heads_kv, p.head_dim])?;
+                params.k_rotated = scratch.kernel_ptr_mut();
+                let grid = (p.max_k_len.div_ceil(rk.rows as usize) as u32, p.heads_kv as u32, p.batch as u32);
+                gpu.launch(rk, grid, &params)?;
+                let (row, head) = ((p.heads_kv * p.head_dim) as i64, p.head_dim as i64);
+                params.k = params.k_rotated as *const _;
+                params.k_batch_stride = if p.varlen { 0 } else { sk * row };
+                params.k_row_stride = row;
+                params.k_head_stride = head;
+                Some(scratch)
+            }
+            _ => None,
         };
         let grid = (p.max_q_len.div_ceil(self.kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
         gpu.launch(self.kernel, grid, &params)
@@ -275,7 +310,7 @@ mod tests {
     fn every_tile_fits_the_opt_in_shared_memory() {
         // The generated entry points prove the table's values equal Cfg<..>'s in prefill.cu.
         let tiles: Vec<_> = KERNELS.iter().filter(|k| matches!(k.key, Key::AttnFwd { .. })).collect();
-        assert_eq!(tiles.len(), 10);
+        assert_eq!(tiles.len(), 40);
         for k in tiles {
             assert!(k.smem_bytes <= 227 * 1024, "{k:?}");
             assert_eq!(k.rows, 128, "{k:?}");

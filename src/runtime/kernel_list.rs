@@ -95,8 +95,11 @@ impl ProbeKernel {
 /// What the host looks an entry point up by: the family and the instance's parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
-    /// Attention prefill (kernels/attention/prefill.cu), head dims `d` (q, k) and `dv` (v, o).
-    AttnFwd { dtype: Dt, d: usize, dv: usize },
+    /// Attention prefill (kernels/attention/prefill.cu), head dims `d` (q, k) and `dv` (v, o),
+    /// specialised for ALiBi and softcap.
+    AttnFwd { dtype: Dt, d: usize, dv: usize, alibi: bool, softcap: bool },
+    /// The RoPE pre-pass of fused-RoPE attention: keys of head dim `d` rotated once.
+    AttnRopeKeys { dtype: Dt, d: usize },
     /// Split-KV decode (kernels/decode/decode.cu), `D = Dv = d`, `rows` query rows per CTA.
     Decode { dtype: Dt, d: usize, rows: usize },
     /// The combine of decode's splits.
@@ -192,17 +195,25 @@ pub mod attention {
     }
 
     pub const TILES: [Tile; 5] = [
-        // 128 x 64 tiles, 4 warps x 32 rows
+        // 128 x 64 tiles, 4 warps x 32 rows (36 KB)
         Tile { d: 64, dv: 64, m_tiles: 2, warps: 4, block_n: 64, min_blocks: 2 },
-        // 128 x 32, 4 warps x 32 rows
+        // 128 x 32, 4 warps x 32 rows (51 KB; 64-key tiles need more than 255 registers, see
+        // benches/NOTES.md)
         Tile { d: 128, dv: 128, m_tiles: 2, warps: 4, block_n: 32, min_blocks: 2 },
-        // 128 x 32, 8 warps x 16 rows (132 KB: fits A100 too)
+        // 128 x 32, 8 warps x 16 rows (99 KB)
         Tile { d: 256, dv: 256, m_tiles: 1, warps: 8, block_n: 32, min_blocks: 1 },
-        // Dv = 2D, 128 x 32
+        // Dv = 2D, 128 x 32 (47 KB)
         Tile { d: 64, dv: 128, m_tiles: 2, warps: 4, block_n: 32, min_blocks: 2 },
-        // Dv = 2D, 128 x 32 (116 KB)
-        Tile { d: 128, dv: 256, m_tiles: 1, warps: 8, block_n: 32, min_blocks: 1 },
+        // Dv = 2D, 128 x 64, 8 warps x 16 rows (116 KB)
+        Tile { d: 128, dv: 256, m_tiles: 1, warps: 8, block_n: 64, min_blocks: 1 },
     ];
+    /// The score variants each tile is instantiated for: (ALiBi, softcap).
+    pub const VARIANTS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+    /// Key head dims of the RoPE pre-pass (`ak::attention::rope_keys<T, D>`).
+    pub const ROPE_KEY_DIMS: [usize; 3] = [64, 128, 256];
+    /// Key rows per pre-pass block (`ROPE_ROWS`) and its threads (`ROPE_THREADS`).
+    pub const ROPE_ROWS: usize = 64;
+    pub const ROPE_THREADS: usize = 128;
 
     impl Tile {
         /// Query rows per block.
@@ -212,12 +223,12 @@ pub mod attention {
         pub const fn threads(&self) -> usize {
             32 * self.warps
         }
-        /// Dynamic shared memory: Q (reused for O) plus two stages of K and V, rows padded by 8
-        /// elements of 2 bytes (`Cfg::SMEM_BYTES`).
+        /// Dynamic shared memory: Q (reused for O) plus one stage of K and one of V, rows padded
+        /// by 8 elements of 2 bytes (`Cfg::SMEM_BYTES`).
         pub const fn smem_bytes(&self) -> usize {
             let qs = if self.d > self.dv { self.d } else { self.dv } + 8;
             let (ks, vs) = (self.d + 8, self.dv + 8);
-            2 * (self.block_m() * qs + 2 * self.block_n * ks + 2 * self.block_n * vs)
+            2 * (self.block_m() * qs + self.block_n * ks + self.block_n * vs)
         }
         pub fn cfg(&self) -> String {
             format!("ak::attention::Cfg<{}, {}, {}, {}, {}>", self.d, self.dv, self.m_tiles, self.warps, self.block_n)
@@ -517,34 +528,62 @@ fn attention_module() -> Module {
     let mut instances = Vec::new();
     for t in TILES {
         for dtype in DTYPES {
-            let mut name = vec![dtype.suffix().to_string(), format!("d{}", t.d)];
-            if t.dv != t.d {
-                name.push(format!("dv{}", t.dv));
+            for (alibi, softcap) in VARIANTS {
+                let mut name = vec![dtype.suffix().to_string(), format!("d{}", t.d)];
+                if t.dv != t.d {
+                    name.push(format!("dv{}", t.dv));
+                }
+                if alibi {
+                    name.push("alibi".into());
+                }
+                if softcap {
+                    name.push("softcap".into());
+                }
+                let parts: Vec<&str> = ["attn", "fwd"].into_iter().chain(name.iter().map(String::as_str)).collect();
+                let cfg = t.cfg();
+                instances.push(
+                    Plain {
+                        key: Key::AttnFwd { dtype, d: t.d, dv: t.dv, alibi, softcap },
+                        name: entry_name(&parts),
+                        params: PARAMS,
+                        body: format!("ak::attention::attention_forward<{}, {cfg}, {alibi}, {softcap}>(p)", dtype.cxx()),
+                        threads: t.threads(),
+                        min_blocks: t.min_blocks,
+                        smem_bytes: t.smem_bytes(),
+                        rows: t.block_m(),
+                        keys: t.block_n,
+                    }
+                    .build(vec![
+                        eq(format!("{cfg}::NT"), t.threads()),
+                        eq(format!("{cfg}::BM"), t.block_m()),
+                        eq(format!("{cfg}::BN"), t.block_n),
+                        eq(format!("{cfg}::SMEM_BYTES"), t.smem_bytes()),
+                    ]),
+                );
             }
-            let parts: Vec<&str> = ["attn", "fwd"].into_iter().chain(name.iter().map(String::as_str)).collect();
-            let cfg = t.cfg();
+        }
+    }
+    for d in ROPE_KEY_DIMS {
+        for dtype in DTYPES {
+            let dn = format!("d{d}");
             instances.push(
                 Plain {
-                    key: Key::AttnFwd { dtype, d: t.d, dv: t.dv },
-                    name: entry_name(&parts),
+                    key: Key::AttnRopeKeys { dtype, d },
+                    name: entry_name(&["attn", "rope", "keys", dtype.suffix(), &dn]),
                     params: PARAMS,
-                    body: format!("ak::attention::attention_forward<{}, {cfg}>(p)", dtype.cxx()),
-                    threads: t.threads(),
-                    min_blocks: t.min_blocks,
-                    smem_bytes: t.smem_bytes(),
-                    rows: t.block_m(),
-                    keys: t.block_n,
+                    body: format!("ak::attention::rope_keys<{}, {d}>(p)", dtype.cxx()),
+                    threads: ROPE_THREADS,
+                    min_blocks: 0,
+                    smem_bytes: 0,
+                    rows: ROPE_ROWS,
+                    keys: 0,
                 }
-                .build(vec![
-                    eq(format!("{cfg}::NT"), t.threads()),
-                    eq(format!("{cfg}::BM"), t.block_m()),
-                    eq(format!("{cfg}::BN"), t.block_n),
-                    eq(format!("{cfg}::SMEM_BYTES"), t.smem_bytes()),
-                ]),
+                .build(Vec::new()),
             );
         }
     }
-    Module { source: SOURCE, asserts: Vec::new(), instances }
+    let asserts = vec![eq("ak::attention::ROPE_ROWS", ROPE_ROWS), eq("ak::attention::ROPE_THREADS", ROPE_THREADS)];
+    Module { source: SOURCE, asserts, instances }
 }
 
 fn decode_modules() -> [Module; 2] {

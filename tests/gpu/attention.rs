@@ -267,6 +267,34 @@ fn softcap() {
     }
 }
 
+/// Every specialised instance (tile x dtype x ALiBi x softcap) on a case with clean key tiles and
+/// masked ones (a ragged last tile; under ALiBi without causal, the tiles right of the diagonal
+/// take the masked path), causal and non-causal in turn; and a negative softmax scale, which the
+/// kernel folds into Q.
+#[test]
+fn every_instance_and_negative_scale() {
+    let Some(gpu) = gpu(concat!(module_path!(), "::every_instance_and_negative_scale")) else { return };
+    let mut n = 0;
+    for dtype in DTYPES {
+        for (d, dv) in HEAD_DIMS {
+            for (alibi, softcap) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mut s = AttnSpec::new(dtype, 1, 140, 203, 2, 1, d, dv).causal(n % 2 == 1);
+                if alibi {
+                    s = s.alibi();
+                }
+                if softcap {
+                    s = s.softcap(8.0);
+                }
+                if n % 3 == 0 {
+                    s.cfg.softmax_scale = Some(-0.6 / (d as f64).sqrt());
+                }
+                check_attention(&gpu, &s, false);
+                n += 1;
+            }
+        }
+    }
+}
+
 #[test]
 fn varlen_with_empty_sequences() {
     let Some(gpu) = gpu(concat!(module_path!(), "::varlen_with_empty_sequences")) else { return };

@@ -348,6 +348,31 @@ fn v1_v2_varlen() {
     }
 }
 
+/// Scales that are not positive (the kernel's plain path takes the row max on raw scores, which
+/// only a positive scale allows): zero (uniform weights) and negative, across clean and masked
+/// key tiles (causal, Sk > Sq).
+#[test]
+fn v1_v2_scale_zero_or_negative() {
+    let Some(gpu) = gpu(concat!(module_path!(), "::v1_v2_scale_zero_or_negative")) else { return };
+    let mut rng = Rng::from_time();
+    for &variant in &[DiffVariant::V1, DiffVariant::V2] {
+        for &scale in &[-0.125, 0.0] {
+            let mut s = spec(variant, DType::F16, 1, 70, 200, 2, 2, 64);
+            s.causal = true;
+            s.norm = variant == DiffVariant::V1;
+            let (mut cfg, inp) = build(&mut rng, &s);
+            cfg.softmax_scale = Some(scale);
+            let what = format!("{s:?} scale {scale}");
+            let r = diff_attention_f64(&cfg, &inp.args()).unwrap();
+            let out = run_diff(&gpu, &cfg, &inp).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let tol = bound(s.dtype);
+            compare(&what, rng.seed, "o", &out.o, &r.o, tol);
+            compare(&what, rng.seed, "lse1", &out.lse1, &r.lse1, tol);
+            compare(&what, rng.seed, "lse2", &out.lse2, &r.lse2, tol);
+        }
+    }
+}
+
 #[test]
 fn v2_grid() {
     let Some(gpu) = gpu(concat!(module_path!(), "::v2_grid")) else { return };
