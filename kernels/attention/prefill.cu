@@ -237,19 +237,17 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     clean_hi = min(clean_hi, t_end);
     const TileOrder order{t_begin, clean_lo < clean_hi ? clean_lo - t_begin : 0, max(0, clean_hi - clean_lo)};
     const int visits = t_end - t_begin;
-    auto load_k = [&](int t) { load_key_tile<BN, D, C::KS, NT>(sK, k, p.k_row_stride, t, sk, tid); };
-    auto load_v = [&](int t) { load_key_tile<BN, DV, C::VS, NT>(sV, v, p.v_row_stride, t, sk, tid); };
-
-    // Prologue: Q and the first K tile in one group.
-    load_tile_async<BM, D, C::QS, NT>(sQ, q, p.q_row_stride, sq - m0, tid);
-    if (visits > 0) load_k(order.at(0));
-    else cp_async_commit();
-
-    // What the masks of a row need, kept in shared memory rather than in registers through
-    // the loop: key j is allowed in row i iff j <= lim[0], j <= P(i) + lim[1], j >= P(i) -
-    // lim[2]; P(i) = lim[3] + (i - m0). Unlimited sides use 2^30 (> any index, no overflow).
-    AK_SHARED(int, lim, [7]);  // lim[4..6]: the TileOrder, also kept out of the loop's registers
+    // What the loop needs once per tile, kept in shared memory rather than in registers through
+    // it (at 64-key tiles every register counts): the masks of a row, key j being allowed in row
+    // i iff j <= lim[0], j <= P(i) + lim[1], j >= P(i) - lim[2], P(i) = lim[3] + (i - m0)
+    // (unlimited sides use 2^30: > any index, no overflow; Sk = lim[0] + 1); the TileOrder in
+    // lim[4..6]; this head's K and V.
+    AK_SHARED(const void*, kv_base, [2]);
+    AK_SHARED(int, lim, [7]);
+    auto tile_at = [&](int s) { return TileOrder{lim[4], lim[5], lim[6]}.at(s); };
     if (tid == 0) {
+        kv_base[0] = k;
+        kv_base[1] = v;
         lim[4] = order.t_begin;
         lim[5] = order.lead;
         lim[6] = order.clean;
@@ -258,35 +256,31 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         lim[2] = has_left ? p.window_left : (1 << 30);
         lim[3] = m0 + shift;
     }
-    __syncthreads();  // publishes lim before the first visit reads its order
+    __syncthreads();  // publishes lim and kv_base before the prologue's copy reads them
+    auto load_k = [&](int t) {
+        load_key_tile<BN, D, C::KS, NT>(sK, static_cast<const T*>(kv_base[0]), p.k_row_stride, t, lim[0] + 1, tid);
+    };
+    auto load_v = [&](int t) {
+        load_key_tile<BN, DV, C::VS, NT>(sV, static_cast<const T*>(kv_base[1]), p.v_row_stride, t, lim[0] + 1, tid);
+    };
+
+    // Prologue: Q and the first K tile in one group.
+    load_tile_async<BM, D, C::QS, NT>(sQ, q, p.q_row_stride, sq - m0, tid);
+    if (visits > 0) load_k(order.at(0));
+    else cp_async_commit();
 
     // Fused RoPE rotates Q here, once per block; K arrives rotated (the host's rope_keys pre-pass).
-    // A negative scale is folded into Q (negation is exact), so the loop scales by |scale|.
-    const bool rope = p.rope.lo != nullptr;
-    const bool negate = p.scale < 0.f;
-    if ((rope || negate) && visits > 0) {
+    if (p.rope.lo != nullptr && visits > 0) {
         cp_async_wait<0>();
         __syncthreads();
-        if (rope) {
-            const int* ids = p.position_ids_q ? p.position_ids_q + b * p.pos_q_batch_stride + q_first + m0 : nullptr;
-            rope_rows<T, BM, D, C::QS, NT>(sQ, m_last - m0 + 1, p.rope, ids, m0 + shift, tid);
-        }
-        if (negate) {
-            if (rope) __syncthreads();
-            constexpr int CHUNKS = BM * D / 8;
-#pragma unroll
-            for (int c = tid; c < CHUNKS; c += NT) {
-                uint4* u = reinterpret_cast<uint4*>(sQ + (c / (D / 8)) * C::QS + (c % (D / 8)) * 8);
-                uint4 x = *u;
-                x.x ^= 0x80008000u, x.y ^= 0x80008000u, x.z ^= 0x80008000u, x.w ^= 0x80008000u;
-                *u = x;
-            }
-        }
+        const int* ids = p.position_ids_q ? p.position_ids_q + b * p.pos_q_batch_stride + q_first + m0 : nullptr;
+        rope_rows<T, BM, D, C::QS, NT>(sQ, m_last - m0 + 1, p.rope, ids, m0 + shift, tid);
         // The barrier after the first K tile lands orders these writes before any ldmatrix.
     }
 
-    const float scale_log2 = fabsf(p.scale) * kLog2e;
-    const float softcap_inv_scale = SOFTCAP ? fabsf(p.scale) / p.softcap : 0.f;
+    // Signed: a negative scale flips the scores before the max like any other transform.
+    const float scale_log2 = p.scale * kLog2e;
+    const float softcap_inv_scale = SOFTCAP ? p.scale / p.softcap : 0.f;
     const float softcap_log2 = p.softcap * kLog2e;
     const float alibi_log2 = ALIBI ? p.alibi_slopes[h] * kLog2e : 0.f;
 
@@ -350,6 +344,13 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         // exponent is exactly 0. FA2's FFMA form 2^(S scale - m scale) leaves the rounding
         // error of m * scale in it, up to ulp(m) / 2: past 2^31 (f16 inputs near 60000) 2^err
         // overflows or flushes the whole row.
+        // ALiBi on clean tiles: x += slope * (2 tq + col), the products made per tile (fresh_zero).
+        float alibi_col0 = 0.f, alibi_tile = 0.f;
+        if (ALIBI && !MASKED) {
+            const unsigned zero = fresh_zero();
+            alibi_col0 = (float)(2 * tq + (int)zero);
+            alibi_tile = or_zero(alibi_log2, zero);
+        }
         float cand[MT][2];  // this tile's row max in true base-2 units
         bool grow = false;
 #pragma unroll
@@ -369,14 +370,21 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
 #pragma unroll
                     for (int c = 0; c < 2; ++c) {
                         const int col = nt * 8 + c;
-                        float x = acc_s[mt][nt][rh * 2 + c];
-                        {
-                            x = SOFTCAP ? softcap_log2 * tanh_fast(x * softcap_inv_scale) : x * scale_log2;
-                            if (ALIBI && MASKED) x -= alibi_log2 * (float)abs(pi - c0 - col);
-                            if (ALIBI && !MASKED) x += alibi_log2 * (float)(2 * tq + col);
-                            if (MASKED && (col < lo || col > hi)) x = -INFINITY;
-                        }
+                        const float s_raw = acc_s[mt][nt][rh * 2 + c];
+                        float x = SOFTCAP ? softcap_log2 * tanh_fast(s_raw * softcap_inv_scale) : s_raw * scale_log2;
+                        if (ALIBI && MASKED) x -= alibi_log2 * (float)abs(pi - c0 - col);
+                        if (ALIBI && !MASKED) x += alibi_tile * (alibi_col0 + (float)col);
                         acc_s[mt][nt][rh * 2 + c] = x;
+                    }
+                }
+                // The mask and the max in a pass of their own: fused into the transform, the
+                // column compares are scheduled early and held in registers (spills at 64 keys).
+#pragma unroll
+                for (int nt = 0; nt < NTILES_S; ++nt) {
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        float& x = acc_s[mt][nt][rh * 2 + c];
+                        if (MASKED && (nt * 8 + c < lo || nt * 8 + c > hi)) x = -INFINITY;
                         mx = fmaxf(mx, x);
                     }
                 }
@@ -426,7 +434,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
 
         cp_async_wait<0>();  // V(t) has landed ...
         __syncthreads();     // ... everywhere; every warp is done with K(t)
-        if (s + 1 < visits) load_k(TileOrder{lim[4], lim[5], lim[6]}.at(s + 1));
+        if (s + 1 < visits) load_k(tile_at(s + 1));
 
         // ---- O += P V
 #pragma unroll
@@ -446,9 +454,9 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
 
     int s = 0;
 #pragma unroll 1
-    for (; s < order.clean; ++s) visit(std::false_type{}, s, TileOrder{lim[4], lim[5], lim[6]}.at(s));
+    for (; s < order.clean; ++s) visit(std::false_type{}, s, tile_at(s));
 #pragma unroll 1
-    for (; s < visits; ++s) visit(std::true_type{}, s, TileOrder{lim[4], lim[5], lim[6]}.at(s));
+    for (; s < visits; ++s) visit(std::true_type{}, s, tile_at(s));
 
     // ---- epilogue: normalise, stage O in this warp's Q rows, store 16 bytes at a time
     cp_async_wait<0>();  // no copy may still target sQ (matters when no tile was visited)

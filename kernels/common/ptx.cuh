@@ -172,6 +172,18 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 #endif
 }
 
+// mov.u32 %laneid: this thread's lane. Volatile, so the compiler reads it where it is written
+// and does not hoist it, or what is computed from it, out of a loop (see tile.cuh, fresh_zero).
+__device__ __forceinline__ unsigned laneid() {
+#ifdef AK_EMU
+    return (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31u;
+#else
+    unsigned r;
+    asm volatile("mov.u32 %0, %%laneid;\n" : "=r"(r));
+    return r;
+#endif
+}
+
 // ex2.approx.ftz.f32: 2^x, subnormal inputs and results flushed to (signed) zero.
 __device__ __forceinline__ float ex2_approx_ftz(float x) {
 #ifdef AK_EMU

@@ -215,6 +215,15 @@ __device__ __forceinline__ float tanh_fast(float x) {
     return 1.f - __fdividef(2.f, exp2_ftz(x * (2.f * kLog2e)) + 1.f);
 }
 
+// Loop-invariant values the compiler would hoist out of the key-tile loop and hold in registers
+// across both GEMMs (the 16 ALiBi column terms of a 64-key tile cost 16 registers and spilled):
+// a value made from fresh_zero() inside the loop is recomputed there instead. fresh_zero() is 0
+// (laneid >> 5), read by a volatile instruction the compiler can neither move nor fold.
+__device__ __forceinline__ unsigned fresh_zero() { return ptx::laneid() >> 5; }
+__device__ __forceinline__ float or_zero(float v, unsigned zero) {
+    return __int_as_float(__float_as_int(v) | (int)zero);
+}
+
 // Where the row max is still -inf (every score so far masked), subtract 0 instead, so that
 // exp2(-inf - m) = 0 rather than NaN.
 __device__ __forceinline__ float safe_max(float m) { return m == -INFINITY ? 0.f : m; }

@@ -190,22 +190,24 @@ pub mod attention {
         pub warps: usize,
         /// Keys per tile.
         pub block_n: usize,
+        /// Keys per tile of the softcap instances (their tanh constants cost the registers that
+        /// some 64- and 128-key tiles lack).
+        pub block_n_softcap: usize,
         /// `__launch_bounds__` minimum blocks per SM.
         pub min_blocks: u32,
     }
 
     pub const TILES: [Tile; 5] = [
-        // 128 x 64 tiles, 4 warps x 32 rows (36 KB)
-        Tile { d: 64, dv: 64, m_tiles: 2, warps: 4, block_n: 64, min_blocks: 2 },
-        // 128 x 32, 4 warps x 32 rows (51 KB; 64-key tiles need more than 255 registers, see
-        // benches/NOTES.md)
-        Tile { d: 128, dv: 128, m_tiles: 2, warps: 4, block_n: 32, min_blocks: 2 },
+        // 128 x 128, 4 warps x 32 rows (54 KB); softcap 128 x 64 (36 KB)
+        Tile { d: 64, dv: 64, m_tiles: 2, warps: 4, block_n: 128, block_n_softcap: 64, min_blocks: 2 },
+        // 128 x 64, 4 warps x 32 rows (68 KB)
+        Tile { d: 128, dv: 128, m_tiles: 2, warps: 4, block_n: 64, block_n_softcap: 64, min_blocks: 2 },
         // 128 x 32, 8 warps x 16 rows (99 KB)
-        Tile { d: 256, dv: 256, m_tiles: 1, warps: 8, block_n: 32, min_blocks: 1 },
-        // Dv = 2D, 128 x 32 (47 KB)
-        Tile { d: 64, dv: 128, m_tiles: 2, warps: 4, block_n: 32, min_blocks: 2 },
+        Tile { d: 256, dv: 256, m_tiles: 1, warps: 8, block_n: 32, block_n_softcap: 32, min_blocks: 1 },
+        // Dv = 2D, 128 x 64 (60 KB); softcap 128 x 32 (47 KB)
+        Tile { d: 64, dv: 128, m_tiles: 2, warps: 4, block_n: 64, block_n_softcap: 32, min_blocks: 2 },
         // Dv = 2D, 128 x 64, 8 warps x 16 rows (116 KB)
-        Tile { d: 128, dv: 256, m_tiles: 1, warps: 8, block_n: 64, min_blocks: 1 },
+        Tile { d: 128, dv: 256, m_tiles: 1, warps: 8, block_n: 64, block_n_softcap: 64, min_blocks: 1 },
     ];
     /// The score variants each tile is instantiated for: (ALiBi, softcap).
     pub const VARIANTS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
@@ -229,6 +231,10 @@ pub mod attention {
             let qs = if self.d > self.dv { self.d } else { self.dv } + 8;
             let (ks, vs) = (self.d + 8, self.dv + 8);
             2 * (self.block_m() * qs + self.block_n * ks + self.block_n * vs)
+        }
+        /// The tile of one score variant: `block_n_softcap` keys per tile under softcap.
+        pub const fn for_variant(&self, softcap: bool) -> Tile {
+            Tile { block_n: if softcap { self.block_n_softcap } else { self.block_n }, ..*self }
         }
         pub fn cfg(&self) -> String {
             format!("ak::attention::Cfg<{}, {}, {}, {}, {}>", self.d, self.dv, self.m_tiles, self.warps, self.block_n)
@@ -529,6 +535,7 @@ fn attention_module() -> Module {
     for t in TILES {
         for dtype in DTYPES {
             for (alibi, softcap) in VARIANTS {
+                let t = t.for_variant(softcap);
                 let mut name = vec![dtype.suffix().to_string(), format!("d{}", t.d)];
                 if t.dv != t.d {
                     name.push(format!("dv{}", t.dv));
