@@ -27,9 +27,6 @@
 
 namespace ak::attention {
 
-// How far (base 2) the running row max may lag the true one before O and l are rescaled.
-constexpr float RESCALE_SLACK = 8.f;
-
 // Tile shape per (D, Dv).
 template <int D_, int DV_, int MT_, int NWARPS_, int BN_>
 struct Cfg {

@@ -196,6 +196,10 @@ __device__ __forceinline__ float warp_sum(float x) {
 constexpr float kLog2e = 1.4426950408889634f;  // log2(e): natural-log scores -> base-2 units
 constexpr float kLn2 = 0.6931471805599453f;    // ln(2): base-2 statistics -> natural-log lse
 
+// How far (base 2) a running row max may lag the true one before O and l are rescaled: scores
+// then exponentiate to at most 2^8, far inside f32, f16 and bf16 range.
+constexpr float RESCALE_SLACK = 8.f;
+
 // Running statistics of one softmax row in base-2 units: max `m` (-inf until a finite score
 // arrives) and the sum `l` of exp2(x - m) (this lane's share until reduced).
 struct SoftmaxRow {
