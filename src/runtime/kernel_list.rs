@@ -53,7 +53,8 @@ impl Dt {
     }
 }
 
-/// The conformance probes of `kernels/probe/collectives.cu` (one instruction family each).
+/// The conformance probes of `kernels/probe/collectives.cu` and, for the Hopper (sm_90a)
+/// instructions, `kernels/probe/hopper.cu` (one instruction family each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProbeKernel {
     Mma,
@@ -64,10 +65,14 @@ pub enum ProbeKernel {
     Ex2,
     Cvt,
     Misbehave,
+    Mbarrier,
+    Wgmma,
+    HopperMisc,
+    HopperMisbehave,
 }
 
 impl ProbeKernel {
-    pub const ALL: [ProbeKernel; 8] = [
+    pub const ALL: [ProbeKernel; 12] = [
         ProbeKernel::Mma,
         ProbeKernel::Ldmatrix,
         ProbeKernel::Shfl,
@@ -76,6 +81,10 @@ impl ProbeKernel {
         ProbeKernel::Ex2,
         ProbeKernel::Cvt,
         ProbeKernel::Misbehave,
+        ProbeKernel::Mbarrier,
+        ProbeKernel::Wgmma,
+        ProbeKernel::HopperMisc,
+        ProbeKernel::HopperMisbehave,
     ];
     /// The name part and the body's name in `ak::probe`.
     pub const fn stem(self) -> &'static str {
@@ -88,6 +97,19 @@ impl ProbeKernel {
             ProbeKernel::Ex2 => "ex2",
             ProbeKernel::Cvt => "cvt",
             ProbeKernel::Misbehave => "misbehave",
+            ProbeKernel::Mbarrier => "mbarrier",
+            ProbeKernel::Wgmma => "wgmma",
+            ProbeKernel::HopperMisc => "hopper_misc",
+            ProbeKernel::HopperMisbehave => "hopper_misbehave",
+        }
+    }
+    /// The source file that defines the probe.
+    pub const fn source(self) -> &'static str {
+        match self {
+            ProbeKernel::Mbarrier | ProbeKernel::Wgmma | ProbeKernel::HopperMisc | ProbeKernel::HopperMisbehave => {
+                probe::HOPPER_SOURCE
+            }
+            _ => probe::SOURCE,
         }
     }
 }
@@ -435,6 +457,8 @@ pub mod rope {
 /// Conformance probes: `kernels/probe/collectives.cu`.
 pub mod probe {
     pub const SOURCE: &str = "kernels/probe/collectives.cu";
+    /// The Hopper (sm_90a) probes.
+    pub const HOPPER_SOURCE: &str = "kernels/probe/hopper.cu";
 }
 
 // ========================================================================= the instances
@@ -914,12 +938,13 @@ fn rope_module() -> Module {
     }
 }
 
-fn probe_module() -> Module {
+fn probe_module(source: &'static str) -> Module {
     Module {
-        source: probe::SOURCE,
+        source,
         asserts: Vec::new(),
         instances: ProbeKernel::ALL
             .into_iter()
+            .filter(|k| k.source() == source)
             .map(|k| Instance {
                 key: Key::Probe(k),
                 name: entry_name(&["probe", k.stem()]),
@@ -944,7 +969,8 @@ pub fn modules() -> Vec<Module> {
     m.extend(decode_modules());
     m.extend(diff_attention_modules());
     m.extend(linear_modules());
-    m.push(probe_module());
+    m.push(probe_module(probe::SOURCE));
+    m.push(probe_module(probe::HOPPER_SOURCE));
     m.push(rope_module());
     m
 }
