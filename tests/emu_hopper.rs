@@ -11,7 +11,9 @@
 //! capability 9.x the tests print why they skip. The checker tests (misuse on purpose) and the
 //! compute-capability gate are for the emulated device only.
 
-use attn_kernels::runtime::probe::{self, HopperMisbehave, MbarOp, WgmmaA, WgmmaCall, LDMATRIX_ROWS, NOT_A_MEMBER, WGMMA_NS};
+use attn_kernels::runtime::probe::{
+    self, HopperMisbehave, MbarOp, TmaCall, TmaSwizzle, WgmmaA, WgmmaCall, LDMATRIX_ROWS, NOT_A_MEMBER, WGMMA_NS,
+};
 use attn_kernels::{DType, Gpu};
 use attn_kernels_harness::bench::gpu_for_test;
 use attn_kernels_harness::check::Rng;
@@ -527,6 +529,138 @@ fn named_barriers_and_setmaxnreg() {
     for t in 0..256 {
         let from = if t < 128 { t + 128 } else { t - 128 };
         assert_eq!(got[t], values[from], "thread {t} reads what thread {from} wrote; seed {}", rng.seed);
+    }
+}
+
+// ============================================================================ TMA
+
+/// The box a tiled tensor copy writes to shared memory (PTX ISA "Tensor copy" / "Tensor Access
+/// Modes: tile", the driver's cuTensorMapEncodeTiled documentation): the box's elements in order,
+/// dimension 0 innermost, element j taken at coordinates c_i + j_i * elementStrides_i (no stride
+/// in dimension 0), zero where any coordinate is outside [0, dims_i); packed densely from the
+/// (1024-byte aligned) destination, then each byte address's 16-byte chunk index XORed with its
+/// address bits from 7 up (1, 2, 3 bits for the 32B, 64B, 128B swizzle spans).
+fn tma_model(c: &TmaCall) -> Vec<u8> {
+    let esize = match c.dtype {
+        DType::F32 => 4,
+        _ => 2,
+    };
+    let rank = c.dims.len();
+    let n: Vec<usize> = (0..rank)
+        .map(|i| if i == 0 { c.box_dim[0] as usize } else { (c.box_dim[i] as usize).div_ceil(c.element_strides[i] as usize) })
+        .collect();
+    let total: usize = n.iter().product();
+    let span = match c.swizzle {
+        TmaSwizzle::None => 0,
+        TmaSwizzle::B32 => 32,
+        TmaSwizzle::B64 => 64,
+        TmaSwizzle::B128 => 128,
+    };
+    let mut out = vec![0u8; total * esize];
+    for e in 0..total {
+        let mut r = e;
+        let mut offset = Some(0i64);
+        for i in 0..rank {
+            let j = (r % n[i]) as i64;
+            r /= n[i];
+            let g = c.coords[i] as i64 + j * if i == 0 { 1 } else { c.element_strides[i] as i64 };
+            if g < 0 || g >= c.dims[i] as i64 {
+                offset = None;
+            } else if let Some(o) = offset.as_mut() {
+                *o += g * if i == 0 { esize as i64 } else { c.strides[i - 1] as i64 };
+            }
+        }
+        let mut addr = e * esize;
+        if span > 0 {
+            addr ^= ((addr >> 7) & (span / 16 - 1)) << 4;
+        }
+        if let Some(o) = offset {
+            out[addr..addr + esize].copy_from_slice(&c.data[o as usize..o as usize + esize]);
+        }
+    }
+    out
+}
+
+#[test]
+fn tma_tiles_with_bounds_strides_and_swizzles() {
+    let Some(dut) = device("tma_tiles_with_bounds_strides_and_swizzles") else { return };
+    let mut rng = Rng::from_time();
+    let mut bytes = |n: usize| -> Vec<u8> { (0..n).map(|_| 1 + rng.below(255) as u8).collect() };
+    let cases = [
+        // 2D bf16, padded rows (224 bytes for 96 elements), 128B swizzle, partly past both ends.
+        TmaCall {
+            dtype: DType::BF16,
+            dims: vec![96, 40],
+            strides: vec![224],
+            box_dim: vec![64, 16],
+            element_strides: vec![1, 1],
+            swizzle: TmaSwizzle::B128,
+            coords: vec![48, 30],
+            data: bytes(224 * 40),
+        },
+        // The same box before both starts.
+        TmaCall {
+            dtype: DType::BF16,
+            dims: vec![96, 40],
+            strides: vec![224],
+            box_dim: vec![64, 16],
+            element_strides: vec![1, 1],
+            swizzle: TmaSwizzle::B128,
+            coords: vec![-8, -4],
+            data: bytes(224 * 40),
+        },
+        // 3D f32, no swizzle, element stride 2 in dimension 1, a negative coordinate.
+        TmaCall {
+            dtype: DType::F32,
+            dims: vec![20, 9, 5],
+            strides: vec![80, 720],
+            box_dim: vec![8, 4, 3],
+            element_strides: vec![1, 2, 1],
+            swizzle: TmaSwizzle::None,
+            coords: vec![16, 3, -1],
+            data: bytes(720 * 5),
+        },
+        // 5D f16, 32B swizzle.
+        TmaCall {
+            dtype: DType::F16,
+            dims: vec![16, 3, 2, 2, 3],
+            strides: vec![32, 96, 192, 384],
+            box_dim: vec![16, 2, 2, 1, 2],
+            element_strides: vec![1, 1, 1, 1, 1],
+            swizzle: TmaSwizzle::B32,
+            coords: vec![0, 2, 1, 1, 2],
+            data: bytes(384 * 3),
+        },
+        // 1D f32, 64B swizzle, past the end.
+        TmaCall {
+            dtype: DType::F32,
+            dims: vec![40],
+            strides: vec![],
+            box_dim: vec![16],
+            element_strides: vec![1],
+            swizzle: TmaSwizzle::B64,
+            coords: vec![30],
+            data: bytes(160),
+        },
+        // 4D bf16, 64B swizzle, inside.
+        TmaCall {
+            dtype: DType::BF16,
+            dims: vec![32, 4, 3, 2],
+            strides: vec![64, 256, 768],
+            box_dim: vec![32, 4, 2, 2],
+            element_strides: vec![1, 1, 1, 1],
+            swizzle: TmaSwizzle::B64,
+            coords: vec![0, 0, 1, 0],
+            data: bytes(768 * 2),
+        },
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let got = probe::tma_load(&dut.gpu, c).unwrap_or_else(|e| panic!("case {i} seed {}: {e}", rng.seed));
+        let want = tma_model(c);
+        assert_eq!(got.len(), want.len(), "case {i}");
+        if let Some(b) = (0..want.len()).find(|&b| got[b] != want[b]) {
+            panic!("case {i} ({c:?}) seed {}: shared byte {b} is {}, the model gives {}", rng.seed, got[b], want[b]);
+        }
     }
 }
 

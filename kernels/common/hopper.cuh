@@ -151,6 +151,40 @@ __device__ __forceinline__ int mbar_test_wait(uint32_t addr, uint64_t state) {
 #endif
 }
 
+// ------------------------------------------------------------------ TMA (tensor copies)
+
+// cp.async.bulk.tensor.{RANK}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes: the box
+// of the tensor map `tmap` (a CUtensorMap in global, constant or parameter memory, from
+// cuTensorMapEncodeTiled) at element coordinates `c` (innermost first, may be negative or past
+// the end: those elements are zero-filled) lands at shared address `dst` (128-byte aligned), in
+// box order with the map's swizzle, then complete_tx of the box's bytes on the mbarrier `mbar`.
+template <int RANK>
+__device__ __forceinline__ void tma_load(uint32_t dst, const void* tmap, const int (&c)[RANK], uint32_t mbar) {
+    static_assert(RANK >= 1 && RANK <= 5, "tensor copies have 1 to 5 dimensions");
+#ifdef AK_EMU
+    ak_emu_tma_load(RANK, dst, tmap, c, mbar);
+#elif AK_SM90_ASM
+    if constexpr (RANK == 1)
+        asm volatile("cp.async.bulk.tensor.1d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2}], [%3];\n"
+                     ::"r"(dst), "l"(tmap), "r"(c[0]), "r"(mbar) : "memory");
+    else if constexpr (RANK == 2)
+        asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
+                     ::"r"(dst), "l"(tmap), "r"(c[0]), "r"(c[1]), "r"(mbar) : "memory");
+    else if constexpr (RANK == 3)
+        asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
+                     ::"r"(dst), "l"(tmap), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(mbar) : "memory");
+    else if constexpr (RANK == 4)
+        asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n"
+                     ::"r"(dst), "l"(tmap), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]), "r"(mbar) : "memory");
+    else
+        asm volatile("cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n"
+                     ::"r"(dst), "l"(tmap), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]), "r"(c[4]), "r"(mbar) : "memory");
+#else
+    (void)dst, (void)tmap, (void)c, (void)mbar;
+    __trap();
+#endif
+}
+
 // ------------------------------------------------------------------ wgmma
 
 // Matrix descriptor ("Matrix Descriptor Format"): start address, leading and stride dimension

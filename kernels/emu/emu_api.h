@@ -87,6 +87,11 @@ void ak_emu_setmaxnreg(int inc, unsigned n);
 // stmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16 [addr], regs[0..num)
 void ak_emu_stmatrix(int num, int trans, uint32_t addr, const uint32_t* regs);
 
+// cp.async.bulk.tensor.{rank}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes
+// [dst], [tmap, coords], [mbar]: the box at `coords` of the tensor map (made by the emulated
+// cuTensorMapEncodeTiled) lands in shared memory, then complete_tx of its bytes on the mbarrier.
+void ak_emu_tma_load(int rank, uint32_t dst, const void* tmap, const int* coords, uint32_t mbar);
+
 // Registration of a kernel entry point (generated per module by build.rs).
 typedef void (*ak_emu_trampoline)(void** args);
 void ak_emu_register_kernel(const char* module, const char* name, ak_emu_trampoline fn);

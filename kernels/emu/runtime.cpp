@@ -2316,4 +2316,73 @@ AK_NOINLINE void ak_emu_stmatrix(int num, int trans, uint32_t addr, const uint32
     collective(t, C_STMATRIX, 0xffffffffu, num | (trans ? 8 : 0), pc);
 }
 
+
+// "cp.async.bulk.tensor" (tile mode, CTA-local destination, an mbarrier for completion): the box
+// lands when the copy is issued, stamped as the issuing thread's writes, which its complete_tx
+// releases to the threads that then see the phase complete (so reading the box without waiting
+// on the mbarrier is a racecheck finding).
+AK_NOINLINE void ak_emu_tma_load(int rank, uint32_t dst, const void* tmap, const int* coords, uint32_t mbar) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    hopper_gate("cp.async.bulk.tensor", pc);
+    uint64_t w[16];
+    if (!mem_valid((uintptr_t)tmap, sizeof w) && !in_module((uintptr_t)tmap) &&
+        (uintptr_t)tmap - (uintptr_t)t.stack.lo >= t.stack.size)
+        fatal("memcheck", fmt("cp.async.bulk.tensor: tensor map at %p is in no device allocation or kernel parameter", tmap), pc);
+    memcpy(w, tmap, sizeof w);
+    TensorMap m;
+    if (!tensor_map_decode(w, m))
+        fatal("memcheck", fmt("cp.async.bulk.tensor: %p holds no tensor map made by cuTensorMapEncodeTiled", tmap), pc);
+    if ((int)m.rank != rank)
+        fatal("synccheck", fmt("cp.async.bulk.tensor.%dd with a tensor map of rank %u", rank, m.rank), pc);
+    if (dst % 128) fatal("memcheck", fmt("cp.async.bulk.tensor destination 0x%x is not 128-byte aligned", dst), pc);
+    const uint32_t span = m.swizzle == 1 ? 32 : m.swizzle == 2 ? 64 : m.swizzle == 3 ? 128 : 0;
+    if (span && m.box[0] * m.esize != span)
+        fatal("synccheck",
+              fmt("cp.async.bulk.tensor: a box row of %u bytes under the %u-byte swizzle; the emulated device models rows "
+                  "of exactly the swizzle span", m.box[0] * m.esize, span),
+              pc);
+    MBarrier& bar = mbar_at(b, mbar, "cp.async.bulk.tensor (its mbarrier)", pc);
+    (void)bar;
+    uint32_t n[5] = {1, 1, 1, 1, 1};
+    uint64_t total = 1;
+    for (int i = 0; i < rank; ++i) {
+        n[i] = (m.box[i] + m.estride[i] - 1) / m.estride[i];
+        total *= n[i];
+    }
+    const uint64_t bytes = total * m.esize;
+    shared_bounds(b, dst, (uint32_t)bytes, true, pc);
+    uint64_t idx[5] = {0, 0, 0, 0, 0};
+    uint8_t zero[8] = {};
+    for (uint64_t e = 0; e < total; ++e) {
+        uint64_t r = e;
+        bool in = true;
+        uint64_t gaddr = m.addr;
+        for (int i = 0; i < rank; ++i) {
+            idx[i] = r % n[i];
+            r /= n[i];
+            const int64_t g = (int64_t)coords[i] + (int64_t)idx[i] * m.estride[i];
+            if (g < 0 || (uint64_t)g >= m.dims[i]) in = false;
+            else gaddr += (uint64_t)g * m.strides[i];
+        }
+        uint32_t a = dst + (uint32_t)(e * m.esize);
+        if (span) a ^= ((a >> 7) & (span / 16 - 1)) << 4;
+        const uint8_t* src = zero;
+        if (in) {
+            if (config().checks) global_access(b, (uintptr_t)gaddr, m.esize, false, pc);
+            else if (!mem_valid((uintptr_t)gaddr, m.esize))
+                fatal("memcheck", fmt("cp.async.bulk.tensor reads %#lx, outside every device allocation", (unsigned long)gaddr), pc);
+            src = (const uint8_t*)(uintptr_t)gaddr;
+        }
+        if (config().checks) shared_write(b, t, a, m.esize, pc, true);
+        memcpy(b.arena + a, src, m.esize);
+    }
+    MBarrier& mb = mbar_at(b, mbar, "cp.async.bulk.tensor (its mbarrier)", pc);
+    mbar_tx(b, mbar, mb, -(int64_t)bytes, "cp.async.bulk.tensor complete_tx", pc);
+    vc_release(b, t, mb.acc);
+    mbar_maybe_complete(b, mbar, mb);
+    maybe_preempt(t);
+}
+
 }  // extern "C"

@@ -198,6 +198,38 @@ __device__ __forceinline__ void hopper_misc(const AkProbeParams& p) {
     }
 }
 
+// cp.async.bulk.tensor (TMA) through a tensor map, one block of 128 threads. in: the 128-byte
+// CUtensorMap, then at word 32 {rank, c0..c4, box bytes}; dynamic shared memory box bytes + 1024
+// (the box lands at a 1024-byte aligned address). Thread 0 initialises an mbarrier, arrives with
+// expect_tx(box bytes) and issues the copy; every thread waits for phase 0 and copies the box
+// bytes to out.
+__device__ __forceinline__ void tma(const AkProbeParams& p) {
+    AK_SHARED(uint64_t, bar, [1]);
+    AK_DYNAMIC_SHARED(uint8_t, smem);
+    uint8_t* box = smem + ((1024 - (ak::ptx::smem_addr(smem) & 1023)) & 1023);
+    const uint32_t* in = static_cast<const uint32_t*>(p.in);
+    const uint32_t* hdr = in + 32;
+    const int rank = (int)hdr[0];
+    const uint32_t bytes = hdr[6];
+    const uint32_t mbar = ak::ptx::smem_addr(&bar[0]), dst = ak::ptx::smem_addr(box);
+    if (threadIdx.x == 0) ak::hopper::mbar_init(mbar, 1);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        ak::hopper::mbar_arrive_expect_tx(mbar, bytes);
+        const int c[5] = {(int)hdr[1], (int)hdr[2], (int)hdr[3], (int)hdr[4], (int)hdr[5]};
+        switch (rank) {
+            case 1: { const int k[1] = {c[0]}; ak::hopper::tma_load<1>(dst, in, k, mbar); } break;
+            case 2: { const int k[2] = {c[0], c[1]}; ak::hopper::tma_load<2>(dst, in, k, mbar); } break;
+            case 3: { const int k[3] = {c[0], c[1], c[2]}; ak::hopper::tma_load<3>(dst, in, k, mbar); } break;
+            case 4: { const int k[4] = {c[0], c[1], c[2], c[3]}; ak::hopper::tma_load<4>(dst, in, k, mbar); } break;
+            default: ak::hopper::tma_load<5>(dst, in, c, mbar); break;
+        }
+    }
+    ak::hopper::mbar_wait_parity(mbar, 0);
+    uint32_t* out = static_cast<uint32_t*>(p.out);
+    for (uint32_t i = threadIdx.x; i < bytes / 4; i += blockDim.x) out[i] = reinterpret_cast<const uint32_t*>(box)[i];
+}
+
 // Kernels that misuse the Hopper instructions on purpose, for the emulated device's checkers.
 // in: 2048 bytes of zeros (an operand image); out: 128 words. 128 threads unless noted.
 // 0: try_wait on an mbarrier no thread initialised; 1: an mbarrier phase that can never

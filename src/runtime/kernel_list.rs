@@ -69,10 +69,11 @@ pub enum ProbeKernel {
     Wgmma,
     HopperMisc,
     HopperMisbehave,
+    Tma,
 }
 
 impl ProbeKernel {
-    pub const ALL: [ProbeKernel; 12] = [
+    pub const ALL: [ProbeKernel; 13] = [
         ProbeKernel::Mma,
         ProbeKernel::Ldmatrix,
         ProbeKernel::Shfl,
@@ -85,6 +86,7 @@ impl ProbeKernel {
         ProbeKernel::Wgmma,
         ProbeKernel::HopperMisc,
         ProbeKernel::HopperMisbehave,
+        ProbeKernel::Tma,
     ];
     /// The name part and the body's name in `ak::probe`.
     pub const fn stem(self) -> &'static str {
@@ -101,12 +103,17 @@ impl ProbeKernel {
             ProbeKernel::Wgmma => "wgmma",
             ProbeKernel::HopperMisc => "hopper_misc",
             ProbeKernel::HopperMisbehave => "hopper_misbehave",
+            ProbeKernel::Tma => "tma",
         }
     }
     /// The source file that defines the probe.
     pub const fn source(self) -> &'static str {
         match self {
-            ProbeKernel::Mbarrier | ProbeKernel::Wgmma | ProbeKernel::HopperMisc | ProbeKernel::HopperMisbehave => {
+            ProbeKernel::Mbarrier
+            | ProbeKernel::Wgmma
+            | ProbeKernel::HopperMisc
+            | ProbeKernel::HopperMisbehave
+            | ProbeKernel::Tma => {
                 probe::HOPPER_SOURCE
             }
             _ => probe::SOURCE,

@@ -453,3 +453,118 @@ pub fn hopper_misbehave(gpu: &Gpu, kind: HopperMisbehave) -> Result<()> {
     run_smem(gpu, ProbeKernel::HopperMisbehave, &zeros, 128, (1, 128), 2048 + 1024, ProbeArgs { mode: kind as i32, n: 0, mask: !0, width: 32 })
         .map(|_| ())
 }
+
+/// Swizzle of a tensor map (`CUtensorMapSwizzle`): none, or 16-byte chunks within 32, 64 or 128
+/// bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmaSwizzle {
+    /// `CU_TENSOR_MAP_SWIZZLE_NONE`
+    None,
+    /// `CU_TENSOR_MAP_SWIZZLE_32B`
+    B32,
+    /// `CU_TENSOR_MAP_SWIZZLE_64B`
+    B64,
+    /// `CU_TENSOR_MAP_SWIZZLE_128B`
+    B128,
+}
+
+/// A tiled tensor copy (`cp.async.bulk.tensor.{rank}d ... .tile.mbarrier::complete_tx::bytes`)
+/// through a tensor map made by `cuTensorMapEncodeTiled` over `data`.
+#[derive(Debug, Clone)]
+pub struct TmaCall {
+    /// Element type: F32, F16 or BF16.
+    pub dtype: DType,
+    /// Elements per dimension, innermost first (rank 1..=5).
+    pub dims: Vec<u64>,
+    /// Bytes between steps of dimensions 1.. (rank - 1 values, multiples of 16).
+    pub strides: Vec<u64>,
+    /// The box, elements per dimension.
+    pub box_dim: Vec<u32>,
+    /// Traversal strides per dimension (the first is ignored).
+    pub element_strides: Vec<u32>,
+    /// Shared-memory swizzle of the box.
+    pub swizzle: TmaSwizzle,
+    /// Element coordinates of the box's first element (may be negative or past the end).
+    pub coords: Vec<i32>,
+    /// The tensor's bytes (from the tensor's start).
+    pub data: Vec<u8>,
+}
+
+/// Run a [`TmaCall`] (one block of 128 threads; the box lands at a 1024-byte aligned shared
+/// address) and return the box's bytes as they are in shared memory.
+pub fn tma_load(gpu: &Gpu, call: &TmaCall) -> Result<Vec<u8>> {
+    use cudarc::driver::sys;
+    let rank = call.dims.len();
+    if !(1..=5).contains(&rank)
+        || call.strides.len() + 1 != rank
+        || call.box_dim.len() != rank
+        || call.element_strides.len() != rank
+        || call.coords.len() != rank
+    {
+        return Err(Error::invalid("call", format!("rank {rank} with mismatched strides, box, element strides or coords")));
+    }
+    let (dt, esize) = match call.dtype {
+        DType::F32 => (sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4u64),
+        DType::F16 => (sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2),
+        DType::BF16 => (sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2),
+        other => return Err(Error::unsupported("dtype", format!("the TMA probe takes f32, f16 or bf16, not {other}"))),
+    };
+    let elems: u64 = call
+        .box_dim
+        .iter()
+        .zip(&call.element_strides)
+        .enumerate()
+        .map(|(i, (&b, &s))| if i == 0 { b as u64 } else { (b as u64).div_ceil(s.max(1) as u64) })
+        .product();
+    let bytes = elems * esize;
+    if bytes == 0 || bytes % 4 != 0 || bytes > 200 * 1024 {
+        return Err(Error::invalid("box_dim", format!("a box of {bytes} bytes; the probe takes 4..=200 KiB in words")));
+    }
+    let mut words: Vec<i32> = call.data.chunks(4).map(|c| {
+        let mut w = [0u8; 4];
+        w[..c.len()].copy_from_slice(c);
+        i32::from_le_bytes(w)
+    }).collect();
+    if words.is_empty() {
+        words.push(0);
+    }
+    let data = gpu.upload_i32(&words)?;
+    let swizzle = match call.swizzle {
+        TmaSwizzle::None => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+        TmaSwizzle::B32 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+        TmaSwizzle::B64 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+        TmaSwizzle::B128 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+    };
+    let mut map = sys::CUtensorMap { opaque: [0; 16] };
+    // SAFETY: every array pointer is valid for `rank` elements (`strides` for rank - 1, checked
+    // above), `map` is a live, 64-byte aligned CUtensorMap (the type's alignment), and the
+    // global address is a live device allocation of this device that outlives the launch below;
+    // the driver only reads the arrays and writes `map`.
+    let r = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut map,
+            dt,
+            rank as u32,
+            data.kernel_ptr() as *mut std::ffi::c_void,
+            call.dims.as_ptr(),
+            call.strides.as_ptr(),
+            call.box_dim.as_ptr(),
+            call.element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            swizzle,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_NONE,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    if r != sys::CUresult::CUDA_SUCCESS {
+        return Err(super::cuda_err("cuTensorMapEncodeTiled", cudarc::driver::DriverError(r)));
+    }
+    let mut input: Vec<u32> = map.opaque.iter().flat_map(|w| [*w as u32, (*w >> 32) as u32]).collect();
+    input.push(rank as u32);
+    input.extend((0..5).map(|i| call.coords.get(i).copied().unwrap_or(0) as u32));
+    input.push(bytes as u32);
+    let out_words = (bytes / 4) as usize;
+    let got = run_smem(gpu, ProbeKernel::Tma, &input, out_words, (1, 128), bytes as u32 + 1024, ProbeArgs { mode: 0, n: 0, mask: !0, width: 32 })?;
+    drop(data);
+    Ok(got.iter().flat_map(|w| w.to_le_bytes()).collect())
+}
