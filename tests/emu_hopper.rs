@@ -692,6 +692,25 @@ fn hopper_checkers_catch_misuse() {
         }
     }
     probe::hopper_misbehave(&dut.gpu, HopperMisbehave::Correct).expect("the correct wgmma sequence runs clean");
+    // A tensor copy's box read with no wait on its mbarrier (a __syncthreads is no substitute).
+    let call = TmaCall {
+        dtype: DType::F32,
+        dims: vec![64, 8],
+        strides: vec![256],
+        box_dim: vec![16, 8],
+        element_strides: vec![1, 1],
+        swizzle: TmaSwizzle::None,
+        coords: vec![0, 0],
+        data: vec![1; 256 * 8],
+    };
+    match probe::tma_read_without_wait(&dut.gpu, &call) {
+        Ok(_) => panic!("a TMA box read without waiting on its mbarrier: racecheck should have fired"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("racecheck") && e.contains("not been waited for"), "expected a racecheck finding, got: {e}");
+        }
+    }
+    probe::tma_load(&dut.gpu, &call).expect("the same copy waited for runs clean");
 }
 
 /// Hopper instructions on a device presenting compute capability 8.0 are an archcheck finding.

@@ -459,6 +459,8 @@ struct MBarrier {
     uint32_t expected = 0, pending = 0, phase = 0;
     int32_t tx = 0;
     std::vector<uint32_t> acc, done;
+    // Shared bytes tensor copies completing on this phase wrote: `pending` until it completes.
+    std::vector<std::pair<uint32_t, uint32_t>> async_bytes;
 };
 
 // bar.sync / bar.arrive id, count for id 1..15 (id 0 with every thread is __syncthreads).
@@ -732,8 +734,9 @@ static void shared_read(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t
     }
     if (pending)
         add_finding("racecheck",
-                    fmt("read of %u bytes at shared address 0x%x whose cp.async has not been waited for (no covering "
-                        "cp.async.wait_group yet)", n, off),
+                    fmt("read of %u bytes at shared address 0x%x whose asynchronous copy has not been waited for (no "
+                        "covering cp.async.wait_group, or the mbarrier phase of a cp.async.bulk.tensor not complete)",
+                        n, off),
                     pc);
     if (race_tid >= 0)
         add_finding("racecheck",
@@ -1340,6 +1343,9 @@ static void mbar_maybe_complete(Block& b, uint32_t addr, MBarrier& m) {
     if (m.pending != 0 || m.tx != 0) return;
     m.phase++;
     m.pending = m.expected;
+    for (auto& r : m.async_bytes)
+        for (uint32_t i = 0; i < r.second; ++i) b.w->shadow[r.first + i].pending = 0;
+    m.async_bytes.clear();
     m.done = m.acc;
     std::fill(m.acc.begin(), m.acc.end(), 0);
     for (int i = 0; i < b.nthreads; ++i) {
@@ -1735,6 +1741,9 @@ static void run_block(LaunchState& L, ak_emu_dim3 bidx) {
     }
     for (auto& st : b.wgs)
         if (!st.live.empty()) w.wg_dirty = true;
+    for (auto& kv : b.mbars)  // tensor copies whose phase never completed
+        for (auto& r : kv.second.async_bytes)
+            for (uint32_t i = 0; i < r.second; ++i) w.shadow[r.first + i].pending = 0;
     tl_block = nullptr;
     tl_thread = nullptr;
 }
@@ -2344,7 +2353,6 @@ AK_NOINLINE void ak_emu_tma_load(int rank, uint32_t dst, const void* tmap, const
                   "of exactly the swizzle span", m.box[0] * m.esize, span),
               pc);
     MBarrier& bar = mbar_at(b, mbar, "cp.async.bulk.tensor (its mbarrier)", pc);
-    (void)bar;
     uint32_t n[5] = {1, 1, 1, 1, 1};
     uint64_t total = 1;
     for (int i = 0; i < rank; ++i) {
@@ -2377,6 +2385,9 @@ AK_NOINLINE void ak_emu_tma_load(int rank, uint32_t dst, const void* tmap, const
         }
         if (config().checks) shared_write(b, t, a, m.esize, pc, true);
         memcpy(b.arena + a, src, m.esize);
+        // Not visible to anyone until the mbarrier phase completes (racecheck until then).
+        for (uint32_t i = 0; i < m.esize; ++i) b.w->shadow[a + i].pending = 1;
+        bar.async_bytes.emplace_back(a, m.esize);
     }
     MBarrier& mb = mbar_at(b, mbar, "cp.async.bulk.tensor (its mbarrier)", pc);
     mbar_tx(b, mbar, mb, -(int64_t)bytes, "cp.async.bulk.tensor complete_tx", pc);

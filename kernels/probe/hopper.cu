@@ -202,7 +202,8 @@ __device__ __forceinline__ void hopper_misc(const AkProbeParams& p) {
 // CUtensorMap, then at word 32 {rank, c0..c4, box bytes}; dynamic shared memory box bytes + 1024
 // (the box lands at a 1024-byte aligned address). Thread 0 initialises an mbarrier, arrives with
 // expect_tx(box bytes) and issues the copy; every thread waits for phase 0 and copies the box
-// bytes to out.
+// bytes to out. mode 1 (misuse, for racecheck): thread 0 issues the copy without arriving (the
+// phase never completes), then after a __syncthreads every thread reads the box without waiting.
 __device__ __forceinline__ void tma(const AkProbeParams& p) {
     AK_SHARED(uint64_t, bar, [1]);
     AK_DYNAMIC_SHARED(uint8_t, smem);
@@ -215,7 +216,8 @@ __device__ __forceinline__ void tma(const AkProbeParams& p) {
     if (threadIdx.x == 0) ak::hopper::mbar_init(mbar, 1);
     __syncthreads();
     if (threadIdx.x == 0) {
-        ak::hopper::mbar_arrive_expect_tx(mbar, bytes);
+        if (p.mode == 0) ak::hopper::mbar_arrive_expect_tx(mbar, bytes);
+        else ak::hopper::mbar_expect_tx(mbar, bytes);
         const int c[5] = {(int)hdr[1], (int)hdr[2], (int)hdr[3], (int)hdr[4], (int)hdr[5]};
         switch (rank) {
             case 1: { const int k[1] = {c[0]}; ak::hopper::tma_load<1>(dst, in, k, mbar); } break;
@@ -225,7 +227,8 @@ __device__ __forceinline__ void tma(const AkProbeParams& p) {
             default: ak::hopper::tma_load<5>(dst, in, c, mbar); break;
         }
     }
-    ak::hopper::mbar_wait_parity(mbar, 0);
+    if (p.mode == 0) ak::hopper::mbar_wait_parity(mbar, 0);
+    else __syncthreads();
     uint32_t* out = static_cast<uint32_t*>(p.out);
     for (uint32_t i = threadIdx.x; i < bytes / 4; i += blockDim.x) out[i] = reinterpret_cast<const uint32_t*>(box)[i];
 }

@@ -493,6 +493,17 @@ pub struct TmaCall {
 /// Run a [`TmaCall`] (one block of 128 threads; the box lands at a 1024-byte aligned shared
 /// address) and return the box's bytes as they are in shared memory.
 pub fn tma_load(gpu: &Gpu, call: &TmaCall) -> Result<Vec<u8>> {
+    tma_run(gpu, call, 0)
+}
+
+/// [`tma_load`] misused on purpose (for the emulated device's racecheck): the copy is issued
+/// but its mbarrier phase never completes, and every thread reads the box after a
+/// `__syncthreads` without waiting on the mbarrier.
+pub fn tma_read_without_wait(gpu: &Gpu, call: &TmaCall) -> Result<Vec<u8>> {
+    tma_run(gpu, call, 1)
+}
+
+fn tma_run(gpu: &Gpu, call: &TmaCall, mode: i32) -> Result<Vec<u8>> {
     use cudarc::driver::sys;
     let rank = call.dims.len();
     if !(1..=5).contains(&rank)
@@ -564,7 +575,7 @@ pub fn tma_load(gpu: &Gpu, call: &TmaCall) -> Result<Vec<u8>> {
     input.extend((0..5).map(|i| call.coords.get(i).copied().unwrap_or(0) as u32));
     input.push(bytes as u32);
     let out_words = (bytes / 4) as usize;
-    let got = run_smem(gpu, ProbeKernel::Tma, &input, out_words, (1, 128), bytes as u32 + 1024, ProbeArgs { mode: 0, n: 0, mask: !0, width: 32 })?;
+    let got = run_smem(gpu, ProbeKernel::Tma, &input, out_words, (1, 128), bytes as u32 + 1024, ProbeArgs { mode, n: 0, mask: !0, width: 32 })?;
     drop(data);
     Ok(got.iter().flat_map(|w| w.to_le_bytes()).collect())
 }
