@@ -729,4 +729,69 @@ __attribute__((visibility("default"))) CUresult CUDAAPI cuEventElapsedTime(float
     return cuEventElapsedTime_v2(ms, a, b);
 }
 
+// cuTensorMapEncodeTiled: the requirements of its documentation (cuda.h) are checked and the
+// map encoded in the emulated device's layout (runtime.h, TensorMap). Not modelled (returns
+// CUDA_ERROR_NOT_SUPPORTED): packed data types, interleaved layouts, the 128B-atom swizzles,
+// NaN out-of-bounds fill. Tensor maps exist from compute capability 9.0.
+CUresult CUDAAPI cuTensorMapEncodeTiled(CUtensorMap* tensorMap, CUtensorMapDataType dtype, cuuint32_t rank, void* addr,
+                                        const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+                                        const cuuint32_t* estrides, CUtensorMapInterleave interleave,
+                                        CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill oob) {
+    if (config().cc_major < 9) return CUDA_ERROR_NOT_SUPPORTED;
+    if (!tensorMap || ((uintptr_t)tensorMap % 64) || !dims || !box || !estrides || (rank > 1 && !strides))
+        return CUDA_ERROR_INVALID_VALUE;
+    uint32_t esize = 0;
+    switch (dtype) {
+        case CU_TENSOR_MAP_DATA_TYPE_UINT8: esize = 1; break;
+        case CU_TENSOR_MAP_DATA_TYPE_UINT16:
+        case CU_TENSOR_MAP_DATA_TYPE_FLOAT16:
+        case CU_TENSOR_MAP_DATA_TYPE_BFLOAT16: esize = 2; break;
+        case CU_TENSOR_MAP_DATA_TYPE_UINT32:
+        case CU_TENSOR_MAP_DATA_TYPE_INT32:
+        case CU_TENSOR_MAP_DATA_TYPE_FLOAT32:
+        case CU_TENSOR_MAP_DATA_TYPE_FLOAT32_FTZ:
+        case CU_TENSOR_MAP_DATA_TYPE_TFLOAT32:
+        case CU_TENSOR_MAP_DATA_TYPE_TFLOAT32_FTZ: esize = 4; break;
+        case CU_TENSOR_MAP_DATA_TYPE_UINT64:
+        case CU_TENSOR_MAP_DATA_TYPE_INT64:
+        case CU_TENSOR_MAP_DATA_TYPE_FLOAT64: esize = 8; break;
+        default: return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE || oob != CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) return CUDA_ERROR_NOT_SUPPORTED;
+    if ((int)l2 < 0 || (int)l2 > 3) return CUDA_ERROR_INVALID_VALUE;
+    uint32_t span = 0;
+    switch (swizzle) {
+        case CU_TENSOR_MAP_SWIZZLE_NONE: span = 0; break;
+        case CU_TENSOR_MAP_SWIZZLE_32B: span = 32; break;
+        case CU_TENSOR_MAP_SWIZZLE_64B: span = 64; break;
+        case CU_TENSOR_MAP_SWIZZLE_128B: span = 128; break;
+        default: return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    if (rank < 1 || rank > 5 || ((uintptr_t)addr % 16)) return CUDA_ERROR_INVALID_VALUE;
+    TensorMap m;
+    m.rank = rank;
+    m.esize = esize;
+    m.swizzle = (uint32_t)swizzle;
+    m.addr = (uint64_t)(uintptr_t)addr;
+    for (uint32_t i = 0; i < rank; ++i) {
+        if (dims[i] == 0 || dims[i] > (1ull << 32) || box[i] == 0 || box[i] > 256 || estrides[i] == 0 || estrides[i] > 8)
+            return CUDA_ERROR_INVALID_VALUE;
+        m.dims[i] = dims[i];
+        m.box[i] = box[i];
+        m.estride[i] = i == 0 ? 1 : estrides[i];  // dimension 0 takes no stride (the documentation)
+        if (i == 0) {
+            m.strides[0] = esize;
+        } else {
+            if (strides[i - 1] % 16 || strides[i - 1] >= (1ull << 40)) return CUDA_ERROR_INVALID_VALUE;
+            m.strides[i] = strides[i - 1];
+        }
+    }
+    if ((box[0] * esize) % 16) return CUDA_ERROR_INVALID_VALUE;
+    if (span && box[0] * esize > span) return CUDA_ERROR_INVALID_VALUE;
+    uint64_t w[16];
+    tensor_map_encode(m, w);
+    memcpy(tensorMap, w, sizeof w);
+    return CUDA_SUCCESS;
+}
+
 }  // extern "C"

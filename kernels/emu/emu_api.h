@@ -54,6 +54,44 @@ void ak_emu_mma_m16n8k16(int dtype, float* d, const uint32_t* a, const uint32_t*
 float ak_emu_ex2_approx(float x, int ftz);
 void ak_emu_prefetch_l2(const void* p);
 
+// ---- Hopper (sm_90a), kernels/common/hopper.cuh. Each is a checker finding (archcheck) when the
+// device presents compute capability 8.x (ATTN_KERNELS_EMU_CC).
+
+// mbarrier on a 64-bit shared object at `addr`: init (expected arrival count); arrive with
+// `count` arrivals after adding `tx` to the tx-count (tx 0: plain arrive), returns the state
+// token; expect_tx / complete_tx adjust the tx-count; test_wait / try_wait on a state token or a
+// phase parity (try_wait may block until the phase completes; it returns 1 or 0).
+void ak_emu_mbar_init(uint32_t addr, unsigned count);
+uint64_t ak_emu_mbar_arrive(uint32_t addr, unsigned count, unsigned tx);
+void ak_emu_mbar_expect_tx(uint32_t addr, unsigned tx);
+void ak_emu_mbar_complete_tx(uint32_t addr, unsigned tx);
+int ak_emu_mbar_wait(uint32_t addr, uint64_t state_or_parity, int parity, int blocking);
+
+// wgmma.fence / commit_group / wait_group N (warpgroup-wide, .sync.aligned).
+void ak_emu_wgmma_fence(void);
+void ak_emu_wgmma_commit(void);
+void ak_emu_wgmma_wait(int n);
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16|bf16}.{f16|bf16}: d[0..n/2) is this thread's
+// accumulator fragment; a_regs (4 registers) or, when null, desc_a; desc_b; scale_d 0: d = a*b.
+void ak_emu_wgmma(int n, int dtype, float* d, const uint32_t* a_regs, uint64_t desc_a, uint64_t desc_b, int scale_d,
+                  int trans_a, int trans_b);
+
+// elect.sync d|p, membermask: returns d (the leader's lane), *pred receives p.
+unsigned ak_emu_elect_sync(unsigned mask, int* pred);
+// fence.proxy.async.shared::cta
+void ak_emu_fence_proxy_async(void);
+// bar.sync / bar.arrive id, count (count 0: every thread of the block).
+void ak_emu_bar_named(int id, int count, int arrive_only);
+// setmaxnreg.{inc,dec}.sync.aligned.u32 n
+void ak_emu_setmaxnreg(int inc, unsigned n);
+// stmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16 [addr], regs[0..num)
+void ak_emu_stmatrix(int num, int trans, uint32_t addr, const uint32_t* regs);
+
+// cp.async.bulk.tensor.{rank}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes
+// [dst], [tmap, coords], [mbar]: the box at `coords` of the tensor map (made by the emulated
+// cuTensorMapEncodeTiled) lands in shared memory, then complete_tx of its bytes on the mbarrier.
+void ak_emu_tma_load(int rank, uint32_t dst, const void* tmap, const int* coords, uint32_t mbar);
+
 // Registration of a kernel entry point (generated per module by build.rs).
 typedef void (*ak_emu_trampoline)(void** args);
 void ak_emu_register_kernel(const char* module, const char* name, ak_emu_trampoline fn);

@@ -105,9 +105,17 @@ static Config read_config() {
     }
     if (const char* s = env("ATTN_KERNELS_EMU_CC")) {
         int ma = 0, mi = 0;
-        if (sscanf(s, "%d.%d", &ma, &mi) == 2 && (ma == 8 || ma == 9)) {
+        // 8.0 / 9.0, or 80 / 90
+        if (sscanf(s, "%d.%d", &ma, &mi) != 2 && sscanf(s, "%d", &ma) == 1 && ma >= 10) {
+            mi = ma % 10;
+            ma /= 10;
+        }
+        if ((ma == 8 || ma == 9) && mi >= 0 && mi <= 9) {
             c.cc_major = ma;
             c.cc_minor = mi;
+        } else {
+            fprintf(stderr, "attn-kernels emulated device: ATTN_KERNELS_EMU_CC=%s is not 8.0, 9.0, 80 or 90; using %d.%d\n", s,
+                    c.cc_major, c.cc_minor);
         }
     }
     return c;
@@ -332,12 +340,12 @@ static Stack new_stack() {
 
 // ============================================================================ block state
 
-enum class Wait : uint8_t { Ready, Running, Barrier, Collective, Done };
+enum class Wait : uint8_t { Ready, Running, Barrier, Collective, Done, MBar, NamedBar };
 
-enum CollKind : uint8_t { C_SHFL, C_VOTE, C_SYNCWARP, C_LDMATRIX, C_MMA };
+enum CollKind : uint8_t { C_SHFL, C_VOTE, C_SYNCWARP, C_LDMATRIX, C_MMA, C_ELECT, C_STMATRIX };
 static const char* coll_name(int k) {
     static const char* n[] = {"shfl.sync", "vote.sync", "bar.warp.sync (__syncwarp)", "ldmatrix.sync.aligned",
-                              "mma.sync.aligned"};
+                              "mma.sync.aligned", "elect.sync", "stmatrix.sync.aligned"};
     return n[k];
 }
 
@@ -366,10 +374,18 @@ struct Thread {
         struct { int pred, mode; } vote;
         uint32_t addr;
         struct { uint32_t a[4], b[2]; float c[4]; } mma;
+        struct { uint32_t addr, r[4]; } stm;
     } in;
     uint32_t out[4];
     float outf[4];
     int out_pred;
+    // warpgroup operands (wgmma, setmaxnreg)
+    float* wg_d = nullptr;
+    uint32_t wg_a[4] = {};
+    uint64_t wg_da = 0, wg_db = 0;
+    unsigned wg_val = 0;
+    // what a thread blocked at an mbarrier or named barrier waits for (deadlock reports)
+    uint32_t wait_addr = 0, wait_parity = 0;
     // cp.async: the open group and the committed groups, oldest first
     std::vector<AsyncCopy> open;
     std::vector<std::vector<AsyncCopy>> groups;
@@ -393,16 +409,19 @@ struct ShadowByte {
     uint32_t w_epoch;   // barrier epoch of the last write (< block base: never written)
     uint16_t w_tid;
     uint8_t pending;    // an in-flight cp.async targets this byte
-    uint8_t pad0;
+    uint8_t wg_pending; // pending wgmma.mma_async operations that read this byte
     uint32_t w_gen;     // writer's warp generation at the write
     uint32_t r_epoch;   // epoch of the reads summarised below
     uint16_t r_tid;     // the single reader, or kMany
     uint16_t pad1;
     uint32_t r_gen;     // max warp generation of the reads (meaningful when one warp read)
     uint32_t r_warps;   // warps that read in r_epoch
+    uint32_t w_clk;     // writer's own vector-clock entry at the write (kNoClock: none)
+    uint32_t r_clk;     // the single reader's own clock entry at its read
     uintptr_t w_pc;
 };
 static const uint16_t kMany = 0xffff;
+static const uint32_t kNoClock = 0xffffffffu;
 
 struct Finding {
     std::string kind;  // memcheck, initcheck, racecheck, synccheck
@@ -433,6 +452,50 @@ struct SharedRegion {
 
 struct Worker;
 
+// An mbarrier object ("Contents of the mbarrier object"): expected and pending arrival counts,
+// tx-count, and the current phase (counted from 0; its parity is phase & 1). `acc` joins the
+// vector clocks of the current phase's arrivals; `done` is that of the last completed phase.
+struct MBarrier {
+    uint32_t expected = 0, pending = 0, phase = 0;
+    int32_t tx = 0;
+    std::vector<uint32_t> acc, done;
+    // Shared bytes tensor copies completing on this phase wrote: `pending` until it completes.
+    std::vector<std::pair<uint32_t, uint32_t>> async_bytes;
+};
+
+// bar.sync / bar.arrive id, count for id 1..15 (id 0 with every thread is __syncthreads).
+struct NamedBarrier {
+    int arrived = 0, count = 0;
+    std::vector<uint32_t> acc;
+};
+
+// One wgmma.mma_async of a warpgroup, from issue to retirement by wait_group.
+struct WgmmaOp {
+    int n = 0, dtype = 0;
+    bool scale_d = false, a_desc = false, loaded = false, computed = false;
+    bool superseded = false;  // a later pending op accumulates into the same registers
+    int chained = -1;         // index in WgState::live of the op whose result is this op's C
+    uint64_t da = 0, db = 0;
+    float* d[128] = {};
+    uint32_t a_regs[128][4] = {};
+    std::vector<double> A, B;  // 64x16 and 16xn, read from registers / shared memory
+    std::vector<float> C, D;   // 64xn
+    std::vector<uint32_t> bytes;  // shared bytes it reads (wg_pending set)
+    uintptr_t pc = 0;
+};
+
+// Warpgroup-wide state: the .sync.aligned rendezvous and the wgmma groups.
+struct WgState {
+    int arrived = 0;
+    uint8_t kind = 0;
+    int extra = 0;
+    uintptr_t pc = 0;
+    bool fenced = false;
+    std::vector<std::shared_ptr<WgmmaOp>> live;  // issued, not retired, in issue order
+    size_t open_from = 0;                        // live[open_from..] are not committed yet
+    std::vector<size_t> group_ends;              // committed groups: end index in live of each
+};
+
 struct Block {
     LaunchState* launch;
     Worker* w;
@@ -450,6 +513,13 @@ struct Block {
     bool aborted = false;
     uint64_t rng;
     std::vector<uint64_t> runnable;  // bitset over threads
+    // Hopper: mbarriers by shared address, named barriers, warpgroups; vector clocks (nthreads x
+    // nthreads, allocated at the first mbarrier or named barrier) order shared-memory accesses
+    // across those synchronisations for racecheck.
+    std::map<uint32_t, MBarrier> mbars;
+    NamedBarrier named[16];
+    std::vector<WgState> wgs;
+    std::vector<uint32_t> vc;
 };
 
 struct Worker {
@@ -461,6 +531,7 @@ struct Worker {
     std::vector<uint8_t> arena;
     std::vector<ShadowByte> shadow;
     uint32_t epoch = 0;
+    bool wg_dirty = false;  // some shadow byte may still carry wg_pending from an aborted block
     ~Worker() {
         for (auto& t : threads)
             if (t->stack.map) munmap(t->stack.map, t->stack.map_size);
@@ -600,9 +671,17 @@ static void maybe_preempt(Thread& t) {
 
 // ============================================================================ shared memory checks
 
-static inline bool ordered_before(const Block& b, const Thread& t, uint32_t epoch, uint16_t tid, uint32_t gen) {
+static inline bool ordered_before(const Block& b, const Thread& t, uint32_t epoch, uint16_t tid, uint32_t gen,
+                                  uint32_t clk) {
     if (tid == t.linear || epoch < b.epoch) return true;
-    return (tid >> 5) == t.warp && gen < b.warps[t.warp].gen;
+    if ((tid >> 5) == t.warp && gen < b.warps[t.warp].gen) return true;
+    // An mbarrier phase or a named barrier between: the access's clock reached this thread. An
+    // access stamped before the clocks existed precedes its thread's first release: clock 1.
+    return !b.vc.empty() && b.vc[(size_t)t.linear * b.nthreads + tid] >= (clk == kNoClock ? 1u : clk);
+}
+
+static inline uint32_t own_clock(const Block& b, const Thread& t) {
+    return b.vc.empty() ? kNoClock : b.vc[(size_t)t.linear * (b.nthreads + 1)];
 }
 
 // [off, off + n) inside one shared array of the block?
@@ -634,7 +713,7 @@ static void shared_read(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t
         if (s.pending) pending = true;
         if (s.w_epoch < b.base_epoch) {
             uninit = true;
-        } else if (!ordered_before(b, t, s.w_epoch, s.w_tid, s.w_gen)) {
+        } else if (!ordered_before(b, t, s.w_epoch, s.w_tid, s.w_gen, s.w_clk)) {
             race_tid = s.w_tid;
             race_pc = s.w_pc;
         }
@@ -643,6 +722,10 @@ static void shared_read(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t
             s.r_tid = (uint16_t)t.linear;
             s.r_warps = 1u << (t.warp & 31);
             s.r_gen = gen;
+            s.r_clk = own_clock(b, t);
+        } else if (s.r_tid == t.linear && s.r_warps == 1u << (t.warp & 31)) {
+            if (gen > s.r_gen) s.r_gen = gen;
+            s.r_clk = own_clock(b, t);
         } else {
             if (s.r_tid != t.linear) s.r_tid = kMany;
             s.r_warps |= 1u << (t.warp & 31);
@@ -651,8 +734,9 @@ static void shared_read(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t
     }
     if (pending)
         add_finding("racecheck",
-                    fmt("read of %u bytes at shared address 0x%x whose cp.async has not been waited for (no covering "
-                        "cp.async.wait_group yet)", n, off),
+                    fmt("read of %u bytes at shared address 0x%x whose asynchronous copy has not been waited for (no "
+                        "covering cp.async.wait_group, or the mbarrier phase of a cp.async.bulk.tensor not complete)",
+                        n, off),
                     pc);
     if (race_tid >= 0)
         add_finding("racecheck",
@@ -668,16 +752,20 @@ static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_
     Worker& w = *b.w;
     WarpState& ws = b.warps[t.warp];
     int waw = -1, war = -1;
-    bool pending = false;
+    bool pending = false, wg = false;
     uintptr_t other_pc = 0;
     for (uint32_t i = 0; i < n; ++i) {
         ShadowByte& s = w.shadow[off + i];
         if (s.pending) pending = true;
-        if (s.w_epoch >= b.base_epoch && !ordered_before(b, t, s.w_epoch, s.w_tid, s.w_gen)) {
+        if (s.wg_pending) wg = true;
+        if (s.w_epoch >= b.base_epoch && !ordered_before(b, t, s.w_epoch, s.w_tid, s.w_gen, s.w_clk)) {
             waw = s.w_tid;
             other_pc = s.w_pc;
         }
-        if (s.r_epoch == b.epoch && s.r_epoch >= b.base_epoch) {
+        if (s.r_epoch == b.epoch && s.r_epoch >= b.base_epoch && s.r_tid != kMany &&
+            ordered_before(b, t, s.r_epoch, s.r_tid, s.r_gen, s.r_clk)) {
+            // the single reader's read is ordered before (same thread, an mbarrier, a named barrier)
+        } else if (s.r_epoch == b.epoch && s.r_epoch >= b.base_epoch) {
             const uint32_t others = s.r_warps & ~(1u << (t.warp & 31));
             if (others) war = 32 * __builtin_ctz(others);
             else if (s.r_tid != t.linear && !(s.r_gen < ws.gen)) war = s.r_tid == kMany ? t.warp * 32 : s.r_tid;
@@ -686,9 +774,15 @@ static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_
             s.w_epoch = b.epoch;
             s.w_tid = (uint16_t)t.linear;
             s.w_gen = ws.gen;
+            s.w_clk = own_clock(b, t);
             s.w_pc = pc;
         }
     }
+    if (wg)
+        add_finding("racecheck",
+                    fmt("write of %u bytes at shared address 0x%x that a pending wgmma.mma_async reads (issued, not yet "
+                        "retired by wgmma.wait_group)", n, off),
+                    pc);
     if (pending)
         add_finding("racecheck",
                     fmt("write of %u bytes at shared address 0x%x whose cp.async has not been waited for", n, off), pc);
@@ -1096,6 +1190,52 @@ static void complete(Block& b, WarpState& ws, PendingCollective& pc, std::vector
             }
             break;
         }
+        case C_ELECT: {
+            // "elect.sync": one leader among the lanes of membermask, the same for all of them.
+            // The ISA names no rule for the choice: the lowest lane, or under the random schedule
+            // any member, so a kernel that assumes lane 0 is caught.
+            int leader = __builtin_ctz(pc.mask);
+            if (config().schedule == Schedule::Random) {
+                const int k = (int)(rng_next(b.rng) % (uint64_t)__builtin_popcount(pc.mask));
+                unsigned m = pc.mask;
+                for (int i = 0; i < k; ++i) m &= m - 1;
+                leader = __builtin_ctz(m);
+            }
+            for (int l = 0; l < 32; ++l) {
+                if (!(pc.mask >> l & 1)) continue;
+                lane_thread(l).out[0] = (uint32_t)leader;
+                lane_thread(l).out_pred = l == leader;
+            }
+            break;
+        }
+        case C_STMATRIX: {
+            // "stmatrix": lane 8i + r gives the address of row r of matrix i; element (r, c) of
+            // matrix i is in register i of lane 4r + c/2, half c % 2 (.trans: lane 4c + r/2, half
+            // r % 2, i.e. the fragment of the transposed matrix).
+            const int num = pc.extra & 7, trans = pc.extra >> 3;
+            for (int l = 0; l < 8 * num; ++l) {
+                Thread& lt = lane_thread(l);
+                const int i = l / 8, r = l % 8;
+                const uint32_t addr = lt.in.stm.addr;
+                if (addr % 16 != 0)
+                    fatal("memcheck", fmt("stmatrix row address 0x%x of lane %d is not 16-byte aligned", addr, l), pc.pc);
+                uint16_t row[8];
+                for (int c = 0; c < 8; ++c) {
+                    const int src = trans ? 4 * c + r / 2 : 4 * r + c / 2, half = trans ? r % 2 : c % 2;
+                    row[c] = (uint16_t)b16_bits(lane_thread(src).in.stm.r[i], half);
+                }
+                if (config().checks) {
+                    tl_attrib = &lt;
+                    shared_bounds(b, addr, 16, true, pc.pc);
+                    shared_write(b, lt, addr, 16, pc.pc, true);
+                    tl_attrib = nullptr;
+                } else if ((uint64_t)addr + 16 > b.arena_cap) {
+                    fatal("memcheck", fmt("stmatrix row address 0x%x is outside the shared window", addr), pc.pc);
+                }
+                memcpy(b.arena + addr, row, 16);
+            }
+            break;
+        }
     }
 }
 
@@ -1148,6 +1288,287 @@ static void collective(Thread& t, uint8_t kind, unsigned mask, int extra, uintpt
         if ((done.mask >> l & 1) && l != t.lane) set_runnable(b, t.warp * 32 + l);
 }
 
+// ============================================================================ Hopper (sm_90)
+
+// archcheck: a Hopper instruction on a device presenting compute capability 8.x.
+static void hopper_gate(const char* what, uintptr_t pc) {
+    if (config().cc_major >= 9) return;
+    add_finding("archcheck",
+                fmt("%s is an sm_90 instruction, but the device presents compute capability %d.%d "
+                    "(ATTN_KERNELS_EMU_CC)", what, config().cc_major, config().cc_minor),
+                pc);
+}
+
+// ---- vector clocks (racecheck across mbarrier phases and named barriers)
+
+static void vc_enable(Block& b) {
+    if (!b.vc.empty()) return;
+    const size_t n = (size_t)b.nthreads;
+    b.vc.assign(n * n, 0);
+    for (size_t i = 0; i < n; ++i) b.vc[i * n + i] = 1;
+}
+
+// Release: `acc` joins the thread's clock, then the thread's own entry advances (its later
+// accesses are not covered).
+static void vc_release(Block& b, Thread& t, std::vector<uint32_t>& acc) {
+    vc_enable(b);
+    const size_t n = (size_t)b.nthreads;
+    if (acc.size() != n) acc.assign(n, 0);
+    uint32_t* mine = &b.vc[t.linear * n];
+    for (size_t i = 0; i < n; ++i) acc[i] = std::max(acc[i], mine[i]);
+    mine[t.linear]++;
+}
+
+static void vc_acquire(Block& b, Thread& t, const std::vector<uint32_t>& acc) {
+    if (acc.empty()) return;
+    vc_enable(b);
+    const size_t n = (size_t)b.nthreads;
+    uint32_t* mine = &b.vc[t.linear * n];
+    for (size_t i = 0; i < n; ++i) mine[i] = std::max(mine[i], acc[i]);
+}
+
+// ---- mbarrier ("Parallel Synchronization and Communication Instructions: mbarrier")
+
+static const int32_t kTxMax = (1 << 20) - 1;  // tx-count range [-(2^20 - 1), 2^20 - 1]
+
+static MBarrier& mbar_at(Block& b, uint32_t addr, const char* what, uintptr_t pc) {
+    auto it = b.mbars.find(addr);
+    if (it == b.mbars.end())
+        fatal("synccheck", fmt("%s on shared address 0x%x, which no mbarrier.init initialised in this block", what, addr), pc);
+    return it->second;
+}
+
+// "Phase Completion of the mbarrier object": pending arrivals and tx-count both zero.
+static void mbar_maybe_complete(Block& b, uint32_t addr, MBarrier& m) {
+    if (m.pending != 0 || m.tx != 0) return;
+    m.phase++;
+    m.pending = m.expected;
+    for (auto& r : m.async_bytes)
+        for (uint32_t i = 0; i < r.second; ++i) b.w->shadow[r.first + i].pending = 0;
+    m.async_bytes.clear();
+    m.done = m.acc;
+    std::fill(m.acc.begin(), m.acc.end(), 0);
+    for (int i = 0; i < b.nthreads; ++i) {
+        Thread& w = *b.w->threads[i];
+        if (w.wait == Wait::MBar && w.wait_addr == addr) set_runnable(b, i);
+    }
+}
+
+static void mbar_tx(Block& b, uint32_t addr, MBarrier& m, int64_t delta, const char* what, uintptr_t pc) {
+    const int64_t tx = (int64_t)m.tx + delta;
+    if (tx > kTxMax || tx < -kTxMax) {
+        add_finding("synccheck",
+                    fmt("%s takes the tx-count of the mbarrier at 0x%x to %lld, outside [-(2^20 - 1), 2^20 - 1] (tx-count %s)",
+                        what, addr, (long long)tx, tx < 0 ? "underflow: more bytes completed than expected" : "overflow"),
+                    pc);
+    }
+    m.tx = (int32_t)std::max<int64_t>(std::min<int64_t>(tx, kTxMax), -kTxMax);
+}
+
+// ---- warpgroup collectives (.sync.aligned over 4 consecutive warps)
+
+enum WgKind : uint8_t { W_MMA, W_FENCE, W_COMMIT, W_WAIT, W_SETMAXNREG };
+static const char* wg_name(int k) {
+    static const char* n[] = {"wgmma.mma_async.sync.aligned", "wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned",
+                              "wgmma.wait_group.sync.aligned", "setmaxnreg.sync.aligned"};
+    return n[k];
+}
+
+// Arrive at a warpgroup-wide instruction; the last thread to arrive runs `work` for all 128, then
+// every thread returns.
+template <typename F>
+static void wg_collective(Thread& t, uint8_t kind, int extra, uintptr_t pc, F&& work) {
+    Block& b = *tl_block;
+    const int wg = t.warp / 4;
+    if (4 * wg + 3 >= b.nwarps || b.warps[4 * wg + 3].present != 0xffffffffu)
+        fatal("synccheck",
+              fmt("%s needs a whole warpgroup (4 consecutive complete warps); warp %d's warpgroup of this %d-thread "
+                  "block is incomplete", wg_name(kind), t.warp, b.nthreads),
+              pc);
+    for (int w = 4 * wg; w < 4 * wg + 4; ++w)
+        if (b.warps[w].exited)
+            fatal("synccheck", fmt("%s waits for threads of warpgroup %d that have exited", wg_name(kind), wg), pc);
+    WgState& s = b.wgs[wg];
+    if (s.arrived == 0) {
+        s.kind = kind;
+        s.extra = extra;
+        s.pc = pc;
+    } else if (s.kind != kind || s.extra != extra) {
+        fatal("synccheck",
+              fmt("threads of warpgroup %d diverge at .sync.aligned instructions: %s (%d) here, %s (%d) elsewhere", wg,
+                  wg_name(kind), extra, wg_name(s.kind), s.extra),
+              pc);
+    }
+    if (++s.arrived < 128) {
+        block_here(t, Wait::Collective, pc);
+        return;
+    }
+    s.arrived = 0;
+    work(s, 128 * wg);
+    for (int i = 128 * wg; i < 128 * wg + 128; ++i)
+        if (i != t.linear) set_runnable(b, i);
+}
+
+// ---- wgmma ("Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions")
+
+// The poison the accumulator registers hold between mma_async and its wait_group (a signalling
+// NaN with a payload no arithmetic produces): results are never visible before the wait.
+static const uint32_t kWgPoison = 0x7fa5c3e1u;
+
+// "Matrix Descriptor Format" and "Shared Memory Matrix Layout", K-major, 16-bit elements: the
+// shared address of element (row, k) (row < 64 for A, < N for B; k < 16). Core matrices are 8 rows
+// of 16 bytes. No swizzle: core matrix (row/8, k/8) at start + (row/8) SBO + (k/8) LBO, rows 16
+// bytes apart. Swizzle 32B/64B/128B: rows of W = 32/64/128 bytes, 8-row groups SBO apart (LBO
+// unused), and the 16-byte chunk index (address bits 4..) XORed with the address bits from 7 up
+// (log2(W/16) bits): the pattern repeats every 8W bytes of the shared window.
+static uint32_t desc_addr(uint64_t desc, int row, int k) {
+    const uint32_t start = (uint32_t)(desc & 0x3fff) << 4, lbo = (uint32_t)((desc >> 16) & 0x3fff) << 4,
+                   sbo = (uint32_t)((desc >> 32) & 0x3fff) << 4;
+    const int mode = (int)(desc >> 62);
+    if (mode == 0) return start + (uint32_t)(row / 8) * sbo + (uint32_t)(k / 8) * lbo + (uint32_t)(row % 8) * 16 + (uint32_t)(k % 8) * 2;
+    const uint32_t width = mode == 1 ? 128 : mode == 2 ? 64 : 32;
+    const uint32_t lin = start + (uint32_t)(row / 8) * sbo + (uint32_t)(row % 8) * width + (uint32_t)k * 2;
+    return lin ^ (((lin >> 7) & (width / 16 - 1)) << 4);
+}
+
+static void desc_check(uint64_t desc, const char* which, uintptr_t pc) {
+    if ((desc >> 49) & 7)
+        fatal("synccheck",
+              fmt("wgmma.mma_async: the %s descriptor's base offset is %u; the emulated device models base offset 0 only "
+                  "(matrices whose swizzle pattern starts at its repeat boundary)", which, (unsigned)((desc >> 49) & 7)),
+              pc);
+}
+
+// Read the shared-memory operands of `op` (initcheck; bounds were checked at issue).
+static void wgmma_load(Block& b, WgmmaOp& op) {
+    if (op.loaded) return;
+    op.loaded = true;
+    bool uninit = false;
+    auto elem = [&](uint64_t desc, int row, int k) {
+        const uint32_t a = desc_addr(desc, row, k);
+        if (b.w->shadow[a].w_epoch < b.base_epoch || b.w->shadow[a + 1].w_epoch < b.base_epoch) uninit = true;
+        uint16_t v;
+        memcpy(&v, b.arena + a, 2);
+        return b16_to_double(v, op.dtype);
+    };
+    if (op.a_desc)
+        for (int r = 0; r < 64; ++r)
+            for (int k = 0; k < 16; ++k) op.A[r * 16 + k] = elem(op.da, r, k);
+    for (int n = 0; n < op.n; ++n)
+        for (int k = 0; k < 16; ++k) op.B[k * op.n + n] = elem(op.db, n, k);
+    if (uninit && config().checks)
+        add_finding("initcheck", "wgmma.mma_async reads shared memory never written in this block", op.pc);
+}
+
+// d = sum_k a[k] b[k] + c, products exact in double, rounded once to f32 (as mma.sync above).
+static float dot16_round(double c, const double* a, const double* bcol, int bstride) {
+    double acc = c, err = 0;
+    for (int k = 0; k < 16; ++k) {
+        const double p = a[k] * bcol[k * bstride], s = acc + p, pp = s - acc;
+        err += std::fabs((acc - (s - pp)) + (p - pp));
+        acc = s;
+    }
+    float f = (float)acc;
+    if (err != 0 && std::isfinite(acc) && !rounds_alike(acc, 2 * err, f)) {
+        ExactSum sum;
+        sum.add(c);
+        for (int k = 0; k < 16; ++k) sum.add(a[k] * bcol[k * bstride]);
+        f = sum.round();
+    }
+    return f;
+}
+
+static void wgmma_compute(Block& b, WgState& s, size_t i) {
+    WgmmaOp& op = *s.live[i];
+    if (op.computed) return;
+    wgmma_load(b, op);
+    const std::vector<float>* c = nullptr;
+    if (op.scale_d) {
+        if (op.chained >= 0) {
+            wgmma_compute(b, s, (size_t)op.chained);
+            c = &s.live[(size_t)op.chained]->D;
+        } else {
+            c = &op.C;
+        }
+    }
+    op.D.assign((size_t)64 * op.n, 0.f);
+    for (int r = 0; r < 64; ++r)
+        for (int n = 0; n < op.n; ++n)
+            op.D[(size_t)r * op.n + n] = dot16_round(c ? (double)(*c)[(size_t)r * op.n + n] : 0.0, &op.A[r * 16], &op.B[n], op.n);
+    op.computed = true;
+}
+
+// Fragment of the 64xN f32 accumulator ("Register Fragments", wgmma .m64nNk16 matrix D): thread
+// t of the warpgroup (warp w = t / 32, lane l), register i: row 16w + l/4 + 8 ((i/2) % 2), column
+// 8 (i/4) + 2 (l % 4) + i % 2.
+static inline int d_row(int t, int i) { return 16 * (t / 32) + (t % 32) / 4 + 8 * ((i >> 1) & 1); }
+static inline int d_col(int t, int i) { return 8 * (i >> 2) + 2 * (t % 4) + (i & 1); }
+// A from registers ("Register Fragments", matrix A, .f16/.bf16): register r (2 elements, half h
+// low first): row 16w + l/4 + 8 (r % 2), column 2 (l % 4) + h + 8 (r / 2).
+static inline int a_row(int t, int r) { return 16 * (t / 32) + (t % 32) / 4 + 8 * (r & 1); }
+static inline int a_col(int t, int r, int h) { return 2 * (t % 4) + h + 8 * (r >> 1); }
+
+// Retire live[0..end): compute, write the results into the registers (unless a later pending op
+// accumulates into the same ones), release the shared bytes.
+static void wgmma_retire(Block& b, WgState& s, size_t end, int base, bool write, uintptr_t pc) {
+    for (size_t i = 0; i < end; ++i) {
+        WgmmaOp& op = *s.live[i];
+        if (write) wgmma_compute(b, s, i);
+        if (write && !op.superseded) {
+            bool disturbed = false;
+            for (int t = 0; t < 128; ++t) {
+                float* d = op.d[t];
+                for (int j = 0; j < op.n / 2; ++j) {
+                    uint32_t u;
+                    memcpy(&u, &d[j], 4);
+                    if (u != kWgPoison) disturbed = true;
+                    d[j] = op.D[(size_t)d_row(t, j) * op.n + d_col(t, j)];
+                }
+            }
+            if (disturbed && config().checks) {
+                tl_attrib = b.w->threads[base].get();
+                add_finding("racecheck",
+                            "accumulator registers of a wgmma.mma_async were written between its issue and the "
+                            "wgmma.wait_group that retires it",
+                            op.pc);
+                tl_attrib = nullptr;
+            }
+        }
+        for (uint32_t a : op.bytes)
+            if (b.w->shadow[a].wg_pending) b.w->shadow[a].wg_pending--;
+    }
+    (void)pc;
+    // A pending op chained on a retired one takes its result as C now.
+    for (size_t i = end; i < s.live.size(); ++i) {
+        WgmmaOp& op = *s.live[i];
+        if (op.chained < 0 || op.chained >= (int)end) continue;
+        if (write) wgmma_compute(b, s, (size_t)op.chained);
+        op.C = s.live[(size_t)op.chained]->D;
+        if (op.C.empty()) op.C.assign((size_t)64 * op.n, 0.f);
+        op.chained = -1;
+    }
+    s.live.erase(s.live.begin(), s.live.begin() + (ptrdiff_t)end);
+    for (auto& op : s.live)
+        if (op->chained >= 0) op->chained -= (int)end;
+    s.open_from -= std::min(s.open_from, end);
+    std::vector<size_t> ends;
+    for (size_t e : s.group_ends)
+        if (e > end) ends.push_back(e - end);
+    s.group_ends = ends;
+}
+
+// A thread exits: wgmma groups its warpgroup never waited for are a finding (once), then dropped.
+static void wg_on_exit(Block& b, Thread& t) {
+    if (b.wgs.empty() || t.warp / 4 >= (int)b.wgs.size()) return;
+    WgState& s = b.wgs[t.warp / 4];
+    if (s.live.empty()) return;
+    add_finding("synccheck",
+                fmt("thread exits with %zu wgmma.mma_async operations of its warpgroup not retired by a wgmma.wait_group "
+                    "(their results are never read)", s.live.size()),
+                s.live[0]->pc);
+    wgmma_retire(b, s, s.live.size(), 128 * (t.warp / 4), false, 0);
+}
+
 // ============================================================================ cp.async
 
 static void land(Block& b, const AsyncCopy& c) {
@@ -1175,6 +1596,7 @@ static void fiber_entry() {
     // stop counting this thread.
     for (auto& g : t.groups) retire_group(b, t, g, 0);
     retire_group(b, t, t.open, 0);
+    wg_on_exit(b, t);
     t.groups.clear();
     t.open.clear();
     t.wait = Wait::Done;
@@ -1256,6 +1678,11 @@ static void run_block(LaunchState& L, ak_emu_dim3 bidx) {
     b.base_epoch = ++w.epoch;
     b.epoch = b.base_epoch;
     b.runnable.assign((b.nthreads + 63) / 64, 0);
+    b.wgs.assign((size_t)(b.nwarps + 3) / 4, WgState());
+    if (w.wg_dirty) {
+        for (auto& sb : w.shadow) sb.wg_pending = 0;
+        w.wg_dirty = false;
+    }
     while ((int)w.threads.size() < b.nthreads) w.threads.push_back(std::make_unique<Thread>());
     for (int i = 0; i < b.nthreads; ++i) {
         Thread& t = *w.threads[i];
@@ -1281,7 +1708,18 @@ static void run_block(LaunchState& L, ak_emu_dim3 bidx) {
             for (int i = 0; i < b.nthreads && shown < 4; ++i) {
                 Thread& t = *w.threads[i];
                 if (t.wait == Wait::Done) continue;
-                where += fmt("%sthread %d at %s", shown ? "; " : "", i, t.wait == Wait::Barrier ? "__syncthreads" : "a warp collective");
+                std::string at = t.wait == Wait::Barrier ? "__syncthreads" : "a warp collective";
+                if (t.wait == Wait::MBar) {
+                    auto m = b.mbars.find(t.wait_addr);
+                    at = fmt("an mbarrier wait at shared address 0x%x for the phase of parity %u", t.wait_addr, t.wait_parity);
+                    if (m != b.mbars.end())
+                        at += fmt(" (phase %u in progress: %u of %u arrivals pending, tx-count %d; it can never complete)",
+                                  m->second.phase, m->second.pending, m->second.expected, m->second.tx);
+                } else if (t.wait == Wait::NamedBar) {
+                    at = fmt("bar.sync %u (%d of %d threads arrived)", t.wait_addr, b.named[t.wait_addr & 15].arrived,
+                             b.named[t.wait_addr & 15].count);
+                }
+                where += fmt("%sthread %d at %s", shown ? "; " : "", i, at.c_str());
                 shown++;
             }
             tl_thread = nullptr;
@@ -1301,6 +1739,11 @@ static void run_block(LaunchState& L, ak_emu_dim3 bidx) {
 #endif
         tl_thread = nullptr;
     }
+    for (auto& st : b.wgs)
+        if (!st.live.empty()) w.wg_dirty = true;
+    for (auto& kv : b.mbars)  // tensor copies whose phase never completed
+        for (auto& r : kv.second.async_bytes)
+            for (uint32_t i = 0; i < r.second; ++i) w.shadow[r.first + i].pending = 0;
     tl_block = nullptr;
     tl_thread = nullptr;
 }
@@ -1576,6 +2019,381 @@ void ak_emu_register_kernel(const char* module, const char* name, ak_emu_trampol
     e->name = name;
     e->fn = fn;
     registry().push_back(std::move(e));
+}
+
+
+// ---------------------------------------------------------------------------- Hopper
+
+AK_NOINLINE void ak_emu_mbar_init(uint32_t addr, unsigned count) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Block& b = *tl_block;
+    hopper_gate("mbarrier.init", pc);
+    if (addr % 8 != 0) fatal("memcheck", fmt("mbarrier.init at shared address 0x%x, not 8-byte aligned", addr), pc);
+    shared_bounds(b, addr, 8, true, pc);
+    if (count < 1 || count > (1u << 20) - 1)
+        fatal("synccheck", fmt("mbarrier.init with count %u, outside [1, 2^20 - 1]", count), pc);
+    vc_enable(b);
+    MBarrier m;
+    m.expected = m.pending = count;
+    b.mbars[addr] = std::move(m);
+}
+
+AK_NOINLINE uint64_t ak_emu_mbar_arrive(uint32_t addr, unsigned count, unsigned tx) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    const char* what = tx ? "mbarrier.arrive.expect_tx" : "mbarrier.arrive";
+    hopper_gate(what, pc);
+    MBarrier& m = mbar_at(b, addr, what, pc);
+    if (tx) mbar_tx(b, addr, m, (int64_t)tx, what, pc);  // expect-tx first, then arrive-on
+    if (count < 1 || count > m.pending)
+        fatal("synccheck",
+              fmt("%s with count %u on the mbarrier at 0x%x, whose current phase has %u arrivals pending", what, count, addr,
+                  m.pending),
+              pc);
+    // The state token: the phase the arrival belongs to (opaque to the kernel).
+    const uint64_t token = 0xa6e0000000000000ull | m.phase;
+    vc_release(b, t, m.acc);
+    m.pending -= count;
+    mbar_maybe_complete(b, addr, m);
+    maybe_preempt(t);
+    return token;
+}
+
+AK_NOINLINE void ak_emu_mbar_expect_tx(uint32_t addr, unsigned tx) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Block& b = *tl_block;
+    hopper_gate("mbarrier.expect_tx", pc);
+    MBarrier& m = mbar_at(b, addr, "mbarrier.expect_tx", pc);
+    mbar_tx(b, addr, m, (int64_t)tx, "mbarrier.expect_tx", pc);
+}
+
+AK_NOINLINE void ak_emu_mbar_complete_tx(uint32_t addr, unsigned tx) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    hopper_gate("mbarrier.complete_tx", pc);
+    MBarrier& m = mbar_at(b, addr, "mbarrier.complete_tx", pc);
+    mbar_tx(b, addr, m, -(int64_t)tx, "mbarrier.complete_tx", pc);
+    // The bytes' writes (made before by the issuing thread) are ordered before the phase's end.
+    vc_release(b, t, m.acc);
+    mbar_maybe_complete(b, addr, m);
+    maybe_preempt(t);
+}
+
+// test_wait / try_wait ("mbarrier.test_wait / mbarrier.try_wait"): with .parity, whether the
+// phase of that parity has completed: the current phase (in progress) when its parity matches,
+// else the immediately preceding one, complete. With a state token, whether the token's phase
+// has completed. try_wait blocks until then (a deadlock when it never can), except that under
+// the random schedule it may time out and return 0, as the ISA allows.
+AK_NOINLINE int ak_emu_mbar_wait(uint32_t addr, uint64_t state_or_parity, int parity, int blocking) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    const char* what = blocking ? (parity ? "mbarrier.try_wait.parity" : "mbarrier.try_wait")
+                                : (parity ? "mbarrier.test_wait.parity" : "mbarrier.test_wait");
+    hopper_gate(what, pc);
+    if (!parity && (state_or_parity >> 52) != 0xa6e)
+        fatal("synccheck", fmt("%s with a state that no mbarrier.arrive returned (0x%llx)", what, (unsigned long long)state_or_parity), pc);
+    for (;;) {
+        MBarrier& m = mbar_at(b, addr, what, pc);
+        const bool done = parity ? (m.phase & 1) != (uint32_t)(state_or_parity & 1)
+                                 : m.phase > (uint32_t)(state_or_parity & 0xffffffffu);
+        if (done) {
+            vc_acquire(b, t, m.done);
+            maybe_preempt(t);
+            return 1;
+        }
+        if (!blocking) {
+            maybe_preempt(t);
+            return 0;
+        }
+        if (config().schedule == Schedule::Random && rng_next(b.rng) % 4 == 0) return 0;  // a time-out
+        t.wait_addr = addr;
+        t.wait_parity = (uint32_t)(state_or_parity & 1);
+        block_here(t, Wait::MBar, pc);
+    }
+}
+
+AK_NOINLINE void ak_emu_wgmma_fence(void) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    hopper_gate("wgmma.fence", pc);
+    wg_collective(*tl_thread, W_FENCE, 0, pc, [](WgState& s, int) { s.fenced = true; });
+}
+
+AK_NOINLINE void ak_emu_wgmma_commit(void) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    hopper_gate("wgmma.commit_group", pc);
+    wg_collective(*tl_thread, W_COMMIT, 0, pc, [](WgState& s, int) {
+        // An empty group is legal (wait_group counts it).
+        s.group_ends.push_back(s.live.size());
+        s.open_from = s.live.size();
+    });
+}
+
+AK_NOINLINE void ak_emu_wgmma_wait(int n) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    hopper_gate("wgmma.wait_group", pc);
+    Block& b = *tl_block;
+    wg_collective(*tl_thread, W_WAIT, n, pc, [&](WgState& s, int base) {
+        const size_t keep = n < 0 ? 0 : (size_t)n;
+        if (s.group_ends.size() > keep) wgmma_retire(b, s, s.group_ends[s.group_ends.size() - keep - 1], base, true, pc);
+        s.fenced = false;  // the kernel may now touch the registers: the next mma_async needs a fence
+    });
+}
+
+AK_NOINLINE void ak_emu_wgmma(int n, int dtype, float* d, const uint32_t* a_regs, uint64_t desc_a, uint64_t desc_b,
+                              int scale_d, int trans_a, int trans_b) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    hopper_gate("wgmma.mma_async", pc);
+    if (n < 8 || n > 256 || n % 8 || (dtype != AK_EMU_F16 && dtype != AK_EMU_BF16))
+        fatal("synccheck", fmt("wgmma.mma_async m64n%dk16 with dtype %d: N is a multiple of 8 in [8, 256], f16 or bf16", n, dtype), pc);
+    if (trans_a || trans_b)
+        fatal("synccheck", "wgmma.mma_async with a transposed (MN-major) operand: the emulated device models K-major only", pc);
+    t.wg_d = d;
+    if (a_regs) memcpy(t.wg_a, a_regs, sizeof t.wg_a);
+    t.wg_da = desc_a;
+    t.wg_db = desc_b;
+    const int extra = n | dtype << 9 | (a_regs ? 1 : 0) << 10 | (scale_d ? 1 : 0) << 11;
+    wg_collective(t, W_MMA, extra, pc, [&](WgState& s, int base) {
+        const std::unique_ptr<Thread>* th = &b.w->threads[base];
+        auto op = std::make_shared<WgmmaOp>();
+        op->n = n;
+        op->dtype = dtype;
+        op->scale_d = scale_d != 0;
+        op->a_desc = a_regs == nullptr;
+        op->da = th[0]->wg_da;
+        op->db = th[0]->wg_db;
+        op->pc = pc;
+        for (int i = 1; i < 128; ++i)
+            if (th[i]->wg_db != op->db || (op->a_desc && th[i]->wg_da != op->da))
+                fatal("synccheck", "wgmma.mma_async with descriptors that differ between the threads of the warpgroup", pc);
+        if (!s.fenced && config().checks)
+            add_finding("synccheck",
+                        "wgmma.mma_async without a wgmma.fence.sync.aligned since the kernel started or the warpgroup's "
+                        "last wgmma.wait_group (register accesses are not ordered before it)",
+                        pc);
+        if (op->a_desc) desc_check(op->da, "A", pc);
+        desc_check(op->db, "B", pc);
+        // Every shared byte it reads, bounds-checked now and flagged until retirement.
+        std::vector<uint32_t> addrs;
+        if (op->a_desc)
+            for (int r = 0; r < 64; ++r)
+                for (int k = 0; k < 16; ++k) addrs.push_back(desc_addr(op->da, r, k));
+        for (int c = 0; c < n; ++c)
+            for (int k = 0; k < 16; ++k) addrs.push_back(desc_addr(op->db, c, k));
+        Thread& last = t;
+        for (uint32_t a : addrs) {
+            if (a % 2) fatal("memcheck", fmt("wgmma.mma_async operand element at odd shared address 0x%x", a), pc);
+            tl_attrib = &last;
+            shared_bounds(b, a, 2, false, pc);
+            tl_attrib = nullptr;
+            for (uint32_t k = 0; k < 2; ++k) {
+                ShadowByte& sb = b.w->shadow[a + k];
+                // Writes by other threads must be ordered before the issue (barrier, mbarrier).
+                if (config().checks && sb.w_epoch >= b.base_epoch && sb.w_tid / 128 != (uint32_t)base / 128 &&
+                    !ordered_before(b, last, sb.w_epoch, sb.w_tid, sb.w_gen, sb.w_clk))
+                    add_finding("racecheck",
+                                fmt("wgmma.mma_async reads shared address 0x%x, written by thread %d with no barrier or "
+                                    "mbarrier ordering the write before the issue", a + k, sb.w_tid),
+                                pc, sb.w_pc);
+                if (sb.wg_pending < 255) sb.wg_pending++;
+                op->bytes.push_back(a + k);
+            }
+        }
+        op->A.assign(64 * 16, 0.0);
+        op->B.assign((size_t)16 * n, 0.0);
+        if (!op->a_desc)
+            for (int i = 0; i < 128; ++i)
+                for (int r = 0; r < 4; ++r)
+                    for (int h = 0; h < 2; ++h)
+                        op->A[a_row(i, r) * 16 + a_col(i, r, h)] = b16_to_double(b16_bits(th[i]->wg_a[r], h), dtype);
+        // Accumulating into the registers of a pending op of the same shape chains on its result.
+        int prev = -1;
+        for (int j = (int)s.live.size() - 1; j >= 0 && prev < 0; --j)
+            if (s.live[(size_t)j]->d[0] == th[0]->wg_d) prev = j;
+        if (prev >= 0) {
+            WgmmaOp& p = *s.live[(size_t)prev];
+            for (int i = 0; i < 128; ++i)
+                if (p.d[i] != th[i]->wg_d || p.n != n)
+                    fatal("synccheck",
+                          "wgmma.mma_async accumulates into registers of a pending wgmma.mma_async of another shape or "
+                          "fragment (retire it with wgmma.wait_group first)",
+                          pc);
+            p.superseded = true;
+            if (op->scale_d) op->chained = prev;
+        } else if (op->scale_d) {
+            op->C.assign((size_t)64 * n, 0.f);
+            for (int i = 0; i < 128; ++i)
+                for (int j = 0; j < n / 2; ++j) op->C[(size_t)d_row(i, j) * n + d_col(i, j)] = th[i]->wg_d[j];
+        }
+        for (int i = 0; i < 128; ++i) {
+            op->d[i] = th[i]->wg_d;
+            for (int j = 0; j < n / 2; ++j) memcpy(&th[i]->wg_d[j], &kWgPoison, 4);
+        }
+        const bool now = config().landing == Landing::AtIssue || (config().landing == Landing::Random && (rng_next(b.rng) & 1));
+        s.live.push_back(op);
+        if (now) wgmma_load(b, *op);
+    });
+}
+
+AK_NOINLINE unsigned ak_emu_elect_sync(unsigned mask, int* pred) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    hopper_gate("elect.sync", pc);
+    collective(t, C_ELECT, mask, 0, pc);
+    if (pred) *pred = t.out_pred;
+    return t.out[0];
+}
+
+AK_NOINLINE void ak_emu_fence_proxy_async(void) { hopper_gate("fence.proxy.async", (uintptr_t)__builtin_return_address(0)); }
+
+AK_NOINLINE void ak_emu_bar_named(int id, int count, int arrive_only) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    if (id < 0 || id > 15) fatal("synccheck", fmt("bar %d: barrier ids are 0..15", id), pc);
+    if (count == 0 && !arrive_only && id == 0) {
+        ak_emu_syncthreads();
+        return;
+    }
+    if (count <= 0 || count % 32 || count > b.nthreads)
+        fatal("synccheck", fmt("bar.%s %d, %d: the thread count must be a positive multiple of 32 up to the block's %d",
+                               arrive_only ? "arrive" : "sync", id, count, b.nthreads),
+              pc);
+    if (id == 0)
+        fatal("synccheck", "bar.sync / bar.arrive 0 with a thread count: barrier 0 is __syncthreads (every thread)", pc);
+    if (!b.warps[t.warp].pending.empty())
+        fatal("synccheck", "bar.sync / bar.arrive reached while lanes of this warp wait at a warp collective", pc);
+    NamedBarrier& nb = b.named[id];
+    if (nb.arrived == 0) nb.count = count;
+    else if (nb.count != count)
+        fatal("synccheck", fmt("bar %d used with thread counts %d and %d in one phase", id, nb.count, count), pc);
+    vc_release(b, t, nb.acc);
+    if (++nb.arrived == nb.count) {
+        // Everyone who arrived is released and sees every arrival's accesses.
+        std::vector<uint32_t> acc = nb.acc;
+        nb.arrived = 0;
+        std::fill(nb.acc.begin(), nb.acc.end(), 0);
+        if (count == b.live) b.epoch = ++b.w->epoch;  // the whole block: as __syncthreads
+        for (int i = 0; i < b.nthreads; ++i) {
+            Thread& o = *b.w->threads[i];
+            if (o.wait == Wait::NamedBar && o.wait_addr == (uint32_t)id) {
+                vc_acquire(b, o, acc);
+                set_runnable(b, i);
+            }
+        }
+        if (!arrive_only) vc_acquire(b, t, acc);
+        return;
+    }
+    if (arrive_only) return;
+    t.wait_addr = (uint32_t)id;
+    block_here(t, Wait::NamedBar, pc);
+}
+
+AK_NOINLINE void ak_emu_setmaxnreg(int inc, unsigned n) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    const char* what = inc ? "setmaxnreg.inc" : "setmaxnreg.dec";
+    hopper_gate(what, pc);
+    // "setmaxnreg": imm-reg-count in [24, 256], a multiple of 8, the same for the warpgroup.
+    if (n < 24 || n > 256 || n % 8)
+        add_finding("synccheck", fmt("%s.sync.aligned.u32 %u: the count must be a multiple of 8 in [24, 256]", what, n), pc);
+    t.wg_val = n;
+    wg_collective(t, W_SETMAXNREG, inc, pc, [&](WgState&, int base) {
+        for (int i = 1; i < 128; ++i)
+            if (b.w->threads[base + i]->wg_val != b.w->threads[base]->wg_val) {
+                add_finding("synccheck",
+                            fmt("%s with register counts that differ within the warpgroup (%u and %u)", what,
+                                b.w->threads[base]->wg_val, b.w->threads[base + i]->wg_val),
+                            pc);
+                break;
+            }
+    });
+}
+
+AK_NOINLINE void ak_emu_stmatrix(int num, int trans, uint32_t addr, const uint32_t* regs) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    hopper_gate("stmatrix", pc);
+    if (!(num == 1 || num == 2 || num == 4)) fatal("synccheck", fmt("stmatrix .x%d", num), pc);
+    t.in.stm.addr = addr;
+    for (int i = 0; i < 4; ++i) t.in.stm.r[i] = i < num ? regs[i] : 0;
+    collective(t, C_STMATRIX, 0xffffffffu, num | (trans ? 8 : 0), pc);
+}
+
+
+// "cp.async.bulk.tensor" (tile mode, CTA-local destination, an mbarrier for completion): the box
+// lands when the copy is issued, stamped as the issuing thread's writes, which its complete_tx
+// releases to the threads that then see the phase complete (so reading the box without waiting
+// on the mbarrier is a racecheck finding).
+AK_NOINLINE void ak_emu_tma_load(int rank, uint32_t dst, const void* tmap, const int* coords, uint32_t mbar) {
+    const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    Thread& t = *tl_thread;
+    Block& b = *tl_block;
+    hopper_gate("cp.async.bulk.tensor", pc);
+    uint64_t w[16];
+    if (!mem_valid((uintptr_t)tmap, sizeof w) && !in_module((uintptr_t)tmap) &&
+        (uintptr_t)tmap - (uintptr_t)t.stack.lo >= t.stack.size)
+        fatal("memcheck", fmt("cp.async.bulk.tensor: tensor map at %p is in no device allocation or kernel parameter", tmap), pc);
+    memcpy(w, tmap, sizeof w);
+    TensorMap m;
+    if (!tensor_map_decode(w, m))
+        fatal("memcheck", fmt("cp.async.bulk.tensor: %p holds no tensor map made by cuTensorMapEncodeTiled", tmap), pc);
+    if ((int)m.rank != rank)
+        fatal("synccheck", fmt("cp.async.bulk.tensor.%dd with a tensor map of rank %u", rank, m.rank), pc);
+    if (dst % 128) fatal("memcheck", fmt("cp.async.bulk.tensor destination 0x%x is not 128-byte aligned", dst), pc);
+    const uint32_t span = m.swizzle == 1 ? 32 : m.swizzle == 2 ? 64 : m.swizzle == 3 ? 128 : 0;
+    if (span && m.box[0] * m.esize != span)
+        fatal("synccheck",
+              fmt("cp.async.bulk.tensor: a box row of %u bytes under the %u-byte swizzle; the emulated device models rows "
+                  "of exactly the swizzle span", m.box[0] * m.esize, span),
+              pc);
+    MBarrier& bar = mbar_at(b, mbar, "cp.async.bulk.tensor (its mbarrier)", pc);
+    uint32_t n[5] = {1, 1, 1, 1, 1};
+    uint64_t total = 1;
+    for (int i = 0; i < rank; ++i) {
+        n[i] = (m.box[i] + m.estride[i] - 1) / m.estride[i];
+        total *= n[i];
+    }
+    const uint64_t bytes = total * m.esize;
+    shared_bounds(b, dst, (uint32_t)bytes, true, pc);
+    uint64_t idx[5] = {0, 0, 0, 0, 0};
+    uint8_t zero[8] = {};
+    for (uint64_t e = 0; e < total; ++e) {
+        uint64_t r = e;
+        bool in = true;
+        uint64_t gaddr = m.addr;
+        for (int i = 0; i < rank; ++i) {
+            idx[i] = r % n[i];
+            r /= n[i];
+            const int64_t g = (int64_t)coords[i] + (int64_t)idx[i] * m.estride[i];
+            if (g < 0 || (uint64_t)g >= m.dims[i]) in = false;
+            else gaddr += (uint64_t)g * m.strides[i];
+        }
+        uint32_t a = dst + (uint32_t)(e * m.esize);
+        if (span) a ^= ((a >> 7) & (span / 16 - 1)) << 4;
+        const uint8_t* src = zero;
+        if (in) {
+            if (config().checks) global_access(b, (uintptr_t)gaddr, m.esize, false, pc);
+            else if (!mem_valid((uintptr_t)gaddr, m.esize))
+                fatal("memcheck", fmt("cp.async.bulk.tensor reads %#lx, outside every device allocation", (unsigned long)gaddr), pc);
+            src = (const uint8_t*)(uintptr_t)gaddr;
+        }
+        if (config().checks) shared_write(b, t, a, m.esize, pc, true);
+        memcpy(b.arena + a, src, m.esize);
+        // Not visible to anyone until the mbarrier phase completes (racecheck until then).
+        for (uint32_t i = 0; i < m.esize; ++i) b.w->shadow[a + i].pending = 1;
+        bar.async_bytes.emplace_back(a, m.esize);
+    }
+    MBarrier& mb = mbar_at(b, mbar, "cp.async.bulk.tensor (its mbarrier)", pc);
+    mbar_tx(b, mbar, mb, -(int64_t)bytes, "cp.async.bulk.tensor complete_tx", pc);
+    vc_release(b, t, mb.acc);
+    mbar_maybe_complete(b, mbar, mb);
+    maybe_preempt(t);
 }
 
 }  // extern "C"

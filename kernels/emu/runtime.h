@@ -73,6 +73,41 @@ std::string stream_name(uint32_t id);
 // allocation's last write.
 std::string stream_access(const StreamOp& op, uintptr_t p, bool write);
 
+// ---- tensor maps (cuTensorMapEncodeTiled in driver.cpp, cp.async.bulk.tensor in runtime.cpp):
+// the emulated driver's layout of the opaque 128-byte CUtensorMap.
+struct TensorMap {
+    uint32_t rank = 0, esize = 0, swizzle = 0;  // swizzle: CUtensorMapSwizzle (0 none, 1 32B, 2 64B, 3 128B)
+    uint64_t addr = 0;
+    uint64_t dims[5] = {}, strides[5] = {};  // strides[i]: bytes between steps of dimension i (strides[0] = esize)
+    uint32_t box[5] = {}, estride[5] = {};
+};
+const uint64_t kTensorMapMagic = 0x50414d544b41ull;  // "AKTMAP"
+inline void tensor_map_encode(const TensorMap& m, uint64_t w[16]) {
+    for (int i = 0; i < 16; ++i) w[i] = 0;
+    w[0] = kTensorMapMagic | (uint64_t)m.rank << 48 | (uint64_t)m.esize << 52 | (uint64_t)m.swizzle << 56;
+    w[1] = m.addr;
+    for (int i = 0; i < 5; ++i) {
+        w[2 + i] = m.dims[i];
+        w[7 + i] = m.strides[i];
+        w[12 + i / 4] |= (uint64_t)(m.box[i] | m.estride[i] << 9) << (16 * (i % 4));
+    }
+}
+inline bool tensor_map_decode(const uint64_t w[16], TensorMap& m) {
+    if ((w[0] & 0xffffffffffffull) != kTensorMapMagic) return false;
+    m.rank = (uint32_t)(w[0] >> 48) & 15;
+    m.esize = (uint32_t)(w[0] >> 52) & 15;
+    m.swizzle = (uint32_t)(w[0] >> 56) & 15;
+    m.addr = w[1];
+    for (int i = 0; i < 5; ++i) {
+        m.dims[i] = w[2 + i];
+        m.strides[i] = w[7 + i];
+        const uint32_t v = (uint32_t)(w[12 + i / 4] >> (16 * (i % 4))) & 0xffff;
+        m.box[i] = v & 511;
+        m.estride[i] = v >> 9;
+    }
+    return m.rank >= 1 && m.rank <= 5;
+}
+
 // ---- kernels
 ak_emu_trampoline find_kernel(const char* name);
 size_t kernel_count();

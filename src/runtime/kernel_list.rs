@@ -53,7 +53,8 @@ impl Dt {
     }
 }
 
-/// The conformance probes of `kernels/probe/collectives.cu` (one instruction family each).
+/// The conformance probes of `kernels/probe/collectives.cu` and, for the Hopper (sm_90a)
+/// instructions, `kernels/probe/hopper.cu` (one instruction family each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProbeKernel {
     Mma,
@@ -64,10 +65,15 @@ pub enum ProbeKernel {
     Ex2,
     Cvt,
     Misbehave,
+    Mbarrier,
+    Wgmma,
+    HopperMisc,
+    HopperMisbehave,
+    Tma,
 }
 
 impl ProbeKernel {
-    pub const ALL: [ProbeKernel; 8] = [
+    pub const ALL: [ProbeKernel; 13] = [
         ProbeKernel::Mma,
         ProbeKernel::Ldmatrix,
         ProbeKernel::Shfl,
@@ -76,6 +82,11 @@ impl ProbeKernel {
         ProbeKernel::Ex2,
         ProbeKernel::Cvt,
         ProbeKernel::Misbehave,
+        ProbeKernel::Mbarrier,
+        ProbeKernel::Wgmma,
+        ProbeKernel::HopperMisc,
+        ProbeKernel::HopperMisbehave,
+        ProbeKernel::Tma,
     ];
     /// The name part and the body's name in `ak::probe`.
     pub const fn stem(self) -> &'static str {
@@ -88,6 +99,24 @@ impl ProbeKernel {
             ProbeKernel::Ex2 => "ex2",
             ProbeKernel::Cvt => "cvt",
             ProbeKernel::Misbehave => "misbehave",
+            ProbeKernel::Mbarrier => "mbarrier",
+            ProbeKernel::Wgmma => "wgmma",
+            ProbeKernel::HopperMisc => "hopper_misc",
+            ProbeKernel::HopperMisbehave => "hopper_misbehave",
+            ProbeKernel::Tma => "tma",
+        }
+    }
+    /// The source file that defines the probe.
+    pub const fn source(self) -> &'static str {
+        match self {
+            ProbeKernel::Mbarrier
+            | ProbeKernel::Wgmma
+            | ProbeKernel::HopperMisc
+            | ProbeKernel::HopperMisbehave
+            | ProbeKernel::Tma => {
+                probe::HOPPER_SOURCE
+            }
+            _ => probe::SOURCE,
         }
     }
 }
@@ -441,6 +470,8 @@ pub mod rope {
 /// Conformance probes: `kernels/probe/collectives.cu`.
 pub mod probe {
     pub const SOURCE: &str = "kernels/probe/collectives.cu";
+    /// The Hopper (sm_90a) probes.
+    pub const HOPPER_SOURCE: &str = "kernels/probe/hopper.cu";
 }
 
 // ========================================================================= the instances
@@ -921,12 +952,13 @@ fn rope_module() -> Module {
     }
 }
 
-fn probe_module() -> Module {
+fn probe_module(source: &'static str) -> Module {
     Module {
-        source: probe::SOURCE,
+        source,
         asserts: Vec::new(),
         instances: ProbeKernel::ALL
             .into_iter()
+            .filter(|k| k.source() == source)
             .map(|k| Instance {
                 key: Key::Probe(k),
                 name: entry_name(&["probe", k.stem()]),
@@ -951,7 +983,8 @@ pub fn modules() -> Vec<Module> {
     m.extend(decode_modules());
     m.extend(diff_attention_modules());
     m.extend(linear_modules());
-    m.push(probe_module());
+    m.push(probe_module(probe::SOURCE));
+    m.push(probe_module(probe::HOPPER_SOURCE));
     m.push(rope_module());
     m
 }
