@@ -68,6 +68,7 @@ fn main() {
         "ATTN_KERNELS_REQUIRE_EMU",
         "ATTN_KERNELS_EMU_CXX",
         "ATTN_KERNELS_CUDA_INCLUDE",
+        "ATTN_KERNELS_BUILD_CACHE",
         "CXX",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
@@ -356,6 +357,21 @@ fn build_all(nvcc: &Path, version: &str, archs: &[String], out_dir: &Path, units
                     if unit.fatbin.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
                         return None;
                     }
+                    let mut shared = DefaultHasher::new();
+                    dep_hash.hash(&mut shared);
+                    fs::read(&unit.source).unwrap_or_default().hash(&mut shared);
+                    fs::read(&unit.entries).unwrap_or_default().hash(&mut shared);
+                    version.hash(&mut shared);
+                    let ck = cache_key(out_dir, &args, shared.finish());
+                    let cached = [
+                        (format!("{}-{ck}.fatbin", unit.module), unit.fatbin.as_path()),
+                        (format!("{}-{ck}.ptxas.txt", unit.module), unit.report.as_path()),
+                    ];
+                    let cache = build_cache();
+                    if cache.as_deref().is_some_and(|c| cache_fetch(c, &cached)) {
+                        fs::write(&stamp, key).ok();
+                        return None;
+                    }
                     let out = match Command::new(nvcc).args(&args).output() {
                         Ok(o) => o,
                         Err(e) => return Some(format!("{}: could not run nvcc: {e}", unit.source.display())),
@@ -370,6 +386,9 @@ fn build_all(nvcc: &Path, version: &str, archs: &[String], out_dir: &Path, units
                         return Some(format!("{}:\n{log}", unit.source.display()));
                     }
                     fs::write(&unit.report, &log).ok();
+                    if let Some(c) = cache.as_deref() {
+                        cache_store(c, &cached);
+                    }
                     fs::write(&stamp, key).ok();
                     None
                 })
@@ -414,6 +433,45 @@ fn write_manifest(out_dir: &Path, units: &[KernelUnit], nvcc: Option<&str>, arch
 // ---------------------------------------------------------------------------------------------
 
 /// Hash of a file list's paths and contents.
+/// `ATTN_KERNELS_BUILD_CACHE`: a directory shared by builds in other OUT_DIRs or target
+/// directories (clippy's, the tests', another crate's), holding compiled kernel outputs by a key
+/// of their inputs with OUT_DIR's path left out, so that a second build copies instead of
+/// compiling again. Unset: no cache.
+fn build_cache() -> Option<PathBuf> {
+    let dir = PathBuf::from(env::var_os("ATTN_KERNELS_BUILD_CACHE").filter(|v| !v.is_empty())?);
+    fs::create_dir_all(&dir).ok()?;
+    Some(dir)
+}
+
+/// The key of a compile for the shared cache: `key_parts` hashed with every mention of OUT_DIR
+/// replaced, so the same sources and flags give the same key in every OUT_DIR.
+fn cache_key(out_dir: &Path, args: &[String], key_parts: u64) -> String {
+    let out = out_dir.to_string_lossy();
+    let mut h = DefaultHasher::new();
+    key_parts.hash(&mut h);
+    for a in args {
+        a.replace(out.as_ref(), "<OUT_DIR>").hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Copy the cached outputs `(cache name, destination)` into place; false when any is missing.
+fn cache_fetch(cache: &Path, files: &[(String, &Path)]) -> bool {
+    files.iter().all(|(name, _)| cache.join(name).is_file())
+        && files.iter().all(|(name, dst)| fs::copy(cache.join(name), dst).is_ok())
+}
+
+/// Store outputs in the cache (written under a temporary name, then renamed: builds running at
+/// the same time never see a partial file).
+fn cache_store(cache: &Path, files: &[(String, &Path)]) {
+    for (name, src) in files {
+        let tmp = cache.join(format!("{name}.tmp{}", std::process::id()));
+        if fs::copy(src, &tmp).is_ok() {
+            let _ = fs::rename(&tmp, cache.join(name));
+        }
+    }
+}
+
 fn hash_files(files: &[PathBuf], h: &mut DefaultHasher) {
     for f in files {
         f.hash(h);
@@ -520,6 +578,15 @@ fn build_emulator_with(
     common.hash(&mut key);
     instrumented.hash(&mut key);
     let key = key.finish();
+    // The same without OUT_DIR's path, for the shared build cache (cache_key).
+    let mut shared_key = DefaultHasher::new();
+    hash_files(&headers, &mut shared_key);
+    version.hash(&mut shared_key);
+    include.hash(&mut shared_key);
+    let out = out_dir.to_string_lossy();
+    common.iter().map(|a| a.replace(out.as_ref(), "<OUT_DIR>")).for_each(|a| a.hash(&mut shared_key));
+    instrumented.hash(&mut shared_key);
+    let shared_key = shared_key.finish();
 
     // (source, object, instrumented)
     let mut jobs: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
@@ -548,29 +615,45 @@ fn build_emulator_with(
         let handles: Vec<_> = jobs
             .iter()
             .map(|(src, obj, inst)| {
-                let (common, instrumented) = (&common, &instrumented);
+                let (common, instrumented, shared_key) = (&common, &instrumented, shared_key);
                 scope.spawn(move || -> Option<String> {
                     let mut args: Vec<String> = common.clone();
                     if *inst {
                         args.extend(instrumented.iter().cloned());
                     }
                     args.extend(["-c".into(), src.to_string_lossy().into_owned(), "-o".into(), obj.to_string_lossy().into_owned()]);
+                    // Hashed once with this OUT_DIR's key and arguments (the stamp) and once
+                    // without OUT_DIR's path (the shared cache).
+                    let inputs = |h: &mut DefaultHasher| {
+                        fs::read(src).unwrap_or_default().hash(h);
+                        if *inst {
+                            // The wrapper includes its .cu and that its generated entry points
+                            // (headers are in `key`).
+                            if let Some(u) = units.iter().find(|u| obj.file_stem().is_some_and(|f| f == u.module.as_str())) {
+                                hash_files(&[u.source.clone(), u.entries.clone()], h);
+                            }
+                        } else {
+                            hash_files(&[PathBuf::from("kernels/emu/runtime.cpp"), PathBuf::from("kernels/emu/driver.cpp")], h);
+                        }
+                    };
                     let mut h = DefaultHasher::new();
                     key.hash(&mut h);
                     args.hash(&mut h);
-                    fs::read(src).unwrap_or_default().hash(&mut h);
-                    if *inst {
-                        // The wrapper includes its .cu and that its generated entry points (headers
-                        // are in `key`).
-                        if let Some(u) = units.iter().find(|u| obj.file_stem().is_some_and(|f| f == u.module.as_str())) {
-                            hash_files(&[u.source.clone(), u.entries.clone()], &mut h);
-                        }
-                    } else {
-                        hash_files(&[PathBuf::from("kernels/emu/runtime.cpp"), PathBuf::from("kernels/emu/driver.cpp")], &mut h);
-                    }
+                    inputs(&mut h);
+                    let mut hs = DefaultHasher::new();
+                    shared_key.hash(&mut hs);
+                    inputs(&mut hs);
+                    let parts = h.finish();
                     let stamp = obj.with_extension("stamp");
-                    let k = format!("{:016x}", h.finish());
+                    let k = format!("{parts:016x}");
                     if obj.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(k.as_str()) {
+                        return None;
+                    }
+                    let name = obj.file_stem().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                    let cached = [(format!("emu-{name}-{}.o", cache_key(out_dir, &args, hs.finish())), obj.as_path())];
+                    let cache = build_cache();
+                    if cache.as_deref().is_some_and(|c| cache_fetch(c, &cached)) {
+                        fs::write(&stamp, k).ok();
                         return None;
                     }
                     match Command::new(cxx).args(&args).output() {
@@ -580,6 +663,9 @@ fn build_emulator_with(
                             Some(format!("{}:\n{}", src.display(), String::from_utf8_lossy(&o.stderr)))
                         }
                         Ok(_) => {
+                            if let Some(c) = cache.as_deref() {
+                                cache_store(c, &cached);
+                            }
                             fs::write(&stamp, k).ok();
                             None
                         }
