@@ -225,7 +225,8 @@ typedef struct AkDiffAttnParams {
     const int* cu_seqlens_k;     /* [B+1] or NULL */
     const int* position_ids_q;   /* RoPE positions, [B, Sq] / [total_q], or NULL: P(i) */
     const int* position_ids_k;   /* [B, Sk] / [total_k], or NULL: j */
-    AkRopeTable rope;            /* rope.lo == NULL: no RoPE */
+    AkRopeTable rope;            /* rope.lo == NULL: no RoPE; else Q is rotated by the kernel and
+                                    k holds keys already rotated (the rope_keys pre-pass) */
     long long q_batch_stride, q_row_stride, q_head_stride;
     long long k_batch_stride, k_row_stride, k_head_stride;
     long long v_batch_stride, v_row_stride, v_head_stride;

@@ -105,10 +105,32 @@ __device__ __forceinline__ int swizzle(int row, int col) {
     return row * COLS + (((col >> 3) ^ (row & 7)) << 3) + (col & 7);
 }
 
+// The ldmatrix addresses of one lane into a swizzled [.. x COLS] tile, with the XOR done once per
+// fragment column group instead of per load. The lane reads row r + i (i % 8 == 0, so the
+// swizzle row r % 8 is the same) at column 16 c + 8 h (h: the lane's 8-column half). Chunk
+// 2c + h XOR r % 8 changes only the chunk's low three bits, and 2 (c % 4) + h = 2 (c % 4) | h, so
+//   offset(i, c) = (off ^ 16 (c % 4)) + i COLS + 64 (c / 4),   off = offset(0, 0)
+// (r COLS has its low six bits clear): with c and i compile-time, one XOR per distinct c % 4,
+// the rest folds into the load's immediate offset.
+template <int COLS>
+struct SwizzledLane {
+    int off;  // element offset of (r, 8 h)
+    __device__ __forceinline__ SwizzledLane(int r, int h) : off(swizzle<COLS>(r, 8 * h)) {}
+    __device__ __forceinline__ int at(int i, int c) const { return (off ^ ((c & 3) << 4)) + i * COLS + (c >> 2) * 64; }
+};
+// The lanes of the three ldmatrix.x4 patterns (a_row / a_col, bt_*, bk_* below).
+template <int COLS> __device__ __forceinline__ SwizzledLane<COLS> swz_a(int lane) { return {lane & 15, lane >> 4}; }
+template <int COLS> __device__ __forceinline__ SwizzledLane<COLS> swz_bt(int lane) {
+    return {(lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1};
+}
+template <int COLS> __device__ __forceinline__ SwizzledLane<COLS> swz_bk(int lane) {
+    return {(lane & 7) + (((lane >> 3) & 1) << 3), lane >> 4};
+}
+
 // load_tile_async (above) for an unpadded ROWS x COLS tile stored swizzled: a pass covers a
 // multiple of 8 rows, so row % 8, hence the swizzled chunk, is the same for all of a thread's
-// rows: one fixed destination column, one add per row as there.
-template <int ROWS, int COLS, int NT, typename T>
+// rows: one fixed destination column, one add per row as there. WHOLE: as there.
+template <int ROWS, int COLS, int NT, bool WHOLE = false, typename T>
 __device__ __forceinline__ void load_tile_async_swizzled(T* dst, const T* src, long long src_row_stride,
                                                          int rows_valid, int tid) {
     constexpr int CHUNKS = COLS / 8;
@@ -121,8 +143,8 @@ __device__ __forceinline__ void load_tile_async_swizzled(T* dst, const T* src, l
     T* d = dst + swizzle<COLS>(row, col);
 #pragma unroll
     for (int pass = 0; pass < ROWS / ROWS_PER_PASS; ++pass) {
-        const int r = row + pass * ROWS_PER_PASS;
-        cp_async_16(d, r < rows_valid ? s : src, r < rows_valid);
+        const bool ok = WHOLE || row + pass * ROWS_PER_PASS < rows_valid;
+        cp_async_16(d, ok ? s : src, ok);
         s += ROWS_PER_PASS * src_row_stride;
         d += ROWS_PER_PASS * COLS;
     }

@@ -16,6 +16,11 @@
 // lambda * O2 / l2 to the map-1 warps through shared memory; they form O1 / l1 - lambda * O2 / l2,
 // apply the RMSNorm over the full Dv-wide row (the row sits in one quad of lanes: a two-step
 // shuffle reduction) and store.
+// Fused RoPE rotates Q1 and Q2 in shared memory once per block; K arrives rotated by the host's
+// pre-pass (the attention family's rope_keys: O(Sk) work, not a rotation per block and tile).
+// Causal grids run heavy first (the last query tiles, which see the most keys, start first).
+// The running max may lag by up to RESCALE_SLACK, so O and l are rescaled only when a row
+// outgrows it, not every tile.
 // A row with no allowed key has O1 = O2 = 0, so it comes out as 0 (norm of zero is 0) and its
 // lse is -inf.
 //
@@ -26,6 +31,7 @@
 #include "common/rope.cuh"
 #include "common/tile.cuh"
 #include <math.h>
+#include <type_traits>
 
 namespace ak::diff {
 
@@ -45,7 +51,8 @@ template <int D, int DV, bool SHARED_K> struct Layout {
     static_assert(4 * 32 * (DV / 2) * 4 <= 2 * STAGE * 2, "exchange buffer must fit in the KV stages");
 };
 
-// Rotate `rows` rows of a swizzled [.. x COLS] tile in place; pos(r) gives row r's position.
+// Rotate `rows` rows of a swizzled [.. x COLS] tile (the Q tiles) in place; pos(r) gives row r's
+// position.
 template <typename T, int COLS, typename PosFn>
 __device__ __forceinline__ void rope_tile(T* tile, int rows, const AkRopeTable& rt, PosFn pos) {
     const int half = rt.rotary_dim >> 1;
@@ -67,28 +74,28 @@ __device__ __forceinline__ void rope_tile(T* tile, int rows, const AkRopeTable& 
 struct RowInfo {
     int Prow[2];  // P(i) of rows gi and gi + 8 of the warp (key coordinates)
     int tq;       // lane % 4: this lane's column pair in a fragment
-    int Sk;
 };
 
 // One key tile for one warp: S = Qm Km^T (16 rows x BC keys), scale / softcap / ALiBi, masks
 // when MASK (the tile crosses Sk or a causal / window limit of some row of the block), online
 // softmax update of (m_run, l_run, acc), acc += P V. Clean tiles run MASK = false: no mask code.
 template <bool MASK, typename T, int D, int DV>
-__device__ __forceinline__ void tile_step(const AkDiffAttnParams& p, const RowInfo& ri, const T* sQm, const T* sKm,
+__device__ __forceinline__ void tile_step(const AkDiffAttnParams& p, const RowInfo& ri, int Sk, const T* sQm, const T* sKm,
                                           const T* sV, int n0, int wrow, int lane, float (&acc)[DV / 8][4],
                                           float (&m_run)[2], float (&l_run)[2]) {
     // S = Qm Km^T for this warp's 16 rows x BC keys
     float s[BC / 8][4];
 #pragma unroll
     for (int n = 0; n < BC / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    const SwizzledLane<D> lq = swz_a<D>(lane), lk = swz_bt<D>(lane);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
         uint32_t a[4];
-        ldmatrix_x4(a, sQm + swizzle<D>(wrow + a_row(lane), kk * 16 + a_col(lane)));
+        ldmatrix_x4(a, sQm + wrow * D + lq.at(0, kk));
 #pragma unroll
         for (int n2 = 0; n2 < BC / 16; ++n2) {
             uint32_t kf[4];
-            ldmatrix_x4(kf, sKm + swizzle<D>(n2 * 16 + bt_row(lane), kk * 16 + bt_col(lane)));
+            ldmatrix_x4(kf, sKm + lk.at(n2 * 16, kk));
             Mma<T>::run(s[2 * n2], a, kf[0], kf[1]);
             Mma<T>::run(s[2 * n2 + 1], a, kf[2], kf[3]);
         }
@@ -102,7 +109,7 @@ __device__ __forceinline__ void tile_step(const AkDiffAttnParams& p, const RowIn
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
             const int Pi = ri.Prow[rr];
-            int l = 0, r = ri.Sk - 1;
+            int l = 0, r = Sk - 1;
             if (p.causal) r = min(r, Pi);
             if (p.window_right >= 0) r = min(r, Pi + p.window_right);
             if (p.window_left >= 0) l = max(l, Pi - p.window_left);
@@ -151,17 +158,37 @@ __device__ __forceinline__ void tile_step(const AkDiffAttnParams& p, const RowIn
             }
     }
 
-    // online softmax, one state per row; m_run in base-2 units
+    // Online softmax, one state per row, m_run in base-2 units. The running max may lag the
+    // true one by up to RESCALE_SLACK (exponents up to 2^8): O and l are rescaled only when some
+    // row of the warp outgrows that (always on its first tile, rarely after), not every tile.
+    // Clean tiles give every row a finite score, and they run first, so m_run is finite there.
+    float cand[2];
+    bool grow = false;
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
         float mx = -INFINITY;
 #pragma unroll
         for (int n = 0; n < BC / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * rr], s[n][2 * rr + 1]));
-        mx = quad_max(mx);
-        const float m_new = fmaxf(m_run[rr], mx);
-        const float m_use = safe_max(m_new);            // all masked so far: p = 0
-        const float alpha = exp2_ftz(m_run[rr] - m_use);  // old max -inf: 0
-        m_run[rr] = m_new;
+        cand[rr] = quad_max(mx);
+        grow |= cand[rr] > m_run[rr] + RESCALE_SLACK;  // also when m_run = -inf
+    }
+    if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+            const float m_new = fmaxf(m_run[rr], cand[rr]);
+            const float alpha = exp2_ftz(m_run[rr] - safe_max(m_new));  // old max -inf: 0
+            m_run[rr] = m_new;
+            l_run[rr] *= alpha;
+#pragma unroll
+            for (int n = 0; n < DV / 8; ++n) {
+                acc[n][2 * rr] *= alpha;
+                acc[n][2 * rr + 1] *= alpha;
+            }
+        }
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+        const float m_use = MASK ? safe_max(m_run[rr]) : m_run[rr];  // all masked so far: p = 0
         float sum = 0.f;
 #pragma unroll
         for (int n = 0; n < BC / 8; ++n) {
@@ -172,15 +199,11 @@ __device__ __forceinline__ void tile_step(const AkDiffAttnParams& p, const RowIn
                 sum += pe;
             }
         }
-        l_run[rr] = l_run[rr] * alpha + sum;
-#pragma unroll
-        for (int n = 0; n < DV / 8; ++n) {
-            acc[n][2 * rr] *= alpha;
-            acc[n][2 * rr + 1] *= alpha;
-        }
+        l_run[rr] += sum;
     }
 
     // acc += P V
+    const SwizzledLane<DV> lv = swz_bk<DV>(lane);
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) {
         uint32_t a[4];
@@ -188,7 +211,7 @@ __device__ __forceinline__ void tile_step(const AkDiffAttnParams& p, const RowIn
 #pragma unroll
         for (int n2 = 0; n2 < DV / 16; ++n2) {
             uint32_t vf[4];
-            ldmatrix_x4_trans(vf, sV + swizzle<DV>(kk * 16 + bk_row(lane), n2 * 16 + bk_col(lane)));
+            ldmatrix_x4_trans(vf, sV + lv.at(kk * 16, n2));
             Mma<T>::run(acc[2 * n2], a, vf[0], vf[1]);
             Mma<T>::run(acc[2 * n2 + 1], a, vf[2], vf[3]);
         }
@@ -205,11 +228,8 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int map = warp >> 2, wrow = (warp & 3) * 16;
     const int b = blockIdx.z, h = blockIdx.y;
-    // Causal: the last query tiles see the most keys; schedule them first (heavy first). Not in
-    // v1 d = 128, whose registers sit at 255: the block-dependent row0 pushes ptxas into 170+ B
-    // of spills there (benches/NOTES.md, issue 15 helper, step 4).
-    constexpr bool kHeavyFirst = !(D == 128 && !SHARED_K);
-    const int row0 = (kHeavyFirst && p.causal ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x) * BR;
+    // Causal: the last query tiles see the most keys; schedule them first (heavy first).
+    const int row0 = (p.causal ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x) * BR;
 
     int q_start = 0, k_start = 0, Sq = p.seqlen_q, Sk = p.seqlen_k;
     if (p.cu_seqlens_q) { q_start = p.cu_seqlens_q[b]; Sq = p.cu_seqlens_q[b + 1] - q_start; }
@@ -222,7 +242,6 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
     const T* vb = static_cast<const T*>(p.v) + b * p.v_batch_stride + k_start * p.v_row_stride +
                   kvh * p.v_head_stride;
     const T* k1 = kb + (SHARED_K ? kvh : 2 * kvh) * p.k_head_stride;
-    const T* k2 = SHARED_K ? k1 : k1 + p.k_head_stride;
 
     // ---- Q1, Q2 -> shared (rows past Sq zero-filled). Copies have compile-time trip counts:
     // each thread keeps one 16-byte column chunk and steps rows by a constant (tile.cuh).
@@ -233,13 +252,28 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
         cp_async_commit();
     }
 
+    // What the key-tile loop needs besides its accumulators lives in shared memory, written
+    // once by thread 0: held in registers beside v1 d = 128's 128 accumulators it spills. K1's
+    // and V's bases (K2 is one head stride on), and lim[]: Sk, the visiting order, and the block's rows for the epilogue.
+    AK_SHARED(const void*, kv_base, [2]);
+    AK_SHARED(int, lim, [8]);
+    // A whole tile (every tile but the one crossing Sk) is copied without row predicates.
     auto load_kv = [&](int n0, int stage) {
         T* sK = sKV + stage * L::STAGE;
-        const long long koff = (long long)n0 * p.k_row_stride;
-        load_tile_async_swizzled<BC, D, THREADS>(sK, k1 + koff, p.k_row_stride, Sk - n0, tid);
-        if (!SHARED_K) load_tile_async_swizzled<BC, D, THREADS>(sK + L::K_TILE, k2 + koff, p.k_row_stride, Sk - n0, tid);
-        load_tile_async_swizzled<BC, DV, THREADS>(sK + L::NK * L::K_TILE, vb + (long long)n0 * p.v_row_stride,
-                                                  p.v_row_stride, Sk - n0, tid);
+        const int rows = lim[0] - n0;
+        const T* k1s = static_cast<const T*>(kv_base[0]) + (long long)n0 * p.k_row_stride;
+        const T* vs = static_cast<const T*>(kv_base[1]) + (long long)n0 * p.v_row_stride;
+        auto copy = [&](auto whole) {
+            constexpr bool W = decltype(whole)::value;
+            load_tile_async_swizzled<BC, D, THREADS, W>(sK, k1s, p.k_row_stride, rows, tid);
+            if (!SHARED_K)
+                load_tile_async_swizzled<BC, D, THREADS, W>(sK + L::K_TILE, k1s + p.k_head_stride, p.k_row_stride, rows, tid);
+            load_tile_async_swizzled<BC, DV, THREADS, W>(sK + L::NK * L::K_TILE, vs, p.v_row_stride, rows, tid);
+        };
+        if (rows >= BC)
+            copy(std::true_type{});
+        else
+            copy(std::false_type{});
     };
 
     // ---- key range that can be allowed for any row of this tile
@@ -264,10 +298,23 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
     const int c_hi = max(c_lo, min(nt_hi, max(right + 1, 0) / BC));
     // Visiting order: c_lo .. nt_hi-1 (the clean tiles, then the masked ones above them), then
     // nt_lo .. c_lo-1 (masked ones below); the online softmax does not depend on the order.
-    const int n_clean = c_hi - c_lo, n_tiles = nt_hi - nt_lo;
+    if (tid == 0) {
+        kv_base[0] = k1;
+        kv_base[1] = vb;
+        lim[0] = Sk;
+        lim[1] = c_lo;
+        lim[2] = nt_hi;
+        lim[3] = nt_hi - nt_lo;  // tiles to visit
+        lim[4] = c_hi - c_lo;    // clean ones among them, visited first
+        lim[5] = row0;
+        lim[6] = Sq;
+        lim[7] = q_start;
+    }
+    __syncthreads();
+    const int n_tiles = lim[3];
     auto tile_at = [&](int i) {
-        const int t = c_lo + i;
-        return t < nt_hi ? t : t - n_tiles;
+        const int t = lim[1] + i;
+        return t < lim[2] ? t : t - lim[3];
     };
 
     if (n_tiles > 0) {
@@ -297,7 +344,6 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
     ri.Prow[0] = row0 + wrow + gi + shift;
     ri.Prow[1] = ri.Prow[0] + 8;
     ri.tq = tq;
-    ri.Sk = Sk;
     const T* sQm = sQ + map * L::Q_TILE;
 
     // Phase 0 runs the clean tiles, phase 1 the masked ones; the phase loop is unrolled, so each
@@ -306,10 +352,10 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
     int it = 0;
 #pragma unroll
     for (int phase = 0; phase < 2; ++phase) {
-        const int i_end = phase == 0 ? n_clean : n_tiles;
+        const int i_end = lim[phase == 0 ? 4 : 3];
         for (; it < i_end; ++it) {
             const int stage = it & 1, n0 = tile_at(it) * BC;
-            if (it + 1 < n_tiles) {
+            if (it + 1 < lim[3]) {
                 load_kv(tile_at(it + 1) * BC, stage ^ 1);
                 cp_async_commit();
                 cp_async_wait<1>();
@@ -320,37 +366,28 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
             T* sK1 = sKV + stage * L::STAGE;
             T* sK2 = SHARED_K ? sK1 : sK1 + L::K_TILE;
             const T* sV = sK1 + L::NK * L::K_TILE;
-            if (rope) {
-                const int nrows = min(BC, Sk - n0);
-                auto kpos = [&](int r) {
-                    const int j = n0 + r;
-                    return p.position_ids_k ? p.position_ids_k[b * p.pos_k_batch_stride + k_start + j] : j;
-                };
-                rope_tile<T, D>(sK1, nrows, p.rope, kpos);
-                if (!SHARED_K) rope_tile<T, D>(sK2, nrows, p.rope, kpos);
-                __syncthreads();
-            }
             const T* sKm = map ? sK2 : sK1;
             if (phase == 0)
-                tile_step<false, T, D, DV>(p, ri, sQm, sKm, sV, n0, wrow, lane, acc, m_run, l_run);
+                tile_step<false, T, D, DV>(p, ri, 0, sQm, sKm, sV, n0, wrow, lane, acc, m_run, l_run);
             else
-                tile_step<true, T, D, DV>(p, ri, sQm, sKm, sV, n0, wrow, lane, acc, m_run, l_run);
+                tile_step<true, T, D, DV>(p, ri, lim[0], sQm, sKm, sV, n0, wrow, lane, acc, m_run, l_run);
             __syncthreads();  // the stage is refilled two iterations on
         }
     }
     cp_async_wait<0>();
     __syncthreads();
 
-    // ---- epilogue
+    // ---- epilogue (the block's rows, from shared memory: not held through the loop)
+    const int row0_e = lim[5], Sq_e = lim[6], q_start_e = lim[7];
     float inv[2];
-    const int iloc[2] = {row0 + wrow + gi, row0 + wrow + gi + 8};
+    const int iloc[2] = {row0_e + wrow + gi, row0_e + wrow + gi + 8};
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
         const float l = quad_sum(l_run[rr]);
         inv[rr] = l > 0.f ? 1.f / l : 0.f;
-        if (tq == 0 && iloc[rr] < Sq) {
+        if (tq == 0 && iloc[rr] < Sq_e) {
             float* lse = map ? p.lse2 : p.lse1;
-            lse[b * p.lse_batch_stride + h * p.lse_head_stride + q_start + iloc[rr]] =
+            lse[b * p.lse_batch_stride + h * p.lse_head_stride + q_start_e + iloc[rr]] =
                 l > 0.f ? m_run[rr] * kLn2 + logf(l) : -INFINITY;
         }
     }
@@ -359,8 +396,8 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
         float lam[2];
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
-            const int i = min(iloc[rr], Sq - 1);
-            lam[rr] = p.lambda[b * p.lambda_batch_stride + (long long)(q_start + i) * p.lambda_row_stride + h];
+            const int i = min(iloc[rr], Sq_e - 1);
+            lam[rr] = p.lambda[b * p.lambda_batch_stride + (long long)(q_start_e + i) * p.lambda_row_stride + h];
         }
 #pragma unroll
         for (int n = 0; n < DV / 8; ++n)
@@ -393,10 +430,10 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
             }
         }
     }
-    T* ob = static_cast<T*>(p.o) + b * p.o_batch_stride + q_start * p.o_row_stride + h * p.o_head_stride;
+    T* ob = static_cast<T*>(p.o) + b * p.o_batch_stride + q_start_e * p.o_row_stride + h * p.o_head_stride;
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-        if (iloc[rr] >= Sq) continue;
+        if (iloc[rr] >= Sq_e) continue;
         T* orow = ob + (long long)iloc[rr] * p.o_row_stride;
 #pragma unroll
         for (int n = 0; n < DV / 8; ++n)

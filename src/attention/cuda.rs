@@ -234,23 +234,10 @@ impl AttentionLaunch {
             window_right: clamp_window(p.window_right, window_limit),
             dtype: p.dtype.kernel_code(),
         };
-        // Fused RoPE: rotate every key once into a packed scratch copy (freed in stream order
-        // after the attention kernel), which the attention kernel then reads as K.
+        // Fused RoPE: the attention kernel reads keys rotated once by the pre-pass.
         let _rotated = match self.rope_keys {
-            Some(rk) if p.total_k > 0 => {
-                let rows = if p.varlen { p.total_k } else { p.batch * p.max_k_len };
-                let mut scratch = gpu.alloc(p.dtype, &[rows, p.heads_kv, p.head_dim])?;
-                params.k_rotated = scratch.kernel_ptr_mut();
-                let grid = (p.max_k_len.div_ceil(rk.rows as usize) as u32, p.heads_kv as u32, p.batch as u32);
-                gpu.launch(rk, grid, &params)?;
-                let (row, head) = ((p.heads_kv * p.head_dim) as i64, p.head_dim as i64);
-                params.k = params.k_rotated as *const _;
-                params.k_batch_stride = if p.varlen { 0 } else { sk * row };
-                params.k_row_stride = row;
-                params.k_head_stride = head;
-                Some(scratch)
-            }
-            _ => None,
+            Some(rk) => rotate_keys_once(gpu, rk, &mut params, p)?,
+            None => None,
         };
         let grid = (p.max_q_len.div_ceil(self.kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
         gpu.launch(self.kernel, grid, &params)
@@ -263,6 +250,41 @@ impl AttentionLaunch {
         self.launch(gpu, inputs, alibi_slopes, &mut o, Some(&mut lse))?;
         Ok(AttentionOutput { o, lse })
     }
+}
+
+/// Fused RoPE's key pre-pass (`ak::attention::rope_keys`, shared by the attention and the
+/// diff-attention prefills): rotate every key row of `params.k` (the plan's `heads_kv` heads of
+/// `head_dim`) once into a packed scratch copy `[rows, heads_kv, head_dim]`, then point
+/// `params.k` and its strides at that copy, so the prefill reads rotated keys instead of each
+/// block rotating every K tile it visits (O(Sk) work, not O(Sq / rows x Sk)). Reads `k`, its
+/// strides, `seqlen_k`, `cu_seqlens_k`, `position_ids_k`, `pos_k_batch_stride` and `rope`
+/// (`heads_kv` and `head_dim` are set here from the plan).
+/// Returns the scratch (None when there are no keys): keep it until the prefill is enqueued;
+/// its free is ordered on the stream after that.
+pub(crate) fn rotate_keys_once(
+    gpu: &Gpu,
+    rope_keys: &'static Kernel,
+    params: &mut AkAttnParams,
+    plan: &AttentionPlan,
+) -> Result<Option<DeviceTensor>> {
+    let p = plan;
+    if p.total_k == 0 || p.batch == 0 {
+        return Ok(None);
+    }
+    let (heads, d) = (p.heads_kv, p.head_dim);
+    params.heads_kv = heads as i32;
+    params.head_dim = d as i32;
+    let rows = if p.varlen { p.total_k } else { p.batch * p.max_k_len };
+    let mut scratch = gpu.alloc(p.dtype, &[rows, heads, d])?;
+    params.k_rotated = scratch.kernel_ptr_mut();
+    let grid = (p.max_k_len.div_ceil(rope_keys.rows as usize) as u32, heads as u32, p.batch as u32);
+    gpu.launch(rope_keys, grid, params)?;
+    let row = (heads * d) as i64;
+    params.k = params.k_rotated as *const _;
+    params.k_batch_stride = if p.varlen { 0 } else { p.max_k_len as i64 * row };
+    params.k_row_stride = row;
+    params.k_head_stride = d as i64;
+    Ok(Some(scratch))
 }
 
 /// Run attention on the GPU into caller-owned outputs: `o` with the shape and dtype of

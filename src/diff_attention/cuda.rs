@@ -31,10 +31,10 @@ use super::{
 use crate::decode::cuda::DeviceKvIndex;
 use crate::decode::{CacheLayout, SplitPolicy, MAX_SPLITS};
 use crate::error::{Error, Result};
-use crate::attention::cuda::prefill_rope_table;
+use crate::attention::cuda::{prefill_rope_table, rotate_keys_once};
 use crate::rope::cuda::no_rope;
 use crate::runtime::kernel_list::diff_attention::{self as list, DECODE_HEADS, DECODE_KEYS, HEAD_DIMS};
-use crate::runtime::params::{AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams};
+use crate::runtime::params::{AkAttnParams, AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams};
 use crate::runtime::view::{opt_parts_ptr, parts_of, Layout::{Packed, Strided}};
 use crate::runtime::{check_views, kernel, opt_ptr, DeviceRead, DeviceTensor, DeviceWrite, Dt, Gpu, Kernel, Key, Ready};
 use crate::tensor::{expect_dtype, expect_same_dtype, DType, PlannedTensors, Tensor, TensorInfo};
@@ -155,6 +155,8 @@ impl<'a, T: TensorInfo> DiffTensors<'a, T> {
 pub struct DiffAttentionLaunch {
     plan: DiffAttentionPlan,
     kernel: &'static Kernel,
+    /// Fused RoPE's key pre-pass (the attention family's `rope_keys`) when the plan rotates.
+    rope_keys: Option<&'static Kernel>,
     /// q, k, v, lambda, norm_weight, alibi_slopes as planned.
     planned: PlannedTensors,
     table: Option<std::sync::Arc<crate::rope::cuda::DeviceRopeTable>>,
@@ -176,7 +178,12 @@ impl DiffAttentionLaunch {
         let p = &dp.attn;
         let kernel = kernel("q", Key::DiffPrefill { variant: variant_code(dp.variant), dtype: gpu_dtype("q", p.dtype)?, d: p.head_dim })?;
         let table = prefill_rope_table(gpu, p)?;
+        let rope_keys = match table {
+            Some(_) => Some(crate::runtime::kernel("k", Key::AttnRopeKeys { dtype: gpu_dtype("q", p.dtype)?, d: p.head_dim })?),
+            None => None,
+        };
         Ok(DiffAttentionLaunch {
+            rope_keys,
             planned: PlannedTensors::of(
                 &DIFF_ARGS,
                 &[Some(args.q), Some(args.k), Some(args.v), Some(args.lambda), args.norm_weight, args.alibi_slopes],
@@ -231,7 +238,7 @@ impl DiffAttentionLaunch {
             (DiffVariant::V2, true) => (0, ll(heads)),
             (DiffVariant::V2, false) => (ll(sq * heads), ll(heads)),
         };
-        let params = AkDiffAttnParams {
+        let mut params = AkDiffAttnParams {
             q: qp.ptr(),
             k: kp.ptr(),
             v: vp.ptr(),
@@ -285,6 +292,33 @@ impl DiffAttentionLaunch {
         if grid.0 == 0 || heads == 0 || p.batch == 0 {
             return Ok(());
         }
+        // Fused RoPE: the prefill rotates Q per block and reads K rotated once by the pre-pass
+        // (kernels/diff_attention/prefill.cu never rotates K).
+        let _rotated = match self.rope_keys {
+            Some(rk) => {
+                let mut keys = AkAttnParams {
+                    k: params.k,
+                    k_batch_stride: params.k_batch_stride,
+                    k_row_stride: params.k_row_stride,
+                    k_head_stride: params.k_head_stride,
+                    cu_seqlens_k: params.cu_seqlens_k,
+                    position_ids_k: params.position_ids_k,
+                    pos_k_batch_stride: params.pos_k_batch_stride,
+                    rope: params.rope,
+                    batch: params.batch,
+                    seqlen_k: params.seqlen_k,
+                    dtype: params.dtype,
+                    ..Default::default()
+                };
+                let scratch = rotate_keys_once(gpu, rk, &mut keys, p)?;
+                params.k = keys.k;
+                params.k_batch_stride = keys.k_batch_stride;
+                params.k_row_stride = keys.k_row_stride;
+                params.k_head_stride = keys.k_head_stride;
+                scratch
+            }
+            None => None,
+        };
         gpu.launch(prefill, grid, &params)
     }
 
