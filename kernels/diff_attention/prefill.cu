@@ -1,8 +1,9 @@
 // Fused differential attention, prefill (spec section 3), variants v1 and v2.
 //
-// One block = one diff head h, one tile of BR query rows, 8 warps:
+// One block = one diff head h, one tile of BR = 64 MT query rows, 8 warps:
 //   warps 0-3 run softmax map 1 (Q1 = q head 2h against K1), warps 4-7 map 2 (Q2 against K2),
-//   warp w % 4 owns query rows 16 * (w % 4) .. +16 of the tile in both groups.
+//   warp w % 4 owns query rows 16 MT (w % 4) .. +16 MT of the tile in both groups (MT m-tiles
+//   of 16 rows share each K and V fragment it loads).
 // Per KV tile, K1, K2 and the shared V are copied to shared memory once (cp.async, double
 // buffer) and read by both groups, so each map keeps its own online-softmax state (m, l, acc)
 // in registers while V traffic is paid once. Shared tiles are unpadded and XOR-swizzled
@@ -35,11 +36,15 @@
 
 namespace ak::diff {
 
-constexpr int BR = 64;        // query rows per block
-constexpr int BC = 64;        // keys per KV tile
 constexpr int THREADS = 256;  // 8 warps: two groups of four
 
-template <int D, int DV, bool SHARED_K> struct Layout {
+// MT: 16-row m-tiles per warp, so BR = 64 MT query rows per block. Each K and V fragment a warp
+// loads from shared memory feeds MT tensor-core ops: MT = 2 doubles the FLOPs per shared-memory
+// byte and halves the per-tile overhead per FLOP. BC: keys per KV tile; 128 halves the per-tile
+// overhead per FLOP at the cost of BC / 2 more score registers. The kernel list picks both per
+// instance, as registers allow (benches/NOTES.md).
+template <int D, int DV, bool SHARED_K, int MT, int BC> struct Layout {
+    static constexpr int BR = 64 * MT;           // query rows per block
     static constexpr int NK = SHARED_K ? 1 : 2;  // K tiles per stage
     static constexpr int Q_TILE = BR * D;
     static constexpr int K_TILE = BC * D;
@@ -48,7 +53,7 @@ template <int D, int DV, bool SHARED_K> struct Layout {
     // Dynamic shared memory, in elements of T: the Q1 and Q2 tiles, then two KV stages.
     static constexpr int SMEM_ELEMS = 2 * Q_TILE + 2 * STAGE;
     // Epilogue exchange buffer (f32, fragment order) reuses the KV stages.
-    static_assert(4 * 32 * (DV / 2) * 4 <= 2 * STAGE * 2, "exchange buffer must fit in the KV stages");
+    static_assert(4 * 32 * MT * (DV / 2) * 4 <= 2 * STAGE * 2, "exchange buffer must fit in the KV stages");
 };
 
 // Rotate `rows` rows of a swizzled [.. x COLS] tile (the Q tiles) in place; pos(r) gives row r's
@@ -70,72 +75,80 @@ __device__ __forceinline__ void rope_tile(T* tile, int rows, const AkRopeTable& 
     }
 }
 
-// What a warp needs to score its 16 rows of one map against a key tile.
+// What a warp needs to score its 16 MT rows of one map against a key tile.
+template <int MT>
 struct RowInfo {
-    int Prow[2];  // P(i) of rows gi and gi + 8 of the warp (key coordinates)
-    int tq;       // lane % 4: this lane's column pair in a fragment
+    int Prow[MT][2];  // P(i) of rows 16 mt + gi and 16 mt + gi + 8 of the warp (key coordinates)
+    int tq;           // lane % 4: this lane's column pair in a fragment
 };
 
-// One key tile for one warp: S = Qm Km^T (16 rows x BC keys), scale / softcap / ALiBi, masks
+// One key tile for one warp: S = Qm Km^T (16 MT rows x BC keys), scale / softcap / ALiBi, masks
 // when MASK (the tile crosses Sk or a causal / window limit of some row of the block), online
 // softmax update of (m_run, l_run, acc), acc += P V. Clean tiles run MASK = false: no mask code.
-template <bool MASK, typename T, int D, int DV>
-__device__ __forceinline__ void tile_step(const AkDiffAttnParams& p, const RowInfo& ri, int Sk, const T* sQm, const T* sKm,
-                                          const T* sV, int n0, int wrow, int lane, float (&acc)[DV / 8][4],
-                                          float (&m_run)[2], float (&l_run)[2]) {
-    // S = Qm Km^T for this warp's 16 rows x BC keys
-    float s[BC / 8][4];
+template <bool MASK, typename T, int D, int DV, int MT, int BC>
+__device__ __forceinline__ void tile_step(const AkDiffAttnParams& p, const RowInfo<MT>& ri, int Sk, const T* sQm,
+                                          const T* sKm, const T* sV, int n0, int wrow, int lane,
+                                          float (&acc)[MT][DV / 8][4], float (&m_run)[MT][2], float (&l_run)[MT][2]) {
+    // S = Qm Km^T for this warp's 16 MT rows x BC keys: each K fragment serves the MT m-tiles
+    float s[MT][BC / 8][4];
 #pragma unroll
-    for (int n = 0; n < BC / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int n = 0; n < BC / 8; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
     const SwizzledLane<D> lq = swz_a<D>(lane), lk = swz_bt<D>(lane);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t a[4];
-        ldmatrix_x4(a, sQm + wrow * D + lq.at(0, kk));
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) ldmatrix_x4(a[mt], sQm + lq.at(wrow + 16 * mt, kk));
 #pragma unroll
         for (int n2 = 0; n2 < BC / 16; ++n2) {
             uint32_t kf[4];
             ldmatrix_x4(kf, sKm + lk.at(n2 * 16, kk));
-            Mma<T>::run(s[2 * n2], a, kf[0], kf[1]);
-            Mma<T>::run(s[2 * n2 + 1], a, kf[2], kf[3]);
-        }
-    }
-
-    // MASK: allowed keys of each row, [lo, hi] relative to this lane's first column n0 + 2 tq,
-    // so each score needs two compares against compile-time offsets. With Sq + Sk < 2^30
-    // (host-checked) and windows clamped to Sq + Sk, none of these ints overflows.
-    int lo[2] = {0, 0}, hi[2] = {0, 0};
-    if (MASK) {
 #pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-            const int Pi = ri.Prow[rr];
-            int l = 0, r = Sk - 1;
-            if (p.causal) r = min(r, Pi);
-            if (p.window_right >= 0) r = min(r, Pi + p.window_right);
-            if (p.window_left >= 0) l = max(l, Pi - p.window_left);
-            lo[rr] = l - (n0 + 2 * ri.tq);
-            hi[rr] = r - (n0 + 2 * ri.tq);
+            for (int mt = 0; mt < MT; ++mt) {
+                Mma<T>::run(s[mt][2 * n2], a[mt], kf[0], kf[1]);
+                Mma<T>::run(s[mt][2 * n2 + 1], a[mt], kf[2], kf[3]);
+            }
         }
     }
 
-    // Base-2 logits in place, rounded once before the max, so the max element's exponent is
-    // exactly 0 (the FFMA form 2^(s c - m c) keeps the rounding error of m c, up to ulp(m) / 2,
-    // which past 2^31 overflows or flushes a row: f16 inputs near 60000). Softcap, then ALiBi
-    // with the distance P(i) - j formed in int and converted once (exact beyond 2^24); one
-    // uniform branch per feature and tile, not per score. The constants come from the launch
-    // parameters (constant bank) per tile rather than living in registers.
-    {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        // MASK: allowed keys of each row, [lo, hi] relative to this lane's first column n0 + 2 tq,
+        // so each score needs two compares against compile-time offsets. With Sq + Sk < 2^30
+        // (host-checked) and windows clamped to Sq + Sk, none of these ints overflows.
+        int lo[2] = {0, 0}, hi[2] = {0, 0};
+        if (MASK) {
+#pragma unroll
+            for (int rr = 0; rr < 2; ++rr) {
+                const int Pi = ri.Prow[mt][rr];
+                int l = 0, r = Sk - 1;
+                if (p.causal) r = min(r, Pi);
+                if (p.window_right >= 0) r = min(r, Pi + p.window_right);
+                if (p.window_left >= 0) l = max(l, Pi - p.window_left);
+                lo[rr] = l - (n0 + 2 * ri.tq);
+                hi[rr] = r - (n0 + 2 * ri.tq);
+            }
+        }
+
+        // Base-2 logits in place, rounded once before the max, so the max element's exponent is
+        // exactly 0 (the FFMA form 2^(s c - m c) keeps the rounding error of m c, up to ulp(m) / 2,
+        // which past 2^31 overflows or flushes a row: f16 inputs near 60000). Softcap, then ALiBi
+        // with the distance P(i) - j formed in int and converted once (exact beyond 2^24); one
+        // uniform branch per feature and tile, not per score. The constants come from the launch
+        // parameters (constant bank) per tile rather than living in registers.
         if (p.softcap > 0.f) {
             const float c_in = p.scale / p.softcap, c_out = p.softcap * kLog2e;
 #pragma unroll
             for (int n = 0; n < BC / 8; ++n)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) s[n][e] = c_out * tanh_fast(s[n][e] * c_in);
+                for (int e = 0; e < 4; ++e) s[mt][n][e] = c_out * tanh_fast(s[mt][n][e] * c_in);
         } else {
 #pragma unroll
             for (int n = 0; n < BC / 8; ++n)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) s[n][e] *= p.scale * kLog2e;
+                for (int e = 0; e < 4; ++e) s[mt][n][e] *= p.scale * kLog2e;
         }
         if (p.alibi_slopes) {
             const float slope_log2 = p.alibi_slopes[blockIdx.y] * kLog2e;  // one slope per diff head
@@ -143,90 +156,101 @@ __device__ __forceinline__ void tile_step(const AkDiffAttnParams& p, const RowIn
             for (int n = 0; n < BC / 8; ++n)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int dist = ri.Prow[e >> 1] - (n0 + n * 8 + 2 * ri.tq + (e & 1));
-                    s[n][e] = fmaf(-slope_log2, (float)abs(dist), s[n][e]);
+                    const int dist = ri.Prow[mt][e >> 1] - (n0 + n * 8 + 2 * ri.tq + (e & 1));
+                    s[mt][n][e] = fmaf(-slope_log2, (float)abs(dist), s[mt][n][e]);
                 }
         }
-    }
-    if (MASK) {
+        if (MASK) {
 #pragma unroll
-        for (int n = 0; n < BC / 8; ++n)
+            for (int n = 0; n < BC / 8; ++n)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int c = n * 8 + (e & 1);
-                if (c < lo[e >> 1] || c > hi[e >> 1]) s[n][e] = -INFINITY;
-            }
+                for (int e = 0; e < 4; ++e) {
+                    const int c = n * 8 + (e & 1);
+                    if (c < lo[e >> 1] || c > hi[e >> 1]) s[mt][n][e] = -INFINITY;
+                }
+        }
     }
 
     // Online softmax, one state per row, m_run in base-2 units. The running max may lag the
     // true one by up to RESCALE_SLACK (exponents up to 2^8): O and l are rescaled only when some
     // row of the warp outgrows that (always on its first tile, rarely after), not every tile.
     // Clean tiles give every row a finite score, and they run first, so m_run is finite there.
-    float cand[2];
+    float cand[MT][2];
     bool grow = false;
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int n = 0; n < BC / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * rr], s[n][2 * rr + 1]));
-        cand[rr] = quad_max(mx);
-        grow |= cand[rr] > m_run[rr] + RESCALE_SLACK;  // also when m_run = -inf
-    }
-    if (__any_sync(0xffffffffu, grow)) {
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
-            const float m_new = fmaxf(m_run[rr], cand[rr]);
-            const float alpha = exp2_ftz(m_run[rr] - safe_max(m_new));  // old max -inf: 0
-            m_run[rr] = m_new;
-            l_run[rr] *= alpha;
+            float mx = -INFINITY;
 #pragma unroll
-            for (int n = 0; n < DV / 8; ++n) {
-                acc[n][2 * rr] *= alpha;
-                acc[n][2 * rr + 1] *= alpha;
-            }
+            for (int n = 0; n < BC / 8; ++n) mx = fmaxf(mx, fmaxf(s[mt][n][2 * rr], s[mt][n][2 * rr + 1]));
+            cand[mt][rr] = quad_max(mx);
+            grow |= cand[mt][rr] > m_run[mt][rr] + RESCALE_SLACK;  // also when m_run = -inf
         }
+    if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int rr = 0; rr < 2; ++rr) {
+                const float m_new = fmaxf(m_run[mt][rr], cand[mt][rr]);
+                const float alpha = exp2_ftz(m_run[mt][rr] - safe_max(m_new));  // old max -inf: 0
+                m_run[mt][rr] = m_new;
+                l_run[mt][rr] *= alpha;
+#pragma unroll
+                for (int n = 0; n < DV / 8; ++n) {
+                    acc[mt][n][2 * rr] *= alpha;
+                    acc[mt][n][2 * rr + 1] *= alpha;
+                }
+            }
     }
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-        const float m_use = MASK ? safe_max(m_run[rr]) : m_run[rr];  // all masked so far: p = 0
-        float sum = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int n = 0; n < BC / 8; ++n) {
+        for (int rr = 0; rr < 2; ++rr) {
+            const float m_use = MASK ? safe_max(m_run[mt][rr]) : m_run[mt][rr];  // all masked so far: p = 0
+            float sum = 0.f;
 #pragma unroll
-            for (int e = 2 * rr; e < 2 * rr + 2; ++e) {
-                const float pe = exp2_ftz(s[n][e] - m_use);
-                s[n][e] = pe;
-                sum += pe;
+            for (int n = 0; n < BC / 8; ++n) {
+#pragma unroll
+                for (int e = 2 * rr; e < 2 * rr + 2; ++e) {
+                    const float pe = exp2_ftz(s[mt][n][e] - m_use);
+                    s[mt][n][e] = pe;
+                    sum += pe;
+                }
             }
+            l_run[mt][rr] += sum;
         }
-        l_run[rr] += sum;
-    }
 
-    // acc += P V
+    // acc += P V: each V fragment serves the MT m-tiles
     const SwizzledLane<DV> lv = swz_bk<DV>(lane);
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) {
-        uint32_t a[4];
-        pack_c_as_a<T>(a, s[2 * kk], s[2 * kk + 1]);
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) pack_c_as_a<T>(a[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
         for (int n2 = 0; n2 < DV / 16; ++n2) {
             uint32_t vf[4];
             ldmatrix_x4_trans(vf, sV + lv.at(kk * 16, n2));
-            Mma<T>::run(acc[2 * n2], a, vf[0], vf[1]);
-            Mma<T>::run(acc[2 * n2 + 1], a, vf[2], vf[3]);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                Mma<T>::run(acc[mt][2 * n2], a[mt], vf[0], vf[1]);
+                Mma<T>::run(acc[mt][2 * n2 + 1], a[mt], vf[2], vf[3]);
+            }
         }
     }
 }
 
-template <typename T, int D, int DV, bool SHARED_K>
+template <typename T, int D, int DV, bool SHARED_K, int MT, int BC>
 __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
-    using L = Layout<D, DV, SHARED_K>;
+    using L = Layout<D, DV, SHARED_K, MT, BC>;
+    constexpr int BR = L::BR;
     AK_DYNAMIC_SHARED(unsigned char, smem_raw);
     T* sQ = reinterpret_cast<T*>(smem_raw);  // [2][BR][D]
     T* sKV = sQ + 2 * L::Q_TILE;              // [2 stages][K1 (K2) V]
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int map = warp >> 2, wrow = (warp & 3) * 16;
+    const int map = warp >> 2, wrow = (warp & 3) * 16 * MT;
     const int b = blockIdx.z, h = blockIdx.y;
     // Causal: the last query tiles see the most keys; schedule them first (heavy first).
     const int row0 = (p.causal ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x) * BR;
@@ -334,15 +358,20 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
             });
     }
 
-    // ---- per-thread state: rows wrow + gi and wrow + gi + 8
+    // ---- per-thread state: rows wrow + 16 mt + gi and wrow + 16 mt + gi + 8
     const int gi = lane >> 2, tq = lane & 3;
-    float acc[DV / 8][4];
+    float acc[MT][DV / 8][4];
+    float m_run[MT][2], l_run[MT][2];
+    RowInfo<MT> ri;
 #pragma unroll
-    for (int n = 0; n < DV / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
-    RowInfo ri;
-    ri.Prow[0] = row0 + wrow + gi + shift;
-    ri.Prow[1] = ri.Prow[0] + 8;
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int n = 0; n < DV / 8; ++n) acc[mt][n][0] = acc[mt][n][1] = acc[mt][n][2] = acc[mt][n][3] = 0.f;
+        m_run[mt][0] = m_run[mt][1] = -INFINITY;
+        l_run[mt][0] = l_run[mt][1] = 0.f;
+        ri.Prow[mt][0] = row0 + wrow + 16 * mt + gi + shift;
+        ri.Prow[mt][1] = ri.Prow[mt][0] + 8;
+    }
     ri.tq = tq;
     const T* sQm = sQ + map * L::Q_TILE;
 
@@ -368,9 +397,9 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
             const T* sV = sK1 + L::NK * L::K_TILE;
             const T* sKm = map ? sK2 : sK1;
             if (phase == 0)
-                tile_step<false, T, D, DV>(p, ri, 0, sQm, sKm, sV, n0, wrow, lane, acc, m_run, l_run);
+                tile_step<false, T, D, DV, MT, BC>(p, ri, 0, sQm, sKm, sV, n0, wrow, lane, acc, m_run, l_run);
             else
-                tile_step<true, T, D, DV>(p, ri, lim[0], sQm, sKm, sV, n0, wrow, lane, acc, m_run, l_run);
+                tile_step<true, T, D, DV, MT, BC>(p, ri, lim[0], sQm, sKm, sV, n0, wrow, lane, acc, m_run, l_run);
             __syncthreads();  // the stage is refilled two iterations on
         }
     }
@@ -379,65 +408,78 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
 
     // ---- epilogue (the block's rows, from shared memory: not held through the loop)
     const int row0_e = lim[5], Sq_e = lim[6], q_start_e = lim[7];
-    float inv[2];
-    const int iloc[2] = {row0_e + wrow + gi, row0_e + wrow + gi + 8};
+    float inv[MT][2];
+    int iloc[MT][2];
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-        const float l = quad_sum(l_run[rr]);
-        inv[rr] = l > 0.f ? 1.f / l : 0.f;
-        if (tq == 0 && iloc[rr] < Sq_e) {
-            float* lse = map ? p.lse2 : p.lse1;
-            lse[b * p.lse_batch_stride + h * p.lse_head_stride + q_start_e + iloc[rr]] =
-                l > 0.f ? m_run[rr] * kLn2 + logf(l) : -INFINITY;
-        }
-    }
-    float* sX = reinterpret_cast<float*>(sKV) + (warp & 3) * (DV / 2) * 32;
-    if (map == 1) {
-        float lam[2];
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
-            const int i = min(iloc[rr], Sq_e - 1);
-            lam[rr] = p.lambda[b * p.lambda_batch_stride + (long long)(q_start_e + i) * p.lambda_row_stride + h];
+            iloc[mt][rr] = row0_e + wrow + 16 * mt + gi + 8 * rr;
+            const float l = quad_sum(l_run[mt][rr]);
+            inv[mt][rr] = l > 0.f ? 1.f / l : 0.f;
+            if (tq == 0 && iloc[mt][rr] < Sq_e) {
+                float* lse = map ? p.lse2 : p.lse1;
+                lse[b * p.lse_batch_stride + h * p.lse_head_stride + q_start_e + iloc[mt][rr]] =
+                    l > 0.f ? m_run[mt][rr] * kLn2 + logf(l) : -INFINITY;
+            }
         }
+    // Map 2's warps hand lambda O2 / l2 over in fragment order (the exchange buffer reuses the KV
+    // stages): element (mt, n, e) of a lane at ((mt DV / 8 + n) 4 + e) 32 + lane of its warp's slot.
+    float* sX = reinterpret_cast<float*>(sKV) + (warp & 3) * MT * (DV / 2) * 32;
+    auto slot = [&](int mt, int n, int e) { return ((mt * (DV / 8) + n) * 4 + e) * 32 + lane; };
+    if (map == 1) {
 #pragma unroll
-        for (int n = 0; n < DV / 8; ++n)
+        for (int mt = 0; mt < MT; ++mt) {
+            float lam[2];
 #pragma unroll
-            for (int e = 0; e < 4; ++e) sX[(n * 4 + e) * 32 + lane] = acc[n][e] * inv[e >> 1] * lam[e >> 1];
+            for (int rr = 0; rr < 2; ++rr) {
+                const int i = min(iloc[mt][rr], Sq_e - 1);
+                lam[rr] = p.lambda[b * p.lambda_batch_stride + (long long)(q_start_e + i) * p.lambda_row_stride + h];
+            }
+#pragma unroll
+            for (int n = 0; n < DV / 8; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) sX[slot(mt, n, e)] = acc[mt][n][e] * inv[mt][e >> 1] * lam[e >> 1];
+        }
     }
     __syncthreads();
     if (map == 1) return;
 
-    float ss[2] = {0.f, 0.f};
-#pragma unroll
-    for (int n = 0; n < DV / 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float o = acc[n][e] * inv[e >> 1] - sX[(n * 4 + e) * 32 + lane];
-            acc[n][e] = o;
-            ss[e >> 1] += o * o;
-        }
-    if (p.norm_weight) {
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-            const float ms = quad_sum(ss[rr]) * (1.f / DV);
-            const float den = ms + p.eps;
-            const float r = den > 0.f ? p.norm_factor / sqrtf(den) : 0.f;  // eps = 0, zero row: 0, not NaN
-#pragma unroll
-            for (int n = 0; n < DV / 8; ++n) {
-                const int c = n * 8 + 2 * tq;
-                acc[n][2 * rr] *= r * load_any(p.norm_weight, c, p.norm_weight_dtype);
-                acc[n][2 * rr + 1] *= r * load_any(p.norm_weight, c + 1, p.norm_weight_dtype);
-            }
-        }
-    }
     T* ob = static_cast<T*>(p.o) + b * p.o_batch_stride + q_start_e * p.o_row_stride + h * p.o_head_stride;
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-        if (iloc[rr] >= Sq_e) continue;
-        T* orow = ob + (long long)iloc[rr] * p.o_row_stride;
+    for (int mt = 0; mt < MT; ++mt) {
+        float ss[2] = {0.f, 0.f};
 #pragma unroll
         for (int n = 0; n < DV / 8; ++n)
-            *reinterpret_cast<uint32_t*>(orow + n * 8 + 2 * tq) = Mma<T>::pack(acc[n][2 * rr], acc[n][2 * rr + 1]);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float o = acc[mt][n][e] * inv[mt][e >> 1] - sX[slot(mt, n, e)];
+                acc[mt][n][e] = o;
+                ss[e >> 1] += o * o;
+            }
+        if (p.norm_weight) {
+#pragma unroll
+            for (int rr = 0; rr < 2; ++rr) {
+                const float ms = quad_sum(ss[rr]) * (1.f / DV);
+                const float den = ms + p.eps;
+                const float r = den > 0.f ? p.norm_factor / sqrtf(den) : 0.f;  // eps = 0, zero row: 0, not NaN
+#pragma unroll
+                for (int n = 0; n < DV / 8; ++n) {
+                    const int c = n * 8 + 2 * tq;
+                    acc[mt][n][2 * rr] *= r * load_any(p.norm_weight, c, p.norm_weight_dtype);
+                    acc[mt][n][2 * rr + 1] *= r * load_any(p.norm_weight, c + 1, p.norm_weight_dtype);
+                }
+            }
+        }
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+            if (iloc[mt][rr] >= Sq_e) continue;
+            T* orow = ob + (long long)iloc[mt][rr] * p.o_row_stride;
+#pragma unroll
+            for (int n = 0; n < DV / 8; ++n)
+                *reinterpret_cast<uint32_t*>(orow + n * 8 + 2 * tq) =
+                    Mma<T>::pack(acc[mt][n][2 * rr], acc[mt][n][2 * rr + 1]);
+        }
     }
 }
 

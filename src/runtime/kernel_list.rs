@@ -326,10 +326,6 @@ pub mod diff_attention {
     pub const DTYPES: [Dt; 2] = [Dt::F16, Dt::BF16];
     /// Per-map head dims `d` with kernels.
     pub const HEAD_DIMS: [usize; 2] = [64, 128];
-    /// Query rows per prefill block (`ak::diff::BR`).
-    pub const PREFILL_ROWS: usize = 64;
-    /// Keys per prefill KV tile (`BC`).
-    pub const PREFILL_KEYS: usize = 64;
     /// Threads per prefill block (`THREADS`: two groups of four warps).
     pub const PREFILL_THREADS: usize = 256;
     /// (row, head) items per epilogue block: one warp each.
@@ -349,12 +345,32 @@ pub mod diff_attention {
             (d, true)
         }
     }
+    /// The prefill tile of a variant and d: 16-row m-tiles per warp (`MT`; the block has
+    /// 64 MT query rows) and keys per KV tile (`BC`). As large as registers allow without
+    /// spills on sm_80 and sm_90a (benches/NOTES.md): v1 d = 128's O alone takes 128 registers.
+    pub const fn prefill_tile(variant: u8, d: usize) -> (usize, usize) {
+        match (variant, d) {
+            (1, 64) => (1, 128),
+            (2, 64) => (2, 64),
+            (2, 128) => (1, 128),
+            _ => (1, 64),
+        }
+    }
+    /// Query rows per prefill block (`Layout::BR`).
+    pub const fn prefill_rows(variant: u8, d: usize) -> usize {
+        64 * prefill_tile(variant, d).0
+    }
+    /// Keys per prefill KV tile (`BC`).
+    pub const fn prefill_keys(variant: u8, d: usize) -> usize {
+        prefill_tile(variant, d).1
+    }
     /// Dynamic shared memory of one prefill block: Q1 and Q2 tiles plus two KV stages
     /// (`sizeof(T) * Layout::SMEM_ELEMS`).
     pub const fn prefill_smem_bytes(dtype: Dt, variant: u8, d: usize) -> usize {
         let (dv, shared_k) = prefill_shape(variant, d);
         let nk = if shared_k { 1 } else { 2 };
-        dtype.size() * (2 * PREFILL_ROWS * d + 2 * (nk * PREFILL_KEYS * d + PREFILL_KEYS * dv))
+        let (rows, keys) = (prefill_rows(variant, d), prefill_keys(variant, d));
+        dtype.size() * (2 * rows * d + 2 * (nk * keys * d + keys * dv))
     }
     /// Dynamic shared memory of one decode split block with `gm` heads
     /// (`DecodeLayout<D>::smem_bytes<T, GM>()`): two stages of `[k1 | k2]` (padded) and V tiles,
@@ -725,24 +741,26 @@ fn diff_attention_modules() -> [Module; 2] {
         for dtype in DTYPES {
             for d in HEAD_DIMS {
                 let (dv, shared_k) = prefill_shape(variant, d);
+                let (mt, bc) = prefill_tile(variant, d);
                 let smem = prefill_smem_bytes(dtype, variant, d);
+                let layout = format!("ak::diff::Layout<{d}, {dv}, {shared_k}, {mt}, {bc}>");
                 let (vn, dn) = (format!("v{variant}"), format!("d{d}"));
                 prefill.push(
                     Plain {
                         key: Key::DiffPrefill { variant, dtype, d },
                         name: entry_name(&["diff", "prefill", &vn, dtype.suffix(), &dn]),
                         params: "AkDiffAttnParams",
-                        body: format!("ak::diff::diff_prefill<{}, {d}, {dv}, {shared_k}>(p)", dtype.cxx()),
+                        body: format!("ak::diff::diff_prefill<{}, {d}, {dv}, {shared_k}, {mt}, {bc}>(p)", dtype.cxx()),
                         threads: PREFILL_THREADS,
                         min_blocks: 1,
                         smem_bytes: smem,
-                        rows: PREFILL_ROWS,
-                        keys: PREFILL_KEYS,
+                        rows: prefill_rows(variant, d),
+                        keys: bc,
                     }
-                    .build(vec![eq(
-                        format!("sizeof({}) * ak::diff::Layout<{d}, {dv}, {shared_k}>::SMEM_ELEMS", dtype.cxx()),
-                        smem,
-                    )]),
+                    .build(vec![
+                        eq(format!("sizeof({}) * {layout}::SMEM_ELEMS", dtype.cxx()), smem),
+                        eq(format!("{layout}::BR"), prefill_rows(variant, d)),
+                    ]),
                 );
             }
         }
@@ -807,8 +825,6 @@ fn diff_attention_modules() -> [Module; 2] {
         Module {
             source: PREFILL_SOURCE,
             asserts: vec![
-                eq("ak::diff::BR", PREFILL_ROWS),
-                eq("ak::diff::BC", PREFILL_KEYS),
                 eq("ak::diff::THREADS", PREFILL_THREADS),
             ],
             instances: prefill,
