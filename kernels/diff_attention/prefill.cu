@@ -10,10 +10,10 @@
 // (ak::swizzle), so ldmatrix and cp.async rows hit distinct banks; the copies are unrolled
 // (load_tile_async_swizzled). Key tiles are classified once per block: clean tiles (no row of
 // the block needs a mask there) run first in a loop without mask code, then the masked ones
-// (tile_step<MASK>). Scores as in FlashAttention-2: plain path (scale > 0, no softcap / ALiBi)
-// takes the row max on raw scores and forms p = exp2(s * scale log2 e - m scale log2 e) with one
-// FFMA and one ex2.approx.ftz per score; softcap / ALiBi / other scales first rewrite the scores
-// as base-2 logits (one uniform branch per tile). The epilogue hands
+// (tile_step<MASK>). Scores become base-2 logits in place (scale, or softcap, then ALiBi: one
+// uniform branch per feature and tile), rounded once before the row max, and p = exp2(x - m)
+// with one ex2.approx.ftz per score (FlashAttention-2's single FFMA form keeps the rounding
+// error of m * scale in the exponent, which overflows rows of huge logits). The epilogue hands
 // lambda * O2 / l2 to the map-1 warps through shared memory; they form O1 / l1 - lambda * O2 / l2,
 // apply the RMSNorm over the full Dv-wide row (the row sits in one quad of lanes: a two-step
 // shuffle reduction) and store.
