@@ -432,7 +432,6 @@ fn write_manifest(out_dir: &Path, units: &[KernelUnit], nvcc: Option<&str>, arch
 // the emulated device
 // ---------------------------------------------------------------------------------------------
 
-/// Hash of a file list's paths and contents.
 /// `ATTN_KERNELS_BUILD_CACHE`: a directory shared by builds in other OUT_DIRs or target
 /// directories (clippy's, the tests', another crate's), holding compiled kernel outputs by a key
 /// of their inputs with OUT_DIR's path left out, so that a second build copies instead of
@@ -472,6 +471,7 @@ fn cache_store(cache: &Path, files: &[(String, &Path)]) {
     }
 }
 
+/// Hash of a file list's paths and contents.
 fn hash_files(files: &[PathBuf], h: &mut DefaultHasher) {
     for f in files {
         f.hash(h);

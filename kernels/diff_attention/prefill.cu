@@ -278,7 +278,8 @@ __device__ __forceinline__ void diff_prefill(const AkDiffAttnParams& p) {
 
     // What the key-tile loop needs besides its accumulators lives in shared memory, written
     // once by thread 0: held in registers beside v1 d = 128's 128 accumulators it spills. K1's
-    // and V's bases (K2 is one head stride on), and lim[]: Sk, the visiting order, and the block's rows for the epilogue.
+    // and V's bases (K2 is one head stride on), and lim[]: Sk, the visiting order, and the
+    // block's rows for the epilogue.
     AK_SHARED(const void*, kv_base, [2]);
     AK_SHARED(int, lim, [8]);
     // A whole tile (every tile but the one crossing Sk) is copied without row predicates.
