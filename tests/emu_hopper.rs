@@ -125,40 +125,78 @@ fn descriptor(start: usize, lbo: usize, sbo: usize, swz: Swz) -> u64 {
     ((start as u64 >> 4) & 0x3fff) | ((lbo as u64 >> 4) & 0x3fff) << 16 | ((sbo as u64 >> 4) & 0x3fff) << 32 | swz.code() << 62
 }
 
-/// A K-major operand of `rows` x (16 ks) placed in the image at `base` ("Shared Memory Matrix
-/// Layout"): its per-k-step descriptors and the byte address of element (row, k).
-struct KMajor {
+/// An operand of `rows` (its M or N extent) x (16 ks) placed in the image at `base` ("Shared
+/// Memory Matrix Layout"), K-major or MN-major: its per-k-step descriptors and the byte address
+/// of element (row, k).
+struct Operand {
     base: usize,
     swz: Swz,
     lbo: usize,
     sbo: usize,
     rows: usize,
+    ks: usize,
+    mn_major: bool,
+    /// Distance between the start addresses of consecutive k-steps.
+    step: usize,
 }
 
-impl KMajor {
-    /// No swizzle: 8x16-byte core matrices; `wide_k` puts the K-adjacent core matrices far apart
-    /// (LBO large, SBO 128) instead of next to each other (LBO 128, SBO 256 per k-step pair).
-    /// Swizzled: rows of W bytes holding up to W/2 elements of K, 8-row groups 8W apart.
-    fn new(base: usize, swz: Swz, rows: usize, ks: usize, wide_k: bool) -> KMajor {
-        match swz {
-            Swz::None if wide_k => KMajor { base, swz, lbo: rows / 8 * 128, sbo: 128, rows },
-            Swz::None => KMajor { base, swz, lbo: 128, sbo: 256 * ks, rows },
-            _ => KMajor { base, swz, lbo: 16, sbo: 8 * swz.width(), rows },
+impl Operand {
+    /// K-major. No swizzle: 8x16-byte core matrices; `wide` puts the K-adjacent core matrices far
+    /// apart (LBO large, SBO 128) instead of next to each other (LBO 128, SBO 256 per k-step).
+    /// Swizzled: rows of W bytes holding up to W/2 elements of K, 8-row groups 8W apart, k-steps
+    /// 32 bytes apart inside the row.
+    fn k_major(base: usize, swz: Swz, rows: usize, ks: usize, wide: bool) -> Operand {
+        let (lbo, sbo, step) = match swz {
+            Swz::None if wide => (rows / 8 * 128, 128, 2 * (rows / 8 * 128)),
+            Swz::None => (128, 256 * ks, 256),
+            _ => (16, 8 * swz.width(), 32),
+        };
+        Operand { base, swz, lbo, sbo, rows, ks, mn_major: false, step }
+    }
+    /// MN-major (8 elements of M/N per 16-byte chunk). No swizzle: chunk c of every K row at
+    /// c SBO, K rows 16 bytes apart, 8-row K groups LBO apart; `wide` puts the K groups far apart
+    /// (LBO = rows/8 x 128, SBO 128) instead of next to each other (LBO 128, SBO 256 per k-step).
+    /// Swizzled: K rows of W bytes holding W/2 elements of M/N, blocks of W/2 M/N elements LBO
+    /// apart, 8-row K groups SBO apart; `wide` puts the M/N blocks innermost (LBO 8W, SBO = the
+    /// blocks' bytes, as a row-major V tile loaded by TMA in boxes of W bytes) instead of the K
+    /// groups (SBO 8W, LBO = all K groups' bytes).
+    fn mn_major(base: usize, swz: Swz, rows: usize, ks: usize, wide: bool) -> Operand {
+        let (lbo, sbo, step) = match swz {
+            Swz::None if wide => (rows / 8 * 128, 128, 2 * (rows / 8 * 128)),
+            Swz::None => (128, 256 * ks, 256),
+            s => {
+                let (blocks, group) = (rows.div_ceil(s.width() / 2), 8 * s.width());
+                if wide {
+                    (group, blocks * group, 2 * blocks * group)
+                } else {
+                    (2 * ks * group, group, 2 * group)
+                }
+            }
+        };
+        Operand { base, swz, lbo, sbo, rows, ks, mn_major: true, step }
+    }
+    fn new(mn_major: bool, base: usize, swz: Swz, rows: usize, ks: usize, wide: bool) -> Operand {
+        if mn_major {
+            Operand::mn_major(base, swz, rows, ks, wide)
+        } else {
+            Operand::k_major(base, swz, rows, ks, wide)
         }
     }
-    fn bytes(&self, ks: usize) -> usize {
-        match self.swz {
-            Swz::None => self.rows / 8 * 256 * ks,
-            s => self.rows * s.width(),
+    /// Bytes from `base` to past the last element.
+    fn bytes(&self) -> usize {
+        let mut end = 0;
+        for s in 0..self.ks {
+            for r in 0..self.rows {
+                for k in 0..16 {
+                    end = end.max(self.addr(s, r, k) + 2);
+                }
+            }
         }
+        end - self.base
     }
     /// Start address (relative to the image) of k-step s.
     fn start(&self, s: usize) -> usize {
-        match self.swz {
-            Swz::None if self.sbo == 128 => self.base + s * 2 * self.lbo,
-            Swz::None => self.base + s * 256,
-            _ => self.base + s * 32,
-        }
+        self.base + s * self.step
     }
     fn desc(&self, s: usize) -> u64 {
         descriptor(self.start(s), self.lbo, self.sbo, self.swz)
@@ -168,11 +206,18 @@ impl KMajor {
     /// a function of the shared address, repeating every 8 rows of W bytes.
     fn addr(&self, s: usize, row: usize, k: usize) -> usize {
         let start = self.start(s);
-        match self.swz {
-            Swz::None => start + row / 8 * self.sbo + k / 8 * self.lbo + row % 8 * 16 + k % 8 * 2,
-            swz => {
-                let lin = start + row / 8 * self.sbo + row % 8 * swz.width() + 2 * k;
-                let mask = swz.width() / 16 - 1;
+        match (self.swz, self.mn_major) {
+            (Swz::None, false) => start + row / 8 * self.sbo + k / 8 * self.lbo + row % 8 * 16 + k % 8 * 2,
+            (Swz::None, true) => start + row / 8 * self.sbo + k / 8 * self.lbo + k % 8 * 16 + row % 8 * 2,
+            (swz, mn) => {
+                let w = swz.width();
+                let lin = if mn {
+                    let (c, per) = (row / 8, w / 16);
+                    start + c / per * self.lbo + c % per * 16 + k % 8 * w + k / 8 * self.sbo + row % 8 * 2
+                } else {
+                    start + row / 8 * self.sbo + row % 8 * w + 2 * k
+                };
+                let mask = w / 16 - 1;
                 lin ^ (((lin >> 7) & mask) << 4)
             }
         }
@@ -187,6 +232,9 @@ struct WgmmaCase {
     b_swz: Swz,
     wide_k: bool,
     scale_d: bool,
+    /// MN-major A (from shared memory) and B.
+    trans_a: bool,
+    trans_b: bool,
 }
 
 /// Build the call and the expected D (`[thread][register]`) for a case.
@@ -211,10 +259,10 @@ fn wgmma_case(rng: &mut Rng, c: &WgmmaCase) -> (WgmmaCall, Vec<f32>) {
         vec![f32::NAN; 128 * n / 2] // ignored with scale-d 0
     };
     // Image: A (if from shared memory) at 0, B at the next 1024-byte boundary.
-    let a_lay = c.a_swz.map(|s| KMajor::new(0, s, 64, ks, c.wide_k));
-    let b_base = a_lay.as_ref().map_or(0, |l| l.bytes(ks).div_ceil(1024) * 1024);
-    let b_lay = KMajor::new(b_base, c.b_swz, n, ks, !c.wide_k);
-    let mut image = vec![0u8; (b_base + b_lay.bytes(ks)).div_ceil(4) * 4];
+    let a_lay = c.a_swz.map(|s| Operand::new(c.trans_a, 0, s, 64, ks, c.wide_k));
+    let b_base = a_lay.as_ref().map_or(0, |l| l.bytes().div_ceil(1024) * 1024);
+    let b_lay = Operand::new(c.trans_b, b_base, c.b_swz, n, ks, !c.wide_k);
+    let mut image = vec![0u8; (b_base + b_lay.bytes()).div_ceil(4) * 4];
     let mut put = |addr: usize, bits: u16| image[addr..addr + 2].copy_from_slice(&bits.to_le_bytes());
     for s in 0..ks {
         if let Some(l) = &a_lay {
@@ -269,6 +317,8 @@ fn wgmma_case(rng: &mut Rng, c: &WgmmaCase) -> (WgmmaCall, Vec<f32>) {
         c: c_in,
         image,
         peek: false,
+        trans_a: c.trans_a,
+        trans_b: c.trans_b,
     };
     (call, want)
 }
@@ -276,12 +326,14 @@ fn wgmma_case(rng: &mut Rng, c: &WgmmaCase) -> (WgmmaCall, Vec<f32>) {
 fn check_wgmma(dut: &Dut, rng: &mut Rng, c: &WgmmaCase) {
     let (call, want) = wgmma_case(rng, c);
     let what = format!(
-        "m64n{}k16 {} x{} k-steps, A {}, B {:?}{}, scale-d {}, seed {}",
+        "m64n{}k16 {} x{} k-steps, A {}{}, B {:?}{}{}, scale-d {}, seed {}",
         c.n,
         if c.bf16 { "bf16" } else { "f16" },
         c.ks,
         c.a_swz.map_or("registers".to_string(), |s| format!("{s:?}")),
+        if c.trans_a { " MN-major" } else { "" },
         c.b_swz,
+        if c.trans_b { " MN-major" } else { "" },
         if c.wide_k { " (wide K)" } else { "" },
         c.scale_d,
         rng.seed
@@ -306,7 +358,7 @@ fn wgmma_every_n_a_from_registers() {
     let mut rng = Rng::from_time();
     for (j, &n) in WGMMA_NS.iter().enumerate() {
         for bf16 in [false, true] {
-            let case = WgmmaCase { n, bf16, ks: 1 + j % 2, a_swz: None, b_swz: Swz::None, wide_k: j % 3 == 0, scale_d: j % 4 != 1 };
+            let case = WgmmaCase { n, bf16, ks: 1 + j % 2, a_swz: None, b_swz: Swz::None, wide_k: j % 3 == 0, scale_d: j % 4 != 1, trans_a: false, trans_b: false };
             check_wgmma(&dut, &mut rng, &case);
         }
     }
@@ -327,8 +379,29 @@ fn wgmma_descriptors_every_swizzle() {
         for (n, bf16) in [(64, j % 2 == 0), (256, j % 2 == 1), (if j % 2 == 0 { 96 } else { 192 }, true)] {
             // A from shared memory in the same mode, and from registers with B in this mode.
             for a_swz in [Some(swz), None] {
-                let case = WgmmaCase { n, bf16, ks, a_swz, b_swz: swz, wide_k: n == 64, scale_d: n != 256 };
+                let case = WgmmaCase { n, bf16, ks, a_swz, b_swz: swz, wide_k: n == 64, scale_d: n != 256, trans_a: false, trans_b: false };
                 check_wgmma(&dut, &mut rng, &case);
+            }
+        }
+    }
+}
+
+/// MN-major operands (imm-trans-a / imm-trans-b), as the B of O += P V reads a row-major V tile:
+/// every swizzle mode, both orders of the M/N blocks and K groups, A from shared memory (K- or
+/// MN-major) and from registers.
+#[test]
+fn wgmma_mn_major_operands_every_swizzle() {
+    let Some(dut) = device("wgmma_mn_major_operands_every_swizzle") else { return };
+    let mut rng = Rng::from_time();
+    for (j, swz) in [Swz::None, Swz::B32, Swz::B64, Swz::B128].into_iter().enumerate() {
+        for (n, bf16, ks) in [(64, j % 2 == 0, 2), (128, j % 2 == 1, 4), (if j % 2 == 0 { 8 } else { 256 }, true, 1)] {
+            for (a_swz, trans_a) in [(Some(swz), true), (Some(swz), false), (None, false)] {
+                // A swizzled K-major row of W bytes holds W/2 elements of K: at most W/32 k-steps.
+                let ks = if a_swz.is_some() && !trans_a && swz != Swz::None { ks.min(swz.width() / 32) } else { ks };
+                for wide_k in [false, true] {
+                    let case = WgmmaCase { n, bf16, ks, a_swz, b_swz: swz, wide_k, scale_d: n != 128, trans_a, trans_b: true };
+                    check_wgmma(&dut, &mut rng, &case);
+                }
             }
         }
     }
@@ -342,7 +415,7 @@ fn wgmma_results_invisible_before_wait() {
         return;
     }
     let mut rng = Rng::from_time();
-    let case = WgmmaCase { n: 64, bf16: true, ks: 2, a_swz: Some(Swz::B128), b_swz: Swz::B128, wide_k: false, scale_d: true };
+    let case = WgmmaCase { n: 64, bf16: true, ks: 2, a_swz: Some(Swz::B128), b_swz: Swz::B128, wide_k: false, scale_d: true, trans_a: false, trans_b: false };
     let (mut call, want) = wgmma_case(&mut rng, &case);
     call.peek = true;
     let c0: Vec<u32> = (0..128).map(|t| call.c[t * 32].to_bits()).collect();

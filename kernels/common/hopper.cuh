@@ -245,26 +245,32 @@ __device__ __forceinline__ void fence_operands(float (&d)[M]) {
 }
 
 // wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16}, A and B from shared memory
-// descriptors (both K-major): d = A * B + (scale_d ? d : 0), d being this thread's N/2 floats of
-// the 64xN accumulator.
-template <int N, bool BF16>
+// descriptors: d = A * B + (scale_d ? d : 0), d being this thread's N/2 floats of the 64xN
+// accumulator. TRANS_A / TRANS_B (imm-trans-a / imm-trans-b) 0: the operand is K-major (A is
+// M x K with K contiguous, B is N x K with K contiguous); 1: MN-major (M or N contiguous, e.g. a
+// row-major V tile as the B of P V). The descriptor then describes the MN-major layout ("Shared
+// Memory Matrix Layout"; make_desc's lbo / sbo play the roles given there).
+template <int N, bool BF16, int TRANS_A = 0, int TRANS_B = 0>
 __device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int scale_d) {
     static_assert(N % 8 == 0 && N >= 8 && N <= 256, "wgmma m64nNk16: N is a multiple of 8 in [8, 256]");
+    static_assert((TRANS_A | TRANS_B) >> 1 == 0, "transpose flags are 0 or 1");
 #ifdef AK_EMU
-    ak_emu_wgmma(N, BF16 ? AK_EMU_BF16 : AK_EMU_F16, d, nullptr, desc_a, desc_b, scale_d, 0, 0);
+    ak_emu_wgmma(N, BF16 ? AK_EMU_BF16 : AK_EMU_F16, d, nullptr, desc_a, desc_b, scale_d, TRANS_A, TRANS_B);
 #else
-    detail::wgmma_ss_asm<N, BF16>(d, desc_a, desc_b, scale_d);
+    detail::wgmma_ss_asm<N, BF16, TRANS_A, TRANS_B>(d, desc_a, desc_b, scale_d);
 #endif
 }
 
-// The same with A from registers: this thread's 4 registers of the 64x16 A fragment.
-template <int N, bool BF16>
+// The same with A from registers (this thread's 4 registers of the 64x16 A fragment; a register
+// A has no transpose form).
+template <int N, bool BF16, int TRANS_B = 0>
 __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
     static_assert(N % 8 == 0 && N >= 8 && N <= 256, "wgmma m64nNk16: N is a multiple of 8 in [8, 256]");
+    static_assert(TRANS_B >> 1 == 0, "the transpose flag is 0 or 1");
 #ifdef AK_EMU
-    ak_emu_wgmma(N, BF16 ? AK_EMU_BF16 : AK_EMU_F16, d, a, 0, desc_b, scale_d, 0, 0);
+    ak_emu_wgmma(N, BF16 ? AK_EMU_BF16 : AK_EMU_F16, d, a, 0, desc_b, scale_d, 0, TRANS_B);
 #else
-    detail::wgmma_rs_asm<N, BF16>(d, a, desc_b, scale_d);
+    detail::wgmma_rs_asm<N, BF16, TRANS_B>(d, a, desc_b, scale_d);
 #endif
 }
 

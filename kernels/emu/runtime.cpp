@@ -473,6 +473,7 @@ struct NamedBarrier {
 struct WgmmaOp {
     int n = 0, dtype = 0;
     bool scale_d = false, a_desc = false, loaded = false, computed = false;
+    bool trans_a = false, trans_b = false;  // MN-major operands (imm-trans-a / imm-trans-b)
     bool superseded = false;  // a later pending op accumulates into the same registers
     int chained = -1;         // index in WgState::live of the op whose result is this op's C
     uint64_t da = 0, db = 0;
@@ -1415,20 +1416,31 @@ static void wg_collective(Thread& t, uint8_t kind, int extra, uintptr_t pc, F&& 
 // NaN with a payload no arithmetic produces): results are never visible before the wait.
 static const uint32_t kWgPoison = 0x7fa5c3e1u;
 
-// "Matrix Descriptor Format" and "Shared Memory Matrix Layout", K-major, 16-bit elements: the
-// shared address of element (row, k) (row < 64 for A, < N for B; k < 16). Core matrices are 8 rows
-// of 16 bytes. No swizzle: core matrix (row/8, k/8) at start + (row/8) SBO + (k/8) LBO, rows 16
-// bytes apart. Swizzle 32B/64B/128B: rows of W = 32/64/128 bytes, 8-row groups SBO apart (LBO
-// unused), and the 16-byte chunk index (address bits 4..) XORed with the address bits from 7 up
-// (log2(W/16) bits): the pattern repeats every 8W bytes of the shared window.
-static uint32_t desc_addr(uint64_t desc, int row, int k) {
+// "Matrix Descriptor Format" and "Shared Memory Matrix Layout", 16-bit elements: the shared
+// address of element (row, k) of an operand (row < 64 for A, < N for B: its M or N index; k < 16).
+// Addresses are in 16-byte chunks of 8 elements; the swizzle modes have rows of W = 32/64/128
+// bytes and XOR the chunk index (address bits 4..) with the address bits from 7 up (log2(W/16)
+// bits): the pattern repeats every 8W bytes of the shared window.
+// K-major (8 elements of K per chunk). No swizzle: core matrices of 8 rows x 16 bytes, (row/8,
+// k/8) at start + (row/8) SBO + (k/8) LBO, rows 16 bytes apart. Swizzled: a row holds W/2
+// elements of K, 8-row groups SBO apart (LBO unused).
+// MN-major (8 elements of M or N per chunk, chunk c = row/8). No swizzle: core matrices of 8 K
+// rows x 16 bytes, chunk c at c SBO, K rows 16 bytes apart, 8-row K groups LBO apart. Swizzled: a
+// K row is W bytes, W/16 chunks of M/N; the next W/2 elements of M/N are LBO away, the K rows W
+// bytes apart and 8-row K groups SBO apart.
+static uint32_t desc_addr(uint64_t desc, int row, int k, bool mn_major) {
     const uint32_t start = (uint32_t)(desc & 0x3fff) << 4, lbo = (uint32_t)((desc >> 16) & 0x3fff) << 4,
                    sbo = (uint32_t)((desc >> 32) & 0x3fff) << 4;
     const int mode = (int)(desc >> 62);
-    if (mode == 0) return start + (uint32_t)(row / 8) * sbo + (uint32_t)(k / 8) * lbo + (uint32_t)(row % 8) * 16 + (uint32_t)(k % 8) * 2;
-    const uint32_t width = mode == 1 ? 128 : mode == 2 ? 64 : 32;
-    const uint32_t lin = start + (uint32_t)(row / 8) * sbo + (uint32_t)(row % 8) * width + (uint32_t)k * 2;
-    return lin ^ (((lin >> 7) & (width / 16 - 1)) << 4);
+    const uint32_t r = (uint32_t)row, kk = (uint32_t)k;
+    if (mode == 0)
+        return mn_major ? start + (r / 8) * sbo + (kk / 8) * lbo + (kk % 8) * 16 + (r % 8) * 2
+                        : start + (r / 8) * sbo + (kk / 8) * lbo + (r % 8) * 16 + (kk % 8) * 2;
+    const uint32_t width = mode == 1 ? 128 : mode == 2 ? 64 : 32, chunks = width / 16;
+    const uint32_t lin = mn_major ? start + (r / 8 / chunks) * lbo + (r / 8 % chunks) * 16 + (kk % 8) * width +
+                                        (kk / 8) * sbo + (r % 8) * 2
+                                  : start + (r / 8) * sbo + (r % 8) * width + kk * 2;
+    return lin ^ (((lin >> 7) & (chunks - 1)) << 4);
 }
 
 static void desc_check(uint64_t desc, const char* which, uintptr_t pc) {
@@ -1444,8 +1456,8 @@ static void wgmma_load(Block& b, WgmmaOp& op) {
     if (op.loaded) return;
     op.loaded = true;
     bool uninit = false;
-    auto elem = [&](uint64_t desc, int row, int k) {
-        const uint32_t a = desc_addr(desc, row, k);
+    auto elem = [&](uint64_t desc, int row, int k, bool mn) {
+        const uint32_t a = desc_addr(desc, row, k, mn);
         if (b.w->shadow[a].w_epoch < b.base_epoch || b.w->shadow[a + 1].w_epoch < b.base_epoch) uninit = true;
         uint16_t v;
         memcpy(&v, b.arena + a, 2);
@@ -1453,9 +1465,9 @@ static void wgmma_load(Block& b, WgmmaOp& op) {
     };
     if (op.a_desc)
         for (int r = 0; r < 64; ++r)
-            for (int k = 0; k < 16; ++k) op.A[r * 16 + k] = elem(op.da, r, k);
+            for (int k = 0; k < 16; ++k) op.A[r * 16 + k] = elem(op.da, r, k, op.trans_a);
     for (int n = 0; n < op.n; ++n)
-        for (int k = 0; k < 16; ++k) op.B[k * op.n + n] = elem(op.db, n, k);
+        for (int k = 0; k < 16; ++k) op.B[k * op.n + n] = elem(op.db, n, k, op.trans_b);
     if (uninit && config().checks)
         add_finding("initcheck", "wgmma.mma_async reads shared memory never written in this block", op.pc);
 }
@@ -2150,13 +2162,14 @@ AK_NOINLINE void ak_emu_wgmma(int n, int dtype, float* d, const uint32_t* a_regs
     hopper_gate("wgmma.mma_async", pc);
     if (n < 8 || n > 256 || n % 8 || (dtype != AK_EMU_F16 && dtype != AK_EMU_BF16))
         fatal("synccheck", fmt("wgmma.mma_async m64n%dk16 with dtype %d: N is a multiple of 8 in [8, 256], f16 or bf16", n, dtype), pc);
-    if (trans_a || trans_b)
-        fatal("synccheck", "wgmma.mma_async with a transposed (MN-major) operand: the emulated device models K-major only", pc);
+    if (trans_a && a_regs)
+        fatal("synccheck", "wgmma.mma_async with A from registers and imm-trans-a (only a descriptor A can be MN-major)", pc);
     t.wg_d = d;
     if (a_regs) memcpy(t.wg_a, a_regs, sizeof t.wg_a);
     t.wg_da = desc_a;
     t.wg_db = desc_b;
-    const int extra = n | dtype << 9 | (a_regs ? 1 : 0) << 10 | (scale_d ? 1 : 0) << 11;
+    const int extra = n | dtype << 9 | (a_regs ? 1 : 0) << 10 | (scale_d ? 1 : 0) << 11 | (trans_a ? 1 : 0) << 12 |
+                      (trans_b ? 1 : 0) << 13;
     wg_collective(t, W_MMA, extra, pc, [&](WgState& s, int base) {
         const std::unique_ptr<Thread>* th = &b.w->threads[base];
         auto op = std::make_shared<WgmmaOp>();
@@ -2164,6 +2177,8 @@ AK_NOINLINE void ak_emu_wgmma(int n, int dtype, float* d, const uint32_t* a_regs
         op->dtype = dtype;
         op->scale_d = scale_d != 0;
         op->a_desc = a_regs == nullptr;
+        op->trans_a = trans_a != 0;
+        op->trans_b = trans_b != 0;
         op->da = th[0]->wg_da;
         op->db = th[0]->wg_db;
         op->pc = pc;
@@ -2181,9 +2196,9 @@ AK_NOINLINE void ak_emu_wgmma(int n, int dtype, float* d, const uint32_t* a_regs
         std::vector<uint32_t> addrs;
         if (op->a_desc)
             for (int r = 0; r < 64; ++r)
-                for (int k = 0; k < 16; ++k) addrs.push_back(desc_addr(op->da, r, k));
+                for (int k = 0; k < 16; ++k) addrs.push_back(desc_addr(op->da, r, k, op->trans_a));
         for (int c = 0; c < n; ++c)
-            for (int k = 0; k < 16; ++k) addrs.push_back(desc_addr(op->db, c, k));
+            for (int k = 0; k < 16; ++k) addrs.push_back(desc_addr(op->db, c, k, op->trans_b));
         Thread& last = t;
         for (uint32_t a : addrs) {
             if (a % 2) fatal("memcheck", fmt("wgmma.mma_async operand element at odd shared address 0x%x", a), pc);

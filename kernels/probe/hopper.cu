@@ -71,7 +71,8 @@ __device__ __forceinline__ void mbarrier(const AkProbeParams& p) {
 }
 
 // wgmma m64nNk16, one warpgroup (128 threads), dynamic shared memory of image bytes + 1024.
-// in: header {N, bf16, a_from_desc, scale_d, ksteps (1..4), peek, image_bytes, 0}; per k-step
+// in: header {N, bf16, a_from_desc, scale_d, ksteps (1..4), peek, image_bytes, trans} (trans: bit 0
+// imm-trans-a, bit 1 imm-trans-b: MN-major operands); per k-step
 // {desc_a lo, hi, desc_b lo, hi} (start addresses relative to the image, which the kernel places
 // at a 1024-byte aligned shared address); per k-step 128 x 4 A registers; 128 x N/2 C floats;
 // the image. The k-steps accumulate into one accumulator in one commit group (the first with
@@ -82,7 +83,7 @@ template <int N, bool BF16>
 __device__ void wgmma_run(const AkProbeParams& p, uint8_t* image) {
     const uint32_t* in = static_cast<const uint32_t*>(p.in);
     const unsigned t = threadIdx.x;
-    const int a_desc = (int)in[2], scale_d = (int)in[3], ks = (int)in[4], peek = (int)in[5];
+    const int a_desc = (int)in[2], scale_d = (int)in[3], ks = (int)in[4], peek = (int)in[5], trans = (int)in[7];
     const uint32_t* descs = in + 8;
     const uint32_t* aregs = descs + 4 * ks;
     const uint32_t* cin = aregs + ks * 128 * 4;
@@ -95,11 +96,15 @@ __device__ void wgmma_run(const AkProbeParams& p, uint8_t* image) {
         const uint64_t db = ((uint64_t)descs[4 * k + 3] << 32 | descs[4 * k + 2]) + base;
         const int sd = k == 0 ? scale_d : 1;
         if (a_desc) {
-            ak::hopper::wgmma_ss<N, BF16>(d, da, db, sd);
+            if (trans == 0) ak::hopper::wgmma_ss<N, BF16, 0, 0>(d, da, db, sd);
+            else if (trans == 1) ak::hopper::wgmma_ss<N, BF16, 1, 0>(d, da, db, sd);
+            else if (trans == 2) ak::hopper::wgmma_ss<N, BF16, 0, 1>(d, da, db, sd);
+            else ak::hopper::wgmma_ss<N, BF16, 1, 1>(d, da, db, sd);
         } else {
             const uint32_t a[4] = {aregs[(k * 128 + t) * 4], aregs[(k * 128 + t) * 4 + 1], aregs[(k * 128 + t) * 4 + 2],
                                    aregs[(k * 128 + t) * 4 + 3]};
-            ak::hopper::wgmma_rs<N, BF16>(d, a, db, sd);
+            if (trans & 2) ak::hopper::wgmma_rs<N, BF16, 1>(d, a, db, sd);
+            else ak::hopper::wgmma_rs<N, BF16, 0>(d, a, db, sd);
         }
     }
     ak::hopper::wgmma_commit();

@@ -329,6 +329,10 @@ pub struct WgmmaCall {
     pub image: Vec<u8>,
     /// Also return each thread's d[0] read between the commit and the wait.
     pub peek: bool,
+    /// imm-trans-a: A (from a descriptor) is MN-major.
+    pub trans_a: bool,
+    /// imm-trans-b: B is MN-major.
+    pub trans_b: bool,
 }
 
 /// Run a [`WgmmaCall`] on one warpgroup: returns D (`[thread][register]`, 128 x n/2) and, with
@@ -351,13 +355,17 @@ pub fn wgmma(gpu: &Gpu, call: &WgmmaCall) -> Result<(Vec<f32>, Option<Vec<u32>>)
     if call.steps.iter().any(|(a, _)| matches!(a, WgmmaA::Desc(_)) != a_desc) {
         return Err(Error::invalid("steps", "every k-step takes A from the same place"));
     }
+    if call.trans_a && !a_desc {
+        return Err(Error::invalid("trans_a", "an A from registers has no transposed form"));
+    }
     if call.c.len() != 128 * n / 2 {
         return Err(Error::invalid("c", format!("{} floats; the accumulator has {}", call.c.len(), 128 * n / 2)));
     }
     if call.image.len() % 4 != 0 || call.image.len() > 200 * 1024 {
         return Err(Error::invalid("image", format!("{} bytes; a multiple of 4 up to 200 KiB", call.image.len())));
     }
-    let mut input = vec![n as u32, bf16, a_desc as u32, call.scale_d as u32, ks as u32, call.peek as u32, call.image.len() as u32, 0];
+    let mut input = vec![n as u32, bf16, a_desc as u32, call.scale_d as u32, ks as u32, call.peek as u32, call.image.len() as u32,
+        call.trans_a as u32 | (call.trans_b as u32) << 1];
     for (a, b) in &call.steps {
         let da = match a {
             WgmmaA::Desc(d) => *d,
