@@ -230,8 +230,9 @@ fn entries_cuh(m: &kernel_list::Module) -> String {
             (true, 0) => format!("__launch_bounds__({}) ", i.block.iter().product::<u32>()),
             (true, n) => format!("__launch_bounds__({}, {n}) ", i.block.iter().product::<u32>()),
         };
+        let grid_constant = if kernel_list::GRID_CONSTANT_PARAMS.contains(&i.params) { "__grid_constant__ " } else { "" };
         s += &format!(
-            "\nextern \"C\" __global__ void {bounds}{}(const {} p) {{ {}; }}\n",
+            "\nextern \"C\" __global__ void {bounds}{}(const {grid_constant}{} p) {{ {}; }}\n",
             i.name, i.params, i.body
         );
         for a in &i.asserts {

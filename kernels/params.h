@@ -100,6 +100,21 @@ typedef struct AkAttnParams {
     int dtype;                     /* AkDType of q, k, v, o (AK_F16 or AK_BF16) */
 } AkAttnParams;
 
+/* A CUtensorMap: the 128 opaque bytes cuTensorMapEncodeTiled writes, 64-byte aligned. */
+typedef struct AkTensorMap {
+    unsigned long long opaque[16] __attribute__((aligned(64)));
+} AkTensorMap;
+
+/* Attention prefill on sm_90a (kernels/attention/prefill_sm90.cu): AkAttnParams and the TMA
+ * tensor maps of q, k and v, made by the host per launch over the same tensors: rank 4
+ * (head_dim, heads, rows, batch) with the tensors' strides in bytes (varlen: one batch of all
+ * packed rows), boxes of 64 elements x 1 head x the kernel's rows x 1, 128-byte swizzle. The
+ * kernel takes it __grid_constant__, so the maps stay in parameter memory where TMA reads them. */
+typedef struct AkAttnSm90Params {
+    AkTensorMap tmap_q, tmap_k, tmap_v;
+    AkAttnParams attn;
+} AkAttnSm90Params;
+
 /* ========================================================================================
  * decode and merge_states.                       [owner: decode family]
  * ====================================================================================== */

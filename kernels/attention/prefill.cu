@@ -23,6 +23,7 @@
 #include "common/dtype.cuh"
 #include "common/tile.cuh"
 #include "common/rope.cuh"
+#include "attention/flash.cuh"
 #include <type_traits>
 
 namespace ak::attention {
@@ -141,21 +142,6 @@ __device__ __forceinline__ void rope_rows(T* s, int rows_valid, const AkRopeTabl
         rope_tile<T, NT / 32, STRIDE>(s, rows_valid, tab, ids, first, tid >> 5, tid & 31);
 }
 
-// The key tiles one block visits, [t_begin, t_end), in visiting order: first the clean ones,
-// [t_begin + lead, t_begin + lead + clean), where no row of the block needs a mask (the tile is
-// whole and inside every row's causal / window limits; under ALiBi also left of every row's
-// diagonal, so |P(i) - j| = P(i) - j), then the masked ones before and after them. The online
-// softmax does not depend on the order. Three ints, so the loop keeps its registers.
-struct TileOrder {
-    int t_begin, lead, clean;
-    // Tile index of visit s.
-    __device__ __forceinline__ int at(int s) const {
-        if (s < clean) return t_begin + lead + s;
-        s -= clean;
-        return t_begin + (s < lead ? s : s + clean);
-    }
-};
-
 // The BN rows of key tile t of `src` (sk rows in all) into `dst` as one cp.async group, without
 // the row predicate when the tile is whole.
 template <int BN, int COLS, int STRIDE, int NT, typename T>
@@ -167,10 +153,6 @@ __device__ __forceinline__ void load_key_tile(T* dst, const T* src, long long ro
         load_tile_async<BN, COLS, STRIDE, NT>(dst, src + n0 * row_stride, row_stride, sk - n0, tid);
     cp_async_commit();
 }
-
-// floor(x / n) for n > 0 and any int x; ceil likewise.
-__device__ __forceinline__ int floor_div(int x, int n) { return x >= 0 ? x / n : -((-x + n - 1) / n); }
-__device__ __forceinline__ int ceil_div(int x, int n) { return -floor_div(-x, n); }
 
 // ALIBI, SOFTCAP: the score transform, fixed per instance so the steady-state loop carries only
 // what the call uses. Masks (causal, windows, the ragged last tile) cost nothing there either:
@@ -213,32 +195,12 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + k_first * p.k_row_stride + hk * p.k_head_stride;
     const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + k_first * p.v_row_stride + hk * p.v_head_stride;
 
-    // Keys this block can see: [j_begin, j_end). P(i) = i + shift.
-    // int arithmetic is safe: the host keeps Sq + Sk < 2^30 and clamps windows to <= Sq + Sk.
-    const int shift = sk - sq;
-    const bool has_right = p.causal || p.window_right >= 0;
-    const int right_off = p.causal ? (p.window_right >= 0 ? min(0, p.window_right) : 0) : p.window_right;
-    const bool has_left = p.window_left >= 0;
-    int j_begin = 0, j_end = sk;
-    if (has_left) j_begin = max(0, m0 + shift - p.window_left);
-    if (has_right) j_end = min(sk, m_last + shift + right_off + 1);
-    const int t_begin = j_begin / BN;
-    const int t_end = j_end > j_begin ? (j_end + BN - 1) / BN : t_begin;
-
-    // Clean tiles: whole (n0 + BN <= sk), right of every row's left limit (n0 >= P(m_last) -
-    // window_left), left of every row's right limit (n0 + BN - 1 <= P(m0) + right_off) and,
-    // under ALiBi, of every row's diagonal (n0 + BN - 1 <= P(m0)).
-    int clean_hi = (has_right ? min(sk, m0 + shift + right_off + 1) : sk) / BN;
-    if (ALIBI) clean_hi = min(clean_hi, floor_div(m0 + shift + 1, BN));
-    const int clean_lo = max(t_begin, has_left ? ceil_div(m_last + shift - p.window_left, BN) : 0);
-    clean_hi = min(clean_hi, t_end);
-    const TileOrder order{t_begin, clean_lo < clean_hi ? clean_lo - t_begin : 0, max(0, clean_hi - clean_lo)};
-    const int visits = t_end - t_begin;
+    const RowLimits rows(p, sq, sk);
+    int visits;
+    const TileOrder order = rows.tiles<ALIBI, BN>(p, m0, m_last, visits);
     // What the loop needs once per tile, kept in shared memory rather than in registers through
-    // it (at 64-key tiles every register counts): the masks of a row, key j being allowed in row
-    // i iff j <= lim[0], j <= P(i) + lim[1], j >= P(i) - lim[2], P(i) = lim[3] + (i - m0)
-    // (unlimited sides use 2^30: > any index, no overflow; Sk = lim[0] + 1); the TileOrder in
-    // lim[4..6]; this head's K and V.
+    // it (at 64-key tiles every register counts): the rows' mask limits (RowLimits) in lim[0..3],
+    // the TileOrder in lim[4..6]; this head's K and V.
     AK_SHARED(const void*, kv_base, [2]);
     AK_SHARED(int, lim, [7]);
     auto tile_at = [&](int s) { return TileOrder{lim[4], lim[5], lim[6]}.at(s); };
@@ -248,10 +210,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         lim[4] = order.t_begin;
         lim[5] = order.lead;
         lim[6] = order.clean;
-        lim[0] = sk - 1;
-        lim[1] = has_right ? right_off : (1 << 30);
-        lim[2] = has_left ? p.window_left : (1 << 30);
-        lim[3] = m0 + shift;
+        rows.store(lim, p, m0);
     }
     __syncthreads();  // publishes lim and kv_base before the prologue's copy reads them
     auto load_k = [&](int t) {
@@ -271,15 +230,11 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         cp_async_wait<0>();
         __syncthreads();
         const int* ids = p.position_ids_q ? p.position_ids_q + b * p.pos_q_batch_stride + q_first + m0 : nullptr;
-        rope_rows<T, BM, D, C::QS, NT>(sQ, m_last - m0 + 1, p.rope, ids, m0 + shift, tid);
+        rope_rows<T, BM, D, C::QS, NT>(sQ, m_last - m0 + 1, p.rope, ids, m0 + rows.shift, tid);
         // The barrier after the first K tile lands orders these writes before any ldmatrix.
     }
 
-    // Signed: a negative scale flips the scores before the max like any other transform.
-    const float scale_log2 = p.scale * kLog2e;
-    const float softcap_inv_scale = SOFTCAP ? p.scale / p.softcap : 0.f;
-    const float softcap_log2 = p.softcap * kLog2e;
-    const float alibi_log2 = ALIBI ? p.alibi_slopes[h] * kLog2e : 0.f;
+    const ScoreScale sc = ScoreScale::of<ALIBI, SOFTCAP>(p, h);
 
     const int row_w = warp * C::WM;  // first block row of this warp
     float acc_o[MT][NTILES_O][4];
@@ -329,105 +284,8 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         }
 
         // ---- scores in base-2 units and the online softmax; P leaves as packed A fragments.
-        // Per element the exponent is x - (m + r), the true base-2 score being x - r:
-        //   clean:   x = scale S or softcap(S), [+ slope * (j - n0)]; under ALiBi
-        //            r = slope * (P(i) - n0) (one int difference, rounded once), else 0
-        //   masked:  x = the whole score (-inf where masked), r = 0.
-        // Clean tiles have a finite score in every row, so only masked ones guard m = -inf.
-        // The running max m may stay up to RESCALE_SLACK below the true one (exponents up to
-        // 2^8, far inside f32, f16 and bf16 range): O and l are rescaled only when some row of
-        // the warp outgrows that, which after the first tiles is rare, instead of every tile.
-        // Scores are scaled to base 2 (rounded once) before the max, so the max element's
-        // exponent is exactly 0. FA2's FFMA form 2^(S scale - m scale) leaves the rounding
-        // error of m * scale in it, up to ulp(m) / 2: past 2^31 (f16 inputs near 60000) 2^err
-        // overflows or flushes the whole row.
-        // ALiBi on clean tiles: x += slope * (2 tq + col), the products made per tile (fresh_zero).
-        float alibi_col0 = 0.f, alibi_tile = 0.f;
-        if (ALIBI && !MASKED) {
-            const unsigned zero = fresh_zero();
-            alibi_col0 = (float)(2 * tq + (int)zero);
-            alibi_tile = or_zero(alibi_log2, zero);
-        }
-        float cand[MT][2];  // this tile's row max in true base-2 units
-        bool grow = false;
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-            for (int rh = 0; rh < 2; ++rh) {
-                const int pi = lim[3] + row_w + mt * 16 + g + rh * 8;  // P(i)
-                const int c0 = n0 + 2 * tq;  // column of element (nt, c): c0 + 8 nt + c
-                int lo = 0, hi = 0;  // masked: allowed columns [lo, hi] relative to c0
-                if (MASKED) {
-                    hi = min(lim[0], pi + lim[1]) - c0;
-                    lo = max(0, pi - lim[2]) - c0;
-                }
-                float mx = -INFINITY;
-#pragma unroll
-                for (int nt = 0; nt < NTILES_S; ++nt) {
-#pragma unroll
-                    for (int c = 0; c < 2; ++c) {
-                        const int col = nt * 8 + c;
-                        const float s_raw = acc_s[mt][nt][rh * 2 + c];
-                        float x = SOFTCAP ? softcap_log2 * tanh_fast(s_raw * softcap_inv_scale) : s_raw * scale_log2;
-                        if (ALIBI && MASKED) x -= alibi_log2 * (float)abs(pi - c0 - col);
-                        if (ALIBI && !MASKED) x += alibi_tile * (alibi_col0 + (float)col);
-                        acc_s[mt][nt][rh * 2 + c] = x;
-                    }
-                }
-                // The mask and the max in a pass of their own: fused into the transform, the
-                // column compares are scheduled early and held in registers (spills at 64 keys).
-#pragma unroll
-                for (int nt = 0; nt < NTILES_S; ++nt) {
-#pragma unroll
-                    for (int c = 0; c < 2; ++c) {
-                        float& x = acc_s[mt][nt][rh * 2 + c];
-                        if (MASKED && (nt * 8 + c < lo || nt * 8 + c > hi)) x = -INFINITY;
-                        mx = fmaxf(mx, x);
-                    }
-                }
-                const float r = (ALIBI && !MASKED) ? alibi_log2 * (float)(pi - n0) : 0.f;
-                cand[mt][rh] = quad_max(mx) - r;
-                grow |= cand[mt][rh] > stat[mt][rh].m + RESCALE_SLACK;  // also when m = -inf
-            }
-        }
-        if (__any_sync(0xffffffffu, grow)) {
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-                for (int rh = 0; rh < 2; ++rh) {
-                    const float m_new = fmaxf(stat[mt][rh].m, cand[mt][rh]);
-                    // 0 while the old max is -inf; m stays -inf while every score was masked
-                    const float alpha = exp2_ftz(stat[mt][rh].m - safe_max(m_new));
-                    stat[mt][rh].m = m_new;
-                    stat[mt][rh].l *= alpha;
-#pragma unroll
-                    for (int nt = 0; nt < NTILES_O; ++nt) {
-                        acc_o[mt][nt][rh * 2] *= alpha;
-                        acc_o[mt][nt][rh * 2 + 1] *= alpha;
-                    }
-                }
-            }
-        }
         uint32_t p_frag[MT][BN / 16][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-            for (int rh = 0; rh < 2; ++rh) {
-                const int pi = lim[3] + row_w + mt * 16 + g + rh * 8;
-                const float r = (ALIBI && !MASKED) ? alibi_log2 * (float)(pi - n0) : 0.f;
-                const float neg_off = -((MASKED ? safe_max(stat[mt][rh].m) : stat[mt][rh].m) + r);
-                float sum = 0.f;
-#pragma unroll
-                for (int nt = 0; nt < NTILES_S; ++nt) {
-                    const float e0 = exp2_ftz(acc_s[mt][nt][rh * 2] + neg_off);
-                    const float e1 = exp2_ftz(acc_s[mt][nt][rh * 2 + 1] + neg_off);
-                    sum += e0 + e1;
-                    // P as the A operand of P V: n-tile nt is half (nt % 2) of k-step nt / 2.
-                    p_frag[mt][nt / 2][rh + 2 * (nt % 2)] = Mma<T>::pack(e0, e1);
-                }
-                stat[mt][rh].l += sum;
-            }
-        }
+        softmax_tile<T, MASKED, ALIBI, SOFTCAP>(acc_s, acc_o, stat, p_frag, sc, lim, row_w, n0, g, tq);
 
         cp_async_wait<0>();  // V(t) has landed ...
         __syncthreads();     // ... everywhere; every warp is done with K(t)

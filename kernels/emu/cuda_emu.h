@@ -14,6 +14,7 @@
 #define __shared__ AK_EMU_ERROR_raw___shared___is_per_thread_under_emulation_use_AK_SHARED
 #define __constant__ AK_EMU_ERROR___constant___is_not_emulated
 #define __global__ __attribute__((used))
+#define __grid_constant__
 
 #include <math.h>
 #include <stdint.h>

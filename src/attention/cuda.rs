@@ -1,5 +1,9 @@
 //! CUDA prefill path for attention: `kernels/attention/prefill.cu` (FlashAttention-2 style
-//! forward on tensor cores, with ALiBi, softcap, masks, GQA, varlen and fused RoPE).
+//! forward on tensor cores, with ALiBi, softcap, masks, GQA, varlen and fused RoPE) and, on
+//! compute capability 9.0, `kernels/attention/prefill_sm90.cu` (wgmma, TMA and warp
+//! specialisation) for every plan it covers: `D = Dv`, no fused RoPE. Both compute the same
+//! function to the same tolerance (the online softmax is one piece of code,
+//! `kernels/attention/flash.cuh`); the Hopper kernel's speed is unmeasured until a GPU is lent.
 //!
 //! [`AttentionLaunch`] plans once (validation, device limits, index uploads) and launches per
 //! layer; [`attention_cuda`] (allocates the outputs) and [`attention_cuda_into`] (buffers the
@@ -20,9 +24,10 @@ use super::{plan, AttentionArgs, AttentionConfig, AttentionOutput, AttentionPlan
 use crate::error::{Error, Result};
 use crate::rope::cuda::{rope_table, DeviceRopeTable};
 use crate::runtime::kernel_list::attention::TILES;
-use crate::runtime::params::AkAttnParams;
+use crate::runtime::params::{AkAttnParams, AkAttnSm90Params, AkTensorMap};
+use crate::runtime::tma::{encode_tiled, TmaSwizzle};
 use crate::runtime::view::{opt_parts_ptr, parts_of, Layout::{Packed, Strided}};
-use crate::runtime::{check_views, find_kernel, DeviceRead, DeviceTensor, DeviceWrite, Gpu, Kernel, Key, Ready};
+use crate::runtime::{check_views, find_kernel, DeviceRead, DeviceTensor, DeviceWrite, Gpu, Kernel, Key, Ready, CUDA_ARCHS};
 use crate::tensor::{expect_tensor, DType, PlannedTensors, Tensor, TensorInfo};
 use std::sync::Arc;
 
@@ -82,6 +87,59 @@ fn check_device_support(gpu: &Gpu, p: &AttentionPlan) -> Result<&'static Kernel>
     Ok(tc)
 }
 
+/// The sm_90a kernel (`kernels/attention/prefill_sm90.cu`) for a plan, when this device and build
+/// run it: compute capability 9.0 with an sm_90a image in the build (or the emulated device
+/// presenting 9.0), f16 / bf16, `Dv = D`, no fused RoPE. Everything else takes the mma.sync
+/// kernel, which runs on every compute capability from 8.0.
+fn hopper_kernel(gpu: &Gpu, p: &AttentionPlan) -> Option<&'static Kernel> {
+    let info = gpu.info();
+    let built = info.emulated || CUDA_ARCHS.contains(&"sm_90a");
+    if info.compute_capability != (9, 0) || !built || p.rope.is_some() || p.head_dim != p.head_dim_v {
+        return None;
+    }
+    let dtype = p.dtype.kernel_dt()?;
+    find_kernel(Key::AttnFwdSm90 { dtype, d: p.head_dim, alibi: p.has_alibi, softcap: p.softcap > 0.0 })
+}
+
+/// The TMA tensor maps of q, k and v for the sm_90a kernel (`AkAttnSm90Params`): rank 4 (head
+/// dim, heads, rows, batch; varlen: one batch of the packed rows), 128-byte swizzled boxes of 64
+/// elements x 1 head x `rows` (query rows per block for q, keys per tile for k and v). None when
+/// a stride is not one TMA takes (a multiple of 16 bytes below 2^40, not 0 across more than one
+/// index): that launch takes the mma.sync kernel.
+fn hopper_maps(p: &AttentionPlan, a: &AkAttnParams, block_m: u32, block_n: u32) -> Result<Option<[AkTensorMap; 3]>> {
+    let esize = p.dtype.size() as u64;
+    let (rows_q, rows_k) = if p.varlen { (p.total_q, p.total_k) } else { (p.max_q_len, p.max_k_len) };
+    let nb = if p.varlen { 1 } else { p.batch } as u64;
+    // Bytes between steps of a dimension of `n` indices, if TMA takes it.
+    let stride = |elems: i64, n: u64| -> Option<u64> {
+        let bytes = elems.checked_mul(esize as i64)?;
+        if n <= 1 {
+            Some(16) // never stepped
+        } else if bytes > 0 && bytes % 16 == 0 && bytes < 1 << 40 {
+            Some(bytes as u64)
+        } else {
+            None
+        }
+    };
+    let map = |ptr: *const std::ffi::c_void, d: usize, heads: usize, rows: usize, st: (i64, i64, i64), box_rows: u32| {
+        let dims = [d as u64, heads as u64, rows as u64, nb];
+        let strides = [stride(st.2, dims[1]), stride(st.1, dims[2]), stride(st.0, dims[3])];
+        match strides {
+            [Some(h), Some(r), Some(b)] => {
+                encode_tiled(p.dtype, ptr, &dims, &[h, r, b], &[64, 1, box_rows, 1], &[1; 4], TmaSwizzle::B128).map(Some)
+            }
+            _ => Ok(None),
+        }
+    };
+    let q = map(a.q, p.head_dim, p.heads_q, rows_q, (a.q_batch_stride, a.q_row_stride, a.q_head_stride), block_m)?;
+    let k = map(a.k, p.head_dim, p.heads_kv, rows_k, (a.k_batch_stride, a.k_row_stride, a.k_head_stride), block_n)?;
+    let v = map(a.v, p.head_dim_v, p.heads_kv, rows_k, (a.v_batch_stride, a.v_row_stride, a.v_head_stride), block_n)?;
+    Ok(match (q, k, v) {
+        (Some(q), Some(k), Some(v)) => Some([q, k, v]),
+        _ => None,
+    })
+}
+
 /// The RoPE table of a prefill plan (attention, diff_attention), if it rotates: it covers
 /// `|P|` for negative default query positions too (rotated by `|P|` with the sine negated).
 pub(crate) fn prefill_rope_table(gpu: &Gpu, p: &AttentionPlan) -> Result<Option<Arc<DeviceRopeTable>>> {
@@ -107,6 +165,9 @@ fn clamp_window(w: i64, limit: usize) -> i32 {
 pub struct AttentionLaunch {
     plan: AttentionPlan,
     kernel: &'static Kernel,
+    /// The sm_90a kernel, when the device and the plan allow it (per launch, the tensors'
+    /// strides must suit TMA too; otherwise `kernel` runs).
+    hopper: Option<&'static Kernel>,
     /// The RoPE pre-pass (`rope_keys`) when the plan rotates.
     rope_keys: Option<&'static Kernel>,
     /// q, k, v, alibi_slopes as planned.
@@ -136,6 +197,7 @@ impl AttentionLaunch {
         let (varlen, rope) = (plan.varlen, plan.rope.is_some());
         Ok(AttentionLaunch {
             kernel,
+            hopper: hopper_kernel(gpu, &plan),
             rope_keys,
             planned: PlannedTensors::of(&["q", "k", "v", "alibi_slopes"], &[Some(args.q), Some(args.k), Some(args.v), args.alibi_slopes]),
             table,
@@ -239,8 +301,20 @@ impl AttentionLaunch {
             Some(rk) => rotate_keys_once(gpu, rk, &mut params, p)?,
             None => None,
         };
+        if let Some(hk) = self.hopper {
+            if let Some([tmap_q, tmap_k, tmap_v]) = hopper_maps(p, &params, hk.rows, hk.keys)? {
+                let grid = (p.max_q_len.div_ceil(hk.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
+                return gpu.launch(hk, grid, &AkAttnSm90Params { tmap_q, tmap_k, tmap_v, attn: params });
+            }
+        }
         let grid = (p.max_q_len.div_ceil(self.kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
         gpu.launch(self.kernel, grid, &params)
+    }
+
+    /// The kernel [`AttentionLaunch::launch`] runs for tensors with TMA-compatible strides (the
+    /// sm_90a kernel on compute capability 9.0 when the plan allows it, else the mma.sync one).
+    pub fn kernel(&self) -> &'static Kernel {
+        self.hopper.unwrap_or(self.kernel)
     }
 
     /// Allocate `o` and `lse` and launch.

@@ -127,6 +127,8 @@ pub enum Key {
     /// Attention prefill (kernels/attention/prefill.cu), head dims `d` (q, k) and `dv` (v, o),
     /// specialised for ALiBi and softcap.
     AttnFwd { dtype: Dt, d: usize, dv: usize, alibi: bool, softcap: bool },
+    /// Attention prefill for sm_90a (kernels/attention/prefill_sm90.cu), `D = Dv = d`.
+    AttnFwdSm90 { dtype: Dt, d: usize, alibi: bool, softcap: bool },
     /// The RoPE pre-pass of fused-RoPE attention: keys of head dim `d` rotated once.
     AttnRopeKeys { dtype: Dt, d: usize },
     /// Split-KV decode (kernels/decode/decode.cu), `D = Dv = d`, `rows` query rows per CTA.
@@ -267,6 +269,51 @@ pub mod attention {
         }
         pub fn cfg(&self) -> String {
             format!("ak::attention::Cfg<{}, {}, {}, {}, {}>", self.d, self.dv, self.m_tiles, self.warps, self.block_n)
+        }
+    }
+}
+
+/// Attention prefill for Hopper: `kernels/attention/prefill_sm90.cu`,
+/// `ak::attention::sm90::attention_forward<T, Cfg<D, BN, STAGES>, ALIBI, SOFTCAP>` (wgmma, TMA,
+/// a producer and two consumer warpgroups). Same score variants as [`attention`].
+pub mod attention_sm90 {
+    use super::Dt;
+
+    pub const SOURCE: &str = "kernels/attention/prefill_sm90.cu";
+    pub const PARAMS: &str = "AkAttnSm90Params";
+    pub const DTYPES: [Dt; 2] = [Dt::F16, Dt::BF16];
+    /// Threads per block: three warpgroups (`Cfg::NT`).
+    pub const THREADS: usize = 384;
+    /// Query rows per block: two consumer warpgroups of 64 (`Cfg::BM`).
+    pub const ROWS: usize = 128;
+
+    /// One tile configuration, `ak::attention::sm90::Cfg<D, BN, STAGES>` (`Dv = D`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Tile {
+        pub d: usize,
+        /// Keys per tile.
+        pub block_n: usize,
+        /// K/V stages of the TMA ring.
+        pub stages: usize,
+    }
+
+    pub const TILES: [Tile; 3] = [
+        // 128 x 128, 2 stages (81 KB)
+        Tile { d: 64, block_n: 128, stages: 2 },
+        // 128 x 128, 2 stages (161 KB)
+        Tile { d: 128, block_n: 128, stages: 2 },
+        // 128 x 64, 2 stages (193 KB): O is 128 registers per consumer thread
+        Tile { d: 256, block_n: 64, stages: 2 },
+    ];
+
+    impl Tile {
+        /// Dynamic shared memory: 1024 bytes of alignment slack, Q, and `stages` x (K, V), 2-byte
+        /// elements (`Cfg::SMEM_BYTES`).
+        pub const fn smem_bytes(&self) -> usize {
+            1024 + 2 * (ROWS * self.d + self.stages * self.block_n * 2 * self.d)
+        }
+        pub fn cfg(&self) -> String {
+            format!("ak::attention::sm90::Cfg<{}, {}, {}>", self.d, self.block_n, self.stages)
         }
     }
 }
@@ -640,6 +687,46 @@ fn attention_module() -> Module {
     Module { source: SOURCE, asserts, instances }
 }
 
+fn attention_sm90_module() -> Module {
+    use attention_sm90::*;
+    let mut instances = Vec::new();
+    for t in TILES {
+        for dtype in DTYPES {
+            for (alibi, softcap) in attention::VARIANTS {
+                let dn = format!("d{}", t.d);
+                let mut parts = vec!["attn", "fwd", "sm90", dtype.suffix(), &dn];
+                if alibi {
+                    parts.push("alibi");
+                }
+                if softcap {
+                    parts.push("softcap");
+                }
+                let cfg = t.cfg();
+                instances.push(
+                    Plain {
+                        key: Key::AttnFwdSm90 { dtype, d: t.d, alibi, softcap },
+                        name: entry_name(&parts),
+                        params: PARAMS,
+                        body: format!("ak::attention::sm90::attention_forward<{}, {cfg}, {alibi}, {softcap}>(p)", dtype.cxx()),
+                        threads: THREADS,
+                        min_blocks: 1,
+                        smem_bytes: t.smem_bytes(),
+                        rows: ROWS,
+                        keys: t.block_n,
+                    }
+                    .build(vec![
+                        eq(format!("{cfg}::NT"), THREADS),
+                        eq(format!("{cfg}::BM"), ROWS),
+                        eq(format!("{cfg}::BN"), t.block_n),
+                        eq(format!("{cfg}::SMEM_BYTES"), t.smem_bytes()),
+                    ]),
+                );
+            }
+        }
+    }
+    Module { source: SOURCE, asserts: Vec::new(), instances }
+}
+
 fn decode_modules() -> [Module; 2] {
     use decode::*;
     let mut instances = Vec::new();
@@ -993,9 +1080,13 @@ fn probe_module(source: &'static str) -> Module {
     }
 }
 
+/// Parameter structs that hold TMA tensor maps: their entry points take the parameter
+/// `__grid_constant__`, so it stays in parameter memory, where the copies read the maps in place.
+pub const GRID_CONSTANT_PARAMS: [&str; 1] = [attention_sm90::PARAMS];
+
 /// Every kernel module and its entry points.
 pub fn modules() -> Vec<Module> {
-    let mut m = vec![attention_module()];
+    let mut m = vec![attention_module(), attention_sm90_module()];
     m.extend(decode_modules());
     m.extend(diff_attention_modules());
     m.extend(linear_modules());

@@ -24,6 +24,7 @@ pub mod emu;
 pub mod kernel_list;
 pub(crate) mod params;
 pub mod probe;
+pub(crate) mod tma;
 pub mod view;
 
 use crate::error::{Error, Result};

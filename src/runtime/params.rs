@@ -33,7 +33,7 @@ macro_rules! kernel_params {
 // Each family appends its structs here.
 kernel_params!(AkRopeParams, AkFillParams, AkCopyParams);
 kernel_params!(AkChunkedParams);
-kernel_params!(AkAttnParams);
+kernel_params!(AkAttnParams, AkAttnSm90Params);
 kernel_params!(AkDecodeParams, AkDecodeCombineParams, AkMergeStatesParams, AkAppendKvParams);
 kernel_params!(AkLinearParams, AkRwkv4Params);
 kernel_params!(AkDiffAttnParams, AkDiffEpilogueParams, AkDiffDecodeParams);

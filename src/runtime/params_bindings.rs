@@ -107,6 +107,39 @@ impl Default for AkAttnParams {
     }
 }
 #[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct AkTensorMap {
+    pub opaque: [::core::ffi::c_ulonglong; 16usize],
+}
+impl Default for AkTensorMap {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct AkAttnSm90Params {
+    pub tmap_q: AkTensorMap,
+    pub tmap_k: AkTensorMap,
+    pub tmap_v: AkTensorMap,
+    pub attn: AkAttnParams,
+}
+impl Default for AkAttnSm90Params {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct AkDecodeParams {
     pub q: *const ::core::ffi::c_void,

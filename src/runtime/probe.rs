@@ -462,19 +462,7 @@ pub fn hopper_misbehave(gpu: &Gpu, kind: HopperMisbehave) -> Result<()> {
         .map(|_| ())
 }
 
-/// Swizzle of a tensor map (`CUtensorMapSwizzle`): none, or 16-byte chunks within 32, 64 or 128
-/// bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TmaSwizzle {
-    /// `CU_TENSOR_MAP_SWIZZLE_NONE`
-    None,
-    /// `CU_TENSOR_MAP_SWIZZLE_32B`
-    B32,
-    /// `CU_TENSOR_MAP_SWIZZLE_64B`
-    B64,
-    /// `CU_TENSOR_MAP_SWIZZLE_128B`
-    B128,
-}
+pub use super::tma::TmaSwizzle;
 
 /// A tiled tensor copy (`cp.async.bulk.tensor.{rank}d ... .tile.mbarrier::complete_tx::bytes`)
 /// through a tensor map made by `cuTensorMapEncodeTiled` over `data`.
@@ -512,7 +500,6 @@ pub fn tma_read_without_wait(gpu: &Gpu, call: &TmaCall) -> Result<Vec<u8>> {
 }
 
 fn tma_run(gpu: &Gpu, call: &TmaCall, mode: i32) -> Result<Vec<u8>> {
-    use cudarc::driver::sys;
     let rank = call.dims.len();
     if !(1..=5).contains(&rank)
         || call.strides.len() + 1 != rank
@@ -522,10 +509,9 @@ fn tma_run(gpu: &Gpu, call: &TmaCall, mode: i32) -> Result<Vec<u8>> {
     {
         return Err(Error::invalid("call", format!("rank {rank} with mismatched strides, box, element strides or coords")));
     }
-    let (dt, esize) = match call.dtype {
-        DType::F32 => (sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4u64),
-        DType::F16 => (sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2),
-        DType::BF16 => (sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2),
+    let esize: u64 = match call.dtype {
+        DType::F32 => 4,
+        DType::F16 | DType::BF16 => 2,
         other => return Err(Error::unsupported("dtype", format!("the TMA probe takes f32, f16 or bf16, not {other}"))),
     };
     let elems: u64 = call
@@ -548,36 +534,15 @@ fn tma_run(gpu: &Gpu, call: &TmaCall, mode: i32) -> Result<Vec<u8>> {
         words.push(0);
     }
     let data = gpu.upload_i32(&words)?;
-    let swizzle = match call.swizzle {
-        TmaSwizzle::None => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
-        TmaSwizzle::B32 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_32B,
-        TmaSwizzle::B64 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
-        TmaSwizzle::B128 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
-    };
-    let mut map = sys::CUtensorMap { opaque: [0; 16] };
-    // SAFETY: every array pointer is valid for `rank` elements (`strides` for rank - 1, checked
-    // above), `map` is a live, 64-byte aligned CUtensorMap (the type's alignment), and the
-    // global address is a live device allocation of this device that outlives the launch below;
-    // the driver only reads the arrays and writes `map`.
-    let r = unsafe {
-        sys::cuTensorMapEncodeTiled(
-            &mut map,
-            dt,
-            rank as u32,
-            data.kernel_ptr() as *mut std::ffi::c_void,
-            call.dims.as_ptr(),
-            call.strides.as_ptr(),
-            call.box_dim.as_ptr(),
-            call.element_strides.as_ptr(),
-            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-            swizzle,
-            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_NONE,
-            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
-        )
-    };
-    if r != sys::CUresult::CUDA_SUCCESS {
-        return Err(super::cuda_err("cuTensorMapEncodeTiled", cudarc::driver::DriverError(r)));
-    }
+    let map = super::tma::encode_tiled(
+        call.dtype,
+        data.kernel_ptr(),
+        &call.dims,
+        &call.strides,
+        &call.box_dim,
+        &call.element_strides,
+        call.swizzle,
+    )?;
     let mut input: Vec<u32> = map.opaque.iter().flat_map(|w| [*w as u32, (*w >> 32) as u32]).collect();
     input.push(rank as u32);
     input.extend((0..5).map(|i| call.coords.get(i).copied().unwrap_or(0) as u32));
