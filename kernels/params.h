@@ -81,8 +81,10 @@ typedef struct AkAttnParams {
     const int* position_ids_q;     /* RoPE positions of query rows or NULL (P(i) = i + Sk - Sq) */
     const int* position_ids_k;     /* RoPE positions of key rows or NULL (j) */
     AkRopeTable rope;              /* rope.lo == NULL: no RoPE */
-    void* k_rotated;               /* rope_keys pre-pass output: [B, Sk, Hkv, D] / [total_k, Hkv, D]
-                                      packed; unused by the attention kernel */
+    void* k_rotated;               /* rope pre-pass output for keys: [B, Sk, Hkv, D] / [total_k, Hkv, D]
+                                      packed; unused by the attention kernels */
+    void* q_rotated;               /* rope pre-pass output for queries (the sm_90a kernel, which
+                                      reads Q rotated): [B, Sq, Hq, D] / [total_q, Hq, D] packed */
     long long q_batch_stride, q_row_stride, q_head_stride;
     long long k_batch_stride, k_row_stride, k_head_stride;
     long long v_batch_stride, v_row_stride, v_head_stride;

@@ -13,7 +13,7 @@
 //   O += P V         P packed from the S accumulators, V through ldmatrix.trans
 //                    (K(next) is copied meanwhile)
 // ALiBi and softcap are template arguments (four instances per tile); fused RoPE rotates Q
-// once per block and reads K rotated by the rope_keys pre-pass.
+// once per block and reads K rotated by the rope_pass pre-pass.
 // Epilogue: O / l staged through the block's Q rows in smem, written with 16-byte stores;
 // lse = ln 2 * (m + log2 l), -inf for rows that see no key (o = 0 there).
 //
@@ -225,7 +225,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
     if (visits > 0) load_k(order.at(0));
     else cp_async_commit();
 
-    // Fused RoPE rotates Q here, once per block; K arrives rotated (the host's rope_keys pre-pass).
+    // Fused RoPE rotates Q here, once per block; K arrives rotated (the host's rope_pass pre-pass).
     if (p.rope.lo != nullptr && visits > 0) {
         cp_async_wait<0>();
         __syncthreads();
@@ -351,39 +351,50 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
 // [.., rows, heads_kv, D]: row stride heads_kv * D), so the attention blocks read rotated keys
 // instead of each rotating every K tile it visits (O(Sk) work, not O(Sq / BM x Sk)). The
 // rotation is the one the attention kernel applies to Q (rope_rows, rounded once to T).
-// Grid (ceil(max Sk / ROPE_ROWS), heads_kv, batch), ROPE_THREADS threads.
+// QUERIES: the same for the query rows (at P(i): position_ids_q, else i + Sk - Sq) into
+// p.q_rotated ([.., rows, heads_q, D]), for the sm_90a kernel, which takes Q from TMA as is.
+// Grid (ceil(max rows / ROPE_ROWS), heads (kv or q), batch), ROPE_THREADS threads.
 constexpr int ROPE_ROWS = 64, ROPE_THREADS = 128;
-template <typename T, int D>
-__device__ __forceinline__ void rope_keys(const AkAttnParams& p) {
+template <typename T, int D, bool QUERIES>
+__device__ __forceinline__ void rope_pass(const AkAttnParams& p) {
     constexpr int STRIDE = D + 8;
     AK_SHARED(T, tile, [ROPE_ROWS * STRIDE]);
-    const int tid = threadIdx.x, hk = blockIdx.y, b = blockIdx.z;
-    int sk = p.seqlen_k;
-    long long k_first = 0;
-    if (p.cu_seqlens_k) {
-        k_first = p.cu_seqlens_k[b];
-        sk = p.cu_seqlens_k[b + 1] - (int)k_first;
+    const int tid = threadIdx.x, hh = blockIdx.y, b = blockIdx.z;
+    const int* cu = QUERIES ? p.cu_seqlens_q : p.cu_seqlens_k;
+    const int dense = QUERIES ? p.seqlen_q : p.seqlen_k;
+    int len = dense;
+    long long first_row = 0;
+    if (cu) {
+        first_row = cu[b];
+        len = cu[b + 1] - (int)first_row;
     }
     const int n0 = blockIdx.x * ROPE_ROWS;
-    if (n0 >= sk) return;
-    const int rows = min(ROPE_ROWS, sk - n0);
-    const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + (k_first + n0) * p.k_row_stride +
-                 hk * p.k_head_stride;
-    load_tile_async<ROPE_ROWS, D, STRIDE, ROPE_THREADS>(tile, k, p.k_row_stride, rows, tid);
+    if (n0 >= len) return;
+    const int rows = min(ROPE_ROWS, len - n0);
+    long long pos0 = n0;  // default positions: key j at j, query i at i + Sk - Sq
+    if (QUERIES) pos0 += (p.cu_seqlens_k ? p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b] : p.seqlen_k) - len;
+    const long long batch_stride = QUERIES ? p.q_batch_stride : p.k_batch_stride;
+    const long long row_stride = QUERIES ? p.q_row_stride : p.k_row_stride;
+    const long long head_stride = QUERIES ? p.q_head_stride : p.k_head_stride;
+    const T* src = static_cast<const T*>(QUERIES ? p.q : p.k) + b * batch_stride + (first_row + n0) * row_stride +
+                   hh * head_stride;
+    load_tile_async<ROPE_ROWS, D, STRIDE, ROPE_THREADS>(tile, src, row_stride, rows, tid);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
-    const int* ids = p.position_ids_k ? p.position_ids_k + b * p.pos_k_batch_stride + k_first + n0 : nullptr;
-    rope_rows<T, ROPE_ROWS, D, STRIDE, ROPE_THREADS>(tile, rows, p.rope, ids, n0, tid);
+    const int* ids0 = QUERIES ? p.position_ids_q : p.position_ids_k;
+    const long long ids_batch = QUERIES ? p.pos_q_batch_stride : p.pos_k_batch_stride;
+    const int* ids = ids0 ? ids0 + b * ids_batch + first_row + n0 : nullptr;
+    rope_rows<T, ROPE_ROWS, D, STRIDE, ROPE_THREADS>(tile, rows, p.rope, ids, pos0, tid);
     __syncthreads();
-    const long long row_stride = (long long)p.heads_kv * D;
-    const long long first = (p.cu_seqlens_k ? 0 : (long long)b * p.seqlen_k) + k_first + n0;
-    T* out = static_cast<T*>(p.k_rotated) + first * row_stride + hk * D;
+    const long long out_stride = (long long)(QUERIES ? p.heads_q : p.heads_kv) * D;
+    const long long first = (cu ? 0 : (long long)b * dense) + first_row + n0;
+    T* out = static_cast<T*>(QUERIES ? p.q_rotated : p.k_rotated) + first * out_stride + hh * D;
     constexpr int CHUNKS = D / 8;
     for (int c = tid; c < ROPE_ROWS * CHUNKS; c += ROPE_THREADS) {
         const int r = c / CHUNKS, col = (c % CHUNKS) * 8;
         if (r < rows)
-            *reinterpret_cast<uint4*>(out + r * row_stride + col) = *reinterpret_cast<const uint4*>(tile + r * STRIDE + col);
+            *reinterpret_cast<uint4*>(out + r * out_stride + col) = *reinterpret_cast<const uint4*>(tile + r * STRIDE + col);
     }
 }
 

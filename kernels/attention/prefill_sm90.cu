@@ -28,7 +28,8 @@
 // bytes apart in the row) and MN-major SW128 for V (64-column blocks BN x 128 bytes apart, 8-key
 // groups 1024 bytes apart).
 //
-// Not here yet (the host dispatches these to prefill.cu): fused RoPE, Dv != D. Not yet done for
+// Fused RoPE: the host rotates Q and K once each (prefill.cu's rope_pass) and this kernel reads
+// the rotated copies. Not here yet (the host dispatches it to prefill.cu): Dv != D. Not yet done for
 // speed (issue 18): intra-warpgroup overlap of the softmax with the next tile's GEMMs, the
 // consumers' ping-pong, a persistent scheduler, TMA stores.
 #include "params.h"

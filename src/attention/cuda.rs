@@ -1,7 +1,8 @@
 //! CUDA prefill path for attention: `kernels/attention/prefill.cu` (FlashAttention-2 style
 //! forward on tensor cores, with ALiBi, softcap, masks, GQA, varlen and fused RoPE) and, on
 //! compute capability 9.0, `kernels/attention/prefill_sm90.cu` (wgmma, TMA and warp
-//! specialisation) for every plan it covers: `D = Dv`, no fused RoPE. Both compute the same
+//! specialisation) for every plan with `D = Dv` (fused RoPE there rotates Q and K once each in a
+//! pre-pass, the kernel reads them as TMA delivers them). Both compute the same
 //! function to the same tolerance (the online softmax is one piece of code,
 //! `kernels/attention/flash.cuh`); the Hopper kernel's speed is unmeasured until a GPU is lent.
 //!
@@ -87,32 +88,44 @@ fn check_device_support(gpu: &Gpu, p: &AttentionPlan) -> Result<&'static Kernel>
     Ok(tc)
 }
 
-/// The sm_90a kernel (`kernels/attention/prefill_sm90.cu`) for a plan, when this device and build
-/// run it: compute capability 9.0 with an sm_90a image in the build (or the emulated device
-/// presenting 9.0), f16 / bf16, `Dv = D`, no fused RoPE. Everything else takes the mma.sync
-/// kernel, which runs on every compute capability from 8.0.
-fn hopper_kernel(gpu: &Gpu, p: &AttentionPlan) -> Option<&'static Kernel> {
+/// The sm_90a kernel (`kernels/attention/prefill_sm90.cu`) and, with fused RoPE, the query
+/// pre-pass it needs (it reads Q and K rotated once by `rope_pass`).
+#[derive(Clone, Copy)]
+struct HopperPath {
+    kernel: &'static Kernel,
+    rope_queries: Option<&'static Kernel>,
+}
+
+/// The sm_90a path for a plan, when this device and build run it: compute capability 9.0 with an
+/// sm_90a image in the build (or the emulated device presenting 9.0), f16 / bf16, `Dv = D`, and
+/// `ATTN_KERNELS_ATTENTION_PATH` not `mma`. Everything else takes the mma.sync kernel, which runs
+/// on every compute capability from 8.0.
+fn hopper_path(gpu: &Gpu, p: &AttentionPlan) -> Option<HopperPath> {
     let info = gpu.info();
     let built = info.emulated || CUDA_ARCHS.contains(&"sm_90a");
-    if info.compute_capability != (9, 0) || !built || p.rope.is_some() || p.head_dim != p.head_dim_v {
+    let forced_mma = std::env::var("ATTN_KERNELS_ATTENTION_PATH").is_ok_and(|v| v == "mma");
+    if info.compute_capability != (9, 0) || !built || forced_mma || p.head_dim != p.head_dim_v {
         return None;
     }
     let dtype = p.dtype.kernel_dt()?;
-    find_kernel(Key::AttnFwdSm90 { dtype, d: p.head_dim, alibi: p.has_alibi, softcap: p.softcap > 0.0 })
+    let kernel = find_kernel(Key::AttnFwdSm90 { dtype, d: p.head_dim, alibi: p.has_alibi, softcap: p.softcap > 0.0 })?;
+    let rope_queries = match p.rope {
+        Some(_) => Some(find_kernel(Key::AttnRopeQueries { dtype, d: p.head_dim })?),
+        None => None,
+    };
+    Some(HopperPath { kernel, rope_queries })
 }
 
-/// The TMA tensor maps of q, k and v for the sm_90a kernel (`AkAttnSm90Params`): rank 4 (head
-/// dim, heads, rows, batch; varlen: one batch of the packed rows), 128-byte swizzled boxes of 64
-/// elements x 1 head x `rows` (query rows per block for q, keys per tile for k and v). None when
-/// a stride is not one TMA takes (a multiple of 16 bytes below 2^40, not 0 across more than one
-/// index): that launch takes the mma.sync kernel.
-fn hopper_maps(p: &AttentionPlan, a: &AkAttnParams, block_m: u32, block_n: u32) -> Result<Option<[AkTensorMap; 3]>> {
-    let esize = p.dtype.size() as u64;
-    let (rows_q, rows_k) = if p.varlen { (p.total_q, p.total_k) } else { (p.max_q_len, p.max_k_len) };
+/// The rank-4 TMA layout (head dim, heads, rows, batch; varlen: one batch of the packed rows) of
+/// one of q, k, v: dims and byte strides, or None when a stride is not one TMA takes (a multiple
+/// of 16 bytes below 2^40, not 0 across more than one index).
+fn tma_layout(p: &AttentionPlan, d: usize, heads: usize, rows: usize, st: (i64, i64, i64)) -> Option<([u64; 4], [u64; 3])> {
+    let esize = p.dtype.size() as i64;
     let nb = if p.varlen { 1 } else { p.batch } as u64;
-    // Bytes between steps of a dimension of `n` indices, if TMA takes it.
+    let dims = [d as u64, heads as u64, rows as u64, nb];
+    // Bytes between steps of a dimension of `n` indices.
     let stride = |elems: i64, n: u64| -> Option<u64> {
-        let bytes = elems.checked_mul(esize as i64)?;
+        let bytes = elems.checked_mul(esize)?;
         if n <= 1 {
             Some(16) // never stepped
         } else if bytes > 0 && bytes % 16 == 0 && bytes < 1 << 40 {
@@ -121,23 +134,39 @@ fn hopper_maps(p: &AttentionPlan, a: &AkAttnParams, block_m: u32, block_n: u32) 
             None
         }
     };
-    let map = |ptr: *const std::ffi::c_void, d: usize, heads: usize, rows: usize, st: (i64, i64, i64), box_rows: u32| {
-        let dims = [d as u64, heads as u64, rows as u64, nb];
-        let strides = [stride(st.2, dims[1]), stride(st.1, dims[2]), stride(st.0, dims[3])];
-        match strides {
-            [Some(h), Some(r), Some(b)] => {
-                encode_tiled(p.dtype, ptr, &dims, &[h, r, b], &[64, 1, box_rows, 1], &[1; 4], TmaSwizzle::B128).map(Some)
-            }
-            _ => Ok(None),
-        }
-    };
-    let q = map(a.q, p.head_dim, p.heads_q, rows_q, (a.q_batch_stride, a.q_row_stride, a.q_head_stride), block_m)?;
-    let k = map(a.k, p.head_dim, p.heads_kv, rows_k, (a.k_batch_stride, a.k_row_stride, a.k_head_stride), block_n)?;
-    let v = map(a.v, p.head_dim_v, p.heads_kv, rows_k, (a.v_batch_stride, a.v_row_stride, a.v_head_stride), block_n)?;
-    Ok(match (q, k, v) {
-        (Some(q), Some(k), Some(v)) => Some([q, k, v]),
-        _ => None,
-    })
+    Some((dims, [stride(st.2, dims[1])?, stride(st.1, dims[2])?, stride(st.0, dims[3])?]))
+}
+
+/// The (d, heads, rows, strides) of q, k and v as `a` holds them.
+fn qkv_layouts(p: &AttentionPlan, a: &AkAttnParams) -> [Option<([u64; 4], [u64; 3])>; 3] {
+    let (rows_q, rows_k) = if p.varlen { (p.total_q, p.total_k) } else { (p.max_q_len, p.max_k_len) };
+    [
+        tma_layout(p, p.head_dim, p.heads_q, rows_q, (a.q_batch_stride, a.q_row_stride, a.q_head_stride)),
+        tma_layout(p, p.head_dim, p.heads_kv, rows_k, (a.k_batch_stride, a.k_row_stride, a.k_head_stride)),
+        tma_layout(p, p.head_dim_v, p.heads_kv, rows_k, (a.v_batch_stride, a.v_row_stride, a.v_head_stride)),
+    ]
+}
+
+/// Whether the sm_90a kernel takes this launch's tensors: TMA must take the strides of v, and
+/// of q and k unless fused RoPE replaces them by packed rotated copies.
+fn hopper_takes(p: &AttentionPlan, a: &AkAttnParams) -> bool {
+    let [q, k, v] = qkv_layouts(p, a);
+    v.is_some() && (p.rope.is_some() || (q.is_some() && k.is_some()))
+}
+
+/// The TMA tensor maps of q, k and v for the sm_90a kernel (`AkAttnSm90Params`): 128-byte
+/// swizzled boxes of 64 elements x 1 head x `block_m` rows (q) or `block_n` keys (k, v).
+fn hopper_maps(p: &AttentionPlan, a: &AkAttnParams, block_m: u32, block_n: u32) -> Result<[AkTensorMap; 3]> {
+    let ptrs = [a.q, a.k, a.v];
+    let boxes = [block_m, block_n, block_n];
+    let mut maps = [AkTensorMap::default(); 3];
+    for (i, layout) in qkv_layouts(p, a).into_iter().enumerate() {
+        let name = ["q", "k", "v"][i];
+        let (dims, strides) =
+            layout.ok_or_else(|| Error::unsupported(name, "strides a TMA tensor map cannot take (not multiples of 16 bytes)"))?;
+        maps[i] = encode_tiled(p.dtype, ptrs[i], &dims, &strides, &[64, 1, boxes[i], 1], &[1; 4], TmaSwizzle::B128)?;
+    }
+    Ok(maps)
 }
 
 /// The RoPE table of a prefill plan (attention, diff_attention), if it rotates: it covers
@@ -165,9 +194,9 @@ fn clamp_window(w: i64, limit: usize) -> i32 {
 pub struct AttentionLaunch {
     plan: AttentionPlan,
     kernel: &'static Kernel,
-    /// The sm_90a kernel, when the device and the plan allow it (per launch, the tensors'
-    /// strides must suit TMA too; otherwise `kernel` runs).
-    hopper: Option<&'static Kernel>,
+    /// The sm_90a path, when the device and the plan allow it (per launch, the tensors' strides
+    /// must suit TMA too; otherwise `kernel` runs).
+    hopper: Option<HopperPath>,
     /// The RoPE pre-pass (`rope_keys`) when the plan rotates.
     rope_keys: Option<&'static Kernel>,
     /// q, k, v, alibi_slopes as planned.
@@ -197,7 +226,7 @@ impl AttentionLaunch {
         let (varlen, rope) = (plan.varlen, plan.rope.is_some());
         Ok(AttentionLaunch {
             kernel,
-            hopper: hopper_kernel(gpu, &plan),
+            hopper: hopper_path(gpu, &plan),
             rope_keys,
             planned: PlannedTensors::of(&["q", "k", "v", "alibi_slopes"], &[Some(args.q), Some(args.k), Some(args.v), args.alibi_slopes]),
             table,
@@ -266,6 +295,7 @@ impl AttentionLaunch {
             position_ids_k: ptr_i32(&self.ids_k),
             rope: self.table.as_ref().map_or_else(crate::rope::cuda::no_rope, |t| t.params()),
             k_rotated: std::ptr::null_mut(),
+            q_rotated: std::ptr::null_mut(),
             q_batch_stride: qs.0,
             q_row_stride: qs.1,
             q_head_stride: qs.2,
@@ -296,16 +326,22 @@ impl AttentionLaunch {
             window_right: clamp_window(p.window_right, window_limit),
             dtype: p.dtype.kernel_code(),
         };
-        // Fused RoPE: the attention kernel reads keys rotated once by the pre-pass.
-        let _rotated = match self.rope_keys {
-            Some(rk) => rotate_keys_once(gpu, rk, &mut params, p)?,
+        let hopper = self.hopper.filter(|_| hopper_takes(p, &params));
+        // Fused RoPE: the attention kernels read keys rotated once by the pre-pass (the scratch
+        // copies are freed in stream order after the launch below).
+        let _rotated_k = match self.rope_keys {
+            Some(rk) => rotate_once(gpu, rk, &mut params, p, Side::Keys)?,
             None => None,
         };
-        if let Some(hk) = self.hopper {
-            if let Some([tmap_q, tmap_k, tmap_v]) = hopper_maps(p, &params, hk.rows, hk.keys)? {
-                let grid = (p.max_q_len.div_ceil(hk.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
-                return gpu.launch(hk, grid, &AkAttnSm90Params { tmap_q, tmap_k, tmap_v, attn: params });
-            }
+        if let Some(h) = hopper {
+            // ... and the sm_90a kernel queries too (the mma.sync one rotates its Q tile itself).
+            let _rotated_q = match h.rope_queries {
+                Some(rq) => rotate_once(gpu, rq, &mut params, p, Side::Queries)?,
+                None => None,
+            };
+            let [tmap_q, tmap_k, tmap_v] = hopper_maps(p, &params, h.kernel.rows, h.kernel.keys)?;
+            let grid = (p.max_q_len.div_ceil(h.kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
+            return gpu.launch(h.kernel, grid, &AkAttnSm90Params { tmap_q, tmap_k, tmap_v, attn: params });
         }
         let grid = (p.max_q_len.div_ceil(self.kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
         gpu.launch(self.kernel, grid, &params)
@@ -314,7 +350,7 @@ impl AttentionLaunch {
     /// The kernel [`AttentionLaunch::launch`] runs for tensors with TMA-compatible strides (the
     /// sm_90a kernel on compute capability 9.0 when the plan allows it, else the mma.sync one).
     pub fn kernel(&self) -> &'static Kernel {
-        self.hopper.unwrap_or(self.kernel)
+        self.hopper.map_or(self.kernel, |h| h.kernel)
     }
 
     /// Allocate `o` and `lse` and launch.
@@ -326,38 +362,73 @@ impl AttentionLaunch {
     }
 }
 
-/// Fused RoPE's key pre-pass (`ak::attention::rope_keys`, shared by the attention and the
-/// diff-attention prefills): rotate every key row of `params.k` (the plan's `heads_kv` heads of
-/// `head_dim`) once into a packed scratch copy `[rows, heads_kv, head_dim]`, then point
-/// `params.k` and its strides at that copy, so the prefill reads rotated keys instead of each
-/// block rotating every K tile it visits (O(Sk) work, not O(Sq / rows x Sk)). Reads `k`, its
-/// strides, `seqlen_k`, `cu_seqlens_k`, `position_ids_k`, `pos_k_batch_stride` and `rope`
-/// (`heads_kv` and `head_dim` are set here from the plan).
-/// Returns the scratch (None when there are no keys): keep it until the prefill is enqueued;
-/// its free is ordered on the stream after that.
+/// Which rows a RoPE pre-pass rotates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Keys,
+    Queries,
+}
+
+/// Fused RoPE's key pre-pass (`ak::attention::rope_pass`, shared by the attention and the
+/// diff-attention prefills): see [`rotate_once`].
 pub(crate) fn rotate_keys_once(
     gpu: &Gpu,
     rope_keys: &'static Kernel,
     params: &mut AkAttnParams,
     plan: &AttentionPlan,
 ) -> Result<Option<DeviceTensor>> {
+    rotate_once(gpu, rope_keys, params, plan, Side::Keys)
+}
+
+/// A RoPE pre-pass (`ak::attention::rope_pass`): rotate every key row of `params.k` (the plan's
+/// `heads_kv` heads of `head_dim`; `Side::Queries`: every query row of `params.q`, `heads_q`
+/// heads, at P(i)) once into a packed scratch copy `[rows, heads, head_dim]`, then point
+/// `params.k` (`params.q`) and its strides at that copy, so the prefill reads rotated rows
+/// instead of each block rotating every K tile it visits (O(Sk) work, not O(Sq / rows x Sk)).
+/// Reads the side's tensor, strides, lengths, `cu_seqlens`, position ids and `rope` (queries
+/// also the key lengths, for P(i) = i + Sk - Sq); the heads and `head_dim` are set here from
+/// the plan. Returns the scratch (None when there are no rows): keep it until the prefill is
+/// enqueued; its free is ordered on the stream after that.
+pub(crate) fn rotate_once(
+    gpu: &Gpu,
+    kernel: &'static Kernel,
+    params: &mut AkAttnParams,
+    plan: &AttentionPlan,
+    side: Side,
+) -> Result<Option<DeviceTensor>> {
     let p = plan;
-    if p.total_k == 0 || p.batch == 0 {
+    let queries = side == Side::Queries;
+    let (total, max_len, heads) =
+        if queries { (p.total_q, p.max_q_len, p.heads_q) } else { (p.total_k, p.max_k_len, p.heads_kv) };
+    if total == 0 || p.batch == 0 {
         return Ok(None);
     }
-    let (heads, d) = (p.heads_kv, p.head_dim);
-    params.heads_kv = heads as i32;
+    let d = p.head_dim;
+    if queries {
+        params.heads_q = heads as i32;
+    } else {
+        params.heads_kv = heads as i32;
+    }
     params.head_dim = d as i32;
-    let rows = if p.varlen { p.total_k } else { p.batch * p.max_k_len };
+    let rows = if p.varlen { total } else { p.batch * max_len };
     let mut scratch = gpu.alloc(p.dtype, &[rows, heads, d])?;
-    params.k_rotated = scratch.kernel_ptr_mut();
-    let grid = (p.max_k_len.div_ceil(rope_keys.rows as usize) as u32, heads as u32, p.batch as u32);
-    gpu.launch(rope_keys, grid, params)?;
+    let out = scratch.kernel_ptr_mut();
+    if queries {
+        params.q_rotated = out;
+    } else {
+        params.k_rotated = out;
+    }
+    let grid = (max_len.div_ceil(kernel.rows as usize) as u32, heads as u32, p.batch as u32);
+    gpu.launch(kernel, grid, params)?;
     let row = (heads * d) as i64;
-    params.k = params.k_rotated as *const _;
-    params.k_batch_stride = if p.varlen { 0 } else { p.max_k_len as i64 * row };
-    params.k_row_stride = row;
-    params.k_head_stride = d as i64;
+    let strides = (if p.varlen { 0 } else { max_len as i64 * row }, row, d as i64);
+    if queries {
+        params.q = out as *const _;
+        (params.q_batch_stride, params.q_row_stride, params.q_head_stride) = strides;
+    } else {
+        params.k = out as *const _;
+        (params.k_batch_stride, params.k_row_stride, params.k_head_stride) = strides;
+    }
     Ok(Some(scratch))
 }
 

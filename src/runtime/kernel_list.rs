@@ -131,6 +131,8 @@ pub enum Key {
     AttnFwdSm90 { dtype: Dt, d: usize, alibi: bool, softcap: bool },
     /// The RoPE pre-pass of fused-RoPE attention: keys of head dim `d` rotated once.
     AttnRopeKeys { dtype: Dt, d: usize },
+    /// The same for the query rows (the sm_90a attention kernel reads Q rotated).
+    AttnRopeQueries { dtype: Dt, d: usize },
     /// Split-KV decode (kernels/decode/decode.cu), `D = Dv = d`, `rows` query rows per CTA.
     Decode { dtype: Dt, d: usize, rows: usize },
     /// The combine of decode's splits.
@@ -242,7 +244,8 @@ pub mod attention {
     ];
     /// The score variants each tile is instantiated for: (ALiBi, softcap).
     pub const VARIANTS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
-    /// Key head dims of the RoPE pre-pass (`ak::attention::rope_keys<T, D>`).
+    /// Head dims of the RoPE pre-pass (`ak::attention::rope_pass<T, D, QUERIES>`), for keys and
+    /// for queries.
     pub const ROPE_KEY_DIMS: [usize; 3] = [64, 128, 256];
     /// Key rows per pre-pass block (`ROPE_ROWS`) and its threads (`ROPE_THREADS`).
     pub const ROPE_ROWS: usize = 64;
@@ -667,20 +670,23 @@ fn attention_module() -> Module {
     for d in ROPE_KEY_DIMS {
         for dtype in DTYPES {
             let dn = format!("d{d}");
-            instances.push(
-                Plain {
-                    key: Key::AttnRopeKeys { dtype, d },
-                    name: entry_name(&["attn", "rope", "keys", dtype.suffix(), &dn]),
-                    params: PARAMS,
-                    body: format!("ak::attention::rope_keys<{}, {d}>(p)", dtype.cxx()),
-                    threads: ROPE_THREADS,
-                    min_blocks: 0,
-                    smem_bytes: 0,
-                    rows: ROPE_ROWS,
-                    keys: 0,
-                }
-                .build(Vec::new()),
-            );
+            for queries in [false, true] {
+                let side = if queries { "queries" } else { "keys" };
+                instances.push(
+                    Plain {
+                        key: if queries { Key::AttnRopeQueries { dtype, d } } else { Key::AttnRopeKeys { dtype, d } },
+                        name: entry_name(&["attn", "rope", side, dtype.suffix(), &dn]),
+                        params: PARAMS,
+                        body: format!("ak::attention::rope_pass<{}, {d}, {queries}>(p)", dtype.cxx()),
+                        threads: ROPE_THREADS,
+                        min_blocks: 0,
+                        smem_bytes: 0,
+                        rows: ROPE_ROWS,
+                        keys: 0,
+                    }
+                    .build(Vec::new()),
+                );
+            }
         }
     }
     let asserts = vec![eq("ak::attention::ROPE_ROWS", ROPE_ROWS), eq("ak::attention::ROPE_THREADS", ROPE_THREADS)];

@@ -67,6 +67,7 @@ pub struct AkAttnParams {
     pub position_ids_k: *const ::core::ffi::c_int,
     pub rope: AkRopeTable,
     pub k_rotated: *mut ::core::ffi::c_void,
+    pub q_rotated: *mut ::core::ffi::c_void,
     pub q_batch_stride: ::core::ffi::c_longlong,
     pub q_row_stride: ::core::ffi::c_longlong,
     pub q_head_stride: ::core::ffi::c_longlong,

@@ -512,21 +512,23 @@ fn rope_at_positions_near_i32_max() {
 
 /// Which kernel runs: on compute capability 9.0 (the emulated device presents 9.0 unless
 /// ATTN_KERNELS_EMU_CC says 8.0) the sm_90a kernel for every plan it covers (f16 / bf16, D = Dv in
-/// {64, 128, 256}, any mask, ALiBi, softcap, GQA, varlen), the mma.sync kernel for fused RoPE and
-/// Dv != D; below 9.0 always the mma.sync kernel. Each pick then matches the float64 oracle.
+/// {64, 128, 256}, any mask, ALiBi, softcap, GQA, varlen, fused RoPE through the query and key
+/// pre-passes), the mma.sync kernel for Dv != D; below 9.0 (or with ATTN_KERNELS_ATTENTION_PATH=mma)
+/// always the mma.sync kernel. Each pick then matches the float64 oracle.
 #[test]
 fn hopper_path_dispatch() {
     use attn_kernels::attention::cuda::AttentionLaunch;
     use attn_kernels::runtime::Key;
     let Some(gpu) = gpu(concat!(module_path!(), "::hopper_path_dispatch")) else { return };
-    let hopper = gpu.info().compute_capability == (9, 0);
+    let forced_mma = std::env::var("ATTN_KERNELS_ATTENTION_PATH").is_ok_and(|v| v == "mma");
+    let hopper = gpu.info().compute_capability == (9, 0) && !forced_mma;
     println!("hopper_path_dispatch: compute capability {:?}", gpu.info().compute_capability);
     let rope = json!({"rotary_dim": 64, "theta": 10000.0});
     let cases = [
         (AttnSpec::new(DType::BF16, 1, 130, 70, 4, 2, 128, 128).causal(true), hopper),
         (AttnSpec::new(DType::F16, 1, 64, 200, 2, 1, 64, 64).alibi().softcap(10.0), hopper),
         (AttnSpec::new(DType::F16, 1, 20, 90, 2, 2, 256, 256).window(30, 0), hopper),
-        (AttnSpec::new(DType::BF16, 1, 60, 60, 2, 1, 64, 64).rope(rope), false),
+        (AttnSpec::new(DType::BF16, 1, 60, 90, 2, 1, 64, 64).rope(rope).causal(true), hopper),
         (AttnSpec::new(DType::BF16, 1, 60, 60, 2, 1, 64, 128), false),
     ];
     for (s, want_sm90) in cases {
