@@ -268,6 +268,15 @@ typedef struct AkDiffAttnParams {
     int norm_weight_dtype;       /* AkDType of norm_weight: f32 or dtype */
 } AkDiffAttnParams;
 
+/* Fused differential attention on sm_90a (kernels/diff_attention/prefill_sm90.cu): the TMA
+ * tensor maps of q (2H heads of d), k (v1: 2Hkv heads, v2: Hkv, of d) and v (Hkv heads of Dv),
+ * made as for AkAttnSm90Params: rank 4 (head dim, heads, rows, batch), boxes of 64 elements x
+ * 1 head x the kernel's rows (q) or keys (k, v) x 1, 128-byte swizzle; taken __grid_constant__. */
+typedef struct AkDiffSm90Params {
+    AkTensorMap tmap_q, tmap_k, tmap_v;
+    AkDiffAttnParams diff;
+} AkDiffSm90Params;
+
 /* Baseline epilogue for the unfused benchmarks: o = a - lambda_h * b, then optional RMSNorm
  * over the row (a, b: [rows, H, Dv] in `dtype`, rows = B * Sq). With a_hi / b_hi non-NULL the
  * row is split in halves: a holds columns [0, Dv/2) and a_hi columns [Dv/2, Dv) (same strides),

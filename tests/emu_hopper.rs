@@ -765,6 +765,21 @@ fn hopper_checkers_catch_misuse() {
         }
     }
     probe::hopper_misbehave(&dut.gpu, HopperMisbehave::Correct).expect("the correct wgmma sequence runs clean");
+    // Another warpgroup overwriting a wgmma operand must be ordered after the reader's
+    // wait_group. Ordered only after the issue, the write lands after the retirement in the
+    // in-order schedule (the reported race) or, in other schedules, while the op is pending.
+    match probe::hopper_misbehave(&dut.gpu, HopperMisbehave::OperandOverwrittenAfterIssue) {
+        Ok(()) => panic!("an operand overwritten by another warpgroup before the reader's wait: racecheck should have fired"),
+        Err(e) => {
+            let e = e.to_string();
+            let inorder = std::env::var("ATTN_KERNELS_EMU_SCHEDULE").is_ok_and(|s| s == "inorder");
+            let retired = e.contains("races with a wgmma.mma_async read by warpgroup 0");
+            let pending = e.contains("pending wgmma.mma_async reads");
+            assert!(e.contains("racecheck") && (retired || (!inorder && pending)), "expected a racecheck finding, got: {e}");
+        }
+    }
+    probe::hopper_misbehave(&dut.gpu, HopperMisbehave::OperandOverwrittenAfterWait)
+        .expect("an operand overwritten after an mbarrier that follows the reader's wait_group runs clean");
     // A tensor copy's box read with no wait on its mbarrier (a __syncthreads is no substitute).
     let call = TmaCall {
         dtype: DType::F32,

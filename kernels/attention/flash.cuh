@@ -24,6 +24,26 @@ struct TileOrder {
     }
 };
 
+// One sequence of a launch: its query and key counts and, varlen, the packed rows of its first
+// query and key (0 otherwise). P: AkAttnParams or AkDiffAttnParams.
+struct SeqSpan {
+    int sq, sk, q_first, k_first;
+    template <class P>
+    __device__ __forceinline__ SeqSpan(const P& p, int b) : sq(p.seqlen_q), sk(p.seqlen_k), q_first(0), k_first(0) {
+        if (p.cu_seqlens_q) {
+            q_first = p.cu_seqlens_q[b];
+            sq = p.cu_seqlens_q[b + 1] - q_first;
+        }
+        if (p.cu_seqlens_k) {
+            k_first = p.cu_seqlens_k[b];
+            sk = p.cu_seqlens_k[b + 1] - k_first;
+        }
+    }
+};
+
+// The query block of this CTA: causal grids run heavy first (the last blocks see the most keys).
+__device__ __forceinline__ int query_block(bool causal) { return causal ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x; }
+
 // floor(x / n) for n > 0 and any int x; ceil likewise.
 __device__ __forceinline__ int floor_div(int x, int n) { return x >= 0 ? x / n : -((-x + n - 1) / n); }
 __device__ __forceinline__ int ceil_div(int x, int n) { return -floor_div(-x, n); }
@@ -32,21 +52,24 @@ __device__ __forceinline__ int ceil_div(int x, int n) { return -floor_div(-x, n)
 // j <= P(i) + lim[1], j >= P(i) - lim[2], with P(i) = lim[3] + (i - m0) (unlimited sides use
 // 2^30: > any index, no overflow; Sk = lim[0] + 1). int arithmetic is safe: the host keeps
 // Sq + Sk < 2^30 and clamps windows to <= Sq + Sk.
+// P: AkAttnParams or AkDiffAttnParams (the mask fields have the same names).
 struct RowLimits {
     int sk, shift, right_off;
     bool has_right, has_left;
-    __device__ __forceinline__ RowLimits(const AkAttnParams& p, int sq, int sk_)
+    template <class P>
+    __device__ __forceinline__ RowLimits(const P& p, int sq, int sk_)
         : sk(sk_), shift(sk_ - sq), right_off(p.causal ? (p.window_right >= 0 ? min(0, p.window_right) : 0) : p.window_right),
           has_right(p.causal || p.window_right >= 0), has_left(p.window_left >= 0) {}
-    __device__ __forceinline__ void store(int* lim, const AkAttnParams& p, int m0) const {
+    template <class P>
+    __device__ __forceinline__ void store(int* lim, const P& p, int m0) const {
         lim[0] = sk - 1;
         lim[1] = has_right ? right_off : (1 << 30);
         lim[2] = has_left ? p.window_left : (1 << 30);
         lim[3] = m0 + shift;
     }
     // The key tiles (of BN keys) that rows [m0, m_last] see, and their visiting order.
-    template <bool ALIBI, int BN>
-    __device__ __forceinline__ TileOrder tiles(const AkAttnParams& p, int m0, int m_last, int& visits) const {
+    template <bool ALIBI, int BN, class P>
+    __device__ __forceinline__ TileOrder tiles(const P& p, int m0, int m_last, int& visits) const {
         // Keys the block can see: [j_begin, j_end).
         int j_begin = 0, j_end = sk;
         if (has_left) j_begin = max(0, m0 + shift - p.window_left);
@@ -69,8 +92,8 @@ struct RowLimits {
 // max like any other transform.
 struct ScoreScale {
     float scale_log2, softcap_inv_scale, softcap_log2, alibi_log2;
-    template <bool ALIBI, bool SOFTCAP>
-    __device__ __forceinline__ static ScoreScale of(const AkAttnParams& p, int h) {
+    template <bool ALIBI, bool SOFTCAP, class P>
+    __device__ __forceinline__ static ScoreScale of(const P& p, int h) {
         return ScoreScale{p.scale * kLog2e, SOFTCAP ? p.scale / p.softcap : 0.f, p.softcap * kLog2e,
                           ALIBI ? p.alibi_slopes[h] * kLog2e : 0.f};
     }

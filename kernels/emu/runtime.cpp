@@ -419,8 +419,16 @@ struct ShadowByte {
     uint32_t w_clk;     // writer's own vector-clock entry at the write (kNoClock: none)
     uint32_t r_clk;     // the single reader's own clock entry at its read
     uintptr_t w_pc;
+    // Reads by retired wgmma.mma_async operations (async proxy), per warpgroup: the first thread
+    // of up to two reading warpgroups (kNone: empty) and its own clock at the wait_group that
+    // retired the read, in barrier epoch wg_r_epoch. A later write from another warpgroup must be
+    // ordered after that wait (a barrier, a named barrier or an mbarrier phase).
+    uint16_t wg_r_tid[2];
+    uint32_t wg_r_epoch;
+    uint32_t wg_r_clk[2];
 };
 static const uint16_t kMany = 0xffff;
+static const uint16_t kNone = 0xfffe;
 static const uint32_t kNoClock = 0xffffffffu;
 
 struct Finding {
@@ -752,13 +760,19 @@ static void shared_read(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t
 static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t pc, bool stamp) {
     Worker& w = *b.w;
     WarpState& ws = b.warps[t.warp];
-    int waw = -1, war = -1;
+    int waw = -1, war = -1, war_wg = -1;
     bool pending = false, wg = false;
     uintptr_t other_pc = 0;
     for (uint32_t i = 0; i < n; ++i) {
         ShadowByte& s = w.shadow[off + i];
         if (s.pending) pending = true;
         if (s.wg_pending) wg = true;
+        if (s.wg_r_epoch == b.epoch && s.wg_r_epoch >= b.base_epoch)
+            for (int j = 0; j < 2; ++j) {
+                const uint16_t r = s.wg_r_tid[j];
+                if (r != kNone && r / 128 != t.linear / 128 && !ordered_before(b, t, s.wg_r_epoch, r, UINT32_MAX, s.wg_r_clk[j]))
+                    war_wg = r / 128;
+            }
         if (s.w_epoch >= b.base_epoch && !ordered_before(b, t, s.w_epoch, s.w_tid, s.w_gen, s.w_clk)) {
             waw = s.w_tid;
             other_pc = s.w_pc;
@@ -796,6 +810,12 @@ static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_
         add_finding("racecheck",
                     fmt("write of %u bytes at shared address 0x%x races with a read by another thread of warp %d not "
                         "ordered before it by a barrier or a warp collective", n, off, war >> 5),
+                    pc);
+    if (war_wg >= 0)
+        add_finding("racecheck",
+                    fmt("write of %u bytes at shared address 0x%x races with a wgmma.mma_async read by warpgroup %d: its "
+                        "wgmma.wait_group is not ordered before the write by a barrier or an mbarrier",
+                        n, off, war_wg),
                     pc);
 }
 
@@ -1546,8 +1566,23 @@ static void wgmma_retire(Block& b, WgState& s, size_t end, int base, bool write,
                 tl_attrib = nullptr;
             }
         }
-        for (uint32_t a : op.bytes)
-            if (b.w->shadow[a].wg_pending) b.w->shadow[a].wg_pending--;
+        const uint16_t reader = (uint16_t)base;
+        const uint32_t clk = own_clock(b, *b.w->threads[base]);
+        for (uint32_t a : op.bytes) {
+            ShadowByte& sb = b.w->shadow[a];
+            if (sb.wg_pending) sb.wg_pending--;
+            // The read, as of this wait_group (its operands may be overwritten once it is ordered).
+            if (sb.wg_r_epoch != b.epoch || sb.wg_r_epoch < b.base_epoch) {
+                sb.wg_r_epoch = b.epoch;
+                sb.wg_r_tid[0] = reader, sb.wg_r_clk[0] = clk;
+                sb.wg_r_tid[1] = kNone;
+            } else if (sb.wg_r_tid[0] == reader) {
+                sb.wg_r_clk[0] = clk;
+            } else {
+                if (sb.wg_r_tid[1] != kNone && sb.wg_r_tid[1] != reader) sb.wg_r_tid[0] = sb.wg_r_tid[1], sb.wg_r_clk[0] = sb.wg_r_clk[1];
+                sb.wg_r_tid[1] = reader, sb.wg_r_clk[1] = clk;  // a third warpgroup: the two latest are kept
+            }
+        }
     }
     (void)pc;
     // A pending op chained on a retired one takes its result as C now.

@@ -245,7 +245,9 @@ __device__ __forceinline__ void tma(const AkProbeParams& p) {
 // (underflow); 3: an accumulator register written between wgmma issue and wait; 4: a wgmma
 // group never waited for; 5: shared memory a pending wgmma reads written before the wait;
 // 6: wgmma without wgmma.fence; 7: setmaxnreg counts differing within the warpgroup;
-// 8: the correct wgmma sequence (runs clean).
+// 8: the correct wgmma sequence (runs clean). 256 threads: 9: warpgroup 1 overwrites an operand
+// of warpgroup 0's wgmma ordered only after its issue (an mbarrier warpgroup 0 arrives on before
+// its wait_group); 10: the same with the arrival after the wait_group (runs clean).
 __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
     AK_SHARED(uint64_t, bar, [2]);
     AK_DYNAMIC_SHARED(uint8_t, smem);
@@ -279,9 +281,17 @@ __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
         return;
     }
     const uint32_t* zeros = static_cast<const uint32_t*>(p.in);
-    for (int i = t; i < 512; i += 128) reinterpret_cast<uint32_t*>(image)[i] = zeros[i];
+    if (t < 128)
+        for (int i = t; i < 512; i += 128) reinterpret_cast<uint32_t*>(image)[i] = zeros[i];
     ak::hopper::fence_proxy_async();
+    if (p.mode >= 9 && t == 0) ak::hopper::mbar_init(b0, 128);
     __syncthreads();
+    if (p.mode >= 9 && t >= 128) {  // warpgroup 1: overwrite an operand byte once the mbarrier says so
+        ak::hopper::mbar_wait_parity(b0, 0);
+        if (t == 128) image[16] = 1;
+        out[t - 128] = 0;
+        return;
+    }
     // B: 8 x 16 K-major, no swizzle: two core matrices 128 bytes apart (LBO), SBO unused.
     const uint64_t db = ak::hopper::make_desc(ak::ptx::smem_addr(image), 128, 256, ak::hopper::kSwizzleNone);
     const uint32_t a[4] = {0x3c003c00u, 0x3c003c00u, 0x3c003c00u, 0x3c003c00u};
@@ -295,9 +305,11 @@ __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
     }
     if (p.mode == 3 && t == 5) d[1] = 7.f;
     if (p.mode == 5 && t == 0) image[16] = 1;
+    if (p.mode == 9) ak::hopper::mbar_arrive(b0);
     ak::hopper::wgmma_wait<0>();
     ak::hopper::fence_operands(d);
-    out[t] = __float_as_uint(d[0] + d[1] + d[2] + d[3]);
+    if (p.mode == 10) ak::hopper::mbar_arrive(b0);
+    if (p.mode < 9) out[t] = __float_as_uint(d[0] + d[1] + d[2] + d[3]);
 }
 
 }  // namespace ak::probe

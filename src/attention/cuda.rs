@@ -88,38 +88,54 @@ fn check_device_support(gpu: &Gpu, p: &AttentionPlan) -> Result<&'static Kernel>
     Ok(tc)
 }
 
-/// The sm_90a kernel (`kernels/attention/prefill_sm90.cu`) and, with fused RoPE, the query
-/// pre-pass it needs (it reads Q and K rotated once by `rope_pass`).
+/// An sm_90a kernel (`kernels/attention/prefill_sm90.cu`, `kernels/diff_attention/
+/// prefill_sm90.cu`) and, with fused RoPE, the query pre-pass it needs (it reads Q and K rotated
+/// once by `rope_pass`).
 #[derive(Clone, Copy)]
-struct HopperPath {
-    kernel: &'static Kernel,
-    rope_queries: Option<&'static Kernel>,
+pub(crate) struct HopperPath {
+    pub kernel: &'static Kernel,
+    pub rope_queries: Option<&'static Kernel>,
 }
 
-/// The sm_90a path for a plan, when this device and build run it: compute capability 9.0 with an
-/// sm_90a image in the build (or the emulated device presenting 9.0), f16 / bf16, `Dv = D`, and
-/// `ATTN_KERNELS_ATTENTION_PATH` not `mma`. Everything else takes the mma.sync kernel, which runs
-/// on every compute capability from 8.0.
+impl HopperPath {
+    /// The path of `key` when this device and build run sm_90a kernels: compute capability 9.0
+    /// with an sm_90a image in the build (or the emulated device presenting 9.0), and
+    /// `ATTN_KERNELS_ATTENTION_PATH` not `mma` (which forces the mma.sync kernels, for
+    /// comparisons). None otherwise, or when the list has no such instance.
+    pub(crate) fn of(gpu: &Gpu, p: &AttentionPlan, key: Key) -> Option<HopperPath> {
+        let info = gpu.info();
+        let built = info.emulated || CUDA_ARCHS.contains(&"sm_90a");
+        let forced_mma = std::env::var("ATTN_KERNELS_ATTENTION_PATH").is_ok_and(|v| v == "mma");
+        if info.compute_capability != (9, 0) || !built || forced_mma {
+            return None;
+        }
+        let kernel = find_kernel(key)?;
+        let rope_queries = match p.rope {
+            Some(_) => Some(find_kernel(Key::AttnRopeQueries { dtype: p.dtype.kernel_dt()?, d: p.head_dim })?),
+            None => None,
+        };
+        Some(HopperPath { kernel, rope_queries })
+    }
+}
+
+/// The sm_90a attention path for a plan: f16 / bf16 and `Dv = D` (everything else takes the
+/// mma.sync kernel, which runs on every compute capability from 8.0).
 fn hopper_path(gpu: &Gpu, p: &AttentionPlan) -> Option<HopperPath> {
-    let info = gpu.info();
-    let built = info.emulated || CUDA_ARCHS.contains(&"sm_90a");
-    let forced_mma = std::env::var("ATTN_KERNELS_ATTENTION_PATH").is_ok_and(|v| v == "mma");
-    if info.compute_capability != (9, 0) || !built || forced_mma || p.head_dim != p.head_dim_v {
+    if p.head_dim != p.head_dim_v {
         return None;
     }
-    let dtype = p.dtype.kernel_dt()?;
-    let kernel = find_kernel(Key::AttnFwdSm90 { dtype, d: p.head_dim, alibi: p.has_alibi, softcap: p.softcap > 0.0 })?;
-    let rope_queries = match p.rope {
-        Some(_) => Some(find_kernel(Key::AttnRopeQueries { dtype, d: p.head_dim })?),
-        None => None,
-    };
-    Some(HopperPath { kernel, rope_queries })
+    let key = Key::AttnFwdSm90 { dtype: p.dtype.kernel_dt()?, d: p.head_dim, alibi: p.has_alibi, softcap: p.softcap > 0.0 };
+    HopperPath::of(gpu, p, key)
 }
 
-/// The rank-4 TMA layout (head dim, heads, rows, batch; varlen: one batch of the packed rows) of
-/// one of q, k, v: dims and byte strides, or None when a stride is not one TMA takes (a multiple
-/// of 16 bytes below 2^40, not 0 across more than one index).
-fn tma_layout(p: &AttentionPlan, d: usize, heads: usize, rows: usize, st: (i64, i64, i64)) -> Option<([u64; 4], [u64; 3])> {
+/// A rank-4 TMA layout (head dim, heads, rows, batch; varlen: one batch of the packed rows):
+/// dims and byte strides.
+pub(crate) type TmaLayout = ([u64; 4], [u64; 3]);
+
+/// The TMA layout of a tensor of `heads` heads of `d` with element strides `st` (batch, row,
+/// head), or None when a stride is not one TMA takes (a multiple of 16 bytes below 2^40, not 0
+/// across more than one index).
+fn tma_layout(p: &AttentionPlan, d: usize, heads: usize, rows: usize, st: (i64, i64, i64)) -> Option<TmaLayout> {
     let esize = p.dtype.size() as i64;
     let nb = if p.varlen { 1 } else { p.batch } as u64;
     let dims = [d as u64, heads as u64, rows as u64, nb];
@@ -137,30 +153,36 @@ fn tma_layout(p: &AttentionPlan, d: usize, heads: usize, rows: usize, st: (i64, 
     Some((dims, [stride(st.2, dims[1])?, stride(st.1, dims[2])?, stride(st.0, dims[3])?]))
 }
 
-/// The (d, heads, rows, strides) of q, k and v as `a` holds them.
-fn qkv_layouts(p: &AttentionPlan, a: &AkAttnParams) -> [Option<([u64; 4], [u64; 3])>; 3] {
+/// The TMA layouts of q (`heads_q` heads of `head_dim`), k (`heads_kv` of `head_dim`) and v
+/// (`v_heads` of `head_dim_v`) with element strides `st` (batch, row, head) each.
+pub(crate) fn qkv_layouts(p: &AttentionPlan, v_heads: usize, st: [(i64, i64, i64); 3]) -> [Option<TmaLayout>; 3] {
     let (rows_q, rows_k) = if p.varlen { (p.total_q, p.total_k) } else { (p.max_q_len, p.max_k_len) };
     [
-        tma_layout(p, p.head_dim, p.heads_q, rows_q, (a.q_batch_stride, a.q_row_stride, a.q_head_stride)),
-        tma_layout(p, p.head_dim, p.heads_kv, rows_k, (a.k_batch_stride, a.k_row_stride, a.k_head_stride)),
-        tma_layout(p, p.head_dim_v, p.heads_kv, rows_k, (a.v_batch_stride, a.v_row_stride, a.v_head_stride)),
+        tma_layout(p, p.head_dim, p.heads_q, rows_q, st[0]),
+        tma_layout(p, p.head_dim, p.heads_kv, rows_k, st[1]),
+        tma_layout(p, p.head_dim_v, v_heads, rows_k, st[2]),
     ]
 }
 
-/// Whether the sm_90a kernel takes this launch's tensors: TMA must take the strides of v, and
-/// of q and k unless fused RoPE replaces them by packed rotated copies.
-fn hopper_takes(p: &AttentionPlan, a: &AkAttnParams) -> bool {
-    let [q, k, v] = qkv_layouts(p, a);
+/// Whether an sm_90a kernel takes these tensors: TMA must take the strides of v, and of q and k
+/// unless fused RoPE replaces them by packed rotated copies.
+pub(crate) fn hopper_takes(p: &AttentionPlan, layouts: &[Option<TmaLayout>; 3]) -> bool {
+    let [q, k, v] = layouts;
     v.is_some() && (p.rope.is_some() || (q.is_some() && k.is_some()))
 }
 
-/// The TMA tensor maps of q, k and v for the sm_90a kernel (`AkAttnSm90Params`): 128-byte
-/// swizzled boxes of 64 elements x 1 head x `block_m` rows (q) or `block_n` keys (k, v).
-fn hopper_maps(p: &AttentionPlan, a: &AkAttnParams, block_m: u32, block_n: u32) -> Result<[AkTensorMap; 3]> {
-    let ptrs = [a.q, a.k, a.v];
+/// The TMA tensor maps of q, k and v at `ptrs` for an sm_90a kernel: 128-byte swizzled boxes
+/// of 64 elements x 1 head x `block_m` rows (q) or `block_n` keys (k, v).
+pub(crate) fn hopper_maps(
+    p: &AttentionPlan,
+    layouts: [Option<TmaLayout>; 3],
+    ptrs: [*const std::ffi::c_void; 3],
+    block_m: u32,
+    block_n: u32,
+) -> Result<[AkTensorMap; 3]> {
     let boxes = [block_m, block_n, block_n];
     let mut maps = [AkTensorMap::default(); 3];
-    for (i, layout) in qkv_layouts(p, a).into_iter().enumerate() {
+    for (i, layout) in layouts.into_iter().enumerate() {
         let name = ["q", "k", "v"][i];
         let (dims, strides) =
             layout.ok_or_else(|| Error::unsupported(name, "strides a TMA tensor map cannot take (not multiples of 16 bytes)"))?;
@@ -326,7 +348,14 @@ impl AttentionLaunch {
             window_right: clamp_window(p.window_right, window_limit),
             dtype: p.dtype.kernel_code(),
         };
-        let hopper = self.hopper.filter(|_| hopper_takes(p, &params));
+        let strides = |a: &AkAttnParams| {
+            [
+                (a.q_batch_stride, a.q_row_stride, a.q_head_stride),
+                (a.k_batch_stride, a.k_row_stride, a.k_head_stride),
+                (a.v_batch_stride, a.v_row_stride, a.v_head_stride),
+            ]
+        };
+        let hopper = self.hopper.filter(|_| hopper_takes(p, &qkv_layouts(p, p.heads_kv, strides(&params))));
         // Fused RoPE: the attention kernels read keys rotated once by the pre-pass (the scratch
         // copies are freed in stream order after the launch below).
         let _rotated_k = match self.rope_keys {
@@ -339,7 +368,8 @@ impl AttentionLaunch {
                 Some(rq) => rotate_once(gpu, rq, &mut params, p, Side::Queries)?,
                 None => None,
             };
-            let [tmap_q, tmap_k, tmap_v] = hopper_maps(p, &params, h.kernel.rows, h.kernel.keys)?;
+            let layouts = qkv_layouts(p, p.heads_kv, strides(&params));
+            let [tmap_q, tmap_k, tmap_v] = hopper_maps(p, layouts, [params.q, params.k, params.v], h.kernel.rows, h.kernel.keys)?;
             let grid = (p.max_q_len.div_ceil(h.kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
             return gpu.launch(h.kernel, grid, &AkAttnSm90Params { tmap_q, tmap_k, tmap_v, attn: params });
         }
@@ -367,17 +397,6 @@ impl AttentionLaunch {
 pub(crate) enum Side {
     Keys,
     Queries,
-}
-
-/// Fused RoPE's key pre-pass (`ak::attention::rope_pass`, shared by the attention and the
-/// diff-attention prefills): see [`rotate_once`].
-pub(crate) fn rotate_keys_once(
-    gpu: &Gpu,
-    rope_keys: &'static Kernel,
-    params: &mut AkAttnParams,
-    plan: &AttentionPlan,
-) -> Result<Option<DeviceTensor>> {
-    rotate_once(gpu, rope_keys, params, plan, Side::Keys)
 }
 
 /// A RoPE pre-pass (`ak::attention::rope_pass`): rotate every key row of `params.k` (the plan's

@@ -8,6 +8,13 @@
 //! option of the CPU path (GQA, causal, windows, softcap, ALiBi, fused RoPE, varlen, position
 //! ids). Inputs are validated by [`plan_diff`] first; nothing is launched on invalid input.
 //!
+//! On compute capability 9.0 (an sm_90a build, or the emulated device presenting 9.0) the
+//! prefill runs `kernels/diff_attention/prefill_sm90.cu` (wgmma, TMA and warp specialisation:
+//! the two maps on two consumer warpgroups sharing each K/V stage) when the tensors' strides suit
+//! TMA; otherwise, and below 9.0 or with `ATTN_KERNELS_ATTENTION_PATH=mma`, the mma.sync kernel.
+//! [`DiffAttentionLaunch::kernel`] says which. The sm_90a kernel's speed is unmeasured until a
+//! GPU is lent.
+//!
 //! # Decode (variant v1)
 //! One new query token per sequence, `q [B, 1, 2H, d]`, against a cache of the decode family
 //! ([`KvCacheRef`]) whose heads are `2d` wide: kv head `g` of `k_cache` holds `[k1 | k2]` (k heads
@@ -31,10 +38,10 @@ use super::{
 use crate::decode::cuda::DeviceKvIndex;
 use crate::decode::{CacheLayout, SplitPolicy, MAX_SPLITS};
 use crate::error::{Error, Result};
-use crate::attention::cuda::{prefill_rope_table, rotate_keys_once};
+use crate::attention::cuda::{hopper_maps, hopper_takes, prefill_rope_table, qkv_layouts, rotate_once, HopperPath, Side};
 use crate::rope::cuda::no_rope;
 use crate::runtime::kernel_list::diff_attention::{self as list, DECODE_HEADS, DECODE_KEYS, HEAD_DIMS};
-use crate::runtime::params::{AkAttnParams, AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams};
+use crate::runtime::params::{AkAttnParams, AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams, AkDiffSm90Params};
 use crate::runtime::view::{opt_parts_ptr, parts_of, Layout::{Packed, Strided}};
 use crate::runtime::{check_views, kernel, opt_ptr, DeviceRead, DeviceTensor, DeviceWrite, Dt, Gpu, Kernel, Key, Ready};
 use crate::tensor::{expect_dtype, expect_same_dtype, DType, PlannedTensors, Tensor, TensorInfo};
@@ -122,6 +129,37 @@ fn check_gpu_prefill(dp: &DiffAttentionPlan) -> Result<()> {
     Ok(())
 }
 
+/// A RoPE pre-pass ([`rotate_once`]) over the q (`Side::Queries`) or k rows of `params`: runs
+/// it on an attention view of them and points `params` at the rotated copy it returns.
+fn rotate(gpu: &Gpu, kernel: &'static Kernel, params: &mut AkDiffAttnParams, p: &crate::attention::AttentionPlan, side: Side) -> Result<Option<DeviceTensor>> {
+    let mut a = AkAttnParams {
+        q: params.q,
+        k: params.k,
+        q_batch_stride: params.q_batch_stride,
+        q_row_stride: params.q_row_stride,
+        q_head_stride: params.q_head_stride,
+        k_batch_stride: params.k_batch_stride,
+        k_row_stride: params.k_row_stride,
+        k_head_stride: params.k_head_stride,
+        cu_seqlens_q: params.cu_seqlens_q,
+        cu_seqlens_k: params.cu_seqlens_k,
+        position_ids_q: params.position_ids_q,
+        position_ids_k: params.position_ids_k,
+        pos_q_batch_stride: params.pos_q_batch_stride,
+        pos_k_batch_stride: params.pos_k_batch_stride,
+        rope: params.rope,
+        batch: params.batch,
+        seqlen_q: params.seqlen_q,
+        seqlen_k: params.seqlen_k,
+        dtype: params.dtype,
+        ..Default::default()
+    };
+    let scratch = rotate_once(gpu, kernel, &mut a, p, side)?;
+    (params.q, params.q_batch_stride, params.q_row_stride, params.q_head_stride) = (a.q, a.q_batch_stride, a.q_row_stride, a.q_head_stride);
+    (params.k, params.k_batch_stride, params.k_row_stride, params.k_head_stride) = (a.k, a.k_batch_stride, a.k_row_stride, a.k_head_stride);
+    Ok(scratch)
+}
+
 /// The device tensors of one fused prefill launch (index data belongs to the plan), owned or
 /// borrowed.
 pub struct DiffTensors<'a, T = DeviceTensor> {
@@ -157,6 +195,9 @@ pub struct DiffAttentionLaunch {
     kernel: &'static Kernel,
     /// Fused RoPE's key pre-pass (the attention family's `rope_keys`) when the plan rotates.
     rope_keys: Option<&'static Kernel>,
+    /// The sm_90a kernel (`kernels/diff_attention/prefill_sm90.cu`) on compute capability 9.0
+    /// (per launch, the tensors' strides must suit TMA too; otherwise `kernel` runs).
+    hopper: Option<HopperPath>,
     /// q, k, v, lambda, norm_weight, alibi_slopes as planned.
     planned: PlannedTensors,
     table: Option<std::sync::Arc<crate::rope::cuda::DeviceRopeTable>>,
@@ -182,7 +223,21 @@ impl DiffAttentionLaunch {
             Some(_) => Some(crate::runtime::kernel("k", Key::AttnRopeKeys { dtype: gpu_dtype("q", p.dtype)?, d: p.head_dim })?),
             None => None,
         };
+        let hopper = match p.dtype.kernel_dt() {
+            Some(dtype) => {
+                let key = Key::DiffPrefillSm90 {
+                    variant: variant_code(dp.variant),
+                    dtype,
+                    d: p.head_dim,
+                    alibi: p.has_alibi,
+                    softcap: p.softcap > 0.0,
+                };
+                HopperPath::of(gpu, p, key)
+            }
+            None => None,
+        };
         Ok(DiffAttentionLaunch {
+            hopper,
             rope_keys,
             planned: PlannedTensors::of(
                 &DIFF_ARGS,
@@ -287,39 +342,41 @@ impl DiffAttentionLaunch {
             dtype: p.dtype.kernel_code(),
             norm_weight_dtype: x.norm_weight.map_or(DType::F32, |w| w.dtype()).kernel_code(),
         };
-        let prefill = self.kernel;
-        let grid = (sq.div_ceil(prefill.rows as usize) as u32, heads as u32, p.batch as u32);
-        if grid.0 == 0 || heads == 0 || p.batch == 0 {
+        if sq == 0 || heads == 0 || p.batch == 0 {
             return Ok(());
         }
-        // Fused RoPE: the prefill rotates Q per block and reads K rotated once by the pre-pass
-        // (kernels/diff_attention/prefill.cu never rotates K).
-        let _rotated = match self.rope_keys {
-            Some(rk) => {
-                let mut keys = AkAttnParams {
-                    k: params.k,
-                    k_batch_stride: params.k_batch_stride,
-                    k_row_stride: params.k_row_stride,
-                    k_head_stride: params.k_head_stride,
-                    cu_seqlens_k: params.cu_seqlens_k,
-                    position_ids_k: params.position_ids_k,
-                    pos_k_batch_stride: params.pos_k_batch_stride,
-                    rope: params.rope,
-                    batch: params.batch,
-                    seqlen_k: params.seqlen_k,
-                    dtype: params.dtype,
-                    ..Default::default()
-                };
-                let scratch = rotate_keys_once(gpu, rk, &mut keys, p)?;
-                params.k = keys.k;
-                params.k_batch_stride = keys.k_batch_stride;
-                params.k_row_stride = keys.k_row_stride;
-                params.k_head_stride = keys.k_head_stride;
-                scratch
-            }
+        let strides = |a: &AkDiffAttnParams| {
+            [
+                (a.q_batch_stride, a.q_row_stride, a.q_head_stride),
+                (a.k_batch_stride, a.k_row_stride, a.k_head_stride),
+                (a.v_batch_stride, a.v_row_stride, a.v_head_stride),
+            ]
+        };
+        let hopper = self.hopper.filter(|_| hopper_takes(p, &qkv_layouts(p, groups, strides(&params))));
+        // Fused RoPE: the prefill reads K rotated once by the pre-pass (kernels/diff_attention/
+        // prefill.cu rotates its Q tiles itself; the sm_90a kernel reads Q rotated once too).
+        let _rotated_k = match self.rope_keys {
+            Some(rk) => rotate(gpu, rk, &mut params, p, Side::Keys)?,
             None => None,
         };
-        gpu.launch(prefill, grid, &params)
+        if let Some(h) = hopper {
+            let _rotated_q = match h.rope_queries {
+                Some(rq) => rotate(gpu, rq, &mut params, p, Side::Queries)?,
+                None => None,
+            };
+            let layouts = qkv_layouts(p, groups, strides(&params));
+            let [tmap_q, tmap_k, tmap_v] = hopper_maps(p, layouts, [params.q, params.k, params.v], h.kernel.rows, h.kernel.keys)?;
+            let grid = (sq.div_ceil(h.kernel.rows as usize) as u32, heads as u32, p.batch as u32);
+            return gpu.launch(h.kernel, grid, &AkDiffSm90Params { tmap_q, tmap_k, tmap_v, diff: params });
+        }
+        let grid = (sq.div_ceil(self.kernel.rows as usize) as u32, heads as u32, p.batch as u32);
+        gpu.launch(self.kernel, grid, &params)
+    }
+
+    /// The prefill kernel [`DiffAttentionLaunch::launch`] runs for tensors with TMA-compatible
+    /// strides (the sm_90a kernel on compute capability 9.0, else the mma.sync one).
+    pub fn kernel(&self) -> &'static Kernel {
+        self.hopper.map_or(self.kernel, |h| h.kernel)
     }
 
     /// Allocate the outputs and launch.
@@ -612,7 +669,11 @@ pub fn launched_kernels() -> Vec<Key> {
     for dtype in [Dt::F16, Dt::BF16] {
         for d in HEAD_DIMS {
             for variant in [DiffVariant::V1, DiffVariant::V2] {
-                v.push(Key::DiffPrefill { variant: variant_code(variant), dtype, d });
+                let variant = variant_code(variant);
+                v.push(Key::DiffPrefill { variant, dtype, d });
+                for (alibi, softcap) in crate::runtime::kernel_list::attention::VARIANTS {
+                    v.push(Key::DiffPrefillSm90 { variant, dtype, d, alibi, softcap });
+                }
             }
             for group in 1..=16 {
                 v.push(Key::DiffDecodeSplit { dtype, d, heads: decode_heads_per_block(group) });

@@ -143,6 +143,9 @@ pub enum Key {
     AppendKv { dtype: Dt },
     /// Fused differential attention prefill, `variant` 1 or 2, per-map head dim `d`.
     DiffPrefill { variant: u8, dtype: Dt, d: usize },
+    /// The same on sm_90a (kernels/diff_attention/prefill_sm90.cu), specialised for ALiBi and
+    /// softcap.
+    DiffPrefillSm90 { variant: u8, dtype: Dt, d: usize, alibi: bool, softcap: bool },
     /// The unfused baselines' subtract + RMSNorm.
     DiffEpilogue { dtype: Dt },
     /// Fused differential decode (v1), pass 1: `heads` diff heads per block.
@@ -372,6 +375,29 @@ pub mod diff_attention {
     use super::Dt;
 
     pub const PREFILL_SOURCE: &str = "kernels/diff_attention/prefill.cu";
+    pub const SM90_SOURCE: &str = "kernels/diff_attention/prefill_sm90.cu";
+    pub const SM90_PARAMS: &str = "AkDiffSm90Params";
+    /// Threads per sm_90a prefill block: a producer and two consumer warpgroups.
+    pub const SM90_THREADS: usize = 384;
+    /// Query rows per sm_90a prefill block: each consumer warpgroup runs one map over all 64.
+    pub const SM90_ROWS: usize = 64;
+    /// The sm_90a prefill tile of a variant and d: (keys per K/V tile, ring stages). The
+    /// consumer holds O (Dv / 2 registers), S (BN / 2) and P (BN / 4): v1 d = 128 (Dv = 256)
+    /// takes 64 keys, like the attention kernel's d = 256.
+    pub const fn sm90_tile(variant: u8, d: usize) -> (usize, usize) {
+        match (variant, d) {
+            (1, 128) => (64, 2),
+            _ => (128, 2),
+        }
+    }
+    /// Dynamic shared memory of one sm_90a prefill block: 1024 bytes of alignment slack, Q1 and
+    /// Q2 (64 rows each), and the stages of K1 (and K2) and V (`Cfg::SMEM_BYTES`).
+    pub const fn sm90_smem_bytes(variant: u8, d: usize) -> usize {
+        let (dv, shared_k) = prefill_shape(variant, d);
+        let (bn, stages) = sm90_tile(variant, d);
+        let nk = if shared_k { 1 } else { 2 };
+        1024 + 2 * (2 * SM90_ROWS * d + stages * bn * (nk * d + dv))
+    }
     pub const DECODE_SOURCE: &str = "kernels/diff_attention/decode.cu";
     pub const DTYPES: [Dt; 2] = [Dt::F16, Dt::BF16];
     /// Per-map head dims `d` with kernels.
@@ -827,7 +853,7 @@ fn decode_modules() -> [Module; 2] {
     [decode, append]
 }
 
-fn diff_attention_modules() -> [Module; 2] {
+fn diff_attention_modules() -> [Module; 3] {
     use diff_attention::*;
     let mut prefill = Vec::new();
     for variant in [1u8, 2] {
@@ -927,7 +953,52 @@ fn diff_attention_modules() -> [Module; 2] {
             asserts: vec![eq("ak::diff::DT", DECODE_KEYS), eq("ak::diff::DTHREADS", DECODE_THREADS)],
             instances: decode,
         },
+        diff_sm90_module(),
     ]
+}
+
+fn diff_sm90_module() -> Module {
+    use diff_attention::*;
+    let mut instances = Vec::new();
+    for variant in [1u8, 2] {
+        for dtype in DTYPES {
+            for d in HEAD_DIMS {
+                let (dv, shared_k) = prefill_shape(variant, d);
+                let (bn, stages) = sm90_tile(variant, d);
+                let smem = sm90_smem_bytes(variant, d);
+                let cfg = format!("ak::diff::sm90::Cfg<{d}, {dv}, {shared_k}, {bn}, {stages}>");
+                for (alibi, softcap) in attention::VARIANTS {
+                    let (vn, dn) = (format!("v{variant}"), format!("d{d}"));
+                    let mut parts = vec!["diff", "prefill", "sm90", &vn, dtype.suffix(), &dn];
+                    if alibi {
+                        parts.push("alibi");
+                    }
+                    if softcap {
+                        parts.push("softcap");
+                    }
+                    instances.push(
+                        Plain {
+                            key: Key::DiffPrefillSm90 { variant, dtype, d, alibi, softcap },
+                            name: entry_name(&parts),
+                            params: SM90_PARAMS,
+                            body: format!("ak::diff::sm90::diff_forward<{}, {cfg}, {alibi}, {softcap}>(p)", dtype.cxx()),
+                            threads: SM90_THREADS,
+                            min_blocks: 1,
+                            smem_bytes: smem,
+                            rows: SM90_ROWS,
+                            keys: bn,
+                        }
+                        .build(vec![
+                            eq(format!("{cfg}::NT"), SM90_THREADS),
+                            eq(format!("{cfg}::BM"), SM90_ROWS),
+                            eq(format!("{cfg}::SMEM_BYTES"), smem),
+                        ]),
+                    );
+                }
+            }
+        }
+    }
+    Module { source: SM90_SOURCE, asserts: Vec::new(), instances }
 }
 
 fn linear_modules() -> [Module; 3] {
@@ -1088,7 +1159,7 @@ fn probe_module(source: &'static str) -> Module {
 
 /// Parameter structs that hold TMA tensor maps: their entry points take the parameter
 /// `__grid_constant__`, so it stays in parameter memory, where the copies read the maps in place.
-pub const GRID_CONSTANT_PARAMS: [&str; 1] = [attention_sm90::PARAMS];
+pub const GRID_CONSTANT_PARAMS: [&str; 2] = [attention_sm90::PARAMS, diff_attention::SM90_PARAMS];
 
 /// Every kernel module and its entry points.
 pub fn modules() -> Vec<Module> {

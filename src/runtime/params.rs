@@ -36,5 +36,5 @@ kernel_params!(AkChunkedParams);
 kernel_params!(AkAttnParams, AkAttnSm90Params);
 kernel_params!(AkDecodeParams, AkDecodeCombineParams, AkMergeStatesParams, AkAppendKvParams);
 kernel_params!(AkLinearParams, AkRwkv4Params);
-kernel_params!(AkDiffAttnParams, AkDiffEpilogueParams, AkDiffDecodeParams);
+kernel_params!(AkDiffAttnParams, AkDiffSm90Params, AkDiffEpilogueParams, AkDiffDecodeParams);
 kernel_params!(AkProbeParams);

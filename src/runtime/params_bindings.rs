@@ -328,6 +328,24 @@ impl Default for AkDiffAttnParams {
     }
 }
 #[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct AkDiffSm90Params {
+    pub tmap_q: AkTensorMap,
+    pub tmap_k: AkTensorMap,
+    pub tmap_v: AkTensorMap,
+    pub diff: AkDiffAttnParams,
+}
+impl Default for AkDiffSm90Params {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct AkDiffEpilogueParams {
     pub a: *const ::core::ffi::c_void,

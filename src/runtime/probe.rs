@@ -452,13 +452,22 @@ pub enum HopperMisbehave {
     SetmaxnregNotUniform,
     /// The same wgmma sequence used correctly.
     Correct,
+    /// Two warpgroups: the second overwrites an operand of the first one's wgmma, ordered after
+    /// the issue (an mbarrier arrival before the `wait_group`) but not after the read.
+    OperandOverwrittenAfterIssue,
+    /// The same with the arrival after the `wait_group`: ordered, runs clean.
+    OperandOverwrittenAfterWait,
 }
 
-/// Run a [`HopperMisbehave`] kernel (one warpgroup); the emulated device answers with an error
+/// Run a [`HopperMisbehave`] kernel (one warpgroup, two for the overwrite cases); the emulated device answers with an error
 /// naming the checker.
 pub fn hopper_misbehave(gpu: &Gpu, kind: HopperMisbehave) -> Result<()> {
     let zeros = vec![0u32; 512];
-    run_smem(gpu, ProbeKernel::HopperMisbehave, &zeros, 128, (1, 128), 2048 + 1024, ProbeArgs { mode: kind as i32, n: 0, mask: !0, width: 32 })
+    let threads = match kind {
+        HopperMisbehave::OperandOverwrittenAfterIssue | HopperMisbehave::OperandOverwrittenAfterWait => 256,
+        _ => 128,
+    };
+    run_smem(gpu, ProbeKernel::HopperMisbehave, &zeros, 128, (1, threads), 2048 + 1024, ProbeArgs { mode: kind as i32, n: 0, mask: !0, width: 32 })
         .map(|_| ())
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Shapes are chosen off the kernel's tiles (128 query rows, 32 or 64 keys).
 
-use super::common::{expect_err, gpu, randn, ErrKind};
+use super::common::{expect_err, expect_hopper_path, gpu, randn, ErrKind};
 use attn_kernels::attention::cuda::{attention_cuda, attention_cuda_into};
 use attn_kernels::attention::oracle::attention_f64;
 use attn_kernels::attention::{alibi_slopes, attention_cpu, plan, AttentionArgs, AttentionConfig};
@@ -520,9 +520,7 @@ fn hopper_path_dispatch() {
     use attn_kernels::attention::cuda::AttentionLaunch;
     use attn_kernels::runtime::Key;
     let Some(gpu) = gpu(concat!(module_path!(), "::hopper_path_dispatch")) else { return };
-    let forced_mma = std::env::var("ATTN_KERNELS_ATTENTION_PATH").is_ok_and(|v| v == "mma");
-    let hopper = gpu.info().compute_capability == (9, 0) && !forced_mma;
-    println!("hopper_path_dispatch: compute capability {:?}", gpu.info().compute_capability);
+    let hopper = expect_hopper_path(&gpu, "hopper_path_dispatch");
     let rope = json!({"rotary_dim": 64, "theta": 10000.0});
     let cases = [
         (AttnSpec::new(DType::BF16, 1, 130, 70, 4, 2, 128, 128).causal(true), hopper),

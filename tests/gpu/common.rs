@@ -14,6 +14,14 @@ use attn_kernels::linear::LinearArgs;
 use attn_kernels::tensor::rel_error;
 use attn_kernels::{DeviceTensor, Gpu, Tensor};
 
+/// Whether the sm_90a prefill kernels should run on `gpu` (compute capability 9.0, the mma.sync
+/// path not forced by `ATTN_KERNELS_ATTENTION_PATH=mma`); printed for the test log.
+pub fn expect_hopper_path(gpu: &Gpu, test: &str) -> bool {
+    let forced_mma = std::env::var("ATTN_KERNELS_ATTENTION_PATH").is_ok_and(|v| v == "mma");
+    println!("{test}: compute capability {:?}", gpu.info().compute_capability);
+    gpu.info().compute_capability == (9, 0) && !forced_mma
+}
+
 pub fn up(gpu: &Gpu, t: &Tensor) -> DeviceTensor {
     gpu.upload(t).unwrap()
 }

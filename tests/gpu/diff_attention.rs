@@ -2,7 +2,7 @@
 //! paged caches, the unfused baselines' epilogue) against the float64 oracle, plus the CPU-side
 //! checks of the decode reference and validation.
 
-use super::common::{compare, down, f32t, gpu, pick_heads, randn, shuffle, tensor, up};
+use super::common::{compare, down, expect_hopper_path, f32t, gpu, pick_heads, randn, shuffle, tensor, up};
 use attn_kernels::attention::{alibi_slopes, attention_cpu, AttentionArgs};
 use attn_kernels::decode::{KvCacheRef, SplitPolicy};
 use attn_kernels::diff_attention::cpu::DiffAttentionOutput;
@@ -13,6 +13,7 @@ use attn_kernels::diff_attention::{
     diff_decode_cpu, plan_diff, plan_diff_decode, DiffAttentionArgs, DiffAttentionConfig, DiffDecodeArgs, DiffVariant,
 };
 use attn_kernels::rope::RopeConfig;
+use attn_kernels::runtime::Key;
 use attn_kernels::{DType, DeviceTensor, Error, Gpu, Tensor, TensorInfo};
 use attn_kernels_harness::check::Rng;
 
@@ -865,6 +866,43 @@ fn decode_gpu_long_context() {
     }
 }
 
+/// Which prefill kernel runs: on compute capability 9.0 (the emulated device presents 9.0 unless
+/// ATTN_KERNELS_EMU_CC says 8.0) the sm_90a kernel for every plan (v1 and v2, d = 64 and 128,
+/// masks, ALiBi, softcap, GQA, varlen, fused RoPE through the query and key pre-passes); below
+/// 9.0 (or with ATTN_KERNELS_ATTENTION_PATH=mma) the mma.sync kernel. Each pick then matches the
+/// float64 oracle.
+#[test]
+fn hopper_path_dispatch() {
+    use attn_kernels::diff_attention::cuda::DiffAttentionLaunch;
+    let Some(gpu) = gpu(concat!(module_path!(), "::hopper_path_dispatch")) else { return };
+    let hopper = expect_hopper_path(&gpu, "hopper_path_dispatch");
+    let mut rng = Rng::from_time();
+    let mut cases = Vec::new();
+    let mut s = spec(DiffVariant::V1, DType::BF16, 1, 130, 70, 4, 2, 64);
+    s.causal = true;
+    s.norm = true;
+    cases.push(s);
+    let mut s = spec(DiffVariant::V1, DType::F16, 1, 64, 200, 2, 1, 128);
+    (s.alibi, s.softcap, s.norm) = (true, 10.0, true);
+    cases.push(s);
+    let mut s = spec(DiffVariant::V2, DType::F16, 2, 70, 90, 2, 2, 64);
+    (s.wl, s.wr) = (30, 0);
+    cases.push(s);
+    let mut s = spec(DiffVariant::V2, DType::BF16, 1, 60, 90, 2, 1, 128);
+    (s.rope, s.pos_ids, s.causal) = (Some(64), true, true);
+    cases.push(s);
+    let mut s = spec(DiffVariant::V1, DType::BF16, 1, 0, 0, 2, 1, 64);
+    (s.rope, s.causal, s.varlen) = (Some(32), true, Some(vec![(50, 90), (1, 1), (70, 40)]));
+    cases.push(s);
+    for s in cases {
+        let (cfg, inp) = build(&mut rng, &s);
+        let launch = DiffAttentionLaunch::new(&gpu, &cfg, &inp.args()).unwrap();
+        let sm90 = matches!(launch.kernel().key, Key::DiffPrefillSm90 { .. });
+        assert_eq!(sm90, hopper, "{:?} picked {}; {s:?}", gpu.info().compute_capability, launch.kernel().name);
+        check_diff(&gpu, &mut rng, &s);
+    }
+}
+
 /// CPU: every kernel the Rust side can launch is in the kernel table and exported by its compiled
 /// module, and the dynamic shared memory each needs fits the opt-in limit of an A100 (163 KB) /
 /// H100 (227 KB).
@@ -882,7 +920,9 @@ fn kernel_names_and_smem_match_the_build() {
         if compiled {
             assert!(m.ptxas_report.contains(k.name), "no ptxas report for {}", k.name);
         }
-        assert!(k.smem_bytes <= 166_912, "{k:?}");
+        // sm_90a kernels need an H100's limit only
+        let limit = if matches!(k.key, Key::DiffPrefillSm90 { .. }) { 232_448 } else { 166_912 };
+        assert!(k.smem_bytes <= limit, "{k:?}");
     }
     for variant in [DiffVariant::V1, DiffVariant::V2] {
         for d in [64, 128] {

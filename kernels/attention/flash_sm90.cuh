@@ -1,0 +1,139 @@
+// The tile steps of the sm_90a flash kernels (attention/prefill_sm90.cu, diff_attention/
+// prefill_sm90.cu): a producer warpgroup filling a ring of K/V stages by TMA, consumer
+// warpgroups that each run S = Q K^T and O += P V by wgmma around flash.cuh's softmax_tile, and
+// the swizzled staging of the epilogue. Every tile is whole 128-byte swizzle rows (64 elements;
+// TMA boxes of 64 columns, CU_TENSOR_MAP_SWIZZLE_128B), stored as column blocks of 64: a tile of
+// R rows x C columns is C / 64 blocks of R x 128 bytes.
+#pragma once
+#include "attention/flash.cuh"
+#include "common/hopper.cuh"
+
+namespace ak::attention::sm90 {
+
+constexpr int ROW_BYTES = 128;  // one swizzle row: 64 two-byte elements
+
+// View a [1][N/8][4] fragment array as the N/2 floats of a wgmma accumulator (the same registers).
+template <int N>
+__device__ __forceinline__ float (&flat(float (&a)[1][N / 8][4]))[N / 2] {
+    return reinterpret_cast<float(&)[N / 2]>(a);
+}
+
+// The ring's mbarriers: full[st] (one arrival with the stage's expected bytes: TMA landed it),
+// empty[st] (`consumers` x 128 arrivals: every consumer thread is done reading it).
+template <int STAGES>
+struct Ring {
+    uint32_t bars;  // shared address of full[0 .. STAGES), then empty[0 .. STAGES), 8 bytes each
+    __device__ __forceinline__ uint32_t full(int st) const { return bars + 8 * st; }
+    __device__ __forceinline__ uint32_t empty(int st) const { return bars + 8 * (STAGES + st); }
+    __device__ __forceinline__ void init(int consumers) const {
+        for (int st = 0; st < STAGES; ++st) {
+            ak::hopper::mbar_init(full(st), 1);
+            ak::hopper::mbar_init(empty(st), 128 * consumers);
+        }
+    }
+};
+
+// The producer's elected thread: for each visit s (tile order.at(s)), wait until stage s % STAGES
+// is free (both consumers arrived on empty for visit s - STAGES), announce its bytes on full,
+// then load(stage, tile) issues the stage's TMA copies completing on full(stage).
+template <int STAGES, class Load>
+__device__ __forceinline__ void produce(const Ring<STAGES>& ring, const TileOrder& order, int visits, unsigned stage_bytes, Load load) {
+    using namespace ak::hopper;
+#pragma unroll 1
+    for (int s = 0; s < visits; ++s) {
+        const int st = s % STAGES;
+        if (s >= STAGES) mbar_wait_parity(ring.empty(st), (s / STAGES - 1) & 1);
+        mbar_arrive_expect_tx(ring.full(st), stage_bytes);
+        load(st, order.at(s));
+    }
+}
+
+// One consumer warpgroup's pass over every visited key tile (clean ones first, then masked):
+// per tile, S = Q K^T (wgmma m64nBNk16, Q and K K-major from SW128 shared memory), the online
+// softmax in registers, O += P V (wgmma m64nDVk16, P from registers, V MN-major as TMA wrote
+// it), then an arrival on empty. s_q: this consumer's 64 query rows in the first Q column
+// block, Q_BLOCK the bytes between Q column blocks; stage(st): the K tile this consumer
+// multiplies (BN rows per column block) and the V tile of stage st.
+template <typename T, int D, int DV, int BN, int STAGES, int Q_BLOCK, bool ALIBI, bool SOFTCAP, class Stage>
+__device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow (&stat)[1][2], const Ring<STAGES>& ring,
+                                        const TileOrder& order, int visits, uint32_t s_q, Stage stage, const ScoreScale& sc,
+                                        const int* lim, int row_w, int g, int tq) {
+    using namespace ak::hopper;
+    constexpr bool BF16 = std::is_same<T, __nv_bfloat16>::value;
+    constexpr int RB = ROW_BYTES;
+    auto visit = [&](auto masked, int s) {
+        constexpr bool MASKED = decltype(masked)::value;
+        const int st = s % STAGES, n0 = order.at(s) * BN;
+        mbar_wait_parity(ring.full(st), (s / STAGES) & 1);
+        const uint32_t s_k = stage.k(st), s_v = stage.v(st);
+
+        // ---- S = Q K^T: D/16 k-steps (32 bytes apart in a swizzle row), one commit group
+        float acc_s[1][BN / 8][4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            const uint64_t dq = make_desc(s_q + (kk / 4) * Q_BLOCK + (kk % 4) * 32, 16, 1024, kSwizzle128B);
+            const uint64_t dk = make_desc(s_k + (kk / 4) * BN * RB + (kk % 4) * 32, 16, 1024, kSwizzle128B);
+            wgmma_ss<BN, BF16>(flat<BN>(acc_s), dq, dk, kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(flat<BN>(acc_s));
+
+        uint32_t p_frag[1][BN / 16][4];
+        softmax_tile<T, MASKED, ALIBI, SOFTCAP>(acc_s, acc_o, stat, p_frag, sc, lim, row_w, n0, g, tq);
+
+        // ---- O += P V: BN/16 k-steps of 16 keys (two 8-key groups of 1024 bytes each); V's
+        // 64-column blocks are BN rows apart (LBO), its 8-key groups 1024 bytes (SBO)
+        wgmma_fence();
+#pragma unroll
+        for (int kt = 0; kt < BN / 16; ++kt) {
+            const uint64_t dv = make_desc(s_v + kt * 2048, BN * RB, 1024, kSwizzle128B);
+            wgmma_rs<DV, BF16, 1>(flat<DV>(acc_o), p_frag[0][kt], dv, 1);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_operands(flat<DV>(acc_o));
+        mbar_arrive(ring.empty(st));  // this thread is done reading the stage
+    };
+    int s = 0;
+#pragma unroll 1
+    for (; s < order.clean; ++s) visit(std::false_type{}, s);
+#pragma unroll 1
+    for (; s < visits; ++s) visit(std::true_type{}, s);
+}
+
+// Byte offset of element (r, col) in a swizzled tile of `rows` rows (column blocks of 64).
+__device__ __forceinline__ int staged(int rows, int r, int col) {
+    return (col / 64) * rows * ROW_BYTES + r * ROW_BYTES + ((((col % 64) >> 3) ^ (r & 7)) << 4) + (col % 8) * 2;
+}
+
+// Write a thread's accumulator rows (fragment rows row_w + g and + 8, columns 8 nt + 2 tq, + 1)
+// times scale[rh] into a swizzled tile of `rows` rows at `tile`, as T.
+template <typename T, int N>
+__device__ __forceinline__ void stage_rows(unsigned char* tile, int rows, const float (&acc)[1][N / 8][4], const float (&scale)[2],
+                                           int row_w, int g, int tq) {
+#pragma unroll
+    for (int rh = 0; rh < 2; ++rh) {
+        const int r = row_w + g + rh * 8;
+#pragma unroll
+        for (int nt = 0; nt < N / 8; ++nt)
+            *reinterpret_cast<uint32_t*>(tile + staged(rows, r, nt * 8 + 2 * tq)) =
+                Mma<T>::pack(acc[0][nt][rh * 2] * scale[rh], acc[0][nt][rh * 2 + 1] * scale[rh]);
+    }
+}
+
+// Copy rows [r0, r0 + n) of a staged tile (`rows` rows, N columns) to global rows o + r * stride
+// in 16-byte chunks, `threads` threads from index i0; rows at or past `valid` are not written.
+template <typename T, int N>
+__device__ __forceinline__ void store_staged(T* o, long long stride, const unsigned char* tile, int rows, int r0, int n, int valid,
+                                             int i0, int threads) {
+    constexpr int CHUNKS = N / 8;
+#pragma unroll 4
+    for (int i = i0; i < n * CHUNKS; i += threads) {
+        const int r = r0 + i / CHUNKS, col = (i % CHUNKS) * 8;
+        if (r < valid) *reinterpret_cast<uint4*>(o + r * stride + col) = *reinterpret_cast<const uint4*>(tile + staged(rows, r, col));
+    }
+}
+
+}  // namespace ak::attention::sm90
