@@ -240,6 +240,7 @@ struct WgmmaCase {
 /// Build the call and the expected D (`[thread][register]`) for a case.
 fn wgmma_case(rng: &mut Rng, c: &WgmmaCase) -> (WgmmaCall, Vec<f32>) {
     let (n, ks) = (c.n, c.ks);
+    assert!((1..=4).contains(&ks), "the wgmma probe takes 1 to 4 k-steps (MAX_KS in kernels/probe/hopper.cu)");
     let kk = 16 * ks;
     let mut a = vec![vec![(0u16, 0f64); kk]; 64];
     let mut b = vec![vec![(0u16, 0f64); kk]; n]; // B^T: n rows of K (K-major)
@@ -751,6 +752,7 @@ fn hopper_checkers_catch_misuse() {
         (HopperMisbehave::PhaseNeverCompletes, "synccheck", "deadlock"),
         (HopperMisbehave::TxCountUnderflow, "synccheck", "tx-count underflow"),
         (HopperMisbehave::AccumulatorWrittenBeforeWait, "racecheck", "accumulator registers"),
+        (HopperMisbehave::ARegisterWrittenBeforeWait, "racecheck", "A-operand registers"),
         (HopperMisbehave::GroupNeverWaited, "synccheck", "not retired by a wgmma.wait_group"),
         (HopperMisbehave::OperandWrittenBeforeWait, "racecheck", "pending wgmma.mma_async reads"),
         (HopperMisbehave::MissingFence, "synccheck", "without a wgmma.fence"),

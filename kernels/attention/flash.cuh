@@ -101,14 +101,17 @@ struct ScoreScale {
 
 // One key tile (columns n0 ..) of this warp's MT m-tiles (block rows row_w ..): transform the
 // scores in acc_s in place, update the running statistics, rescale O when a row max outgrows
-// the slack, and pack P = exp2(x - m) into p_frag (A fragments of k-step nt / 2). lim: the
+// the slack, and pack P = exp2(x - m) into p_frag (A fragments of k-step nt / 2).
+// DEFER (the pipelined sm_90a consumer, whose O is in flight meanwhile): O and p_frag are not
+// touched; the rescale factors go to alpha and the return value says whether O needs them
+// (rescale_o), and P stays in acc_s as f32 (pack_p). lim: the
 // row's mask limits in shared memory (key j allowed in row i iff j <= lim[0], j <= P(i) +
 // lim[1], j >= P(i) - lim[2], with P(i) = lim[3] + block row); g, tq: the lane's fragment row
 // group and column pair. MASKED: apply them per element; otherwise the tile is clean.
-template <typename T, bool MASKED, bool ALIBI, bool SOFTCAP, int MT, int NS, int NO>
-__device__ __forceinline__ void softmax_tile(float (&acc_s)[MT][NS][4], float (&acc_o)[MT][NO][4], SoftmaxRow (&stat)[MT][2],
-                                             uint32_t (&p_frag)[MT][NS / 2][4], const ScoreScale& sc, const int* lim,
-                                             int row_w, int n0, int g, int tq) {
+template <typename T, bool MASKED, bool ALIBI, bool SOFTCAP, bool DEFER, int MT, int NS, int NO>
+__device__ __forceinline__ bool softmax_step(float (&acc_s)[MT][NS][4], float (&acc_o)[MT][NO][4], SoftmaxRow (&stat)[MT][2],
+                                             uint32_t (&p_frag)[MT][NS / 2][4], float (&alpha_out)[MT][2], const ScoreScale& sc,
+                                             const int* lim, int row_w, int n0, int g, int tq) {
     // Per element the exponent is x - (m + r), the true base-2 score being x - r:
     //   clean:   x = scale S or softcap(S), [+ slope * (j - n0)]; under ALiBi
     //            r = slope * (P(i) - n0) (one int difference, rounded once), else 0
@@ -170,7 +173,8 @@ __device__ __forceinline__ void softmax_tile(float (&acc_s)[MT][NS][4], float (&
             grow |= cand[mt][rh] > stat[mt][rh].m + RESCALE_SLACK;  // also when m = -inf
         }
     }
-    if (__any_sync(0xffffffffu, grow)) {
+    const bool rescale = __any_sync(0xffffffffu, grow);
+    if (rescale) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -180,10 +184,14 @@ __device__ __forceinline__ void softmax_tile(float (&acc_s)[MT][NS][4], float (&
                 const float alpha = exp2_ftz(stat[mt][rh].m - safe_max(m_new));
                 stat[mt][rh].m = m_new;
                 stat[mt][rh].l *= alpha;
+                if constexpr (DEFER) {
+                    alpha_out[mt][rh] = alpha;
+                } else {
 #pragma unroll
-                for (int nt = 0; nt < NO; ++nt) {
-                    acc_o[mt][nt][rh * 2] *= alpha;
-                    acc_o[mt][nt][rh * 2 + 1] *= alpha;
+                    for (int nt = 0; nt < NO; ++nt) {
+                        acc_o[mt][nt][rh * 2] *= alpha;
+                        acc_o[mt][nt][rh * 2 + 1] *= alpha;
+                    }
                 }
             }
         }
@@ -201,12 +209,53 @@ __device__ __forceinline__ void softmax_tile(float (&acc_s)[MT][NS][4], float (&
                 const float e0 = exp2_ftz(acc_s[mt][nt][rh * 2] + neg_off);
                 const float e1 = exp2_ftz(acc_s[mt][nt][rh * 2 + 1] + neg_off);
                 sum += e0 + e1;
-                // P as the A operand of P V: n-tile nt is half (nt % 2) of k-step nt / 2.
-                p_frag[mt][nt / 2][rh + 2 * (nt % 2)] = Mma<T>::pack(e0, e1);
+                if constexpr (DEFER) {
+                    acc_s[mt][nt][rh * 2] = e0;
+                    acc_s[mt][nt][rh * 2 + 1] = e1;
+                } else {
+                    // P as the A operand of P V: n-tile nt is half (nt % 2) of k-step nt / 2.
+                    p_frag[mt][nt / 2][rh + 2 * (nt % 2)] = Mma<T>::pack(e0, e1);
+                }
             }
             stat[mt][rh].l += sum;
         }
     }
+    return rescale;
 }
+
+// The step of the mma.sync kernel: O rescaled and P packed in place.
+template <typename T, bool MASKED, bool ALIBI, bool SOFTCAP, int MT, int NS, int NO>
+__device__ __forceinline__ void softmax_tile(float (&acc_s)[MT][NS][4], float (&acc_o)[MT][NO][4], SoftmaxRow (&stat)[MT][2],
+                                             uint32_t (&p_frag)[MT][NS / 2][4], const ScoreScale& sc, const int* lim,
+                                             int row_w, int n0, int g, int tq) {
+    float unused[MT][2];
+    softmax_step<T, MASKED, ALIBI, SOFTCAP, false>(acc_s, acc_o, stat, p_frag, unused, sc, lim, row_w, n0, g, tq);
+}
+
+// O *= alpha per row: the rescale a deferred softmax_step asked for (when it returned true).
+template <int MT, int NO>
+__device__ __forceinline__ void rescale_o(float (&acc_o)[MT][NO][4], const float (&alpha)[MT][2]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NO; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc_o[mt][nt][e] *= alpha[mt][e >> 1];
+}
+
+// P (the exponentials a deferred softmax_step left in acc_s) as the A operand of P V: n-tile nt
+// is half (nt % 2) of k-step nt / 2.
+template <typename T, int MT, int NS>
+__device__ __forceinline__ void pack_p(const float (&acc_s)[MT][NS][4], uint32_t (&p_frag)[MT][NS / 2][4]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int rh = 0; rh < 2; ++rh)
+#pragma unroll
+            for (int nt = 0; nt < NS; ++nt)
+                p_frag[mt][nt / 2][rh + 2 * (nt % 2)] = Mma<T>::pack(acc_s[mt][nt][rh * 2], acc_s[mt][nt][rh * 2 + 1]);
+}
+
+
 
 }  // namespace ak::attention

@@ -18,42 +18,57 @@ __device__ __forceinline__ float (&flat(float (&a)[1][N / 8][4]))[N / 2] {
     return reinterpret_cast<float(&)[N / 2]>(a);
 }
 
-// The ring's mbarriers: full[st] (one arrival with the stage's expected bytes: TMA landed it),
-// empty[st] (`consumers` x 128 arrivals: every consumer thread is done reading it).
+// The ring's mbarriers, K and V apart (K is released as soon as its S GEMM retires, V after the
+// P V, so two stages leave the producer a tile of slack): full_k[st] / full_v[st] (one arrival
+// with the expected bytes: TMA landed the stage's K / V), empty_k[st] / empty_v[st]
+// (`consumers` x 128 arrivals: every consumer thread is done reading them).
 template <int STAGES>
 struct Ring {
-    uint32_t bars;  // shared address of full[0 .. STAGES), then empty[0 .. STAGES), 8 bytes each
-    __device__ __forceinline__ uint32_t full(int st) const { return bars + 8 * st; }
-    __device__ __forceinline__ uint32_t empty(int st) const { return bars + 8 * (STAGES + st); }
+    static constexpr int BARRIERS = 4 * STAGES;
+    uint32_t bars;  // shared address of full_k[], full_v[], empty_k[], empty_v[], 8 bytes each
+    __device__ __forceinline__ uint32_t full_k(int st) const { return bars + 8 * st; }
+    __device__ __forceinline__ uint32_t full_v(int st) const { return bars + 8 * (STAGES + st); }
+    __device__ __forceinline__ uint32_t empty_k(int st) const { return bars + 8 * (2 * STAGES + st); }
+    __device__ __forceinline__ uint32_t empty_v(int st) const { return bars + 8 * (3 * STAGES + st); }
     __device__ __forceinline__ void init(int consumers) const {
         for (int st = 0; st < STAGES; ++st) {
-            ak::hopper::mbar_init(full(st), 1);
-            ak::hopper::mbar_init(empty(st), 128 * consumers);
+            ak::hopper::mbar_init(full_k(st), 1);
+            ak::hopper::mbar_init(full_v(st), 1);
+            ak::hopper::mbar_init(empty_k(st), 128 * consumers);
+            ak::hopper::mbar_init(empty_v(st), 128 * consumers);
         }
     }
 };
 
-// The producer's elected thread: for each visit s (tile order.at(s)), wait until stage s % STAGES
-// is free (both consumers arrived on empty for visit s - STAGES), announce its bytes on full,
-// then load(stage, tile) issues the stage's TMA copies completing on full(stage).
-template <int STAGES, class Load>
-__device__ __forceinline__ void produce(const Ring<STAGES>& ring, const TileOrder& order, int visits, unsigned stage_bytes, Load load) {
+// The producer's elected thread: for each visit s (tile order.at(s)), once K (then V) of stage
+// s % STAGES is free (every consumer arrived for visit s - STAGES), announce its bytes and issue
+// its TMA copies: load_k(stage, tile, full_k), then load_v(stage, tile, full_v).
+template <int STAGES, class LoadK, class LoadV>
+__device__ __forceinline__ void produce(const Ring<STAGES>& ring, const TileOrder& order, int visits, unsigned k_bytes,
+                                        unsigned v_bytes, LoadK load_k, LoadV load_v) {
     using namespace ak::hopper;
 #pragma unroll 1
     for (int s = 0; s < visits; ++s) {
-        const int st = s % STAGES;
-        if (s >= STAGES) mbar_wait_parity(ring.empty(st), (s / STAGES - 1) & 1);
-        mbar_arrive_expect_tx(ring.full(st), stage_bytes);
-        load(st, order.at(s));
+        const int st = s % STAGES, t = order.at(s);
+        const unsigned parity = (s / STAGES - 1) & 1;
+        if (s >= STAGES) mbar_wait_parity(ring.empty_k(st), parity);
+        mbar_arrive_expect_tx(ring.full_k(st), k_bytes);
+        load_k(st, t, ring.full_k(st));
+        if (s >= STAGES) mbar_wait_parity(ring.empty_v(st), parity);
+        mbar_arrive_expect_tx(ring.full_v(st), v_bytes);
+        load_v(st, t, ring.full_v(st));
     }
 }
 
-// One consumer warpgroup's pass over every visited key tile (clean ones first, then masked):
-// per tile, S = Q K^T (wgmma m64nBNk16, Q and K K-major from SW128 shared memory), the online
-// softmax in registers, O += P V (wgmma m64nDVk16, P from registers, V MN-major as TMA wrote
-// it), then an arrival on empty. s_q: this consumer's 64 query rows in the first Q column
-// block, Q_BLOCK the bytes between Q column blocks; stage(st): the K tile this consumer
-// multiplies (BN rows per column block) and the V tile of stage st.
+// One consumer warpgroup's pass over every visited key tile (clean ones first, then masked),
+// software-pipelined by one tile (FA3's intra-warpgroup overlap): for tile s it issues
+// S(s) = Q K(s)^T, rescales O for tile s - 1's max, issues O += P(s-1) V(s-1), waits for S(s)
+// only (wait_group 1: the P V keeps the tensor cores busy), runs the softmax of tile s in S's
+// registers, waits for the P V, releases stage s - 1 and packs P(s). S: wgmma m64nBNk16, Q and K
+// K-major from SW128 shared memory; P V: wgmma m64nDVk16, P from registers, V MN-major as TMA
+// wrote it. s_q: this consumer's 64 query rows in the first Q column block, Q_BLOCK the bytes
+// between Q column blocks; stage(st): the K tile this consumer multiplies (BN rows per column
+// block) and the V tile of stage st.
 template <typename T, int D, int DV, int BN, int STAGES, int Q_BLOCK, bool ALIBI, bool SOFTCAP, class Stage>
 __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow (&stat)[1][2], const Ring<STAGES>& ring,
                                         const TileOrder& order, int visits, uint32_t s_q, Stage stage, const ScoreScale& sc,
@@ -61,14 +76,16 @@ __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow
     using namespace ak::hopper;
     constexpr bool BF16 = std::is_same<T, __nv_bfloat16>::value;
     constexpr int RB = ROW_BYTES;
-    auto visit = [&](auto masked, int s) {
-        constexpr bool MASKED = decltype(masked)::value;
-        const int st = s % STAGES, n0 = order.at(s) * BN;
-        mbar_wait_parity(ring.full(st), (s / STAGES) & 1);
-        const uint32_t s_k = stage.k(st), s_v = stage.v(st);
-
-        // ---- S = Q K^T: D/16 k-steps (32 bytes apart in a swizzle row), one commit group
-        float acc_s[1][BN / 8][4];
+    if (visits == 0) return;
+    float acc_s[1][BN / 8][4];
+    uint32_t p_frag[1][BN / 16][4];
+    float alpha[1][2];
+    bool grow = false;  // O waits for a rescale by alpha before the next P V
+    // ---- S = Q K^T of visit s: D/16 k-steps (32 bytes apart in a swizzle row), one commit group
+    auto issue_s = [&](int s) {
+        const int st = s % STAGES;
+        mbar_wait_parity(ring.full_k(st), (s / STAGES) & 1);
+        const uint32_t s_k = stage.k(st);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
@@ -77,14 +94,13 @@ __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow
             wgmma_ss<BN, BF16>(flat<BN>(acc_s), dq, dk, kk > 0);
         }
         wgmma_commit();
-        wgmma_wait<0>();
-        fence_operands(flat<BN>(acc_s));
-
-        uint32_t p_frag[1][BN / 16][4];
-        softmax_tile<T, MASKED, ALIBI, SOFTCAP>(acc_s, acc_o, stat, p_frag, sc, lim, row_w, n0, g, tq);
-
-        // ---- O += P V: BN/16 k-steps of 16 keys (two 8-key groups of 1024 bytes each); V's
-        // 64-column blocks are BN rows apart (LBO), its 8-key groups 1024 bytes (SBO)
+    };
+    // ---- O = alpha O + P V of visit s: BN/16 k-steps of 16 keys (two 8-key groups of 1024
+    // bytes each); V's 64-column blocks are BN rows apart (LBO), its 8-key groups 1024 bytes (SBO)
+    auto issue_pv = [&](int s) {
+        if (grow) rescale_o(acc_o, alpha);
+        mbar_wait_parity(ring.full_v(s % STAGES), (s / STAGES) & 1);
+        const uint32_t s_v = stage.v(s % STAGES);
         wgmma_fence();
 #pragma unroll
         for (int kt = 0; kt < BN / 16; ++kt) {
@@ -92,15 +108,44 @@ __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow
             wgmma_rs<DV, BF16, 1>(flat<DV>(acc_o), p_frag[0][kt], dv, 1);
         }
         wgmma_commit();
+    };
+    auto softmax = [&](auto masked, int s) {
+        constexpr bool MASKED = decltype(masked)::value;
+        grow = softmax_step<T, MASKED, ALIBI, SOFTCAP, true>(acc_s, acc_o, stat, p_frag, alpha, sc, lim, row_w, order.at(s) * BN, g, tq);
+    };
+    // Visit s >= 1: S(s) and P V(s - 1) in flight together, the softmax of s under the P V.
+    auto visit = [&](auto masked, int s) {
+        issue_s(s);
+        issue_pv(s - 1);
+        wgmma_wait<1>();  // S(s) retired (groups retire in order); P V(s - 1) may still run
+        fence_operands(flat<BN>(acc_s));
+        mbar_arrive(ring.empty_k(s % STAGES));  // this thread is done reading K(s)
+        softmax(masked, s);
         wgmma_wait<0>();
         fence_operands(flat<DV>(acc_o));
-        mbar_arrive(ring.empty(st));  // this thread is done reading the stage
+        mbar_arrive(ring.empty_v((s - 1) % STAGES));  // ... and V(s - 1)
+        pack_p<T>(acc_s, p_frag);
     };
-    int s = 0;
+    // Visit 0: nothing to overlap with.
+    issue_s(0);
+    wgmma_wait<0>();
+    fence_operands(flat<BN>(acc_s));
+    mbar_arrive(ring.empty_k(0));
+    if (order.clean > 0)
+        softmax(std::false_type{}, 0);
+    else
+        softmax(std::true_type{}, 0);
+    pack_p<T>(acc_s, p_frag);
+    int s = 1;
 #pragma unroll 1
     for (; s < order.clean; ++s) visit(std::false_type{}, s);
 #pragma unroll 1
     for (; s < visits; ++s) visit(std::true_type{}, s);
+    // The last P V.
+    issue_pv(visits - 1);
+    wgmma_wait<0>();
+    fence_operands(flat<DV>(acc_o));
+    mbar_arrive(ring.empty_v((visits - 1) % STAGES));
 }
 
 // Byte offset of element (r, col) in a swizzled tile of `rows` rows (column blocks of 64).

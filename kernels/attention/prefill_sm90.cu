@@ -5,11 +5,11 @@
 // epilogue's staging live in attention/flash_sm90.cuh (shared with the fused diff kernel).
 //
 // One block owns BM = 128 query rows of one (sequence, query head), in three warpgroups:
-//   producer (warpgroup 0, 40 registers)   one elected thread issues every copy by TMA: the
+//   producer (warpgroup 0, 24 registers)   one elected thread issues every copy by TMA: the
 //              block's Q once, then K(t) and V(t) of each visited key tile into a ring of STAGES
-//              stages; mbarrier full[s] (expect-tx of the stage's bytes) says a stage landed,
-//              empty[s] (256 arrivals) that both consumers are done with it.
-//   consumers (warpgroups 1 and 2, 232 registers), 64 query rows each, per key tile:
+//              stages; mbarriers full_k / full_v (expect-tx of the bytes) say K / V landed,
+//              empty_k / empty_v (256 arrivals) that both consumers are done with them.
+//   consumers (warpgroups 1 and 2, 240 registers), 64 query rows each, per key tile:
 //              S = Q K^T       wgmma m64nBNk16, Q and K from 128B-swizzled shared memory
 //              softmax         flash.cuh's softmax_tile on the accumulators (a wgmma
 //                              accumulator is mma.sync's fragment per warp)
@@ -17,6 +17,8 @@
 //                              the register-A fragment), V MN-major from the stage as TMA
 //                              wrote it (row-major keys x Dv, no transpose pass)
 //              then arrive on empty[s].
+// The consumer pipelines by one tile (flash_sm90.cuh's consume): the softmax of tile t runs while
+// the P V of tile t - 1 is in flight, and K(t) is released once S(t) retires.
 // Tiles are visited as prefill.cu does (TileOrder: clean tiles without per-element masks
 // first); the producer walks the same order. Causal blocks are scheduled heavy first.
 // Epilogue per consumer: O / l staged into the consumer's own Q rows in shared memory (same
@@ -31,8 +33,7 @@
 //
 // Fused RoPE: the host rotates Q and K once each (prefill.cu's rope_pass) and this kernel reads
 // the rotated copies. Not here yet (the host dispatches it to prefill.cu): Dv != D. Not yet done for
-// speed (issue 18): intra-warpgroup overlap of the softmax with the next tile's GEMMs, the
-// consumers' ping-pong, a persistent scheduler, TMA stores.
+// speed (issue 18): the consumers' ping-pong, a persistent scheduler, TMA stores.
 #include "params.h"
 #include "common/dtype.cuh"
 #include "common/tile.cuh"
@@ -50,7 +51,7 @@ struct Cfg {
     static constexpr int Q_BYTES = BM * D * 2, K_BYTES = BN * D * 2, V_BYTES = BN * DV * 2;
     static constexpr int STAGE_BYTES = K_BYTES + V_BYTES;
     static constexpr int SMEM_BYTES = 1024 + Q_BYTES + STAGES * STAGE_BYTES;  // + alignment slack
-    static constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
+    static constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;
     static_assert(D % 64 == 0 && D <= 256, "head dims of whole 128-byte rows, wgmma N <= 256");
     static_assert(BN % 16 == 0 && BN <= 256, "key tiles: whole k-steps of P V, one TMA box of rows");
     static_assert(128 * PRODUCER_REGS + 128 * CONSUMERS * CONSUMER_REGS <= 65536, "register file");
@@ -68,7 +69,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
     unsigned char* const q_ptr = smem_raw + (s_q - raw);
     auto s_k = [&](int st) { return s_q + C::Q_BYTES + st * C::STAGE_BYTES; };
     auto s_v = [&](int st) { return s_k(st) + C::K_BYTES; };
-    AK_SHARED(uint64_t, bars, [1 + 2 * STAGES]);  // q_full, then the ring's full[], empty[]
+    AK_SHARED(uint64_t, bars, [1 + Ring<STAGES>::BARRIERS]);  // q_full, then the ring's
     AK_SHARED(int, lim, [4]);
     const uint32_t q_full = ptx::smem_addr(&bars[0]);
     const Ring<STAGES> ring{ptx::smem_addr(&bars[1])};
@@ -100,13 +101,16 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
             mbar_arrive_expect_tx(q_full, C::Q_BYTES);
 #pragma unroll
             for (int j = 0; j < D / 64; ++j) tma_load<4>(s_q + j * BM * RB, &pp.tmap_q, {j * 64, h, seq.q_first + m0, bq}, q_full);
-            produce(ring, order, visits, C::STAGE_BYTES, [&](int st, int t) {
-                const int row = seq.k_first + t * BN;
+            produce(
+                ring, order, visits, C::K_BYTES, C::V_BYTES,
+                [&](int st, int t, uint32_t bar) {
 #pragma unroll
-                for (int j = 0; j < D / 64; ++j) tma_load<4>(s_k(st) + j * BN * RB, &pp.tmap_k, {j * 64, hk, row, bk}, ring.full(st));
+                    for (int j = 0; j < D / 64; ++j) tma_load<4>(s_k(st) + j * BN * RB, &pp.tmap_k, {j * 64, hk, seq.k_first + t * BN, bk}, bar);
+                },
+                [&](int st, int t, uint32_t bar) {
 #pragma unroll
-                for (int j = 0; j < DV / 64; ++j) tma_load<4>(s_v(st) + j * BN * RB, &pp.tmap_v, {j * 64, hk, row, bk}, ring.full(st));
-            });
+                    for (int j = 0; j < DV / 64; ++j) tma_load<4>(s_v(st) + j * BN * RB, &pp.tmap_v, {j * 64, hk, seq.k_first + t * BN, bk}, bar);
+                });
         }
         return;
     }

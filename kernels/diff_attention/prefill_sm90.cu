@@ -5,10 +5,10 @@
 // kernel (attention/flash_sm90.cuh: TMA ring, wgmma, flash.cuh's online softmax).
 //
 // One block owns BM = 64 query rows of one (sequence, diff head h), in three warpgroups:
-//   producer (warpgroup 0, 40 registers)   one elected thread issues every TMA copy: Q1 (q head
+//   producer (warpgroup 0, 24 registers)   one elected thread issues every TMA copy: Q1 (q head
 //              2h) and Q2 (q head 2h + 1) once, then per visited key tile a stage of K1, K2
 //              (v1: k heads 2g and 2g + 1; v2: the one k head g, loaded once) and V (head g).
-//   consumers (warpgroups 1 and 2, 232 registers): consumer m runs map m + 1 over all 64 rows
+//   consumers (warpgroups 1 and 2, 240 registers): consumer m runs map m + 1 over all 64 rows
 //              (Qm against Km, the same V), each with its own online-softmax state, and both
 //              arrive on the stage's empty barrier, so V (and in v2 K) is read from global
 //              memory once for the two maps. v2 is GQA packing of the head pair: two query heads
@@ -45,7 +45,7 @@ struct Cfg {
     static constexpr int Q_BYTES = BM * D * 2, K_BYTES = BN * D * 2, V_BYTES = BN * DV * 2;
     static constexpr int STAGE_BYTES = NK * K_BYTES + V_BYTES;
     static constexpr int SMEM_BYTES = 1024 + 2 * Q_BYTES + STAGES * STAGE_BYTES;  // + alignment slack
-    static constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
+    static constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;
     static_assert(D % 64 == 0 && DV % 64 == 0 && DV <= 256, "whole 128-byte rows, wgmma N <= 256");
     static_assert(BN % 16 == 0 && BN <= 256, "key tiles: whole k-steps of P V, one TMA box of rows");
     static_assert(128 * DV * 2 <= STAGES * STAGE_BYTES, "the O2 exchange (f32) fits in the ring");
@@ -64,7 +64,7 @@ __device__ __forceinline__ void diff_forward(const AkDiffSm90Params& pp) {
     const uint32_t s_q = (raw + 1023u) & ~1023u;  // 128B swizzle repeats every 1024 bytes
     unsigned char* const q_ptr = smem_raw + (s_q - raw);
     const uint32_t s_ring = s_q + 2 * C::Q_BYTES;
-    AK_SHARED(uint64_t, bars, [1 + 2 * STAGES]);  // q_full, then the ring's full[], empty[]
+    AK_SHARED(uint64_t, bars, [1 + Ring<STAGES>::BARRIERS]);  // q_full, then the ring's
     AK_SHARED(int, lim, [4]);
     const uint32_t q_full = ptx::smem_addr(&bars[0]);
     const Ring<STAGES> ring{ptx::smem_addr(&bars[1])};
@@ -98,18 +98,22 @@ __device__ __forceinline__ void diff_forward(const AkDiffSm90Params& pp) {
                 for (int j = 0; j < D / 64; ++j)
                     tma_load<4>(s_q + m * C::Q_BYTES + j * BM * RB, &pp.tmap_q, {j * 64, 2 * h + m, seq.q_first + m0, bq}, q_full);
             const int k_head = C::SHARED_K ? g_kv : 2 * g_kv;
-            produce(ring, order, visits, C::STAGE_BYTES, [&](int st, int t) {
-                const int row = seq.k_first + t * BN;
-                const uint32_t s_stage = s_ring + st * C::STAGE_BYTES;
+            produce(
+                ring, order, visits, C::NK * C::K_BYTES, C::V_BYTES,
+                [&](int st, int t, uint32_t bar) {
 #pragma unroll
-                for (int m = 0; m < C::NK; ++m)
+                    for (int m = 0; m < C::NK; ++m)
 #pragma unroll
-                    for (int j = 0; j < D / 64; ++j)
-                        tma_load<4>(s_stage + m * C::K_BYTES + j * BN * RB, &pp.tmap_k, {j * 64, k_head + m, row, bk}, ring.full(st));
+                        for (int j = 0; j < D / 64; ++j)
+                            tma_load<4>(s_ring + st * C::STAGE_BYTES + m * C::K_BYTES + j * BN * RB, &pp.tmap_k,
+                                        {j * 64, k_head + m, seq.k_first + t * BN, bk}, bar);
+                },
+                [&](int st, int t, uint32_t bar) {
 #pragma unroll
-                for (int j = 0; j < DV / 64; ++j)
-                    tma_load<4>(s_stage + C::NK * C::K_BYTES + j * BN * RB, &pp.tmap_v, {j * 64, g_kv, row, bk}, ring.full(st));
-            });
+                    for (int j = 0; j < DV / 64; ++j)
+                        tma_load<4>(s_ring + st * C::STAGE_BYTES + C::NK * C::K_BYTES + j * BN * RB, &pp.tmap_v,
+                                    {j * 64, g_kv, seq.k_first + t * BN, bk}, bar);
+                });
         }
         return;
     }

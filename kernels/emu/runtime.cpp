@@ -382,6 +382,7 @@ struct Thread {
     // warpgroup operands (wgmma, setmaxnreg)
     float* wg_d = nullptr;
     uint32_t wg_a[4] = {};
+    const uint32_t* wg_a_ptr = nullptr;  // where the A fragment lives (checked unchanged at retirement)
     uint64_t wg_da = 0, wg_db = 0;
     unsigned wg_val = 0;
     // what a thread blocked at an mbarrier or named barrier waits for (deadlock reports)
@@ -486,7 +487,8 @@ struct WgmmaOp {
     int chained = -1;         // index in WgState::live of the op whose result is this op's C
     uint64_t da = 0, db = 0;
     float* d[128] = {};
-    uint32_t a_regs[128][4] = {};
+    uint32_t a_regs[128][4] = {};         // A from registers: each thread's fragment at issue ...
+    const uint32_t* a_ptr[128] = {};      // ... and where it lives (unchanged until retirement)
     std::vector<double> A, B;  // 64x16 and 16xn, read from registers / shared memory
     std::vector<float> C, D;   // 64xn
     std::vector<uint32_t> bytes;  // shared bytes it reads (wg_pending set)
@@ -1566,6 +1568,21 @@ static void wgmma_retire(Block& b, WgState& s, size_t end, int base, bool write,
                 tl_attrib = nullptr;
             }
         }
+        // A from registers: the fragment must stay as issued until the wait ("the contents of the
+        // registers ... must not be modified" before wgmma.wait_group).
+        if (write && !op.a_desc && config().checks) {
+            bool changed = false;
+            for (int t = 0; t < 128 && !changed; ++t)
+                if (op.a_ptr[t] && memcmp(op.a_ptr[t], op.a_regs[t], sizeof op.a_regs[t]) != 0) changed = true;
+            if (changed) {
+                tl_attrib = b.w->threads[base].get();
+                add_finding("racecheck",
+                            "A-operand registers of a wgmma.mma_async were written between its issue and the "
+                            "wgmma.wait_group that retires it",
+                            op.pc);
+                tl_attrib = nullptr;
+            }
+        }
         const uint16_t reader = (uint16_t)base;
         const uint32_t clk = own_clock(b, *b.w->threads[base]);
         for (uint32_t a : op.bytes) {
@@ -2201,6 +2218,7 @@ AK_NOINLINE void ak_emu_wgmma(int n, int dtype, float* d, const uint32_t* a_regs
         fatal("synccheck", "wgmma.mma_async with A from registers and imm-trans-a (only a descriptor A can be MN-major)", pc);
     t.wg_d = d;
     if (a_regs) memcpy(t.wg_a, a_regs, sizeof t.wg_a);
+    t.wg_a_ptr = a_regs;
     t.wg_da = desc_a;
     t.wg_db = desc_b;
     const int extra = n | dtype << 9 | (a_regs ? 1 : 0) << 10 | (scale_d ? 1 : 0) << 11 | (trans_a ? 1 : 0) << 12 |
@@ -2255,6 +2273,11 @@ AK_NOINLINE void ak_emu_wgmma(int n, int dtype, float* d, const uint32_t* a_regs
         }
         op->A.assign(64 * 16, 0.0);
         op->B.assign((size_t)16 * n, 0.0);
+        if (!op->a_desc)
+            for (int i = 0; i < 128; ++i) {
+                memcpy(op->a_regs[i], th[i]->wg_a, sizeof op->a_regs[i]);
+                op->a_ptr[i] = th[i]->wg_a_ptr;
+            }
         if (!op->a_desc)
             for (int i = 0; i < 128; ++i)
                 for (int r = 0; r < 4; ++r)

@@ -90,8 +90,14 @@ __device__ void wgmma_run(const AkProbeParams& p, uint8_t* image) {
     const uint32_t base = ak::ptx::smem_addr(image) >> 4;
     float d[N / 2];
     for (int i = 0; i < N / 2; ++i) d[i] = __uint_as_float(cin[t * (N / 2) + i]);
+    // One A fragment per k-step, all live until the wait: A registers stay as issued until the
+    // wgmma.wait_group (the tests use at most 4 k-steps).
+    constexpr int MAX_KS = 4;
+    uint32_t a[MAX_KS][4];
+    for (int k = 0; k < ks && k < MAX_KS; ++k)
+        for (int j = 0; j < 4; ++j) a[k][j] = aregs[(k * 128 + t) * 4 + j];
     ak::hopper::wgmma_fence();
-    for (int k = 0; k < ks; ++k) {
+    for (int k = 0; k < ks && k < MAX_KS; ++k) {
         const uint64_t da = ((uint64_t)descs[4 * k + 1] << 32 | descs[4 * k]) + base;
         const uint64_t db = ((uint64_t)descs[4 * k + 3] << 32 | descs[4 * k + 2]) + base;
         const int sd = k == 0 ? scale_d : 1;
@@ -101,10 +107,8 @@ __device__ void wgmma_run(const AkProbeParams& p, uint8_t* image) {
             else if (trans == 2) ak::hopper::wgmma_ss<N, BF16, 0, 1>(d, da, db, sd);
             else ak::hopper::wgmma_ss<N, BF16, 1, 1>(d, da, db, sd);
         } else {
-            const uint32_t a[4] = {aregs[(k * 128 + t) * 4], aregs[(k * 128 + t) * 4 + 1], aregs[(k * 128 + t) * 4 + 2],
-                                   aregs[(k * 128 + t) * 4 + 3]};
-            if (trans & 2) ak::hopper::wgmma_rs<N, BF16, 1>(d, a, db, sd);
-            else ak::hopper::wgmma_rs<N, BF16, 0>(d, a, db, sd);
+            if (trans & 2) ak::hopper::wgmma_rs<N, BF16, 1>(d, a[k], db, sd);
+            else ak::hopper::wgmma_rs<N, BF16, 0>(d, a[k], db, sd);
         }
     }
     ak::hopper::wgmma_commit();
@@ -247,7 +251,8 @@ __device__ __forceinline__ void tma(const AkProbeParams& p) {
 // 6: wgmma without wgmma.fence; 7: setmaxnreg counts differing within the warpgroup;
 // 8: the correct wgmma sequence (runs clean). 256 threads: 9: warpgroup 1 overwrites an operand
 // of warpgroup 0's wgmma ordered only after its issue (an mbarrier warpgroup 0 arrives on before
-// its wait_group); 10: the same with the arrival after the wait_group (runs clean).
+// its wait_group); 10: the same with the arrival after the wait_group (runs clean). 128 threads:
+// 11: an A-operand register written between wgmma issue and wait.
 __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
     AK_SHARED(uint64_t, bar, [2]);
     AK_DYNAMIC_SHARED(uint8_t, smem);
@@ -284,9 +289,9 @@ __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
     if (t < 128)
         for (int i = t; i < 512; i += 128) reinterpret_cast<uint32_t*>(image)[i] = zeros[i];
     ak::hopper::fence_proxy_async();
-    if (p.mode >= 9 && t == 0) ak::hopper::mbar_init(b0, 128);
+    if ((p.mode == 9 || p.mode == 10) && t == 0) ak::hopper::mbar_init(b0, 128);
     __syncthreads();
-    if (p.mode >= 9 && t >= 128) {  // warpgroup 1: overwrite an operand byte once the mbarrier says so
+    if ((p.mode == 9 || p.mode == 10) && t >= 128) {  // warpgroup 1: overwrite an operand byte once the mbarrier says so
         ak::hopper::mbar_wait_parity(b0, 0);
         if (t == 128) image[16] = 1;
         out[t - 128] = 0;
@@ -294,7 +299,7 @@ __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
     }
     // B: 8 x 16 K-major, no swizzle: two core matrices 128 bytes apart (LBO), SBO unused.
     const uint64_t db = ak::hopper::make_desc(ak::ptx::smem_addr(image), 128, 256, ak::hopper::kSwizzleNone);
-    const uint32_t a[4] = {0x3c003c00u, 0x3c003c00u, 0x3c003c00u, 0x3c003c00u};
+    uint32_t a[4] = {0x3c003c00u, 0x3c003c00u, 0x3c003c00u, 0x3c003c00u};
     float d[4] = {1.f, 2.f, 3.f, 4.f};
     if (p.mode != 6) ak::hopper::wgmma_fence();
     ak::hopper::wgmma_rs<8, false>(d, a, db, 1);
@@ -304,12 +309,13 @@ __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
         return;
     }
     if (p.mode == 3 && t == 5) d[1] = 7.f;
+    if (p.mode == 11 && t == 5) a[1] = 0u;
     if (p.mode == 5 && t == 0) image[16] = 1;
     if (p.mode == 9) ak::hopper::mbar_arrive(b0);
     ak::hopper::wgmma_wait<0>();
     ak::hopper::fence_operands(d);
     if (p.mode == 10) ak::hopper::mbar_arrive(b0);
-    if (p.mode < 9) out[t] = __float_as_uint(d[0] + d[1] + d[2] + d[3]);
+    if (p.mode < 9 || p.mode == 11) out[t] = __float_as_uint(d[0] + d[1] + d[2] + d[3]);
 }
 
 }  // namespace ak::probe

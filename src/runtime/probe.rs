@@ -457,6 +457,8 @@ pub enum HopperMisbehave {
     OperandOverwrittenAfterIssue,
     /// The same with the arrival after the `wait_group`: ordered, runs clean.
     OperandOverwrittenAfterWait,
+    /// A register of the A fragment written between `wgmma.mma_async` and its `wait_group`.
+    ARegisterWrittenBeforeWait,
 }
 
 /// Run a [`HopperMisbehave`] kernel (one warpgroup, two for the overwrite cases); the emulated device answers with an error

@@ -903,6 +903,27 @@ fn hopper_path_dispatch() {
     }
 }
 
+/// Every prefill instance (variant x dtype x d x ALiBi x softcap: each its own sm_90a entry point
+/// on compute capability 9.0) on one small causal GQA shape with a partial last tile, against the
+/// float64 oracle.
+#[test]
+fn every_prefill_instance() {
+    let Some(gpu) = gpu(concat!(module_path!(), "::every_prefill_instance")) else { return };
+    let mut rng = Rng::from_time();
+    for variant in [DiffVariant::V1, DiffVariant::V2] {
+        for dtype in [DType::F16, DType::BF16] {
+            for d in [64, 128] {
+                for (alibi, softcap) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let mut s = spec(variant, dtype, 1, 70, 90, 2, 1, d);
+                    (s.causal, s.alibi, s.norm) = (true, alibi, variant == DiffVariant::V1);
+                    s.softcap = if softcap { 8.0 } else { 0.0 };
+                    check_diff(&gpu, &mut rng, &s);
+                }
+            }
+        }
+    }
+}
+
 /// CPU: every kernel the Rust side can launch is in the kernel table and exported by its compiled
 /// module, and the dynamic shared memory each needs fits the opt-in limit of an A100 (163 KB) /
 /// H100 (227 KB).
