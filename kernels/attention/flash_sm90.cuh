@@ -12,6 +12,12 @@ namespace ak::attention::sm90 {
 
 constexpr int ROW_BYTES = 128;  // one swizzle row: 64 two-byte elements
 
+// The block's warpgroups: one producer and CONSUMERS consumers, and the register split
+// setmaxnreg makes between them (FA3's: the consumers hold S, P and O at once).
+constexpr int CONSUMERS = 2;
+constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;
+static_assert(128 * PRODUCER_REGS + 128 * CONSUMERS * CONSUMER_REGS <= 65536, "register file");
+
 // View a [1][N/8][4] fragment array as the N/2 floats of a wgmma accumulator (the same registers).
 template <int N>
 __device__ __forceinline__ float (&flat(float (&a)[1][N / 8][4]))[N / 2] {

@@ -45,16 +45,13 @@ namespace ak::attention::sm90 {
 template <int D_, int BN_, int STAGES_>
 struct Cfg {
     static constexpr int D = D_, DV = D_, BN = BN_, STAGES = STAGES_;
-    static constexpr int CONSUMERS = 2;       // consumer warpgroups of 64 query rows
-    static constexpr int BM = 64 * CONSUMERS;
+    static constexpr int BM = 64 * CONSUMERS;  // consumer warpgroups of 64 query rows
     static constexpr int NT = 128 * (CONSUMERS + 1);
     static constexpr int Q_BYTES = BM * D * 2, K_BYTES = BN * D * 2, V_BYTES = BN * DV * 2;
     static constexpr int STAGE_BYTES = K_BYTES + V_BYTES;
     static constexpr int SMEM_BYTES = 1024 + Q_BYTES + STAGES * STAGE_BYTES;  // + alignment slack
-    static constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;
     static_assert(D % 64 == 0 && D <= 256, "head dims of whole 128-byte rows, wgmma N <= 256");
     static_assert(BN % 16 == 0 && BN <= 256, "key tiles: whole k-steps of P V, one TMA box of rows");
-    static_assert(128 * PRODUCER_REGS + 128 * CONSUMERS * CONSUMER_REGS <= 65536, "register file");
 };
 
 template <typename T, class C, bool ALIBI, bool SOFTCAP>
@@ -87,7 +84,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
     if (tid == 0) {
         rows.store(lim, p, m0);
         mbar_init(q_full, 1);
-        ring.init(C::CONSUMERS);
+        ring.init(CONSUMERS);
     }
     __syncthreads();  // barriers initialised, lim published; no block-wide barrier after this
 
@@ -96,7 +93,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
     const int bq = p.cu_seqlens_q ? 0 : b, bk = p.cu_seqlens_k ? 0 : b;
     if (wg == 0) {
         // ---- producer: Q once, then the K/V ring
-        setmaxnreg_dec<C::PRODUCER_REGS>();
+        setmaxnreg_dec<PRODUCER_REGS>();
         if (tid < 32 && elect_sync(0xffffffffu)) {
             mbar_arrive_expect_tx(q_full, C::Q_BYTES);
 #pragma unroll
@@ -116,7 +113,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
     }
 
     // ---- consumers
-    setmaxnreg_inc<C::CONSUMER_REGS>();
+    setmaxnreg_inc<CONSUMER_REGS>();
     const int c = wg - 1, lane = tid & 31, g = lane >> 2, tq = lane & 3;
     const int row_w = c * 64 + ((tid >> 5) & 3) * 16;  // first block row of this warp
     const ScoreScale sc = ScoreScale::of<ALIBI, SOFTCAP>(p, h);

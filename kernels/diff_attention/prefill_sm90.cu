@@ -39,18 +39,15 @@ struct Cfg {
     static constexpr int D = D_, DV = DV_, BN = BN_, STAGES = STAGES_;
     static constexpr bool SHARED_K = SHARED_K_;  // v2: K1 = K2
     static constexpr int BM = 64;                // query rows: each consumer runs one map over all
-    static constexpr int CONSUMERS = 2;
     static constexpr int NT = 128 * (CONSUMERS + 1);
     static constexpr int NK = SHARED_K ? 1 : 2;  // K tiles per stage
     static constexpr int Q_BYTES = BM * D * 2, K_BYTES = BN * D * 2, V_BYTES = BN * DV * 2;
     static constexpr int STAGE_BYTES = NK * K_BYTES + V_BYTES;
     static constexpr int SMEM_BYTES = 1024 + 2 * Q_BYTES + STAGES * STAGE_BYTES;  // + alignment slack
-    static constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;
     static_assert(D % 64 == 0 && DV % 64 == 0 && DV <= 256, "whole 128-byte rows, wgmma N <= 256");
     static_assert(BN % 16 == 0 && BN <= 256, "key tiles: whole k-steps of P V, one TMA box of rows");
     static_assert(128 * DV * 2 <= STAGES * STAGE_BYTES, "the O2 exchange (f32) fits in the ring");
     static_assert(BM * DV * 2 <= 2 * Q_BYTES, "O (T) is staged in the Q area");
-    static_assert(128 * PRODUCER_REGS + 128 * CONSUMERS * CONSUMER_REGS <= 65536, "register file");
 };
 
 template <typename T, class C, bool ALIBI, bool SOFTCAP>
@@ -82,14 +79,14 @@ __device__ __forceinline__ void diff_forward(const AkDiffSm90Params& pp) {
     if (tid == 0) {
         rows.store(lim, p, m0);
         mbar_init(q_full, 1);
-        ring.init(C::CONSUMERS);
+        ring.init(CONSUMERS);
     }
     __syncthreads();  // barriers initialised, lim published
 
     const int bq = p.cu_seqlens_q ? 0 : b, bk = p.cu_seqlens_k ? 0 : b;
     if (wg == 0) {
         // ---- producer: Q1 and Q2 once, then the ring of K1 [K2] V stages
-        setmaxnreg_dec<C::PRODUCER_REGS>();
+        setmaxnreg_dec<PRODUCER_REGS>();
         if (tid < 32 && elect_sync(0xffffffffu)) {
             mbar_arrive_expect_tx(q_full, 2 * C::Q_BYTES);
 #pragma unroll
@@ -119,7 +116,7 @@ __device__ __forceinline__ void diff_forward(const AkDiffSm90Params& pp) {
     }
 
     // ---- consumers: consumer `map` (0 or 1) runs map map + 1 over rows 0 .. 63
-    setmaxnreg_inc<C::CONSUMER_REGS>();
+    setmaxnreg_inc<CONSUMER_REGS>();
     const int map = wg - 1, lane = tid & 31, g = lane >> 2, tq = lane & 3, t = tid & 127;
     const int row_w = ((tid >> 5) & 3) * 16;  // first block row of this warp
     const ScoreScale sc = ScoreScale::of<ALIBI, SOFTCAP>(p, h);  // one ALiBi slope per diff head
