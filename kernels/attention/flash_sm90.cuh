@@ -18,6 +18,33 @@ constexpr int CONSUMERS = 2;
 constexpr int PRODUCER_REGS = 24, CONSUMER_REGS = 240;
 static_assert(128 * PRODUCER_REGS + 128 * CONSUMERS * CONSUMER_REGS <= 65536, "register file");
 
+// Ping-pong of the two consumers (FA3's scheduler barrier): in the steady state a consumer issues
+// its tile's GEMMs only on its turn and hands the turn over once they are issued, so one
+// warpgroup's softmax runs while the other's GEMMs hold the tensor cores. FA3 turns it on for QK
+// head dims up to 128; above that a warpgroup's own GEMMs are long enough to cover its softmax.
+constexpr bool pingpong(int d) { return d <= 128; }
+constexpr int TURN_BAR = 4;  // named barriers TURN_BAR + c (consumer c's turn); 1..3 are the epilogues'
+
+// A consumer's side of the ping-pong over `visits` tiles, each barrier 256 threads (the 128 of
+// the consumer whose turn it is, which sync, and the 128 of the other, which arrive). Visit 0 and
+// the last P V run outside it (FA3's placement); visits 1 .. visits - 1 are one turn each,
+// consumer 0 first. Arrivals match syncs exactly, so no barrier is left half-arrived at exit:
+// consumer 1 opens consumer 0's first turn and does not pass on its last.
+template <bool ON>
+struct Turns {
+    int c, visits;
+    __device__ __forceinline__ void open() const {
+        if (ON && c == 1 && visits > 1) ak::hopper::named_bar_arrive(TURN_BAR, 256);
+    }
+    __device__ __forceinline__ void take() const {
+        if (ON) ak::hopper::named_bar_sync(TURN_BAR + c, 256);
+    }
+    __device__ __forceinline__ void pass(int s) const {
+        if (ON && !(c == 1 && s == visits - 1)) ak::hopper::named_bar_arrive(TURN_BAR + (c ^ 1), 256);
+    }
+};
+static_assert(CONSUMERS == 2, "the ping-pong pairs two consumers");
+
 // View a [1][N/8][4] fragment array as the N/2 floats of a wgmma accumulator (the same registers).
 template <int N>
 __device__ __forceinline__ float (&flat(float (&a)[1][N / 8][4]))[N / 2] {
@@ -74,15 +101,17 @@ __device__ __forceinline__ void produce(const Ring<STAGES>& ring, const TileOrde
 // K-major from SW128 shared memory; P V: wgmma m64nDVk16, P from registers, V MN-major as TMA
 // wrote it. s_q: this consumer's 64 query rows in the first Q column block, Q_BLOCK the bytes
 // between Q column blocks; stage(st): the K tile this consumer multiplies (BN rows per column
-// block) and the V tile of stage st.
-template <typename T, int D, int DV, int BN, int STAGES, int Q_BLOCK, bool ALIBI, bool SOFTCAP, class Stage>
+// block) and the V tile of stage st. With PINGPONG the steady-state issues of consumer c (of 2)
+// alternate with the other consumer's (Turns).
+template <typename T, int D, int DV, int BN, int STAGES, int Q_BLOCK, bool ALIBI, bool SOFTCAP, bool PINGPONG, class Stage>
 __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow (&stat)[1][2], const Ring<STAGES>& ring,
-                                        const TileOrder& order, int visits, uint32_t s_q, Stage stage, const ScoreScale& sc,
-                                        const int* lim, int row_w, int g, int tq) {
+                                        const TileOrder& order, int visits, int c, uint32_t s_q, Stage stage,
+                                        const ScoreScale& sc, const int* lim, int row_w, int g, int tq) {
     using namespace ak::hopper;
     constexpr bool BF16 = std::is_same<T, __nv_bfloat16>::value;
     constexpr int RB = ROW_BYTES;
     if (visits == 0) return;
+    const Turns<PINGPONG> turns{c, visits};
     float acc_s[1][BN / 8][4];
     uint32_t p_frag[1][BN / 16][4];
     float alpha[1][2];
@@ -121,8 +150,10 @@ __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow
     };
     // Visit s >= 1: S(s) and P V(s - 1) in flight together, the softmax of s under the P V.
     auto visit = [&](auto masked, int s) {
+        turns.take();
         issue_s(s);
         issue_pv(s - 1);
+        turns.pass(s);
         wgmma_wait<1>();  // S(s) retired (groups retire in order); P V(s - 1) may still run
         fence_operands(flat<BN>(acc_s));
         mbar_arrive(ring.empty_k(s % STAGES));  // this thread is done reading K(s)
@@ -133,6 +164,7 @@ __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow
         pack_p<T>(acc_s, p_frag);
     };
     // Visit 0: nothing to overlap with.
+    turns.open();
     issue_s(0);
     wgmma_wait<0>();
     fence_operands(flat<BN>(acc_s));

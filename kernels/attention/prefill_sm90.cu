@@ -24,16 +24,17 @@
 // Epilogue per consumer: O / l staged into the consumer's own Q rows in shared memory (same
 // swizzle), then 16-byte stores; lse = ln 2 (m + log2 l), -inf and o = 0 for rows that see no key.
 //
-// Shared memory (from a 1024-byte aligned base): Q as D/64 column blocks of BM rows x 128 bytes,
-// then STAGES x (K as D/64 blocks of BN rows, V as DV/64 blocks of BN rows); every row is one
+// Shared memory (from a 1024-byte aligned base): Q as D/64 column blocks of BM rows x 128 bytes
+// (an area of max(D, DV)/64 such blocks, which O is staged in at the end), then STAGES x (K as D/64 blocks of BN rows, V as DV/64 blocks of BN rows); every row is one
 // 128-byte swizzle row (the TMA box is 64 elements x rows, CU_TENSOR_MAP_SWIZZLE_128B), so the
 // wgmma descriptors are K-major SW128 for Q and K (8-row groups 1024 bytes apart, k-steps 32
 // bytes apart in the row) and MN-major SW128 for V (64-column blocks BN x 128 bytes apart, 8-key
 // groups 1024 bytes apart).
 //
 // Fused RoPE: the host rotates Q and K once each (prefill.cu's rope_pass) and this kernel reads
-// the rotated copies. Not here yet (the host dispatches it to prefill.cu): Dv != D. Not yet done for
-// speed (issue 18): the consumers' ping-pong, a persistent scheduler, TMA stores.
+// the rotated copies. Dv = 2D (D = 64, 128): the Q area is BM x max(D, DV) so the staged O fits.
+// Consumer ping-pong for D <= 128 (flash_sm90.cuh's Turns). Not yet done for speed (issue 18): a
+// persistent scheduler, TMA stores.
 #include "params.h"
 #include "common/dtype.cuh"
 #include "common/tile.cuh"
@@ -42,15 +43,18 @@
 
 namespace ak::attention::sm90 {
 
-template <int D_, int BN_, int STAGES_>
+template <int D_, int DV_, int BN_, int STAGES_>
 struct Cfg {
-    static constexpr int D = D_, DV = D_, BN = BN_, STAGES = STAGES_;
+    static constexpr int D = D_, DV = DV_, BN = BN_, STAGES = STAGES_;
     static constexpr int BM = 64 * CONSUMERS;  // consumer warpgroups of 64 query rows
     static constexpr int NT = 128 * (CONSUMERS + 1);
     static constexpr int Q_BYTES = BM * D * 2, K_BYTES = BN * D * 2, V_BYTES = BN * DV * 2;
+    // The Q area also stages O in the epilogue: BM x max(D, DV).
+    static constexpr int Q_AREA = BM * (D > DV ? D : DV) * 2;
     static constexpr int STAGE_BYTES = K_BYTES + V_BYTES;
-    static constexpr int SMEM_BYTES = 1024 + Q_BYTES + STAGES * STAGE_BYTES;  // + alignment slack
-    static_assert(D % 64 == 0 && D <= 256, "head dims of whole 128-byte rows, wgmma N <= 256");
+    static constexpr int SMEM_BYTES = 1024 + Q_AREA + STAGES * STAGE_BYTES;  // + alignment slack
+    static constexpr bool PINGPONG = pingpong(D);
+    static_assert(D % 64 == 0 && DV % 64 == 0 && D <= 256 && DV <= 256, "head dims of whole 128-byte rows, wgmma N <= 256");
     static_assert(BN % 16 == 0 && BN <= 256, "key tiles: whole k-steps of P V, one TMA box of rows");
 };
 
@@ -64,7 +68,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
     const uint32_t raw = ptx::smem_addr(smem_raw);
     const uint32_t s_q = (raw + 1023u) & ~1023u;  // 128B swizzle repeats every 1024 bytes
     unsigned char* const q_ptr = smem_raw + (s_q - raw);
-    auto s_k = [&](int st) { return s_q + C::Q_BYTES + st * C::STAGE_BYTES; };
+    auto s_k = [&](int st) { return s_q + C::Q_AREA + st * C::STAGE_BYTES; };
     auto s_v = [&](int st) { return s_k(st) + C::K_BYTES; };
     AK_SHARED(uint64_t, bars, [1 + Ring<STAGES>::BARRIERS]);  // q_full, then the ring's
     AK_SHARED(int, lim, [4]);
@@ -127,8 +131,8 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
         __device__ __forceinline__ uint32_t k(int st) const { return base + st * C::STAGE_BYTES; }
         __device__ __forceinline__ uint32_t v(int st) const { return base + st * C::STAGE_BYTES + C::K_BYTES; }
     } const stage{s_k(0)};
-    consume<T, D, DV, BN, STAGES, BM * RB, ALIBI, SOFTCAP>(acc_o, stat, ring, order, visits, s_q + c * 64 * RB, stage, sc, lim,
-                                                          row_w, g, tq);
+    consume<T, D, DV, BN, STAGES, BM * RB, ALIBI, SOFTCAP, C::PINGPONG>(acc_o, stat, ring, order, visits, c, s_q + c * 64 * RB,
+                                                                       stage, sc, lim, row_w, g, tq);
 
     // ---- epilogue: normalise, stage O in this consumer's Q rows (its wgmma reads of them have
     // retired), then 16-byte stores of whole rows.

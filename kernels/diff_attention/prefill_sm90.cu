@@ -44,6 +44,7 @@ struct Cfg {
     static constexpr int Q_BYTES = BM * D * 2, K_BYTES = BN * D * 2, V_BYTES = BN * DV * 2;
     static constexpr int STAGE_BYTES = NK * K_BYTES + V_BYTES;
     static constexpr int SMEM_BYTES = 1024 + 2 * Q_BYTES + STAGES * STAGE_BYTES;  // + alignment slack
+    static constexpr bool PINGPONG = pingpong(D);
     static_assert(D % 64 == 0 && DV % 64 == 0 && DV <= 256, "whole 128-byte rows, wgmma N <= 256");
     static_assert(BN % 16 == 0 && BN <= 256, "key tiles: whole k-steps of P V, one TMA box of rows");
     static_assert(128 * DV * 2 <= STAGES * STAGE_BYTES, "the O2 exchange (f32) fits in the ring");
@@ -130,8 +131,8 @@ __device__ __forceinline__ void diff_forward(const AkDiffSm90Params& pp) {
         __device__ __forceinline__ uint32_t k(int st) const { return k0 + st * C::STAGE_BYTES; }
         __device__ __forceinline__ uint32_t v(int st) const { return v0 + st * C::STAGE_BYTES; }
     } const stage{s_ring + (C::SHARED_K ? 0 : map * C::K_BYTES), s_ring + C::NK * C::K_BYTES};
-    consume<T, D, DV, BN, STAGES, BM * RB, ALIBI, SOFTCAP>(acc_o, stat, ring, order, visits, s_q + map * C::Q_BYTES, stage, sc,
-                                                          lim, row_w, g, tq);
+    consume<T, D, DV, BN, STAGES, BM * RB, ALIBI, SOFTCAP, C::PINGPONG>(acc_o, stat, ring, order, visits, map,
+                                                                       s_q + map * C::Q_BYTES, stage, sc, lim, row_w, g, tq);
 
     // ---- epilogue
     float inv[2];

@@ -1,8 +1,8 @@
 //! CUDA prefill path for attention: `kernels/attention/prefill.cu` (FlashAttention-2 style
 //! forward on tensor cores, with ALiBi, softcap, masks, GQA, varlen and fused RoPE) and, on
 //! compute capability 9.0, `kernels/attention/prefill_sm90.cu` (wgmma, TMA and warp
-//! specialisation) for every plan with `D = Dv` (fused RoPE there rotates Q and K once each in a
-//! pre-pass, the kernel reads them as TMA delivers them). Both compute the same
+//! specialisation) for every f16 / bf16 plan with `Dv = D` or `Dv = 2D` (fused RoPE there rotates
+//! Q and K once each in a pre-pass, the kernel reads them as TMA delivers them). Both compute the same
 //! function to the same tolerance (the online softmax is one piece of code,
 //! `kernels/attention/flash.cuh`); the Hopper kernel's speed is unmeasured until a GPU is lent.
 //!
@@ -118,13 +118,12 @@ impl HopperPath {
     }
 }
 
-/// The sm_90a attention path for a plan: f16 / bf16 and `Dv = D` (everything else takes the
-/// mma.sync kernel, which runs on every compute capability from 8.0).
+/// The sm_90a attention path for a plan: f16 / bf16 with an instance for (D, Dv), which the list
+/// has for D = 64 / 128 / 256 with Dv = D and D = 64 / 128 with Dv = 2D (everything else takes
+/// the mma.sync kernel, which runs on every compute capability from 8.0).
 fn hopper_path(gpu: &Gpu, p: &AttentionPlan) -> Option<HopperPath> {
-    if p.head_dim != p.head_dim_v {
-        return None;
-    }
-    let key = Key::AttnFwdSm90 { dtype: p.dtype.kernel_dt()?, d: p.head_dim, alibi: p.has_alibi, softcap: p.softcap > 0.0 };
+    let dtype = p.dtype.kernel_dt()?;
+    let key = Key::AttnFwdSm90 { dtype, d: p.head_dim, dv: p.head_dim_v, alibi: p.has_alibi, softcap: p.softcap > 0.0 };
     HopperPath::of(gpu, p, key)
 }
 

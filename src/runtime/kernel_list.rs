@@ -127,8 +127,8 @@ pub enum Key {
     /// Attention prefill (kernels/attention/prefill.cu), head dims `d` (q, k) and `dv` (v, o),
     /// specialised for ALiBi and softcap.
     AttnFwd { dtype: Dt, d: usize, dv: usize, alibi: bool, softcap: bool },
-    /// Attention prefill for sm_90a (kernels/attention/prefill_sm90.cu), `D = Dv = d`.
-    AttnFwdSm90 { dtype: Dt, d: usize, alibi: bool, softcap: bool },
+    /// Attention prefill for sm_90a (kernels/attention/prefill_sm90.cu), `Dv = dv` (d or 2d).
+    AttnFwdSm90 { dtype: Dt, d: usize, dv: usize, alibi: bool, softcap: bool },
     /// The RoPE pre-pass of fused-RoPE attention: keys of head dim `d` rotated once.
     AttnRopeKeys { dtype: Dt, d: usize },
     /// The same for the query rows (the sm_90a attention kernel reads Q rotated).
@@ -280,7 +280,7 @@ pub mod attention {
 }
 
 /// Attention prefill for Hopper: `kernels/attention/prefill_sm90.cu`,
-/// `ak::attention::sm90::attention_forward<T, Cfg<D, BN, STAGES>, ALIBI, SOFTCAP>` (wgmma, TMA,
+/// `ak::attention::sm90::attention_forward<T, Cfg<D, DV, BN, STAGES>, ALIBI, SOFTCAP>` (wgmma, TMA,
 /// a producer and two consumer warpgroups). Same score variants as [`attention`].
 pub mod attention_sm90 {
     use super::Dt;
@@ -293,33 +293,39 @@ pub mod attention_sm90 {
     /// Query rows per block: two consumer warpgroups of 64 (`Cfg::BM`).
     pub const ROWS: usize = 128;
 
-    /// One tile configuration, `ak::attention::sm90::Cfg<D, BN, STAGES>` (`Dv = D`).
+    /// One tile configuration, `ak::attention::sm90::Cfg<D, DV, BN, STAGES>`.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct Tile {
         pub d: usize,
+        pub dv: usize,
         /// Keys per tile.
         pub block_n: usize,
         /// K/V stages of the TMA ring.
         pub stages: usize,
     }
 
-    pub const TILES: [Tile; 3] = [
+    pub const TILES: [Tile; 5] = [
         // 128 x 128, 2 stages (81 KB)
-        Tile { d: 64, block_n: 128, stages: 2 },
+        Tile { d: 64, dv: 64, block_n: 128, stages: 2 },
         // 128 x 128, 2 stages (161 KB)
-        Tile { d: 128, block_n: 128, stages: 2 },
+        Tile { d: 128, dv: 128, block_n: 128, stages: 2 },
         // 128 x 64, 2 stages (193 KB): O is 128 registers per consumer thread
-        Tile { d: 256, block_n: 64, stages: 2 },
+        Tile { d: 256, dv: 256, block_n: 64, stages: 2 },
+        // Dv = 2D. 128 x 128, 2 stages (129 KB): O (64 registers) as d128's
+        Tile { d: 64, dv: 128, block_n: 128, stages: 2 },
+        // 128 x 64, 2 stages (161 KB): O (128 registers) as d256's
+        Tile { d: 128, dv: 256, block_n: 64, stages: 2 },
     ];
 
     impl Tile {
-        /// Dynamic shared memory: 1024 bytes of alignment slack, Q, and `stages` x (K, V), 2-byte
-        /// elements (`Cfg::SMEM_BYTES`).
+        /// Dynamic shared memory: 1024 bytes of alignment slack, the Q area (Q, then the staged
+        /// O: `ROWS` x max(d, dv)), and `stages` x (K, V), 2-byte elements (`Cfg::SMEM_BYTES`).
         pub const fn smem_bytes(&self) -> usize {
-            1024 + 2 * (ROWS * self.d + self.stages * self.block_n * 2 * self.d)
+            let wide = if self.dv > self.d { self.dv } else { self.d };
+            1024 + 2 * (ROWS * wide + self.stages * self.block_n * (self.d + self.dv))
         }
         pub fn cfg(&self) -> String {
-            format!("ak::attention::sm90::Cfg<{}, {}, {}>", self.d, self.block_n, self.stages)
+            format!("ak::attention::sm90::Cfg<{}, {}, {}, {}>", self.d, self.dv, self.block_n, self.stages)
         }
     }
 }
@@ -726,7 +732,11 @@ fn attention_sm90_module() -> Module {
         for dtype in DTYPES {
             for (alibi, softcap) in attention::VARIANTS {
                 let dn = format!("d{}", t.d);
+                let dvn = format!("dv{}", t.dv);
                 let mut parts = vec!["attn", "fwd", "sm90", dtype.suffix(), &dn];
+                if t.dv != t.d {
+                    parts.push(&dvn);
+                }
                 if alibi {
                     parts.push("alibi");
                 }
@@ -736,7 +746,7 @@ fn attention_sm90_module() -> Module {
                 let cfg = t.cfg();
                 instances.push(
                     Plain {
-                        key: Key::AttnFwdSm90 { dtype, d: t.d, alibi, softcap },
+                        key: Key::AttnFwdSm90 { dtype, d: t.d, dv: t.dv, alibi, softcap },
                         name: entry_name(&parts),
                         params: PARAMS,
                         body: format!("ak::attention::sm90::attention_forward<{}, {cfg}, {alibi}, {softcap}>(p)", dtype.cxx()),

@@ -511,9 +511,9 @@ fn rope_at_positions_near_i32_max() {
 }
 
 /// Which kernel runs: on compute capability 9.0 (the emulated device presents 9.0 unless
-/// ATTN_KERNELS_EMU_CC says 8.0) the sm_90a kernel for every plan it covers (f16 / bf16, D = Dv in
-/// {64, 128, 256}, any mask, ALiBi, softcap, GQA, varlen, fused RoPE through the query and key
-/// pre-passes), the mma.sync kernel for Dv != D; below 9.0 (or with ATTN_KERNELS_ATTENTION_PATH=mma)
+/// ATTN_KERNELS_EMU_CC says 8.0) the sm_90a kernel for every plan with TMA-compatible strides
+/// (f16 / bf16, D = Dv in {64, 128, 256} and Dv = 2D, any mask, ALiBi, softcap, GQA, varlen, fused
+/// RoPE through the query and key pre-passes); below 9.0 (or with ATTN_KERNELS_ATTENTION_PATH=mma)
 /// always the mma.sync kernel. Each pick then matches the float64 oracle.
 #[test]
 fn hopper_path_dispatch() {
@@ -527,7 +527,8 @@ fn hopper_path_dispatch() {
         (AttnSpec::new(DType::F16, 1, 64, 200, 2, 1, 64, 64).alibi().softcap(10.0), hopper),
         (AttnSpec::new(DType::F16, 1, 20, 90, 2, 2, 256, 256).window(30, 0), hopper),
         (AttnSpec::new(DType::BF16, 1, 60, 90, 2, 1, 64, 64).rope(rope).causal(true), hopper),
-        (AttnSpec::new(DType::BF16, 1, 60, 60, 2, 1, 64, 128), false),
+        (AttnSpec::new(DType::BF16, 1, 60, 60, 2, 1, 64, 128), hopper),
+        (AttnSpec::new(DType::F16, 1, 100, 300, 2, 1, 128, 256).causal(true).alibi(), hopper),
     ];
     for (s, want_sm90) in cases {
         let mut rng = Rng::from_time();
