@@ -111,10 +111,12 @@ typedef struct AkTensorMap {
  * tensor maps of q, k and v, made by the host per launch over the same tensors: rank 4
  * (head_dim, heads, rows, batch) with the tensors' strides in bytes (varlen: one batch of all
  * packed rows), boxes of 64 elements x 1 head x the kernel's rows x 1, 128-byte swizzle. The
- * kernel takes it __grid_constant__, so the maps stay in parameter memory where TMA reads them. */
+ * kernel takes it __grid_constant__, so the maps stay in parameter memory where TMA reads them.
+ * The kernel is persistent: gridDim.x blocks share the query_blocks x heads_q x batch tiles. */
 typedef struct AkAttnSm90Params {
     AkTensorMap tmap_q, tmap_k, tmap_v;
     AkAttnParams attn;
+    int query_blocks;            /* query blocks per (head, sequence): ceil(longest Sq / rows) */
 } AkAttnSm90Params;
 
 /* ========================================================================================

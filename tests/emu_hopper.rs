@@ -782,6 +782,21 @@ fn hopper_checkers_catch_misuse() {
     }
     probe::hopper_misbehave(&dut.gpu, HopperMisbehave::OperandOverwrittenAfterWait)
         .expect("an operand overwritten after an mbarrier that follows the reader's wait_group runs clean");
+    // A word read by 128 threads, then overwritten by another warpgroup: ordered after every
+    // read by an mbarrier phase (no block-wide barrier) it runs clean, which needs each reader's
+    // own clock (a summary of "many readers" could only be ordered by a block-wide barrier) ...
+    probe::hopper_misbehave(&dut.gpu, HopperMisbehave::ManyReadsThenOrderedWrite)
+        .expect("a write ordered after all 128 reads by an mbarrier phase runs clean");
+    // ... and with the arrivals before the reads, some read is not ordered before the write
+    // (in-order: the last reader's read follows its arrival; other schedules may run the write
+    // first, which the read then reports).
+    match probe::hopper_misbehave(&dut.gpu, HopperMisbehave::ManyReadsThenUnorderedWrite) {
+        Ok(()) => panic!("a write not ordered after the reads of the word: racecheck should have fired"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("racecheck") && e.contains("races with a"), "expected a racecheck finding, got: {e}");
+        }
+    }
     // A tensor copy's box read with no wait on its mbarrier (a __syncthreads is no substitute).
     let call = TmaCall {
         dtype: DType::F32,

@@ -28,6 +28,7 @@ struct TileOrder {
 // query and key (0 otherwise). P: AkAttnParams or AkDiffAttnParams.
 struct SeqSpan {
     int sq, sk, q_first, k_first;
+    SeqSpan() = default;
     template <class P>
     __device__ __forceinline__ SeqSpan(const P& p, int b) : sq(p.seqlen_q), sk(p.seqlen_k), q_first(0), k_first(0) {
         if (p.cu_seqlens_q) {

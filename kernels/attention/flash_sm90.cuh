@@ -73,21 +73,23 @@ struct Ring {
     }
 };
 
-// The producer's elected thread: for each visit s (tile order.at(s)), once K (then V) of stage
-// s % STAGES is free (every consumer arrived for visit s - STAGES), announce its bytes and issue
-// its TMA copies: load_k(stage, tile, full_k), then load_v(stage, tile, full_v).
+// The producer's elected thread, visits [from, to) of a block tile whose first visit is the
+// ring's visit `base` (the visits of the block's earlier tiles): for each visit s (key tile
+// order.at(s), ring visit n = base + s), once K (then V) of stage n % STAGES is free (every
+// consumer arrived for ring visit n - STAGES), announce its bytes and issue its TMA copies:
+// load_k(stage, tile, full_k), then load_v(stage, tile, full_v).
 template <int STAGES, class LoadK, class LoadV>
-__device__ __forceinline__ void produce(const Ring<STAGES>& ring, const TileOrder& order, int visits, unsigned k_bytes,
-                                        unsigned v_bytes, LoadK load_k, LoadV load_v) {
+__device__ __forceinline__ void produce(const Ring<STAGES>& ring, const TileOrder& order, int from, int to, int base,
+                                        unsigned k_bytes, unsigned v_bytes, LoadK load_k, LoadV load_v) {
     using namespace ak::hopper;
 #pragma unroll 1
-    for (int s = 0; s < visits; ++s) {
-        const int st = s % STAGES, t = order.at(s);
-        const unsigned parity = (s / STAGES - 1) & 1;
-        if (s >= STAGES) mbar_wait_parity(ring.empty_k(st), parity);
+    for (int s = from; s < to; ++s) {
+        const int n = base + s, st = n % STAGES, t = order.at(s);
+        const unsigned parity = (n / STAGES - 1) & 1;
+        if (n >= STAGES) mbar_wait_parity(ring.empty_k(st), parity);
         mbar_arrive_expect_tx(ring.full_k(st), k_bytes);
         load_k(st, t, ring.full_k(st));
-        if (s >= STAGES) mbar_wait_parity(ring.empty_v(st), parity);
+        if (n >= STAGES) mbar_wait_parity(ring.empty_v(st), parity);
         mbar_arrive_expect_tx(ring.full_v(st), v_bytes);
         load_v(st, t, ring.full_v(st));
     }
@@ -101,11 +103,12 @@ __device__ __forceinline__ void produce(const Ring<STAGES>& ring, const TileOrde
 // K-major from SW128 shared memory; P V: wgmma m64nDVk16, P from registers, V MN-major as TMA
 // wrote it. s_q: this consumer's 64 query rows in the first Q column block, Q_BLOCK the bytes
 // between Q column blocks; stage(st): the K tile this consumer multiplies (BN rows per column
-// block) and the V tile of stage st. With PINGPONG the steady-state issues of consumer c (of 2)
-// alternate with the other consumer's (Turns).
+// block) and the V tile of stage st; base: the ring visit of this tile's visit 0 (the visits of
+// the block's earlier tiles, persistent kernels). With PINGPONG the steady-state issues of
+// consumer c (of 2) alternate with the other consumer's (Turns).
 template <typename T, int D, int DV, int BN, int STAGES, int Q_BLOCK, bool ALIBI, bool SOFTCAP, bool PINGPONG, class Stage>
 __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow (&stat)[1][2], const Ring<STAGES>& ring,
-                                        const TileOrder& order, int visits, int c, uint32_t s_q, Stage stage,
+                                        const TileOrder& order, int visits, int base, int c, uint32_t s_q, Stage stage,
                                         const ScoreScale& sc, const int* lim, int row_w, int g, int tq) {
     using namespace ak::hopper;
     constexpr bool BF16 = std::is_same<T, __nv_bfloat16>::value;
@@ -118,8 +121,8 @@ __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow
     bool grow = false;  // O waits for a rescale by alpha before the next P V
     // ---- S = Q K^T of visit s: D/16 k-steps (32 bytes apart in a swizzle row), one commit group
     auto issue_s = [&](int s) {
-        const int st = s % STAGES;
-        mbar_wait_parity(ring.full_k(st), (s / STAGES) & 1);
+        const int n = base + s, st = n % STAGES;
+        mbar_wait_parity(ring.full_k(st), (n / STAGES) & 1);
         const uint32_t s_k = stage.k(st);
         wgmma_fence();
 #pragma unroll
@@ -134,8 +137,9 @@ __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow
     // bytes each); V's 64-column blocks are BN rows apart (LBO), its 8-key groups 1024 bytes (SBO)
     auto issue_pv = [&](int s) {
         if (grow) rescale_o(acc_o, alpha);
-        mbar_wait_parity(ring.full_v(s % STAGES), (s / STAGES) & 1);
-        const uint32_t s_v = stage.v(s % STAGES);
+        const int n = base + s;
+        mbar_wait_parity(ring.full_v(n % STAGES), (n / STAGES) & 1);
+        const uint32_t s_v = stage.v(n % STAGES);
         wgmma_fence();
 #pragma unroll
         for (int kt = 0; kt < BN / 16; ++kt) {
@@ -156,11 +160,11 @@ __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow
         turns.pass(s);
         wgmma_wait<1>();  // S(s) retired (groups retire in order); P V(s - 1) may still run
         fence_operands(flat<BN>(acc_s));
-        mbar_arrive(ring.empty_k(s % STAGES));  // this thread is done reading K(s)
+        mbar_arrive(ring.empty_k((base + s) % STAGES));  // this thread is done reading K(s)
         softmax(masked, s);
         wgmma_wait<0>();
         fence_operands(flat<DV>(acc_o));
-        mbar_arrive(ring.empty_v((s - 1) % STAGES));  // ... and V(s - 1)
+        mbar_arrive(ring.empty_v((base + s - 1) % STAGES));  // ... and V(s - 1)
         pack_p<T>(acc_s, p_frag);
     };
     // Visit 0: nothing to overlap with.
@@ -168,7 +172,7 @@ __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow
     issue_s(0);
     wgmma_wait<0>();
     fence_operands(flat<BN>(acc_s));
-    mbar_arrive(ring.empty_k(0));
+    mbar_arrive(ring.empty_k(base % STAGES));
     if (order.clean > 0)
         softmax(std::false_type{}, 0);
     else
@@ -183,7 +187,7 @@ __device__ __forceinline__ void consume(float (&acc_o)[1][DV / 8][4], SoftmaxRow
     issue_pv(visits - 1);
     wgmma_wait<0>();
     fence_operands(flat<DV>(acc_o));
-    mbar_arrive(ring.empty_v((visits - 1) % STAGES));
+    mbar_arrive(ring.empty_v((base + visits - 1) % STAGES));
 }
 
 // Byte offset of element (r, col) in a swizzled tile of `rows` rows (column blocks of 64).

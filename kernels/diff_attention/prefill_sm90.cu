@@ -97,7 +97,7 @@ __device__ __forceinline__ void diff_forward(const AkDiffSm90Params& pp) {
                     tma_load<4>(s_q + m * C::Q_BYTES + j * BM * RB, &pp.tmap_q, {j * 64, 2 * h + m, seq.q_first + m0, bq}, q_full);
             const int k_head = C::SHARED_K ? g_kv : 2 * g_kv;
             produce(
-                ring, order, visits, C::NK * C::K_BYTES, C::V_BYTES,
+                ring, order, 0, visits, 0, C::NK * C::K_BYTES, C::V_BYTES,
                 [&](int st, int t, uint32_t bar) {
 #pragma unroll
                     for (int m = 0; m < C::NK; ++m)
@@ -131,7 +131,7 @@ __device__ __forceinline__ void diff_forward(const AkDiffSm90Params& pp) {
         __device__ __forceinline__ uint32_t k(int st) const { return k0 + st * C::STAGE_BYTES; }
         __device__ __forceinline__ uint32_t v(int st) const { return v0 + st * C::STAGE_BYTES; }
     } const stage{s_ring + (C::SHARED_K ? 0 : map * C::K_BYTES), s_ring + C::NK * C::K_BYTES};
-    consume<T, D, DV, BN, STAGES, BM * RB, ALIBI, SOFTCAP, C::PINGPONG>(acc_o, stat, ring, order, visits, map,
+    consume<T, D, DV, BN, STAGES, BM * RB, ALIBI, SOFTCAP, C::PINGPONG>(acc_o, stat, ring, order, visits, 0, map,
                                                                        s_q + map * C::Q_BYTES, stage, sc, lim, row_w, g, tq);
 
     // ---- epilogue

@@ -39,6 +39,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <unordered_map>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -432,6 +433,19 @@ static const uint16_t kMany = 0xffff;
 static const uint16_t kNone = 0xfffe;
 static const uint32_t kNoClock = 0xffffffffu;
 
+// The readers of one shared byte in barrier epoch `epoch` (ShadowByte keeps only a single reader
+// or "many"): recorded from the read that made the readers many, so the list is complete.
+// Up to kMultiReadBytes bytes per block; past that a byte's many readers are summarised as
+// ShadowByte does (ordered only by a block-wide barrier, or in one warp by a warp collective:
+// at worst a finding, never a missed race).
+struct MultiRead {
+    uint32_t epoch = 0;
+    std::vector<int16_t> slot;  // per thread: its index in the lists below, or -1
+    std::vector<uint16_t> tid;
+    std::vector<uint32_t> clk, gen;
+};
+static const size_t kMultiReadBytes = 4096;
+
 struct Finding {
     std::string kind;  // memcheck, initcheck, racecheck, synccheck
     std::string what;
@@ -531,6 +545,10 @@ struct Block {
     NamedBarrier named[16];
     std::vector<WgState> wgs;
     std::vector<uint32_t> vc;
+    // Shared bytes read by several threads in one barrier epoch once vector clocks exist: every
+    // reader with its own clock and warp generation, so that a later write ordered after each
+    // read by mbarrier phases or named barriers (not a block-wide barrier) is not a finding.
+    std::unordered_map<uint32_t, MultiRead> multi;
 };
 
 struct Worker {
@@ -713,6 +731,51 @@ static void shared_bounds(Block& b, uint32_t off, uint32_t n, bool write, uintpt
           pc);
 }
 
+// Note reader t (warp generation gen) of the byte at `addr`, which another thread read in this
+// epoch already (s: the byte's summary before this read).
+static void multi_read(Block& b, uint32_t addr, const ShadowByte& s, const Thread& t, uint32_t gen) {
+    auto it = b.multi.find(addr);
+    MultiRead* m = it == b.multi.end() ? nullptr : &it->second;
+    if (s.r_tid != kMany) {
+        // The second reader: start the list with the first (a stale list of an earlier epoch is reused).
+        if (!m) {
+            if (b.multi.size() >= kMultiReadBytes) return;
+            m = &b.multi[addr];
+        }
+        m->epoch = b.epoch;
+        for (uint16_t r : m->tid) m->slot[r] = -1;
+        m->slot.resize((size_t)b.nthreads, -1);
+        m->tid.assign(1, s.r_tid);
+        m->clk.assign(1, s.r_clk);
+        m->gen.assign(1, s.r_gen);
+        m->slot[s.r_tid] = 0;
+    } else if (!m || m->epoch != b.epoch) {
+        return;  // many readers before a list was started: summarised only
+    }
+    const int16_t k = m->slot[t.linear];
+    if (k >= 0) {
+        m->clk[k] = own_clock(b, t);
+        m->gen[k] = gen;
+    } else {
+        m->slot[t.linear] = (int16_t)m->tid.size();
+        m->tid.push_back((uint16_t)t.linear);
+        m->clk.push_back(own_clock(b, t));
+        m->gen.push_back(gen);
+    }
+}
+
+// For a byte with many readers in this epoch: whether their complete list is known, and if so
+// one reader whose read is not ordered before thread t's write (-1: none).
+static bool multi_race(const Block& b, const Thread& t, uint32_t addr, int& race) {
+    auto it = b.multi.find(addr);
+    if (it == b.multi.end() || it->second.epoch != b.epoch) return false;
+    const MultiRead& m = it->second;
+    race = -1;
+    for (size_t j = 0; j < m.tid.size(); ++j)
+        if (!ordered_before(b, t, b.epoch, m.tid[j], m.gen[j], m.clk[j])) race = m.tid[j];
+    return true;
+}
+
 static void shared_read(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t pc) {
     Worker& w = *b.w;
     const uint32_t gen = b.warps[t.warp].gen;
@@ -738,6 +801,7 @@ static void shared_read(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t
             if (gen > s.r_gen) s.r_gen = gen;
             s.r_clk = own_clock(b, t);
         } else {
+            if (!b.vc.empty()) multi_read(b, off + i, s, t, gen);
             if (s.r_tid != t.linear) s.r_tid = kMany;
             s.r_warps |= 1u << (t.warp & 31);
             if (gen > s.r_gen) s.r_gen = gen;
@@ -762,7 +826,7 @@ static void shared_read(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t
 static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t pc, bool stamp) {
     Worker& w = *b.w;
     WarpState& ws = b.warps[t.warp];
-    int waw = -1, war = -1, war_wg = -1;
+    int waw = -1, war = -1, war_wg = -1, war_many = -1;
     bool pending = false, wg = false;
     uintptr_t other_pc = 0;
     for (uint32_t i = 0; i < n; ++i) {
@@ -782,6 +846,9 @@ static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_
         if (s.r_epoch == b.epoch && s.r_epoch >= b.base_epoch && s.r_tid != kMany &&
             ordered_before(b, t, s.r_epoch, s.r_tid, s.r_gen, s.r_clk)) {
             // the single reader's read is ordered before (same thread, an mbarrier, a named barrier)
+        } else if (s.r_epoch == b.epoch && s.r_epoch >= b.base_epoch && s.r_tid == kMany && !b.vc.empty() &&
+                   multi_race(b, t, off + i, war_many)) {
+            if (war_many >= 0) war = war_many;  // every reader checked with its own clock
         } else if (s.r_epoch == b.epoch && s.r_epoch >= b.base_epoch) {
             const uint32_t others = s.r_warps & ~(1u << (t.warp & 31));
             if (others) war = 32 * __builtin_ctz(others);

@@ -252,7 +252,10 @@ __device__ __forceinline__ void tma(const AkProbeParams& p) {
 // 8: the correct wgmma sequence (runs clean). 256 threads: 9: warpgroup 1 overwrites an operand
 // of warpgroup 0's wgmma ordered only after its issue (an mbarrier warpgroup 0 arrives on before
 // its wait_group); 10: the same with the arrival after the wait_group (runs clean). 128 threads:
-// 11: an A-operand register written between wgmma issue and wait.
+// 11: an A-operand register written between wgmma issue and wait. 256 threads: 12: every thread
+// of warpgroup 0 reads a shared word, then arrives on an mbarrier; a thread of warpgroup 1 waits
+// for the phase and overwrites the word (runs clean: each read is ordered before the write);
+// 13: the same with the arrivals before the reads (the write races with them).
 __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
     AK_SHARED(uint64_t, bar, [2]);
     AK_DYNAMIC_SHARED(uint8_t, smem);
@@ -277,6 +280,23 @@ __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
             ak::hopper::mbar_complete_tx(b0, (1u << 20) + 8);
         }
         out[t] = 0;
+        return;
+    }
+    if (p.mode == 12 || p.mode == 13) {
+        uint32_t* word = reinterpret_cast<uint32_t*>(image);
+        if (t == 0) {
+            *word = 5u;
+            ak::hopper::mbar_init(b0, 128);
+        }
+        __syncthreads();
+        if (t < 128) {
+            if (p.mode == 13) ak::hopper::mbar_arrive(b0);
+            out[t] = *word;
+            if (p.mode == 12) ak::hopper::mbar_arrive(b0);
+        } else {
+            ak::hopper::mbar_wait_parity(b0, 0);
+            if (t == 128) *word = 6u;
+        }
         return;
     }
     if (p.mode == 7) {

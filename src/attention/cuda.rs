@@ -25,6 +25,7 @@ use super::{plan, AttentionArgs, AttentionConfig, AttentionOutput, AttentionPlan
 use crate::error::{Error, Result};
 use crate::rope::cuda::{rope_table, DeviceRopeTable};
 use crate::runtime::kernel_list::attention::TILES;
+use crate::runtime::kernel_list::attention_sm90;
 use crate::runtime::params::{AkAttnParams, AkAttnSm90Params, AkTensorMap};
 use crate::runtime::tma::{encode_tiled, TmaSwizzle};
 use crate::runtime::view::{opt_parts_ptr, parts_of, Layout::{Packed, Strided}};
@@ -123,8 +124,18 @@ impl HopperPath {
 /// the mma.sync kernel, which runs on every compute capability from 8.0).
 fn hopper_path(gpu: &Gpu, p: &AttentionPlan) -> Option<HopperPath> {
     let dtype = p.dtype.kernel_dt()?;
+    // The persistent kernel numbers its block tiles with an int.
+    let tiles = p.max_q_len.div_ceil(attention_sm90::ROWS).checked_mul(p.heads_q)?.checked_mul(p.batch)?;
+    if tiles > i32::MAX as usize {
+        return None;
+    }
     let key = Key::AttnFwdSm90 { dtype, d: p.head_dim, dv: p.head_dim_v, alibi: p.has_alibi, softcap: p.softcap > 0.0 };
     HopperPath::of(gpu, p, key)
+}
+
+/// Blocks of a persistent sm_90a launch over `tiles` block tiles: one per SM, no more than tiles.
+fn persistent_blocks(gpu: &Gpu, tiles: usize) -> u32 {
+    tiles.min(gpu.info().multiprocessors.max(1) as usize) as u32
 }
 
 /// A rank-4 TMA layout (head dim, heads, rows, batch; varlen: one batch of the packed rows):
@@ -369,8 +380,11 @@ impl AttentionLaunch {
             };
             let layouts = qkv_layouts(p, p.heads_kv, strides(&params));
             let [tmap_q, tmap_k, tmap_v] = hopper_maps(p, layouts, [params.q, params.k, params.v], h.kernel.rows, h.kernel.keys)?;
-            let grid = (p.max_q_len.div_ceil(h.kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
-            return gpu.launch(h.kernel, grid, &AkAttnSm90Params { tmap_q, tmap_k, tmap_v, attn: params });
+            // Persistent: one block per SM (or per tile, if fewer) walks its share of the tiles.
+            let query_blocks = p.max_q_len.div_ceil(h.kernel.rows as usize);
+            let grid = (persistent_blocks(gpu, query_blocks * p.heads_q * p.batch), 1, 1);
+            let query_blocks = query_blocks as i32;
+            return gpu.launch(h.kernel, grid, &AkAttnSm90Params { tmap_q, tmap_k, tmap_v, attn: params, query_blocks });
         }
         let grid = (p.max_q_len.div_ceil(self.kernel.rows as usize) as u32, p.heads_q as u32, p.batch as u32);
         gpu.launch(self.kernel, grid, &params)

@@ -130,6 +130,7 @@ pub struct AkAttnSm90Params {
     pub tmap_k: AkTensorMap,
     pub tmap_v: AkTensorMap,
     pub attn: AkAttnParams,
+    pub query_blocks: ::core::ffi::c_int,
 }
 impl Default for AkAttnSm90Params {
     fn default() -> Self {

@@ -459,14 +459,23 @@ pub enum HopperMisbehave {
     OperandOverwrittenAfterWait,
     /// A register of the A fragment written between `wgmma.mma_async` and its `wait_group`.
     ARegisterWrittenBeforeWait,
+    /// Two warpgroups: all 128 threads of the first read a shared word and then arrive on an
+    /// mbarrier, whose phase a thread of the second waits for before overwriting the word: each
+    /// read is ordered before the write (runs clean).
+    ManyReadsThenOrderedWrite,
+    /// The same with the arrivals before the reads: the write races with them.
+    ManyReadsThenUnorderedWrite,
 }
 
-/// Run a [`HopperMisbehave`] kernel (one warpgroup, two for the overwrite cases); the emulated device answers with an error
-/// naming the checker.
+/// Run a [`HopperMisbehave`] kernel (one warpgroup, two for the overwrite and many-reader
+/// cases); the emulated device answers with an error naming the checker.
 pub fn hopper_misbehave(gpu: &Gpu, kind: HopperMisbehave) -> Result<()> {
     let zeros = vec![0u32; 512];
     let threads = match kind {
-        HopperMisbehave::OperandOverwrittenAfterIssue | HopperMisbehave::OperandOverwrittenAfterWait => 256,
+        HopperMisbehave::OperandOverwrittenAfterIssue
+        | HopperMisbehave::OperandOverwrittenAfterWait
+        | HopperMisbehave::ManyReadsThenOrderedWrite
+        | HopperMisbehave::ManyReadsThenUnorderedWrite => 256,
         _ => 128,
     };
     run_smem(gpu, ProbeKernel::HopperMisbehave, &zeros, 128, (1, threads), 2048 + 1024, ProbeArgs { mode: kind as i32, n: 0, mask: !0, width: 32 })

@@ -316,6 +316,29 @@ fn varlen_with_empty_sequences() {
     }
 }
 
+/// The sm_90a kernel is persistent (one block per SM walks tiles i, i + SMs, ...): launches with
+/// more block tiles than the device has SMs, so some blocks run two tiles through one ring and
+/// one Q area, across a change of head, of sequence and of mask, with tiles of empty sequences
+/// skipped on the way; dense and varlen, causal and not, Dv = D and 2D.
+#[test]
+fn persistent_blocks_take_several_tiles() {
+    let Some(gpu) = gpu(concat!(module_path!(), "::persistent_blocks_take_several_tiles")) else { return };
+    let sms = gpu.info().multiprocessors.max(1) as usize;
+    // Dense: one query block per head, sms + 4 heads.
+    let hq = sms + 4;
+    let hk = (1..=8).rev().find(|g| hq % g == 0).unwrap_or(1);
+    check_attention(&gpu, &AttnSpec::new(DType::BF16, 1, 40, 70, hq, hk, 64, 128).causal(true), false);
+    check_attention(&gpu, &AttnSpec::new(DType::F16, 1, 40, 150, hq, hk, 64, 64).alibi(), false);
+    // Varlen: 3 sequences (10, 0 and 300 queries; 3 query blocks each in the numbering), enough
+    // heads that the last tiles wrap onto the first blocks, which skip the empty sequence's.
+    let hq = sms.div_ceil(9) + 1;
+    let cu_q = [0, 10, 10, 310];
+    let cu_k = [0, 50, 90, 220];
+    for causal in [false, true] {
+        check_attention(&gpu, &AttnSpec::new(DType::BF16, 0, 0, 0, hq, 1, 64, 64).varlen(&cu_q, &cu_k).causal(causal), false);
+    }
+}
+
 #[test]
 fn long_keys_32k() {
     let Some(gpu) = gpu(concat!(module_path!(), "::long_keys_32k")) else { return };
