@@ -624,6 +624,14 @@ static void add_finding(const char* kind, std::string what, uintptr_t pc, uintpt
     L->findings.push_back(std::move(f));
 }
 
+// add_finding attributed to thread `who` (a lane of a collective, the warpgroup of a wgmma)
+// rather than to the running fiber.
+static void add_finding_as(const Thread& who, const char* kind, std::string what, uintptr_t pc) {
+    tl_attrib = const_cast<Thread*>(&who);
+    add_finding(kind, std::move(what), pc);
+    tl_attrib = nullptr;
+}
+
 // A finding after which the kernel cannot go on (the access would fault or never return):
 // record it, abandon the block's fibers and stop the launch.
 [[noreturn]] static void fatal(const char* kind, std::string what, uintptr_t pc) {
@@ -1189,9 +1197,7 @@ static void complete(Block& b, WarpState& ws, PendingCollective& pc, std::vector
                 }
                 if (!p) j = l;
                 if (!(pc.mask >> j & 1)) {
-                    tl_attrib = &t;
-                    add_finding("synccheck", fmt("shfl.sync of lane %d reads lane %d, which is not in the member mask 0x%08x (undefined value)", l, j, pc.mask), pc.pc);
-                    tl_attrib = nullptr;
+                    add_finding_as(t, "synccheck", fmt("shfl.sync of lane %d reads lane %d, which is not in the member mask 0x%08x (undefined value)", l, j, pc.mask), pc.pc);
                     j = l;
                 }
                 t.out[0] = lane_thread(j).in.shfl.a;
@@ -1626,14 +1632,11 @@ static void wgmma_retire(Block& b, WgState& s, size_t end, int base, bool write,
                     d[j] = op.D[(size_t)d_row(t, j) * op.n + d_col(t, j)];
                 }
             }
-            if (disturbed && config().checks) {
-                tl_attrib = b.w->threads[base].get();
-                add_finding("racecheck",
-                            "accumulator registers of a wgmma.mma_async were written between its issue and the "
-                            "wgmma.wait_group that retires it",
-                            op.pc);
-                tl_attrib = nullptr;
-            }
+            if (disturbed && config().checks)
+                add_finding_as(*b.w->threads[base], "racecheck",
+                               "accumulator registers of a wgmma.mma_async were written between its issue and the "
+                               "wgmma.wait_group that retires it",
+                               op.pc);
         }
         // A from registers: the fragment must stay as issued until the wait ("the contents of the
         // registers ... must not be modified" before wgmma.wait_group).
@@ -1641,14 +1644,11 @@ static void wgmma_retire(Block& b, WgState& s, size_t end, int base, bool write,
             bool changed = false;
             for (int t = 0; t < 128 && !changed; ++t)
                 if (op.a_ptr[t] && memcmp(op.a_ptr[t], op.a_regs[t], sizeof op.a_regs[t]) != 0) changed = true;
-            if (changed) {
-                tl_attrib = b.w->threads[base].get();
-                add_finding("racecheck",
-                            "A-operand registers of a wgmma.mma_async were written between its issue and the "
-                            "wgmma.wait_group that retires it",
-                            op.pc);
-                tl_attrib = nullptr;
-            }
+            if (changed)
+                add_finding_as(*b.w->threads[base], "racecheck",
+                               "A-operand registers of a wgmma.mma_async were written between its issue and the "
+                               "wgmma.wait_group that retires it",
+                               op.pc);
         }
         const uint16_t reader = (uint16_t)base;
         const uint32_t clk = own_clock(b, *b.w->threads[base]);
