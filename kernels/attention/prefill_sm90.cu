@@ -177,9 +177,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
         __device__ __forceinline__ uint32_t k(int st) const { return base + st * C::STAGE_BYTES; }
         __device__ __forceinline__ uint32_t v(int st) const { return base + st * C::STAGE_BYTES + C::K_BYTES; }
     } const stage{s_k(0)};
-    // The ring visits of this block's earlier tiles, times 2, plus the parity of their count
-    // (the Q barrier's phase): one register through the key loop.
-    int run = 0;
+    int done = 0, base = 0;  // tiles run, ring visits consumed (as the producer counts them)
 #pragma unroll 1
     for (int i = blockIdx.x; i < sched.total; i += gridDim.x) {
         Tile w;
@@ -190,10 +188,10 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
             const ScoreScale sc = ScoreScale::of<ALIBI, SOFTCAP>(p, w.h);
 #pragma unroll
             for (int nt = 0; nt < DV / 8; ++nt) acc_o[0][nt][0] = acc_o[0][nt][1] = acc_o[0][nt][2] = acc_o[0][nt][3] = 0.f;
-            mbar_wait_parity(q_full, run & 1);  // Q and lim of this tile
-            consume<T, D, DV, BN, STAGES, BM * RB, ALIBI, SOFTCAP, C::PINGPONG>(acc_o, stat, ring, w.order, w.visits, run >> 1, c,
+            mbar_wait_parity(q_full, done & 1);  // Q and lim of this tile
+            consume<T, D, DV, BN, STAGES, BM * RB, ALIBI, SOFTCAP, C::PINGPONG>(acc_o, stat, ring, w.order, w.visits, base, c,
                                                                                s_q + c * 64 * RB, stage, sc, lim, row_w, g, tq);
-            run += 2 * w.visits;
+            base += w.visits;
         }
         // The tile again (a few loads): nothing of it stays live through the key loop.
         tile_at(i, w);
@@ -219,7 +217,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
         store_staged<T, DV>(o, p.o_row_stride, q_ptr, BM, c * 64, 64, w.seq.sq - w.m0, tid & 127, 128);
         fence_proxy_async();  // the generic reads of the Q area before the next Q's TMA write
         mbar_arrive(q_empty);
-        run ^= 1;
+        ++done;
     }
 }
 
