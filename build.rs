@@ -347,30 +347,24 @@ fn build_all(nvcc: &Path, version: &str, archs: &[String], out_dir: &Path, units
             .map(|unit| {
                 scope.spawn(move || {
                     let args = nvcc_args(unit, archs, out_dir);
-                    let mut h = DefaultHasher::new();
-                    dep_hash.hash(&mut h);
-                    fs::read(&unit.source).unwrap_or_default().hash(&mut h);
-                    fs::read(&unit.entries).unwrap_or_default().hash(&mut h);
-                    args.hash(&mut h);
-                    version.hash(&mut h);
-                    let key = format!("{:016x}", h.finish());
+                    let mut inputs = DefaultHasher::new();
+                    dep_hash.hash(&mut inputs);
+                    fs::read(&unit.source).unwrap_or_default().hash(&mut inputs);
+                    fs::read(&unit.entries).unwrap_or_default().hash(&mut inputs);
+                    version.hash(&mut inputs);
+                    // One key for the stamp in this OUT_DIR and the name in the shared cache.
+                    let ck = cache_key(out_dir, &args, inputs.finish());
                     let stamp = unit.fatbin.with_extension("stamp");
-                    if unit.fatbin.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+                    if unit.fatbin.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(ck.as_str()) {
                         return None;
                     }
-                    let mut shared = DefaultHasher::new();
-                    dep_hash.hash(&mut shared);
-                    fs::read(&unit.source).unwrap_or_default().hash(&mut shared);
-                    fs::read(&unit.entries).unwrap_or_default().hash(&mut shared);
-                    version.hash(&mut shared);
-                    let ck = cache_key(out_dir, &args, shared.finish());
                     let cached = [
                         (format!("{}-{ck}.fatbin", unit.module), unit.fatbin.as_path()),
                         (format!("{}-{ck}.ptxas.txt", unit.module), unit.report.as_path()),
                     ];
                     let cache = build_cache();
                     if cache.as_deref().is_some_and(|c| cache_fetch(c, &cached)) {
-                        fs::write(&stamp, key).ok();
+                        fs::write(&stamp, &ck).ok();
                         return None;
                     }
                     let out = match Command::new(nvcc).args(&args).output() {
@@ -390,7 +384,7 @@ fn build_all(nvcc: &Path, version: &str, archs: &[String], out_dir: &Path, units
                     if let Some(c) = cache.as_deref() {
                         cache_store(c, &cached);
                     }
-                    fs::write(&stamp, key).ok();
+                    fs::write(&stamp, &ck).ok();
                     None
                 })
             })
@@ -572,22 +566,12 @@ fn build_emulator_with(
 
     let mut headers = Vec::new();
     collect(Path::new("kernels"), &["cuh", "h"], &mut headers);
+    // What every object depends on besides its arguments (cache_key adds those).
     let mut key = DefaultHasher::new();
     hash_files(&headers, &mut key);
     version.hash(&mut key);
     include.hash(&mut key);
-    common.hash(&mut key);
-    instrumented.hash(&mut key);
     let key = key.finish();
-    // The same without OUT_DIR's path, for the shared build cache (cache_key).
-    let mut shared_key = DefaultHasher::new();
-    hash_files(&headers, &mut shared_key);
-    version.hash(&mut shared_key);
-    include.hash(&mut shared_key);
-    let out = out_dir.to_string_lossy();
-    common.iter().map(|a| a.replace(out.as_ref(), "<OUT_DIR>")).for_each(|a| a.hash(&mut shared_key));
-    instrumented.hash(&mut shared_key);
-    let shared_key = shared_key.finish();
 
     // (source, object, instrumented)
     let mut jobs: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
@@ -616,42 +600,33 @@ fn build_emulator_with(
         let handles: Vec<_> = jobs
             .iter()
             .map(|(src, obj, inst)| {
-                let (common, instrumented, shared_key) = (&common, &instrumented, shared_key);
+                let (common, instrumented) = (&common, &instrumented);
                 scope.spawn(move || -> Option<String> {
                     let mut args: Vec<String> = common.clone();
                     if *inst {
                         args.extend(instrumented.iter().cloned());
                     }
                     args.extend(["-c".into(), src.to_string_lossy().into_owned(), "-o".into(), obj.to_string_lossy().into_owned()]);
-                    // Hashed once with this OUT_DIR's key and arguments (the stamp) and once
-                    // without OUT_DIR's path (the shared cache).
-                    let inputs = |h: &mut DefaultHasher| {
-                        fs::read(src).unwrap_or_default().hash(h);
-                        if *inst {
-                            // The wrapper includes its .cu and that its generated entry points
-                            // (headers are in `key`).
-                            if let Some(u) = units.iter().find(|u| obj.file_stem().is_some_and(|f| f == u.module.as_str())) {
-                                hash_files(&[u.source.clone(), u.entries.clone()], h);
-                            }
-                        } else {
-                            hash_files(&[PathBuf::from("kernels/emu/runtime.cpp"), PathBuf::from("kernels/emu/driver.cpp")], h);
-                        }
-                    };
                     let mut h = DefaultHasher::new();
                     key.hash(&mut h);
-                    args.hash(&mut h);
-                    inputs(&mut h);
-                    let mut hs = DefaultHasher::new();
-                    shared_key.hash(&mut hs);
-                    inputs(&mut hs);
-                    let parts = h.finish();
+                    fs::read(src).unwrap_or_default().hash(&mut h);
+                    if *inst {
+                        // The wrapper includes its .cu and that its generated entry points
+                        // (headers are in `key`).
+                        if let Some(u) = units.iter().find(|u| obj.file_stem().is_some_and(|f| f == u.module.as_str())) {
+                            hash_files(&[u.source.clone(), u.entries.clone()], &mut h);
+                        }
+                    } else {
+                        hash_files(&[PathBuf::from("kernels/emu/runtime.cpp"), PathBuf::from("kernels/emu/driver.cpp")], &mut h);
+                    }
+                    // One key for the stamp in this OUT_DIR and the name in the shared cache.
+                    let k = cache_key(out_dir, &args, h.finish());
                     let stamp = obj.with_extension("stamp");
-                    let k = format!("{parts:016x}");
                     if obj.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(k.as_str()) {
                         return None;
                     }
                     let name = obj.file_stem().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-                    let cached = [(format!("emu-{name}-{}.o", cache_key(out_dir, &args, hs.finish())), obj.as_path())];
+                    let cached = [(format!("emu-{name}-{k}.o"), obj.as_path())];
                     let cache = build_cache();
                     if cache.as_deref().is_some_and(|c| cache_fetch(c, &cached)) {
                         fs::write(&stamp, k).ok();

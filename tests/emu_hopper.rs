@@ -757,6 +757,7 @@ fn hopper_checkers_catch_misuse() {
         (HopperMisbehave::OperandWrittenBeforeWait, "racecheck", "pending wgmma.mma_async reads"),
         (HopperMisbehave::MissingFence, "synccheck", "without a wgmma.fence"),
         (HopperMisbehave::SetmaxnregNotUniform, "synccheck", "differ within the warpgroup"),
+        (HopperMisbehave::OperandNotProxyFenced, "racecheck", "no fence.proxy.async"),
     ] {
         match probe::hopper_misbehave(&dut.gpu, kind) {
             Ok(()) => panic!("{kind:?}: the emulator accepted it; {checker} should have fired"),
@@ -816,6 +817,22 @@ fn hopper_checkers_catch_misuse() {
         }
     }
     probe::tma_load(&dut.gpu, &call).expect("the same copy waited for runs clean");
+    // A tensor copy overwriting bytes the threads wrote through the generic proxy: the writers'
+    // fence.proxy.async must be ordered before the copy (a __syncthreads alone orders the
+    // writes, not the proxies). With the fence the copy runs clean and its bytes replace them.
+    match probe::tma_load_over_generic_writes(&dut.gpu, &call, false) {
+        Ok(_) => panic!("a TMA write over generic-proxy writes with no fence.proxy.async: racecheck should have fired"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(
+                e.contains("racecheck") && e.contains("cp.async.bulk.tensor writes") && e.contains("no fence.proxy.async"),
+                "expected a racecheck finding, got: {e}"
+            );
+        }
+    }
+    let fenced = probe::tma_load_over_generic_writes(&dut.gpu, &call, true).expect("the fenced copy runs clean");
+    let plain = probe::tma_load(&dut.gpu, &call).expect("the copy");
+    assert_eq!(fenced, plain, "the copy's bytes replace the generic writes");
 }
 
 /// Hopper instructions on a device presenting compute capability 8.0 are an archcheck finding.

@@ -391,6 +391,8 @@ struct Thread {
     // cp.async: the open group and the committed groups, oldest first
     std::vector<AsyncCopy> open;
     std::vector<std::vector<AsyncCopy>> groups;
+    // fence.proxy.async: per fence executed in this block, its barrier epoch and own clock
+    std::vector<std::pair<uint32_t, uint32_t>> proxy_fences;
 };
 
 struct PendingCollective {
@@ -415,7 +417,9 @@ struct ShadowByte {
     uint32_t w_gen;     // writer's warp generation at the write
     uint32_t r_epoch;   // epoch of the reads summarised below
     uint16_t r_tid;     // the single reader, or kMany
-    uint16_t pad1;
+    uint8_t w_async;    // the last write was by the async proxy (a tensor copy)
+    uint8_t pad1;
+    uint32_t w_fences;  // fence.proxy.async the writer had executed before the write
     uint32_t r_gen;     // max warp generation of the reads (meaningful when one warp read)
     uint32_t r_warps;   // warps that read in r_epoch
     uint32_t w_clk;     // writer's own vector-clock entry at the write (kNoClock: none)
@@ -831,7 +835,8 @@ static void shared_read(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t
 }
 
 // Check a write; `stamp` records it (a cp.async issue only checks, its wait stamps).
-static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t pc, bool stamp) {
+static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_t pc, bool stamp,
+                         bool async_proxy = false) {
     Worker& w = *b.w;
     WarpState& ws = b.warps[t.warp];
     int waw = -1, war = -1, war_wg = -1, war_many = -1;
@@ -868,6 +873,8 @@ static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_
             s.w_gen = ws.gen;
             s.w_clk = own_clock(b, t);
             s.w_pc = pc;
+            s.w_async = async_proxy;
+            s.w_fences = (uint32_t)t.proxy_fences.size();
         }
     }
     if (wg)
@@ -1423,6 +1430,31 @@ static void vc_acquire(Block& b, Thread& t, const std::vector<uint32_t>& acc) {
     for (size_t i = 0; i < n; ++i) mine[i] = std::max(mine[i], acc[i]);
 }
 
+// ---- proxies ("Memory Consistency Model": proxies; "membar / fence": fence.proxy.async)
+
+// A shared byte last written through the generic proxy (st.shared, stmatrix, cp.async) and then
+// accessed by the async proxy (a wgmma.mma_async descriptor operand, a tensor copy's write): the
+// writing thread must have executed fence.proxy.async after its write, and that fence must be
+// ordered before the access (the same thread, a block-wide barrier since, or a release the
+// accessing thread acquired). Generic reads followed by an async write are not checked: CUTLASS's
+// pipelines hand a consumed stage back to TMA with an mbarrier arrival alone.
+static bool proxy_fenced(const Block& b, const Thread& t, const ShadowByte& s) {
+    if (s.w_epoch < b.base_epoch || s.w_async) return true;
+    const auto& fences = b.w->threads[s.w_tid]->proxy_fences;
+    if (s.w_fences >= fences.size()) return false;
+    const uint32_t epoch = fences[s.w_fences].first, clk = fences[s.w_fences].second;
+    if (s.w_tid == t.linear || epoch < b.epoch) return true;
+    return !b.vc.empty() && b.vc[(size_t)t.linear * b.nthreads + s.w_tid] >= (clk == kNoClock ? 1u : clk);
+}
+
+static void proxy_finding(const char* access, uint32_t addr, const ShadowByte& s, uintptr_t pc) {
+    add_finding("racecheck",
+                fmt("%s shared address 0x%x, written by thread %d through the generic proxy with no fence.proxy.async "
+                    "after that write ordered before this async-proxy access",
+                    access, addr, s.w_tid),
+                pc, s.w_pc);
+}
+
 // ---- mbarrier ("Parallel Synchronization and Communication Instructions: mbarrier")
 
 static const int32_t kTxMax = (1 << 20) - 1;  // tx-count range [-(2^20 - 1), 2^20 - 1]
@@ -1824,6 +1856,7 @@ static void run_block(LaunchState& L, ak_emu_dim3 bidx) {
         t.wait = Wait::Ready;
         t.open.clear();
         t.groups.clear();
+        t.proxy_fences.clear();
         start_fiber(w, t);
         set_runnable(b, i);
     }
@@ -2334,6 +2367,7 @@ AK_NOINLINE void ak_emu_wgmma(int n, int dtype, float* d, const uint32_t* a_regs
                                 fmt("wgmma.mma_async reads shared address 0x%x, written by thread %d with no barrier or "
                                     "mbarrier ordering the write before the issue", a + k, sb.w_tid),
                                 pc, sb.w_pc);
+                if (config().checks && !proxy_fenced(b, last, sb)) proxy_finding("wgmma.mma_async reads", a + k, sb, pc);
                 if (sb.wg_pending < 255) sb.wg_pending++;
                 op->bytes.push_back(a + k);
             }
@@ -2388,7 +2422,12 @@ AK_NOINLINE unsigned ak_emu_elect_sync(unsigned mask, int* pred) {
     return t.out[0];
 }
 
-AK_NOINLINE void ak_emu_fence_proxy_async(void) { hopper_gate("fence.proxy.async", (uintptr_t)__builtin_return_address(0)); }
+AK_NOINLINE void ak_emu_fence_proxy_async(void) {
+    Thread& t = *tl_thread;
+    const Block& b = *tl_block;
+    hopper_gate("fence.proxy.async", (uintptr_t)__builtin_return_address(0));
+    if (config().checks) t.proxy_fences.emplace_back(b.epoch, own_clock(b, t));
+}
 
 AK_NOINLINE void ak_emu_bar_named(int id, int count, int arrive_only) {
     const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
@@ -2523,7 +2562,14 @@ AK_NOINLINE void ak_emu_tma_load(int rank, uint32_t dst, const void* tmap, const
                 fatal("memcheck", fmt("cp.async.bulk.tensor reads %#lx, outside every device allocation", (unsigned long)gaddr), pc);
             src = (const uint8_t*)(uintptr_t)gaddr;
         }
-        if (config().checks) shared_write(b, t, a, m.esize, pc, true);
+        if (config().checks) {
+            for (uint32_t i = 0; i < m.esize; ++i)
+                if (!proxy_fenced(b, t, b.w->shadow[a + i])) {
+                    proxy_finding("cp.async.bulk.tensor writes", a + i, b.w->shadow[a + i], pc);
+                    break;
+                }
+            shared_write(b, t, a, m.esize, pc, true, true);
+        }
         memcpy(b.arena + a, src, m.esize);
         // Not visible to anyone until the mbarrier phase completes (racecheck until then).
         for (uint32_t i = 0; i < m.esize; ++i) b.w->shadow[a + i].pending = 1;

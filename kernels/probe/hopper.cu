@@ -213,6 +213,9 @@ __device__ __forceinline__ void hopper_misc(const AkProbeParams& p) {
 // expect_tx(box bytes) and issues the copy; every thread waits for phase 0 and copies the box
 // bytes to out. mode 1 (misuse, for racecheck): thread 0 issues the copy without arriving (the
 // phase never completes), then after a __syncthreads every thread reads the box without waiting.
+// Modes 2 and 3: as mode 0, but the threads first write the box's bytes through the generic proxy
+// and the copy overwrites them after a __syncthreads: mode 3 with a fence.proxy.async between
+// (correct), mode 2 without (misuse).
 __device__ __forceinline__ void tma(const AkProbeParams& p) {
     AK_SHARED(uint64_t, bar, [1]);
     AK_DYNAMIC_SHARED(uint8_t, smem);
@@ -223,9 +226,13 @@ __device__ __forceinline__ void tma(const AkProbeParams& p) {
     const uint32_t bytes = hdr[6];
     const uint32_t mbar = ak::ptx::smem_addr(&bar[0]), dst = ak::ptx::smem_addr(box);
     if (threadIdx.x == 0) ak::hopper::mbar_init(mbar, 1);
+    if (p.mode >= 2) {
+        for (uint32_t i = threadIdx.x; i < bytes; i += blockDim.x) box[i] = 0xa5;
+        if (p.mode == 3) ak::hopper::fence_proxy_async();
+    }
     __syncthreads();
     if (threadIdx.x == 0) {
-        if (p.mode == 0) ak::hopper::mbar_arrive_expect_tx(mbar, bytes);
+        if (p.mode != 1) ak::hopper::mbar_arrive_expect_tx(mbar, bytes);
         else ak::hopper::mbar_expect_tx(mbar, bytes);
         const int c[5] = {(int)hdr[1], (int)hdr[2], (int)hdr[3], (int)hdr[4], (int)hdr[5]};
         switch (rank) {
@@ -236,7 +243,7 @@ __device__ __forceinline__ void tma(const AkProbeParams& p) {
             default: ak::hopper::tma_load<5>(dst, in, c, mbar); break;
         }
     }
-    if (p.mode == 0) ak::hopper::mbar_wait_parity(mbar, 0);
+    if (p.mode != 1) ak::hopper::mbar_wait_parity(mbar, 0);
     else __syncthreads();
     uint32_t* out = static_cast<uint32_t*>(p.out);
     for (uint32_t i = threadIdx.x; i < bytes / 4; i += blockDim.x) out[i] = reinterpret_cast<const uint32_t*>(box)[i];
@@ -255,7 +262,8 @@ __device__ __forceinline__ void tma(const AkProbeParams& p) {
 // 11: an A-operand register written between wgmma issue and wait. 256 threads: 12: every thread
 // of warpgroup 0 reads a shared word, then arrives on an mbarrier; a thread of warpgroup 1 waits
 // for the phase and overwrites the word (runs clean: each read is ordered before the write);
-// 13: the same with the arrivals before the reads (the write races with them).
+// 13: the same with the arrivals before the reads (the write races with them). 128 threads:
+// 14: mode 8 without the fence.proxy.async between the operand's generic writes and the wgmma.
 __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
     AK_SHARED(uint64_t, bar, [2]);
     AK_DYNAMIC_SHARED(uint8_t, smem);
@@ -308,7 +316,7 @@ __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
     const uint32_t* zeros = static_cast<const uint32_t*>(p.in);
     if (t < 128)
         for (int i = t; i < 512; i += 128) reinterpret_cast<uint32_t*>(image)[i] = zeros[i];
-    ak::hopper::fence_proxy_async();
+    if (p.mode != 14) ak::hopper::fence_proxy_async();
     if ((p.mode == 9 || p.mode == 10) && t == 0) ak::hopper::mbar_init(b0, 128);
     __syncthreads();
     if ((p.mode == 9 || p.mode == 10) && t >= 128) {  // warpgroup 1: overwrite an operand byte once the mbarrier says so
@@ -335,7 +343,7 @@ __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
     ak::hopper::wgmma_wait<0>();
     ak::hopper::fence_operands(d);
     if (p.mode == 10) ak::hopper::mbar_arrive(b0);
-    if (p.mode < 9 || p.mode == 11) out[t] = __float_as_uint(d[0] + d[1] + d[2] + d[3]);
+    if (p.mode < 9 || p.mode == 11 || p.mode == 14) out[t] = __float_as_uint(d[0] + d[1] + d[2] + d[3]);
 }
 
 }  // namespace ak::probe

@@ -465,6 +465,9 @@ pub enum HopperMisbehave {
     ManyReadsThenOrderedWrite,
     /// The same with the arrivals before the reads: the write races with them.
     ManyReadsThenUnorderedWrite,
+    /// [`HopperMisbehave::Correct`] without the `fence.proxy.async` between the operand's
+    /// generic-proxy writes and the wgmma (async proxy) that reads them.
+    OperandNotProxyFenced,
 }
 
 /// Run a [`HopperMisbehave`] kernel (one warpgroup, two for the overwrite and many-reader
@@ -510,6 +513,13 @@ pub struct TmaCall {
 /// address) and return the box's bytes as they are in shared memory.
 pub fn tma_load(gpu: &Gpu, call: &TmaCall) -> Result<Vec<u8>> {
     tma_run(gpu, call, 0)
+}
+
+/// [`tma_load`] into a box the threads first wrote through the generic proxy, with
+/// (`fenced`) or without a `fence.proxy.async` before the `__syncthreads` that orders those
+/// writes before the copy. Without it the emulated device reports the copy's write.
+pub fn tma_load_over_generic_writes(gpu: &Gpu, call: &TmaCall, fenced: bool) -> Result<Vec<u8>> {
+    tma_run(gpu, call, if fenced { 3 } else { 2 })
 }
 
 /// [`tma_load`] misused on purpose (for the emulated device's racecheck): the copy is issued
