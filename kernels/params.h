@@ -277,6 +277,7 @@ typedef struct AkDiffAttnParams {
 typedef struct AkDiffSm90Params {
     AkTensorMap tmap_q, tmap_k, tmap_v;
     AkDiffAttnParams diff;
+    int query_blocks;            /* query blocks per (diff head, sequence): ceil(longest Sq / 64) */
 } AkDiffSm90Params;
 
 /* Baseline epilogue for the unfused benchmarks: o = a - lambda_h * b, then optional RMSNorm

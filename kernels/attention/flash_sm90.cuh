@@ -45,6 +45,46 @@ struct Turns {
 };
 static_assert(CONSUMERS == 2, "the ping-pong pairs two consumers");
 
+// The block tiles of a persistent kernel, statically: tile i of query_blocks x heads x batch
+// (query block fastest, so the blocks running at once share K/V heads in L2; causal blocks
+// heaviest first within a head) is run by block i mod gridDim.x, in increasing i. Every
+// warpgroup walks the same sequence itself (no hand-over), skipping the tiles whose query block
+// is past their sequence's end.
+struct Schedule {
+    int query_blocks, heads, total;
+    bool causal;
+    __device__ __forceinline__ Schedule(int query_blocks_, int heads_, int batch, bool causal_)
+        : query_blocks(query_blocks_), heads(heads_), total(query_blocks_ * heads_ * batch), causal(causal_) {}
+    // Query block, head and sequence of tile i.
+    __device__ __forceinline__ void at(int i, int& m_block, int& h, int& b) const {
+        const int m = i % query_blocks, hb = i / query_blocks;
+        m_block = causal ? query_blocks - 1 - m : m;
+        h = hb % heads;
+        b = hb / heads;
+    }
+};
+
+// One block tile: head h of sequence b (`seq`), rows [m0, m_last], its visited key tiles.
+struct Tile {
+    int h, b, m0, m_last, visits;
+    SeqSpan seq;
+    TileOrder order;
+};
+
+// Tile i of `sched` with BM query rows per tile and BN keys per key tile; false when its query
+// block is past its sequence's end (nothing to do).
+template <bool ALIBI, int BM, int BN, class P>
+__device__ __forceinline__ bool tile_at(const P& p, const Schedule& sched, int i, Tile& w) {
+    int m_block;
+    sched.at(i, m_block, w.h, w.b);
+    w.seq = SeqSpan(p, w.b);
+    w.m0 = m_block * BM;
+    if (w.m0 >= w.seq.sq) return false;
+    w.m_last = min(w.m0 + BM, w.seq.sq) - 1;
+    w.order = RowLimits(p, w.seq.sq, w.seq.sk).template tiles<ALIBI, BN>(p, w.m0, w.m_last, w.visits);
+    return true;
+}
+
 // View a [1][N/8][4] fragment array as the N/2 floats of a wgmma accumulator (the same registers).
 template <int N>
 __device__ __forceinline__ float (&flat(float (&a)[1][N / 8][4]))[N / 2] {

@@ -63,25 +63,6 @@ struct Cfg {
     static_assert(BN % 16 == 0 && BN <= 256, "key tiles: whole k-steps of P V, one TMA box of rows");
 };
 
-// The block's tiles, statically: tile i of query_blocks x Hq x batch (query block fastest, so
-// the blocks running at once share K/V heads in L2; causal blocks heaviest first within a head)
-// is run by block i mod gridDim.x, in increasing i. Every warpgroup walks the same sequence
-// itself (no hand-over), skipping the tiles whose query block is past their sequence's end.
-struct Schedule {
-    int query_blocks, heads, total;
-    bool causal;
-    __device__ __forceinline__ Schedule(const AkAttnSm90Params& pp)
-        : query_blocks(pp.query_blocks), heads(pp.attn.heads_q), total(pp.query_blocks * pp.attn.heads_q * pp.attn.batch),
-          causal(pp.attn.causal != 0) {}
-    // Query block, head and sequence of tile i.
-    __device__ __forceinline__ void at(int i, int& m_block, int& h, int& b) const {
-        const int m = i % query_blocks, hb = i / query_blocks;
-        m_block = causal ? query_blocks - 1 - m : m;
-        h = hb % heads;
-        b = hb / heads;
-    }
-};
-
 template <typename T, class C, bool ALIBI, bool SOFTCAP>
 __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
     using namespace ak::hopper;
@@ -106,25 +87,9 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
         ring.init(CONSUMERS);
     }
     __syncthreads();  // barriers initialised; no block-wide barrier after this
-    const Schedule sched(pp);
+    const Schedule sched(pp.query_blocks, p.heads_q, p.batch, p.causal != 0);
     const int group = p.heads_q / p.heads_kv;
-    // Tile i's rows [m0, m_last] of sequence `seq`, its key tiles and their order; false when the
-    // query block is past the sequence's end (nothing to do).
-    struct Tile {
-        int h, b, m0, m_last, visits;
-        SeqSpan seq;
-        TileOrder order;
-    };
-    auto tile_at = [&](int i, Tile& w) {
-        int m_block;
-        sched.at(i, m_block, w.h, w.b);
-        w.seq = SeqSpan(p, w.b);
-        w.m0 = m_block * BM;
-        if (w.m0 >= w.seq.sq) return false;
-        w.m_last = min(w.m0 + BM, w.seq.sq) - 1;
-        w.order = RowLimits(p, w.seq.sq, w.seq.sk).tiles<ALIBI, BN>(p, w.m0, w.m_last, w.visits);
-        return true;
-    };
+    auto tile_at = [&](int i, Tile& w) { return sm90::tile_at<ALIBI, BM, BN>(p, sched, i, w); };
 
     // The tensor maps are rank 4 (head dim, heads, rows, batch); varlen maps have one batch of
     // all packed rows, so a sequence's rows are at q_first / k_first there.

@@ -418,7 +418,7 @@ struct ShadowByte {
     uint32_t r_epoch;   // epoch of the reads summarised below
     uint16_t r_tid;     // the single reader, or kMany
     uint8_t w_async;    // the last write was by the async proxy (a tensor copy)
-    uint8_t pad1;
+    uint8_t multi;      // Block::multi may hold this byte's readers
     uint32_t w_fences;  // fence.proxy.async the writer had executed before the write
     uint32_t r_gen;     // max warp generation of the reads (meaningful when one warp read)
     uint32_t r_warps;   // warps that read in r_epoch
@@ -753,6 +753,7 @@ static void multi_read(Block& b, uint32_t addr, const ShadowByte& s, const Threa
         if (!m) {
             if (b.multi.size() >= kMultiReadBytes) return;
             m = &b.multi[addr];
+            b.w->shadow[addr].multi = 1;
         }
         m->epoch = b.epoch;
         for (uint16_t r : m->tid) m->slot[r] = -1;
@@ -875,6 +876,15 @@ static void shared_write(Block& b, Thread& t, uint32_t off, uint32_t n, uintptr_
             s.w_pc = pc;
             s.w_async = async_proxy;
             s.w_fences = (uint32_t)t.proxy_fences.size();
+            // The reads before this write are checked above; a later write must be ordered after
+            // this one (or is a finding itself), so it is ordered after them too: forget them, or
+            // a byte read again and again by different threads across a persistent kernel's
+            // tiles would outgrow the per-reader lists.
+            s.r_epoch = 0;
+            if (s.multi) {
+                b.multi.erase(off + i);
+                s.multi = 0;
+            }
         }
     }
     if (wg)

@@ -124,17 +124,20 @@ impl HopperPath {
 /// the mma.sync kernel, which runs on every compute capability from 8.0).
 fn hopper_path(gpu: &Gpu, p: &AttentionPlan) -> Option<HopperPath> {
     let dtype = p.dtype.kernel_dt()?;
-    // The persistent kernel numbers its block tiles with an int.
-    let tiles = p.max_q_len.div_ceil(attention_sm90::ROWS).checked_mul(p.heads_q)?.checked_mul(p.batch)?;
-    if tiles > i32::MAX as usize {
-        return None;
-    }
+    persistent_tiles(p, attention_sm90::ROWS, p.heads_q)?;
     let key = Key::AttnFwdSm90 { dtype, d: p.head_dim, dv: p.head_dim_v, alibi: p.has_alibi, softcap: p.softcap > 0.0 };
     HopperPath::of(gpu, p, key)
 }
 
+/// Block tiles of a persistent sm_90a launch (query blocks of `rows` x `heads` x sequences), or
+/// None past i32::MAX: the kernels number them with an int (such plans take the mma.sync kernel).
+pub(crate) fn persistent_tiles(p: &AttentionPlan, rows: usize, heads: usize) -> Option<usize> {
+    let tiles = p.max_q_len.div_ceil(rows).checked_mul(heads)?.checked_mul(p.batch)?;
+    (tiles <= i32::MAX as usize).then_some(tiles)
+}
+
 /// Blocks of a persistent sm_90a launch over `tiles` block tiles: one per SM, no more than tiles.
-fn persistent_blocks(gpu: &Gpu, tiles: usize) -> u32 {
+pub(crate) fn persistent_blocks(gpu: &Gpu, tiles: usize) -> u32 {
     tiles.min(gpu.info().multiprocessors.max(1) as usize) as u32
 }
 

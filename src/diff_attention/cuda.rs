@@ -10,7 +10,8 @@
 //!
 //! On compute capability 9.0 (an sm_90a build, or the emulated device presenting 9.0) the
 //! prefill runs `kernels/diff_attention/prefill_sm90.cu` (wgmma, TMA and warp specialisation:
-//! the two maps on two consumer warpgroups sharing each K/V stage) when the tensors' strides suit
+//! the two maps on two consumer warpgroups sharing each K/V stage; persistent, one block per SM
+//! walking the 64-row block tiles) when the tensors' strides suit
 //! TMA; otherwise, and below 9.0 or with `ATTN_KERNELS_ATTENTION_PATH=mma`, the mma.sync kernel.
 //! [`DiffAttentionLaunch::kernel`] says which. The sm_90a kernel's speed is unmeasured until a
 //! GPU is lent.
@@ -38,7 +39,9 @@ use super::{
 use crate::decode::cuda::DeviceKvIndex;
 use crate::decode::{CacheLayout, SplitPolicy, MAX_SPLITS};
 use crate::error::{Error, Result};
-use crate::attention::cuda::{hopper_maps, hopper_takes, prefill_rope_table, qkv_layouts, rotate_once, HopperPath, Side};
+use crate::attention::cuda::{
+    hopper_maps, hopper_takes, persistent_blocks, persistent_tiles, prefill_rope_table, qkv_layouts, rotate_once, HopperPath, Side,
+};
 use crate::rope::cuda::no_rope;
 use crate::runtime::kernel_list::diff_attention::{self as list, DECODE_HEADS, DECODE_KEYS, HEAD_DIMS};
 use crate::runtime::params::{AkAttnParams, AkDiffAttnParams, AkDiffDecodeParams, AkDiffEpilogueParams, AkDiffSm90Params};
@@ -223,7 +226,8 @@ impl DiffAttentionLaunch {
             Some(_) => Some(crate::runtime::kernel("k", Key::AttnRopeKeys { dtype: gpu_dtype("q", p.dtype)?, d: p.head_dim })?),
             None => None,
         };
-        let hopper = match p.dtype.kernel_dt() {
+        // The persistent sm_90a kernel numbers its block tiles with an int.
+        let hopper = match p.dtype.kernel_dt().filter(|_| persistent_tiles(p, list::SM90_ROWS, dp.heads).is_some()) {
             Some(dtype) => {
                 let key = Key::DiffPrefillSm90 {
                     variant: variant_code(dp.variant),
@@ -366,8 +370,10 @@ impl DiffAttentionLaunch {
             };
             let layouts = qkv_layouts(p, groups, strides(&params));
             let [tmap_q, tmap_k, tmap_v] = hopper_maps(p, layouts, [params.q, params.k, params.v], h.kernel.rows, h.kernel.keys)?;
-            let grid = (sq.div_ceil(h.kernel.rows as usize) as u32, heads as u32, p.batch as u32);
-            return gpu.launch(h.kernel, grid, &AkDiffSm90Params { tmap_q, tmap_k, tmap_v, diff: params });
+            let query_blocks = sq.div_ceil(h.kernel.rows as usize);
+            let grid = (persistent_blocks(gpu, query_blocks * heads * p.batch), 1, 1);
+            let query_blocks = query_blocks as i32;
+            return gpu.launch(h.kernel, grid, &AkDiffSm90Params { tmap_q, tmap_k, tmap_v, diff: params, query_blocks });
         }
         let grid = (sq.div_ceil(self.kernel.rows as usize) as u32, heads as u32, p.batch as u32);
         gpu.launch(self.kernel, grid, &params)

@@ -336,6 +336,7 @@ pub struct AkDiffSm90Params {
     pub tmap_k: AkTensorMap,
     pub tmap_v: AkTensorMap,
     pub diff: AkDiffAttnParams,
+    pub query_blocks: ::core::ffi::c_int,
 }
 impl Default for AkDiffSm90Params {
     fn default() -> Self {

@@ -903,6 +903,33 @@ fn hopper_path_dispatch() {
     }
 }
 
+/// The persistent sm_90a kernel (one block per SM walking the block tiles) with more tiles than
+/// SMs, so blocks run several and the ring, the Q area and the exchange carry over between
+/// tiles: dense with one query block per diff head (v1 at d = 128: two exchange rounds; v2),
+/// then varlen with an empty sequence whose tiles the blocks skip. On other paths (compute
+/// capability 8.x) the same cases check the mma.sync kernel.
+#[test]
+fn persistent_blocks_take_several_tiles() {
+    let Some(gpu) = gpu(concat!(module_path!(), "::persistent_blocks_take_several_tiles")) else { return };
+    let sms = gpu.info().multiprocessors.max(1) as usize;
+    let mut rng = Rng::from_time();
+    let h = sms + 4;
+    let hkv = (1..=4).rev().find(|g| h % g == 0).unwrap_or(1);
+    let mut s = spec(DiffVariant::V1, DType::BF16, 1, 40, 70, h, hkv, 128);
+    (s.causal, s.norm) = (true, true);
+    check_diff(&gpu, &mut rng, &s);
+    let mut s = spec(DiffVariant::V2, DType::F16, 1, 40, 150, h, hkv, 64);
+    s.alibi = true;
+    check_diff(&gpu, &mut rng, &s);
+    // 3 sequences (10, 0 and 150 queries: 3 query blocks each in the numbering) x h heads.
+    let h = sms.div_ceil(9) + 1;
+    for causal in [false, true] {
+        let mut s = spec(DiffVariant::V1, DType::BF16, 1, 0, 0, h, 1, 64);
+        (s.causal, s.norm, s.varlen) = (causal, true, Some(vec![(10, 50), (0, 40), (150, 130)]));
+        check_diff(&gpu, &mut rng, &s);
+    }
+}
+
 /// Every prefill instance (variant x dtype x d x ALiBi x softcap: each its own sm_90a entry point
 /// on compute capability 9.0) on one small causal GQA shape with a partial last tile, against the
 /// float64 oracle.
