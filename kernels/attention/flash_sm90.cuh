@@ -45,16 +45,26 @@ struct Turns {
 };
 static_assert(CONSUMERS == 2, "the ping-pong pairs two consumers");
 
-// The block tiles of a persistent kernel, statically: tile i of query_blocks x heads x batch
-// (query block fastest, so the blocks running at once share K/V heads in L2; causal blocks
-// heaviest first within a head) is run by block i mod gridDim.x, in increasing i. Every
-// warpgroup walks the same sequence itself (no hand-over), skipping the tiles whose query block
-// is past their sequence's end.
+// The block tiles of a persistent kernel, statically: tiles 0 .. total - 1 of query_blocks x
+// heads x batch (query block fastest, so the blocks running at once share K/V heads in L2; causal
+// blocks heaviest first within a head) in rounds of G = gridDim.x; in round j block k runs tile
+// j G + k when j is even and j G + G - 1 - k when odd. Under causal the tiles of a head get
+// lighter along the numbering, and round-robin (always k) would hand some blocks the heavier
+// tiles of every round; the snake evens each block's total out. Every warpgroup walks the same
+// sequence itself (no hand-over), skipping the tiles whose query block is past their sequence's
+// end. total + G fits an int (the host takes the mma.sync kernel otherwise).
 struct Schedule {
-    int query_blocks, heads, total;
+    int query_blocks, heads, total, rounds;
     bool causal;
     __device__ __forceinline__ Schedule(int query_blocks_, int heads_, int batch, bool causal_)
-        : query_blocks(query_blocks_), heads(heads_), total(query_blocks_ * heads_ * batch), causal(causal_) {}
+        : query_blocks(query_blocks_), heads(heads_), total(query_blocks_ * heads_ * batch),
+          rounds((query_blocks_ * heads_ * batch + (int)gridDim.x - 1) / (int)gridDim.x), causal(causal_) {}
+    // This block's tile in round j, or -1 (the last round is partial).
+    __device__ __forceinline__ int tile(int j) const {
+        const int k = (int)blockIdx.x, g = (int)gridDim.x;
+        const int i = j * g + ((j & 1) ? g - 1 - k : k);
+        return i < total ? i : -1;
+    }
     // Query block, head and sequence of tile i.
     __device__ __forceinline__ void at(int i, int& m_block, int& h, int& b) const {
         const int m = i % query_blocks, hb = i / query_blocks;
@@ -71,10 +81,11 @@ struct Tile {
     TileOrder order;
 };
 
-// Tile i of `sched` with BM query rows per tile and BN keys per key tile; false when its query
-// block is past its sequence's end (nothing to do).
+// Tile i of `sched` with BM query rows per tile and BN keys per key tile; false when i is -1 or
+// its query block is past its sequence's end (nothing to do).
 template <bool ALIBI, int BM, int BN, class P>
 __device__ __forceinline__ bool tile_at(const P& p, const Schedule& sched, int i, Tile& w) {
+    if (i < 0) return false;
     int m_block;
     sched.at(i, m_block, w.h, w.b);
     w.seq = SeqSpan(p, w.b);

@@ -4,8 +4,9 @@
 // which instruction multiplies it. The producer's ring loop, the consumer's tile step and the
 // epilogue's staging live in attention/flash_sm90.cuh (shared with the fused diff kernel).
 //
-// The kernel is persistent: a block (one per SM) runs block tiles i, i + gridDim.x, ... of
-// BM = 128 query rows of one (sequence, query head) each (Schedule), in three warpgroups:
+// The kernel is persistent: a block (one per SM) runs one block tile of BM = 128 query rows of
+// one (sequence, query head) per round of gridDim.x tiles (flash_sm90.cuh's Schedule: a snake
+// over the blocks, heaviest causal tiles first), in three warpgroups:
 //   producer (warpgroup 0, 24 registers)   one elected thread issues every copy by TMA: per
 //              tile its Q, once the last tile's O has left the Q area (mbarrier q_empty), and
 //              K(t) and V(t) of each visited key tile into a ring of STAGES stages that runs on
@@ -102,7 +103,8 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
             int done = 0, base = 0;  // tiles run, ring visits issued
             Tile w;
 #pragma unroll 1
-            for (int i = blockIdx.x; i < sched.total; i += gridDim.x) {
+            for (int j = 0; j < sched.rounds; ++j) {
+                const int i = sched.tile(j);
                 if (!tile_at(i, w)) continue;
                 const int hk = w.h / group, bq = p.cu_seqlens_q ? 0 : w.b, bk = p.cu_seqlens_k ? 0 : w.b;
                 auto load_k = [&](int st, int t, uint32_t bar) {
@@ -144,7 +146,8 @@ __device__ __forceinline__ void attention_forward(const AkAttnSm90Params& pp) {
     } const stage{s_k(0)};
     int done = 0, base = 0;  // tiles run, ring visits consumed (as the producer counts them)
 #pragma unroll 1
-    for (int i = blockIdx.x; i < sched.total; i += gridDim.x) {
+    for (int j = 0; j < sched.rounds; ++j) {
+        const int i = sched.tile(j);
         Tile w;
         if (!tile_at(i, w)) continue;
         float acc_o[1][DV / 8][4];

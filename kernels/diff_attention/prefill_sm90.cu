@@ -4,9 +4,9 @@
 // as prefill.cu's fused kernel; what changes is the machinery, that of the sm_90a attention
 // kernel (attention/flash_sm90.cuh: TMA ring, wgmma, flash.cuh's online softmax).
 //
-// The kernel is persistent, as the attention kernel: a block (one per SM) runs block tiles i,
-// i + gridDim.x, ... (flash_sm90.cuh's Schedule) of BM = 64 query rows of one (sequence, diff
-// head h) each, in three warpgroups:
+// The kernel is persistent, as the attention kernel: a block (one per SM) runs one block tile
+// of BM = 64 query rows of one (sequence, diff head h) per round of gridDim.x tiles
+// (flash_sm90.cuh's Schedule), in three warpgroups:
 //   producer (warpgroup 0, 24 registers)   one elected thread issues every TMA copy: per tile
 //              Q1 (q head 2h) and Q2 (q head 2h + 1), once the last tile's O has left the Q
 //              area (mbarrier q_empty), then per visited key tile a stage of K1, K2 (v1: k heads
@@ -97,7 +97,8 @@ __device__ __forceinline__ void diff_forward(const AkDiffSm90Params& pp) {
             int done = 0, base = 0;  // tiles run, ring visits issued
             Tile w;
 #pragma unroll 1
-            for (int i = blockIdx.x; i < sched.total; i += gridDim.x) {
+            for (int j = 0; j < sched.rounds; ++j) {
+                const int i = sched.tile(j);
                 if (!tile_at(i, w)) continue;
                 const int g_kv = w.h / p.kv_groups, bq = p.cu_seqlens_q ? 0 : w.b, bk = p.cu_seqlens_k ? 0 : w.b;
                 const int k_head = C::SHARED_K ? g_kv : 2 * g_kv;
@@ -147,7 +148,8 @@ __device__ __forceinline__ void diff_forward(const AkDiffSm90Params& pp) {
     } const stage{s_ring + (C::SHARED_K ? 0 : map * C::K_BYTES), s_ring + C::NK * C::K_BYTES};
     int done = 0, base = 0;  // tiles run, ring visits consumed (as the producer counts them)
 #pragma unroll 1
-    for (int i = blockIdx.x; i < sched.total; i += gridDim.x) {
+    for (int j = 0; j < sched.rounds; ++j) {
+        const int i = sched.tile(j);
         Tile w;
         if (!tile_at(i, w)) continue;
         float acc_o[1][DV / 8][4];

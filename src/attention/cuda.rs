@@ -130,10 +130,11 @@ fn hopper_path(gpu: &Gpu, p: &AttentionPlan) -> Option<HopperPath> {
 }
 
 /// Block tiles of a persistent sm_90a launch (query blocks of `rows` x `heads` x sequences), or
-/// None past i32::MAX: the kernels number them with an int (such plans take the mma.sync kernel).
+/// None past i32::MAX / 2: the kernels number them with an int, a round of the grid past the
+/// last (such plans take the mma.sync kernel).
 pub(crate) fn persistent_tiles(p: &AttentionPlan, rows: usize, heads: usize) -> Option<usize> {
     let tiles = p.max_q_len.div_ceil(rows).checked_mul(heads)?.checked_mul(p.batch)?;
-    (tiles <= i32::MAX as usize).then_some(tiles)
+    (tiles <= i32::MAX as usize / 2).then_some(tiles)
 }
 
 /// Blocks of a persistent sm_90a launch over `tiles` block tiles: one per SM, no more than tiles.
