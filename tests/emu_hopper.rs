@@ -798,6 +798,10 @@ fn hopper_checkers_catch_misuse() {
             assert!(e.contains("racecheck") && e.contains("races with a"), "expected a racecheck finding, got: {e}");
         }
     }
+    // Readers are forgotten at an ordered write, so bytes read by new threads after every
+    // rewrite (a persistent kernel's shared areas) never outgrow the per-reader lists.
+    probe::hopper_misbehave(&dut.gpu, HopperMisbehave::ReadersForgottenAtEachWrite)
+        .expect("8 KB read by other threads after each ordered rewrite runs clean");
     // A tensor copy's box read with no wait on its mbarrier (a __syncthreads is no substitute).
     let call = TmaCall {
         dtype: DType::F32,

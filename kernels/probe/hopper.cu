@@ -264,8 +264,9 @@ __device__ __forceinline__ void tma(const AkProbeParams& p) {
 // for the phase and overwrites the word (runs clean: each read is ordered before the write);
 // 13: the same with the arrivals before the reads (the write races with them). 128 threads:
 // 14: mode 8 without the fence.proxy.async between the operand's generic writes and the wgmma.
+// 256 threads, 8 KB of operand image: 15: readers forgotten at each ordered write (above).
 __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
-    AK_SHARED(uint64_t, bar, [2]);
+    AK_SHARED(uint64_t, bar, [3]);
     AK_DYNAMIC_SHARED(uint8_t, smem);
     uint8_t* image = smem + ((1024 - (ak::ptx::smem_addr(smem) & 1023)) & 1023);
     const unsigned t = threadIdx.x;
@@ -288,6 +289,37 @@ __device__ __forceinline__ void hopper_misbehave(const AkProbeParams& p) {
             ak::hopper::mbar_complete_tx(b0, (1u << 20) + 8);
         }
         out[t] = 0;
+        return;
+    }
+    if (p.mode == 15) {
+        // 8 KB read by warpgroup 1 twice, each word by a different thread each time, thread 0
+        // rewriting it after each round (ordered by mbarriers both ways), all in one barrier
+        // epoch: clean, and only if the emulator forgets a byte's readers at an ordered write
+        // (two readers per byte would otherwise need more per-reader lists than it keeps).
+        uint32_t* words = reinterpret_cast<uint32_t*>(image);
+        const uint32_t b1 = ak::ptx::smem_addr(&bar[1]), b2 = ak::ptx::smem_addr(&bar[2]);
+        if (t == 0) {
+            ak::hopper::mbar_init(b0, 128);  // round 1 read
+            ak::hopper::mbar_init(b1, 1);    // rewritten after round 1
+            ak::hopper::mbar_init(b2, 128);  // round 2 read
+            for (int i = 0; i < 2048; ++i) words[i] = (uint32_t)i;
+        }
+        __syncthreads();
+        if (t == 0) {
+            for (int r = 0; r < 2; ++r) {
+                ak::hopper::mbar_wait_parity(r ? b2 : b0, 0);
+                for (int i = 0; i < 2048; ++i) words[i] = (uint32_t)(i + 1 + r);
+                if (r == 0) ak::hopper::mbar_arrive(b1);
+            }
+        } else if (t >= 128) {
+            uint32_t sum = 0;
+            for (int r = 0; r < 2; ++r) {
+                if (r) ak::hopper::mbar_wait_parity(b1, 0);
+                for (int i = (int)((t + r) & 127); i < 2048; i += 128) sum += words[i];
+                ak::hopper::mbar_arrive(r ? b2 : b0);
+            }
+            out[t - 128] = sum;
+        }
         return;
     }
     if (p.mode == 12 || p.mode == 13) {

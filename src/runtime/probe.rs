@@ -468,6 +468,11 @@ pub enum HopperMisbehave {
     /// [`HopperMisbehave::Correct`] without the `fence.proxy.async` between the operand's
     /// generic-proxy writes and the wgmma (async proxy) that reads them.
     OperandNotProxyFenced,
+    /// Two warpgroups, one barrier epoch: 8 KB read by the second twice, each word by another
+    /// thread the second time, and rewritten by a thread of the first after each round (ordered
+    /// by mbarriers): clean (the emulated device forgets a byte's readers at an ordered write;
+    /// two readers for each of 8192 bytes would outgrow its per-reader lists).
+    ReadersForgottenAtEachWrite,
 }
 
 /// Run a [`HopperMisbehave`] kernel (one warpgroup, two for the overwrite and many-reader
@@ -478,10 +483,12 @@ pub fn hopper_misbehave(gpu: &Gpu, kind: HopperMisbehave) -> Result<()> {
         HopperMisbehave::OperandOverwrittenAfterIssue
         | HopperMisbehave::OperandOverwrittenAfterWait
         | HopperMisbehave::ManyReadsThenOrderedWrite
-        | HopperMisbehave::ManyReadsThenUnorderedWrite => 256,
+        | HopperMisbehave::ManyReadsThenUnorderedWrite
+        | HopperMisbehave::ReadersForgottenAtEachWrite => 256,
         _ => 128,
     };
-    run_smem(gpu, ProbeKernel::HopperMisbehave, &zeros, 128, (1, threads), 2048 + 1024, ProbeArgs { mode: kind as i32, n: 0, mask: !0, width: 32 })
+    let image = if kind == HopperMisbehave::ReadersForgottenAtEachWrite { 8192 } else { 2048 };
+    run_smem(gpu, ProbeKernel::HopperMisbehave, &zeros, 128, (1, threads), image + 1024, ProbeArgs { mode: kind as i32, n: 0, mask: !0, width: 32 })
         .map(|_| ())
 }
 
