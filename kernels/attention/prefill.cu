@@ -184,9 +184,7 @@ __device__ __forceinline__ void attention_forward(const AkAttnParams& p) {
         k_first = p.cu_seqlens_k[b];
         sk = p.cu_seqlens_k[b + 1] - (int)k_first;
     }
-    // Causal blocks near the bottom see the most keys: schedule them first.
-    const int m_block = p.causal ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x;
-    const int m0 = m_block * BM;
+    const int m0 = query_block(p.causal) * BM;  // causal: heavy first
     if (m0 >= sq) return;
     const int m_last = min(m0 + BM, sq) - 1;
 
